@@ -1,0 +1,330 @@
+"""The parent side of the process backend: one thread that owns every worker.
+
+It sleeps in a selector over each worker's pipe, each worker's exit sentinel and a wake-up pipe,
+with a timeout equal to the nearest job deadline, never a polling interval. Each wake-up is a few
+named steps: read what workers said, bury the workers that exited (failing only the job each
+held and starting a replacement), kill overdue workers, and hand waiting jobs to idle workers.
+
+    submit() --JobQueue--> Dispatcher --pipe--> worker --pipe--> Dispatcher --> Future
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import selectors
+import threading
+import time
+from concurrent.futures import Future
+from multiprocessing.context import BaseContext
+from typing import Any, Callable, Optional
+
+from .._errors import InitializerError, JobKilledError, JobTimeoutError, WorkerCrashedError
+from .._job import Job, JobQueue, Outcomes
+from .._remote import unpack_exception
+from . import _protocol as p
+from ._handle import WorkerHandle
+
+_log = logging.getLogger("jobpool")
+
+# A worker that dies before it is ready this many times in a row breaks the pool.
+MAX_START_FAILURES = 3
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        context: BaseContext,
+        queue: JobQueue,
+        outcomes: Outcomes,
+        workers: int,
+        setup: bytes,
+        max_jobs_per_worker: Optional[int],
+        on_broken: Callable[[BaseException], None],
+    ) -> None:
+        self._context = context
+        self._queue = queue
+        self._outcomes = outcomes
+        self._size = workers
+        self._setup = setup
+        self._max_jobs = max_jobs_per_worker
+        self._on_broken = on_broken
+        self._log_level = logging.getLogger().getEffectiveLevel()
+        self._handles: list[WorkerHandle] = []
+        self._next_index = 0
+        self._start_failures = 0
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.wake_pending = False
+        self.idle_workers = 0
+        self.closing = False  # finish the queue, then stop the workers
+        self._terminating = False  # stop now: kill the workers
+        self._broken: Optional[BaseException] = None
+        self._requests: list[tuple[Callable[[], Any], threading.Event, list[Any]]] = []
+        self._requests_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="jobpool-dispatcher", daemon=True)
+
+    # --- called from other threads -------------------------------------------------------------
+
+    def wake(self) -> None:
+        if not self.wake_pending:
+            self.wake_pending = True
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:  # closed: the dispatcher has exited
+                pass
+
+    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``fn`` in the dispatcher thread and return its result (handles are its alone)."""
+        if threading.current_thread() is self.thread:
+            return fn()
+        done = threading.Event()
+        box: list[Any] = []
+        with self._requests_lock:
+            if not self.thread.is_alive():
+                return None
+            self._requests.append((fn, done, box))
+        self.wake()
+        done.wait(timeout)
+        return box[0] if box else None
+
+    def terminate(self) -> None:
+        self._terminating = True
+        self.closing = True
+        self.wake()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            for _ in range(self._size):
+                self._start_worker()
+            while self._handles or not self.closing:
+                # Count before assigning: a submitter that reads 0 idle workers (and so does not
+                # wake us) queued its job before this count, so _assign_jobs below sees it.
+                self.idle_workers = sum(1 for h in self._handles if h.idle)
+                self._assign_jobs()
+                self._stop_when_drained()
+                if not self._handles and self.closing:
+                    break
+                events = self._selector.select(self._seconds_to_next_deadline())
+                for key, _ in events:
+                    if key.data is None:
+                        self._drain_wakeups()
+                    else:
+                        key.data()
+                self._run_requests()
+                self._expire_deadlines()
+                if self._terminating:
+                    self._kill_all()
+        except BaseException as exc:  # a bug here must not leave futures hanging forever
+            _log.exception("jobpool dispatcher failed")
+            self._break(InitializerError(f"the process pool's dispatcher failed: {exc!r}"))
+            self._kill_all()
+            for handle in list(self._handles):
+                handle.reap()
+        finally:
+            self._run_requests()
+            self._selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        # Cleared after reading: a wake-up that raced with us either left a byte in the pipe
+        # or queued its job before the next _assign_jobs.
+        self.wake_pending = False
+
+    def _run_requests(self) -> None:
+        with self._requests_lock:
+            requests, self._requests = self._requests, []
+        for fn, done, box in requests:
+            try:
+                box.append(fn())
+            finally:
+                done.set()
+
+    # --- workers --------------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
+        self._next_index += 1
+        self._handles.append(handle)
+        self._selector.register(handle.conn, selectors.EVENT_READ, lambda: self._on_message(handle))
+        self._selector.register(handle.sentinel, selectors.EVENT_READ, lambda: self._on_exit(handle))
+
+    def _on_message(self, handle: WorkerHandle) -> None:
+        if handle.reaped:  # its exit was handled earlier in the same batch of events
+            return
+        try:
+            message = pickle.loads(handle.conn.recv_bytes())
+        except (EOFError, OSError):  # the worker is gone; its sentinel tells the rest
+            self._selector.unregister(handle.conn)
+            return
+        self._handle_message(handle, message)
+
+    def _handle_message(self, handle: WorkerHandle, message: tuple[Any, ...]) -> None:
+        tag = message[0]
+        if tag == p.OK or tag == p.RAISED:
+            job = handle.finish_job()
+            if job is not None and job.id == message[1]:
+                if tag == p.OK:
+                    self._resolve(job, message[2])
+                else:
+                    self._outcomes.fail(job, unpack_exception(message[2]))
+            if self._max_jobs is not None and handle.jobs_done >= self._max_jobs:
+                handle.stop()
+                self._outcomes.count("worker_restarts")
+                if not self.closing:
+                    self._start_worker()
+        elif tag == p.LOG:
+            self._forward_log(handle, message[1])
+        elif tag == p.READY:
+            handle.ready = True
+            self._start_failures = 0
+        elif tag == p.INIT_FAILED:
+            cause = unpack_exception(message[1])
+            error = InitializerError(
+                f"the pool's initializer raised {type(cause).__name__}: {cause} in worker "
+                f"{handle.pid}; the pool is broken and accepts no more jobs"
+            )
+            error.__cause__ = cause
+            self._break(error)
+
+    def _resolve(self, job: Job, data: bytes) -> None:
+        try:
+            value = pickle.loads(data)
+        except BaseException as exc:
+            self._outcomes.fail(job, exc)
+        else:
+            self._outcomes.succeed(job, value)
+
+    def _forward_log(self, handle: WorkerHandle, state: dict[str, Any]) -> None:
+        record = logging.makeLogRecord(state)
+        record.jobpool_worker = handle.index
+        record.processName = f"jobpool-worker-{handle.index}"
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+    def _on_exit(self, handle: WorkerHandle) -> None:
+        """A worker process ended: fail only the job it held, then replace it if needed."""
+        if handle.reaped:
+            return
+        while handle.conn.poll(0):  # read what it said before it went
+            try:
+                self._handle_message(handle, pickle.loads(handle.conn.recv_bytes()))
+            except (EOFError, OSError):
+                break
+        for obj in (handle.conn, handle.sentinel):
+            try:
+                self._selector.unregister(obj)
+            except (KeyError, ValueError):
+                pass
+        self._handles.remove(handle)
+        exitcode = handle.reap()
+        job = handle.job
+        if job is not None:
+            error = handle.failure or WorkerCrashedError(handle.pid, exitcode)
+            self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
+        if handle.retiring and handle.failure is None:
+            return  # a planned exit: recycled or closing
+        if not handle.ready and handle.failure is None:
+            self._start_failures += 1
+            if self._start_failures >= MAX_START_FAILURES:
+                self._break(
+                    InitializerError(
+                        f"worker processes keep dying while starting (last exit code "
+                        f"{exitcode}); check that the initializer and the modules it needs "
+                        "import in a fresh process. The pool is broken."
+                    )
+                )
+                return
+        if not self.closing and self._broken is None:
+            self._outcomes.count("worker_restarts")
+            self._start_worker()
+
+    def _kill_all(self) -> None:
+        for handle in self._handles:
+            if not handle.retiring or handle.process.exitcode is None:
+                handle.kill(handle.failure or JobKilledError("the pool was terminated"))
+
+    def _break(self, error: BaseException) -> None:
+        """The pool cannot run jobs (its workers cannot start): fail everything, stop."""
+        if self._broken is not None:
+            return
+        self._broken = error
+        self.closing = True
+        self._on_broken(error)
+        for job in self._queue.drain():
+            self._outcomes.fail_pending(job, error)
+        for handle in self._handles:
+            if handle.job is not None:
+                handle.kill(error)
+            else:
+                handle.kill()
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def _assign_jobs(self) -> None:
+        if self.idle_workers <= 0 or self._terminating:
+            return
+        for handle in self._handles:
+            if not handle.idle:
+                continue
+            job = self._next_job()
+            if job is None:
+                return
+            self.idle_workers -= 1
+            try:
+                handle.run(job)
+            except OSError:  # the worker died under us: its sentinel fails the job
+                pass
+
+    def _next_job(self) -> Optional[Job]:
+        while True:
+            job = self._queue.get_nowait()
+            if job is None:
+                return None
+            if self._outcomes.start(job):
+                return job
+
+    def _stop_when_drained(self) -> None:
+        if not self.closing:
+            return
+        if self._queue.qsize() and not self._terminating and self._broken is None:
+            return
+        for handle in self._handles:
+            if handle.idle or (not handle.ready and not handle.retiring):
+                handle.stop()
+
+    def _seconds_to_next_deadline(self) -> Optional[float]:
+        deadlines = [h.deadline for h in self._handles if h.deadline is not None]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _expire_deadlines(self) -> None:
+        now = time.monotonic()
+        for handle in self._handles:
+            if handle.deadline is not None and handle.deadline <= now and handle.job is not None:
+                assert handle.job.timeout is not None
+                handle.deadline = None
+                handle.kill(JobTimeoutError(handle.job.timeout))
+
+    def kill_job(self, future: Future[Any]) -> bool:
+        for handle in self._handles:
+            if handle.job is not None and handle.job.future is future and handle.failure is None:
+                handle.kill(JobKilledError("job killed by Pool.kill(); its worker was replaced"))
+                return True
+        return False
+
+    def worker_count(self) -> int:
+        return len(self._handles)

@@ -1,0 +1,106 @@
+"""WorkerHandle: one worker process, its own pipe, and the job it holds.
+
+Because each worker has its own pipe and runs one job at a time, the parent always knows which
+job a dead or overdue worker held: only that job fails, and nothing needs acknowledging.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections import OrderedDict
+from multiprocessing.context import BaseContext
+from typing import Any, Optional
+
+from .._job import Call, Job
+from . import _protocol as p
+from ._worker import worker_main
+
+
+class WorkerHandle:
+    def __init__(self, context: BaseContext, index: int, setup: bytes, log_level: int) -> None:
+        self.index = index
+        self.conn, child_conn = context.Pipe(duplex=True)
+        self.process: Any = context.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(child_conn, setup, log_level),
+            name=f"jobpool-worker-{index}",
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+        self.sentinel: int = self.process.sentinel
+        self.pid: Optional[int] = self.process.pid
+        self.ready = False
+        self.retiring = False  # sent STOP (recycled or pool closing); its exit is expected
+        self.job: Optional[Job] = None
+        self.deadline: Optional[float] = None
+        self.jobs_done = 0
+        self.failure: Optional[BaseException] = None  # set when we killed it on purpose
+        self.reaped = False
+        self._functions: OrderedDict[int, None] = OrderedDict()
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and self.job is None and not self.retiring
+
+    def run(self, job: Job) -> None:
+        """Send ``job`` to the worker; its time limit starts now, not when it was queued."""
+        self.job = job
+        self.deadline = time.monotonic() + job.timeout if job.timeout is not None else None
+        fn_bytes = job.fn_bytes
+        key = job.fn_key
+        if key is not None:
+            if key in self._functions:
+                self._functions.move_to_end(key)
+            else:
+                self.conn.send_bytes(pickle.dumps((p.DEFINE_FN, key), pickle.HIGHEST_PROTOCOL))
+                self.conn.send_bytes(fn_bytes)  # type: ignore[arg-type]
+                self._functions[key] = None
+                if len(self._functions) > p.FUNCTION_CACHE_SIZE:
+                    self._functions.popitem(last=False)
+            fn_bytes = None
+        tag = p.RUN_CALL if isinstance(job.work, Call) else p.RUN_CHUNK
+        self.conn.send_bytes(
+            pickle.dumps((tag, job.id, key, fn_bytes, job.body), pickle.HIGHEST_PROTOCOL)
+        )
+
+    def finish_job(self) -> Optional[Job]:
+        job, self.job, self.deadline = self.job, None, None
+        self.jobs_done += 1
+        return job
+
+    def stop(self) -> None:
+        """Ask the worker to exit after its current job; its exit is then expected."""
+        self.retiring = True
+        try:
+            self.conn.send_bytes(pickle.dumps((p.STOP,)))
+        except OSError:
+            pass
+
+    def kill(self, failure: Optional[BaseException] = None) -> None:
+        self.failure = failure
+        self.retiring = True
+        try:
+            self.process.kill()
+        except (OSError, ValueError):
+            pass
+
+    def reap(self) -> Optional[int]:
+        """Collect the exited process; returns its exit code (negative: killed by that signal)."""
+        self.process.join(5)
+        if self.process.exitcode is None:  # sentinel fired but the process hangs on: make sure
+            self.process.kill()
+            self.process.join()
+        code: Optional[int] = self.process.exitcode
+        self.reaped = True
+        self.conn.close()
+        try:
+            self.process.close()
+        except ValueError:
+            pass
+        return code
+
+    def __repr__(self) -> str:
+        return f"<WorkerHandle {self.index} pid={self.pid} job={getattr(self.job, 'id', None)}>"
+
