@@ -59,11 +59,12 @@ class WorkerCrashedError(JobpoolError):
                 self.signal = _signal.Signals(-exitcode).name
             except ValueError:
                 self.signal = f"signal {-exitcode}"
-        how = (
-            f"killed by {self.signal} (exit code {exitcode})"
-            if self.signal
-            else f"exited with code {exitcode}"
-        )
+        if self.signal:
+            how = f"was killed by {self.signal} (exit code {exitcode})"
+        elif exitcode is None:
+            how = "died"
+        else:
+            how = f"exited with code {exitcode}"
         message = f"worker process {pid} {how} while running this job"
         if detail:
             message += f"; {detail}"

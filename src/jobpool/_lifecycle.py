@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 _open_pools: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -38,3 +38,21 @@ def unregister(pool: Any) -> None:
 def _close_all() -> None:
     for pool in list(_open_pools):
         pool.shutdown(wait=True)
+
+
+def weak_callback(callback: Callable[[BaseException], None]) -> Callable[[BaseException], None]:
+    """Hold a bound method without keeping its object (the pool) alive.
+
+    The dispatcher thread keeps this backend alive; if it held the pool too, a pool dropped
+    without ``shutdown()`` would never be collected and its cluster would never close.
+    """
+    if getattr(callback, "__self__", None) is None:
+        return callback
+    ref = weakref.WeakMethod(callback)
+
+    def call(error: BaseException) -> None:
+        method = ref()
+        if method is not None:
+            method(error)
+
+    return call

@@ -23,6 +23,7 @@ from . import _lifecycle
 from ._errors import InitializerError
 from ._job import Call, Chunk, ChunkResult, Job, JobQueue, Outcomes
 from ._map import as_items, windowed_map
+from ._progress import ErrorCallback, ProgressArg, as_completed, make_reporter, sized_total
 from ._stats import PoolStats
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
         def worker_count(self) -> int: ...
         def shutdown(self, wait: bool) -> None: ...
         def terminate(self) -> None: ...
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator
 
 
 P = ParamSpec("P")
@@ -202,7 +206,7 @@ class Pool(Executor):
                 self._workers,
                 options["initializer"],
                 options["initargs"],
-                self._mark_broken,
+                _lifecycle.weak_callback(self._mark_broken),
             )
         if backend == "process":
             from ._process import ProcessBackend
@@ -216,17 +220,18 @@ class Pool(Executor):
                 options["initializer"],
                 options["initargs"],
                 options["max_jobs_per_worker"],
-                self._mark_broken,
+                _lifecycle.weak_callback(self._mark_broken),
             )
         from ._dask_loader import load_dask_backend
 
-        return load_dask_backend()(
+        backend_type: Callable[..., Backend] = load_dask_backend()
+        return backend_type(
             self._queue,
             self._outcomes,
             self._workers,
             options["initializer"],
             options["initargs"],
-            self._mark_broken,
+            _lifecycle.weak_callback(self._mark_broken),
             address=options["address"],
             client=options["client"],
         )
@@ -293,7 +298,12 @@ class Pool(Executor):
         queue = self._queue
         if queue.bounded:
             queue.reserve(job, block)
-            job.future.add_done_callback(lambda future: future.cancelled() and queue.release(job))
+
+            def free_slot_if_cancelled(future: Future[Any]) -> None:
+                if future.cancelled():  # a cancelled job frees its slot now, not when dequeued
+                    queue.release(job)
+
+            job.future.add_done_callback(free_slot_if_cancelled)
         with self._lock:
             if self._state is not PoolState.OPEN:
                 queue.release(job)
@@ -317,7 +327,7 @@ class Pool(Executor):
 
     # --- map ------------------------------------------------------------------------------------
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., R],
         *iterables: Iterable[Any],
@@ -325,6 +335,9 @@ class Pool(Executor):
         chunksize: Optional[int] = None,
         ordered: bool = True,
         buffersize: Optional[int] = None,
+        progress: ProgressArg = None,
+        on_result: Optional[Callable[[R], object]] = None,
+        on_error: Optional[ErrorCallback] = None,
     ) -> Iterator[R]:
         """Apply ``fn`` to the items of ``iterables`` (zipped, as builtin ``map``), lazily.
 
@@ -340,8 +353,16 @@ class Pool(Executor):
             ordered: ``False`` yields results as they complete.
             buffersize: chunks in flight at most (as Python 3.14's ``Executor.map``); default
                 twice the worker count.
+            progress: ``True`` shows a tqdm bar (``pip install "jobpool[progress]"``); also a
+                dict of tqdm options, or an existing bar (anything with ``update(n)``).
+            on_result, on_error: called with each result, or each failed item's exception, in
+                the thread that iterates, once per item. With ``on_error`` a failed item is
+                passed to it and left out, instead of raised.
         """
-        return self._map(fn, iterables, False, timeout, chunksize, ordered, buffersize, None)
+        return self._map(
+            fn, iterables, False, timeout, chunksize, ordered, buffersize, None,
+            progress=progress, on_result=on_result, on_error=on_error,
+        )
 
     def starmap(
         self,
@@ -352,9 +373,15 @@ class Pool(Executor):
         chunksize: Optional[int] = None,
         ordered: bool = True,
         buffersize: Optional[int] = None,
+        progress: ProgressArg = None,
+        on_result: Optional[Callable[[R], object]] = None,
+        on_error: Optional[ErrorCallback] = None,
     ) -> Iterator[R]:
         """Like :meth:`map`, but each item is a tuple of arguments: ``fn(*item)``."""
-        return self._map(fn, (iterable,), True, timeout, chunksize, ordered, buffersize, None)
+        return self._map(
+            fn, (iterable,), True, timeout, chunksize, ordered, buffersize, None,
+            progress=progress, on_result=on_result, on_error=on_error,
+        )
 
     def _map(
         self,
@@ -366,6 +393,10 @@ class Pool(Executor):
         ordered: bool,
         buffersize: Optional[int],
         job_timeout: Optional[float],
+        *,
+        progress: ProgressArg = None,
+        on_result: Optional[Callable[[Any], object]] = None,
+        on_error: Optional[ErrorCallback] = None,
     ) -> Iterator[Any]:
         _check_callable("map()", fn)
         if not iterables:
@@ -385,12 +416,22 @@ class Pool(Executor):
             items, star = as_items(iterables)
         prepare_function = getattr(self._backend, "prepare_function", None)
         fn_bytes, fn_key = prepare_function(fn) if prepare_function else (None, None)
+        reporter = make_reporter(progress, on_result, on_error, sized_total(iterables), fn)
 
         def submit_chunk(chunk: list[Any]) -> Future[ChunkResult]:
             job = Job(Chunk(fn, chunk, star), job_timeout)
             job.fn_bytes, job.fn_key = fn_bytes, fn_key
             return self._enqueue(job, block=True)
 
+        if reporter is not None:
+            return reporter.map(
+                submit_chunk,
+                items,
+                chunksize=chunksize,
+                window=buffersize or 2 * self._workers,
+                ordered=ordered,
+                timeout=timeout,
+            )
         return windowed_map(
             submit_chunk,
             items,
@@ -400,6 +441,62 @@ class Pool(Executor):
             timeout=timeout,
         )
 
+    # --- asyncio and progress ---------------------------------------------------------------------
+
+    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` in the pool and await its result (see :doc:`asyncio`).
+
+        Never blocks the event loop: when ``max_pending`` jobs already wait, the coroutine waits
+        for a free slot. Cancelling the awaiting task cancels the job if it has not started.
+        """
+        _check_callable("run()", fn)
+        from ._async import run_job
+
+        result: R = await run_job(self, Job(Call(fn, args, kwargs), self._job_timeout))
+        return result
+
+    def amap(
+        self,
+        fn: Callable[..., R],
+        *iterables: Union[Iterable[Any], AsyncIterable[Any]],
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = None,
+        ordered: bool = True,
+        buffersize: Optional[int] = None,
+        progress: ProgressArg = None,
+        on_result: Optional[Callable[[R], object]] = None,
+        on_error: Optional[ErrorCallback] = None,
+    ) -> AsyncIterator[R]:
+        """:meth:`map` for asyncio: ``async for r in pool.amap(fn, items)``; never blocks the loop.
+
+        Same window, chunking and options as :meth:`map`; the input may also be an async
+        iterable. Callbacks and the bar run in the event loop. See :doc:`asyncio`.
+        """
+        from ._async import amap
+
+        return amap(
+            self, fn, iterables, None, timeout, chunksize, ordered, buffersize,
+            progress=progress, on_result=on_result, on_error=on_error,
+        )
+
+    def as_completed(
+        self,
+        fs: Iterable[Future[R]],
+        timeout: Optional[float] = None,
+        *,
+        progress: ProgressArg = None,
+        on_result: Optional[Callable[[R], object]] = None,
+        on_error: Optional[ErrorCallback] = None,
+    ) -> Iterator[Future[R]]:
+        """``concurrent.futures.as_completed(fs, timeout)`` with a progress bar and callbacks.
+
+        The futures may come from any executor. ``on_result`` / ``on_error`` run once per future
+        (a cancelled one counts as an error), in the thread that iterates. See :doc:`progress`.
+        """
+        return as_completed(
+            fs, timeout, progress=progress, on_result=on_result, on_error=on_error
+        )
+
     # --- control --------------------------------------------------------------------------------
 
     def kill(self, future: Future[Any]) -> bool:
@@ -407,8 +504,9 @@ class Pool(Executor):
 
         On the process backend a running job's worker is killed and replaced, and the future
         fails with :class:`JobKilledError`. A thread cannot be stopped: the future fails at once
-        and the thread runs on until the call returns, its result dropped. Returns False if the
-        job had already finished.
+        and the thread runs on until the call returns, its result dropped. On the Dask backend a
+        running job cannot be stopped: this raises ``NotImplementedError`` (a waiting job is
+        still cancelled). Returns False if the job had already finished.
         """
         if future.cancel():
             return True
@@ -472,7 +570,8 @@ class JobOptions:
 
     def __init__(self, pool: Pool, timeout: Optional[float]) -> None:
         self._pool = pool
-        self._timeout = timeout
+        # No override means the pool's own default, for every call made through the view.
+        self._timeout = timeout if timeout is not None else pool._job_timeout
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         _check_callable("submit()", fn)
@@ -492,9 +591,13 @@ class JobOptions:
         chunksize: Optional[int] = None,
         ordered: bool = True,
         buffersize: Optional[int] = None,
+        progress: ProgressArg = None,
+        on_result: Optional[Callable[[R], object]] = None,
+        on_error: Optional[ErrorCallback] = None,
     ) -> Iterator[R]:
         return self._pool._map(
-            fn, iterables, False, timeout, chunksize, ordered, buffersize, self._timeout
+            fn, iterables, False, timeout, chunksize, ordered, buffersize, self._timeout,
+            progress=progress, on_result=on_result, on_error=on_error,
         )
 
     def starmap(
@@ -506,7 +609,37 @@ class JobOptions:
         chunksize: Optional[int] = None,
         ordered: bool = True,
         buffersize: Optional[int] = None,
+        progress: ProgressArg = None,
+        on_result: Optional[Callable[[R], object]] = None,
+        on_error: Optional[ErrorCallback] = None,
     ) -> Iterator[R]:
         return self._pool._map(
-            fn, (iterable,), True, timeout, chunksize, ordered, buffersize, self._timeout
+            fn, (iterable,), True, timeout, chunksize, ordered, buffersize, self._timeout,
+            progress=progress, on_result=on_result, on_error=on_error,
+        )
+
+    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        _check_callable("run()", fn)
+        from ._async import run_job
+
+        result: R = await run_job(self._pool, Job(Call(fn, args, kwargs), self._timeout))
+        return result
+
+    def amap(
+        self,
+        fn: Callable[..., R],
+        *iterables: Union[Iterable[Any], AsyncIterable[Any]],
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = None,
+        ordered: bool = True,
+        buffersize: Optional[int] = None,
+        progress: ProgressArg = None,
+        on_result: Optional[Callable[[R], object]] = None,
+        on_error: Optional[ErrorCallback] = None,
+    ) -> AsyncIterator[R]:
+        from ._async import amap
+
+        return amap(
+            self._pool, fn, iterables, self._timeout, timeout, chunksize, ordered, buffersize,
+            progress=progress, on_result=on_result, on_error=on_error,
         )

@@ -1,0 +1,401 @@
+"""The Dask backend against real Dask clusters of worker processes (no mocks).
+
+Most tests share one ``LocalCluster`` (2 worker processes x 2 threads) that runs in a subprocess
+for the whole module, and connect to it with ``address=`` or ``client=``: starting a cluster
+takes seconds, and a cluster kept in this process would show its worker processes to the
+leftover-process guard of every test. The few tests that need the pool's own cluster (crash
+handling, cleanup) start one each. Jobs synchronise through files in ``tmp_path`` (workers share
+no memory with the test), and every wait has a deadline that fails loudly instead of hanging.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from distributed import Client
+
+import jobs
+from jobpool import (
+    InitializerError,
+    JobKilledError,
+    JobTimeoutError,
+    Pool,
+    QueueFull,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+    WorkerCrashedError,
+)
+
+WAIT = 60  # seconds; a ceiling that fails loudly instead of hanging
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+CLUSTER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import dask
+    from distributed import LocalCluster
+
+    if __name__ == "__main__":
+        # Fail a job at the first worker death, as the pool's own cluster does.
+        dask.config.set({"distributed.scheduler.allowed-failures": 0})
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
+            dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+        )
+        print(cluster.scheduler_address, flush=True)
+        sys.stdin.read()  # until the test module closes our stdin
+        cluster.close()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def cluster_address() -> Iterator[str]:
+    """The address of a LocalCluster that lives in a subprocess for the whole module."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [TESTS_DIR, *filter(None, [env.get("PYTHONPATH")])]
+    )  # the workers import ``jobs`` by name
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    address = process.stdout.readline().strip()
+    try:
+        if not address.startswith("tcp://"):
+            pytest.fail(f"the test cluster did not start (it printed {address!r})")
+        yield address
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def make_pool(cluster_address: str) -> Iterator[Callable[..., Pool]]:
+    """Pools on the shared cluster; each is shut down after the test."""
+    pools: list[Pool] = []
+
+    def make(workers: int = 2, **kwargs: Any) -> Pool:
+        kwargs.setdefault("address", cluster_address)
+        pool = Pool(workers, backend="dask", **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def release(directory: Any) -> None:
+    (directory / "release").touch()
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+def test_submit_result(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool()
+    assert pool.backend == "dask"
+    assert pool.submit(jobs.square, 7).result(WAIT) == 49
+    assert pool.submit(jobs.echo_kwargs, 1, b=2).result(WAIT) == ((1,), {"b": 2})
+
+
+def test_map_ordered_unordered_and_starmap(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool()
+    assert list(pool.map(jobs.square, range(200))) == [x * x for x in range(200)]
+    assert list(pool.map(jobs.square, range(50), chunksize=7)) == [x * x for x in range(50)]
+    assert list(pool.map(jobs.add, range(5), range(10, 15))) == [10, 12, 14, 16, 18]
+    unordered = list(pool.map(jobs.square, range(100), ordered=False))
+    assert sorted(unordered) == [x * x for x in range(100)]
+    assert list(pool.starmap(jobs.add, [(1, 2), (3, 4), (5, 6)])) == [3, 7, 11]
+
+
+def test_lazy_map_reads_a_bounded_window_ahead(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool()
+    consumed = 0
+
+    def counting() -> Iterator[int]:
+        nonlocal consumed
+        for x in itertools.count():
+            consumed += 1
+            yield x
+
+    results = pool.map(jobs.square, counting(), chunksize=1, buffersize=4)
+    assert list(itertools.islice(results, 10)) == [x * x for x in range(10)]
+    # 10 taken, at most ``buffersize`` chunks of one item in flight beyond them.
+    assert consumed <= 10 + 4
+    results.close()  # type: ignore[attr-defined]
+
+
+def test_lambdas_closures_and_bound_methods(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool()
+    offset = 100
+
+    def closure(x: int) -> int:
+        return x + offset
+
+    assert pool.submit(lambda x: x * 3, 5).result(WAIT) == 15
+    assert pool.submit(closure, 1).result(WAIT) == 101
+    assert pool.submit(jobs.Counter(10).add, 5).result(WAIT) == 15
+    assert list(pool.map(lambda x: -x, range(5))) == [0, -1, -2, -3, -4]
+
+
+# --- the bound on running jobs, backpressure ------------------------------------------------------
+
+
+def test_workers_bounds_jobs_on_the_cluster(make_pool: Callable[..., Pool], tmp_path: Any) -> None:
+    # The cluster has 4 threads; the pool may use only 2 of them, the rest wait in its queue.
+    pool = make_pool(2)
+    futures = [pool.submit(jobs.enter_and_wait_files, str(tmp_path), i) for i in range(6)]
+    wait_until(lambda: jobs.read_count(str(tmp_path)) == 2, "two jobs to start")
+    stats = pool.stats()
+    assert stats.running == 2
+    assert stats.pending == 4
+    release(tmp_path)
+    assert [f.result(WAIT) for f in futures] == list(range(6))
+    assert jobs.read_count(str(tmp_path), "high") == 2
+    assert pool.stats().done == 6
+
+
+def test_backpressure_and_submit_nowait(make_pool: Callable[..., Pool], tmp_path: Any) -> None:
+    pool = make_pool(1, max_pending=2)
+    running = pool.submit(jobs.enter_and_wait_files, str(tmp_path), 0)
+    wait_until(lambda: jobs.read_count(str(tmp_path)) == 1, "the first job to start")
+    queued = [pool.submit(jobs.square, 2), pool.submit_nowait(jobs.square, 3)]
+    with pytest.raises(QueueFull, match="max_pending=2"):
+        pool.submit_nowait(jobs.square, 4)
+    blocked: list[Any] = []
+    submitter = threading.Thread(target=lambda: blocked.append(pool.submit(jobs.square, 5)))
+    submitter.start()
+    submitter.join(0.2)
+    assert submitter.is_alive(), "submit() should wait while max_pending jobs are queued"
+    release(tmp_path)
+    submitter.join(WAIT)
+    assert running.result(WAIT) == 0
+    assert [f.result(WAIT) for f in queued] == [4, 9]
+    assert blocked[0].result(WAIT) == 25
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_exception_keeps_its_type_and_remote_traceback(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool()
+    with pytest.raises(ValueError, match="boom") as info:
+        pool.submit(jobs.raise_value_error, "boom").result(WAIT)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "raise_value_error" in cause.tb
+    with pytest.raises(RemoteError, match="UnpicklableError"):
+        pool.submit(jobs.raise_unpicklable_error).result(WAIT)
+    # One bad item of a map raises when its turn comes; the others are not lost.
+    results = pool.map(lambda x: 1 // (x - 3), range(5), chunksize=5)
+    assert [next(results) for _ in range(3)] == [-1, -1, -1]
+    with pytest.raises(ZeroDivisionError):
+        next(results)
+    # The pool goes on.
+    assert pool.submit(jobs.square, 3).result(WAIT) == 9
+
+
+def test_unpicklable_argument_names_the_part(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool()
+    with pytest.raises(SerializationError) as info:
+        pool.submit(jobs.identity, jobs.Unpicklable())
+    assert info.value.path == "args[0].conn"
+    assert "args[0].conn" in str(info.value)
+    assert pool.stats().submitted == 0
+    with pytest.raises(SerializationError, match="result"):
+        pool.submit(jobs.return_lock).result(WAIT)
+    assert pool.submit(jobs.square, 4).result(WAIT) == 16
+
+
+def test_job_timeout(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool()
+    started = time.monotonic()
+    with pytest.raises(JobTimeoutError, match=r"timeout of 0\.5 s"):
+        pool.options(timeout=0.5).submit(jobs.sleep_for, 3).result(WAIT)
+    assert time.monotonic() - started < 2.5  # failed on time, not when the task returned
+    assert pool.stats().timed_out == 1
+    # The slot was freed: the pool goes on while the task runs out on its worker.
+    assert pool.submit(jobs.square, 5).result(WAIT) == 25
+
+
+def test_pool_job_timeout_applies_per_map_item(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool(job_timeout=0.5)
+    results = pool.map(jobs.sleep_for, [0.01, 3, 0.01])
+    assert next(results) == 0.01
+    with pytest.raises(JobTimeoutError):
+        next(results)
+
+
+def test_kill_of_a_running_job_raises_clearly(
+    make_pool: Callable[..., Pool], tmp_path: Any
+) -> None:
+    pool = make_pool(1)
+    running = pool.submit(jobs.enter_and_wait_files, str(tmp_path), 1)
+    waiting = pool.submit(jobs.square, 3)
+    wait_until(lambda: jobs.read_count(str(tmp_path)) == 1, "the job to start")
+    with pytest.raises(NotImplementedError, match="cannot stop a running job on the Dask"):
+        pool.kill(running)
+    assert pool.kill(waiting) is True  # still in the pool's queue: cancelled
+    assert waiting.cancelled()
+    release(tmp_path)
+    assert running.result(WAIT) == 1
+    assert pool.kill(running) is False  # finished
+
+
+# --- initializer ----------------------------------------------------------------------------------
+
+
+def test_initializer_runs_once_per_worker(
+    make_pool: Callable[..., Pool], cluster_address: str, tmp_path: Any
+) -> None:
+    record = str(tmp_path / "pids")
+    pool = make_pool(2, initializer=jobs.append_pid, initargs=(record,))
+    assert list(pool.map(jobs.square, range(20), chunksize=1)) == [x * x for x in range(20)]
+    with open(record) as f:
+        pids = f.read().split()
+    with Client(cluster_address, set_as_default=False) as client:
+        worker_pids = client.run(os.getpid)
+    assert sorted(pids) == sorted(str(pid) for pid in worker_pids.values())
+
+
+def test_failing_initializer_is_an_initializer_error(make_pool: Callable[..., Pool]) -> None:
+    with pytest.raises(InitializerError, match="initializer says no") as info:
+        make_pool(initializer=jobs.fail_initializer)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    # The plugin is gone from the cluster: a new pool there is not affected.
+    assert make_pool().submit(jobs.square, 2).result(WAIT) == 4
+
+
+def test_initializer_failing_on_a_restarted_worker_breaks_the_pool(tmp_path: Any) -> None:
+    """The pool's own cluster of one worker: it crashes, and its replacement cannot initialize."""
+    marker = str(tmp_path / "now-fail")
+    with Pool(1, backend="dask", initializer=jobs.fail_if_exists, initargs=(marker,)) as pool:
+        assert pool.submit(jobs.square, 2).result(WAIT) == 4
+        open(marker, "w").close()
+        with pytest.raises(WorkerCrashedError):
+            pool.submit(jobs.exit_now).result(WAIT)
+        # The only worker is restarted by its nanny; its initializer raises there.
+        with pytest.raises(InitializerError, match="exists") as info:
+            pool.submit(jobs.square, 3).result(WAIT)
+        assert isinstance(info.value.__cause__, RuntimeError)
+        with pytest.raises(InitializerError):
+            pool.submit(jobs.square, 4)
+
+
+def test_unpicklable_initargs_are_a_serialization_error(make_pool: Callable[..., Pool]) -> None:
+    with pytest.raises(SerializationError, match="initializer"):
+        make_pool(initializer=jobs.set_state, initargs=(threading.Lock(),))
+
+
+# --- where the cluster comes from -----------------------------------------------------------------
+
+
+def test_address_mode_leaves_the_cluster_running(cluster_address: str) -> None:
+    with Pool(2, backend="dask", address=cluster_address) as pool:
+        assert pool.submit(jobs.square, 6).result(WAIT) == 36
+    with Client(cluster_address, set_as_default=False) as client:
+        assert client.submit(jobs.square, 2).result(WAIT) == 4
+
+
+def test_client_mode_leaves_the_client_open(cluster_address: str) -> None:
+    with Client(cluster_address, set_as_default=False) as client:
+        with Pool(2, backend="dask", client=client) as pool:
+            assert list(pool.map(jobs.square, range(5))) == [0, 1, 4, 9, 16]
+        assert client.status == "running"
+        assert client.submit(jobs.add, 2, 3).result(WAIT) == 5
+
+
+def test_bad_cluster_arguments(cluster_address: str) -> None:
+    with pytest.raises(TypeError, match="not both"):
+        Pool(backend="dask", address=cluster_address, client=object())
+    with pytest.raises(TypeError, match=r"distributed\.Client"):
+        Pool(backend="dask", client=object())
+    with pytest.raises(ValueError, match="only to backend='dask'"):
+        Pool(backend="thread", address=cluster_address)
+
+
+def test_own_cluster_crash_and_cleanup() -> None:
+    """The pool's own LocalCluster: a crash fails one job, and shutdown leaves no process."""
+    before = {p.pid for p in multiprocessing.active_children()}
+    pool = Pool(2, backend="dask")
+    try:
+        cluster_pids = {p.pid for p in multiprocessing.active_children()} - before
+        assert cluster_pids, "the pool should run its own worker processes"
+        assert pool.submit(jobs.square, 3).result(WAIT) == 9
+        crashed = pool.submit(jobs.exit_now, 3)
+        with pytest.raises(WorkerCrashedError, match="died while running this job"):
+            crashed.result(WAIT)
+        assert pool.stats().failed == 1
+        assert pool.stats().worker_restarts == 1
+        # The other jobs go on (the dead worker is restarted by its nanny).
+        assert list(pool.map(jobs.square, range(10))) == [x * x for x in range(10)]
+    finally:
+        pool.shutdown(wait=True)
+    assert not {p.pid for p in multiprocessing.active_children()} - before
+    for pid in cluster_pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_own_cluster_shutdown_without_wait_finishes_queued_jobs() -> None:
+    pool = Pool(1, backend="dask")
+    futures = [pool.submit(jobs.sleep_for, 0.05) for _ in range(4)]
+    pool.shutdown(wait=False)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(jobs.square, 1)
+    assert [f.result(WAIT) for f in futures] == [0.05] * 4
+    pool.shutdown(wait=True)  # now wait for the cluster to close
+
+
+def test_terminate_fails_running_jobs(make_pool: Callable[..., Pool], tmp_path: Any) -> None:
+    pool = make_pool(1)
+    running = pool.submit(jobs.enter_and_wait_files, str(tmp_path), 1)
+    waiting = pool.submit(jobs.square, 3)
+    wait_until(lambda: jobs.read_count(str(tmp_path)) == 1, "the job to start")
+    pool.terminate()
+    assert waiting.cancelled()
+    with pytest.raises(JobKilledError, match="terminated"):
+        running.result(WAIT)
+    release(tmp_path)  # the task itself runs on until it returns: Dask cannot stop it
+
+
+# --- the extra is missing -------------------------------------------------------------------------
+
+
+def test_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(ImportError, match=r'pip install "jobpool\[dask\]"'):
+        Pool(backend="dask")

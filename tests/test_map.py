@@ -1,0 +1,157 @@
+"""Lazy, windowed map and starmap: order, completion order, errors, endless input."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Callable
+
+import jobs
+import pytest
+from conftest import WAIT
+
+from jobpool import Pool
+
+MakePool = Callable[..., Pool]
+
+
+class CountingSource:
+    """An endless generator that records how many items were pulled from it."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in itertools.count():
+            self.pulled += 1
+            yield i
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 7])
+def test_ordered_map(make_pool: MakePool, backend: str, chunksize: int | None) -> None:
+    pool = make_pool(backend)
+    assert list(pool.map(jobs.square, range(1000), chunksize=chunksize)) == [
+        i * i for i in range(1000)
+    ]
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 5])
+def test_unordered_map_yields_every_result(make_pool: MakePool, backend: str, chunksize: int | None) -> None:
+    pool = make_pool(backend)
+    results = list(pool.map(jobs.square, range(500), ordered=False, chunksize=chunksize))
+    assert sorted(results) == [i * i for i in range(500)]
+
+
+def test_unordered_map_yields_in_completion_order(make_pool: MakePool) -> None:
+    import threading
+
+    pool = make_pool("thread", workers=2)
+    first_done = threading.Event()
+    items = [("slow", first_done), ("fast", first_done)]
+
+    def job(item: tuple[str, threading.Event]) -> str:
+        name, event = item
+        if name == "slow":
+            event.wait(WAIT)
+        else:
+            event.set()
+        return name
+
+    assert list(pool.map(job, items, ordered=False, chunksize=1)) == ["fast", "slow"]
+
+
+def test_map_zips_several_iterables_like_builtin_map(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+    assert list(pool.map(jobs.add, range(5), range(10, 100))) == [10, 12, 14, 16, 18]
+
+
+def test_starmap(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+    pairs = [(i, i + 1) for i in range(50)]
+    assert list(pool.starmap(jobs.add, pairs)) == [a + b for a, b in pairs]
+    assert sorted(pool.starmap(jobs.add, iter(pairs), ordered=False)) == sorted(
+        a + b for a, b in pairs
+    )
+
+
+def test_empty_input(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+    assert list(pool.map(jobs.square, [])) == []
+
+
+def test_failing_item_raises_at_its_turn(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+
+    def check(x: int) -> int:
+        if x == 5:
+            raise ValueError(f"bad item {x}")
+        return x
+
+    results = pool.map(check, range(10), chunksize=3)
+    assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="bad item 5"):
+        next(results)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_endless_input_is_read_lazily(make_pool: MakePool, backend: str, ordered: bool) -> None:
+    pool = make_pool(backend, workers=2)
+    source = CountingSource()
+    results = pool.map(jobs.identity, source, ordered=ordered)
+    taken = list(itertools.islice(results, 3000))
+    assert len(taken) == 3000
+    if ordered:
+        assert taken == list(range(3000))
+    # The consumer stalls: let every job already submitted finish, then nothing more is read.
+    pulled_when_stalled = source.pulled
+    stats = pool.stats()
+    while stats.pending or stats.running:  # all in-flight chunks drain on their own
+        pool.submit(jobs.identity, None).result(WAIT)
+        stats = pool.stats()
+    assert source.pulled == pulled_when_stalled
+    window_items = 2 * pool.workers * 4096  # window chunks x largest adaptive chunk
+    assert source.pulled - len(taken) <= window_items
+    results.close()  # type: ignore[attr-defined]
+
+
+def test_buffersize_bounds_read_ahead(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend, workers=2)
+    source = CountingSource()
+    results = pool.map(jobs.identity, source, chunksize=1, buffersize=4)
+    assert source.pulled <= 4
+    assert [next(results) for _ in range(10)] == list(range(10))
+    assert source.pulled <= 10 + 4
+    results.close()  # type: ignore[attr-defined]
+
+
+def test_map_timeout(make_pool: MakePool) -> None:
+    import concurrent.futures as cf
+    import threading
+
+    pool = make_pool("thread", workers=1)
+    release = threading.Event()
+    results = pool.map(jobs.blocked_until, [release], timeout=0.05)
+    with pytest.raises(cf.TimeoutError):
+        next(results)
+    release.set()
+
+
+def test_closing_the_iterator_cancels_pending_chunks(make_pool: MakePool) -> None:
+    import threading
+
+    pool = make_pool("thread", workers=1)
+    release = threading.Event()
+    results = pool.map(jobs.blocked_until, itertools.repeat(release), chunksize=1, buffersize=5)
+    release.set()
+    assert next(results) is None
+    results.close()  # type: ignore[attr-defined]
+    pool.shutdown(wait=True)
+    assert pool.stats().submitted <= 7
+
+
+def test_adaptive_chunks_grow_on_tiny_items(make_pool: MakePool) -> None:
+    pool = make_pool("process-fork", workers=2)
+    before = pool.stats().submitted
+    assert sum(pool.map(jobs.square, range(100_000))) == sum(i * i for i in range(100_000))
+    chunks = pool.stats().submitted - before
+    assert chunks < 200, f"{chunks} chunks for 100,000 tiny items: chunking did not adapt"

@@ -1,0 +1,196 @@
+"""The Executor contract on every local backend: submit, results, futures, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import threading
+from typing import Any, Callable
+
+import jobs
+import pytest
+from conftest import LOCAL_BACKENDS, WAIT
+from gates import Gate
+
+from jobpool import Pool
+
+MakePool = Callable[..., Pool]
+
+
+def test_submit_returns_a_concurrent_future(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.add, 2, b=3)
+    assert isinstance(future, cf.Future)
+    assert future.result(WAIT) == 5
+
+
+@pytest.mark.parametrize("backend_name", LOCAL_BACKENDS)
+def test_every_start_method_runs_lambdas_and_closures(make_pool: MakePool, backend_name: str) -> None:
+    pool = make_pool(backend_name)
+    offset = 10
+    assert pool.submit(lambda x: x + offset, 5).result(WAIT) == 15
+    assert list(pool.map(lambda x: x * offset, range(5))) == [0, 10, 20, 30, 40]
+
+
+def test_same_results_on_every_backend(make_pool: MakePool) -> None:
+    results = []
+    for name in LOCAL_BACKENDS:
+        pool = make_pool(name)
+        results.append(
+            (
+                [f.result(WAIT) for f in [pool.submit(jobs.square, i) for i in range(20)]],
+                list(pool.map(jobs.add, range(10), range(10, 20))),
+                list(pool.starmap(jobs.add, [(1, 2), (3, 4)])),
+                pool.submit(jobs.echo_kwargs, 1, key="v").result(WAIT),
+            )
+        )
+    assert all(r == results[0] for r in results)
+
+
+def test_futures_work_with_wait_and_as_completed(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+    futures = [pool.submit(jobs.square, i) for i in range(10)]
+    done, not_done = cf.wait(futures, timeout=WAIT)
+    assert not not_done
+    assert sorted(f.result() for f in cf.as_completed(futures, timeout=WAIT)) == [
+        i * i for i in range(10)
+    ]
+
+
+def test_asyncio_run_in_executor(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(pool, jobs.square, i) for i in range(5))))
+
+    assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.parametrize("backend_name", LOCAL_BACKENDS)
+def test_running_jobs_never_exceed_workers(make_pool: MakePool, backend_name: str) -> None:
+    gate = Gate(backend_name)
+    pool = make_pool(backend_name, workers=3, initializer=jobs.install_gate, initargs=gate.initargs)
+    futures = [pool.submit(jobs.gated, i) for i in range(12)]
+    gate.wait_entered(3)
+    stats = pool.stats()
+    assert stats.running == 3
+    assert stats.pending == 9
+    gate.release.set()
+    assert [f.result(WAIT) for f in futures] == list(range(12))
+    assert gate.high.value == 3
+    assert pool.stats().done == 12
+
+
+def test_job_exception_keeps_type_and_traceback(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.raise_value_error, "boom")
+    with pytest.raises(ValueError, match="boom") as info:
+        future.result(WAIT)
+    if backend != "thread":
+        assert "raise_value_error" in str(info.value.__cause__)
+    else:
+        assert info.value.__traceback__ is not None
+    assert pool.submit(jobs.square, 3).result(WAIT) == 9
+
+
+class TestShutdown:
+    def test_submit_after_shutdown_raises(self, make_pool: MakePool, backend: str) -> None:
+        pool = make_pool(backend)
+        pool.shutdown()
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(jobs.square, 1)
+        with pytest.raises(RuntimeError):
+            pool.map(jobs.square, [1])
+
+    def test_shutdown_without_wait_still_finishes_queued_jobs(
+        self, make_pool: MakePool, backend: str
+    ) -> None:
+        pool = make_pool(backend, workers=1)
+        futures = [pool.submit(jobs.square, i) for i in range(20)]
+        pool.shutdown(wait=False)
+        assert [f.result(WAIT) for f in futures] == [i * i for i in range(20)]
+        pool.shutdown(wait=True)
+
+    def test_cancel_futures_cancels_only_waiting_jobs(self, make_pool: MakePool, backend: str) -> None:
+        gate = Gate(backend)
+        pool = make_pool(backend, workers=1, initializer=jobs.install_gate, initargs=gate.initargs)
+        running = pool.submit(jobs.gated, 1)
+        gate.wait_entered(1)
+        waiting = [pool.submit(jobs.square, i) for i in range(5)]
+        pool.shutdown(wait=False, cancel_futures=True)
+        gate.release.set()
+        pool.shutdown(wait=True)
+        assert running.result(WAIT) == 1
+        assert all(f.cancelled() for f in waiting)
+        assert pool.stats().cancelled == 5
+
+    def test_with_block_waits_for_jobs(self, backend: str) -> None:
+        from conftest import pool_kwargs
+
+        with Pool(2, **pool_kwargs(backend)) as pool:
+            futures = [pool.submit(jobs.square, i) for i in range(10)]
+        assert all(f.done() for f in futures)
+
+    def test_exception_in_with_block_cancels_waiting_and_stops(self, backend: str) -> None:
+        from conftest import pool_kwargs
+
+        gate = Gate(backend)
+        with pytest.raises(KeyError), Pool(
+            1, **pool_kwargs(backend), initializer=jobs.install_gate, initargs=gate.initargs
+        ) as pool:
+            running = pool.submit(jobs.gated, 7)
+            gate.wait_entered(1)
+            waiting = pool.submit(jobs.square, 2)
+            gate.release.set()
+            raise KeyError("caller failed")
+        assert running.result(WAIT) == 7
+        assert waiting.cancelled() or waiting.result(WAIT) == 4
+
+    def test_shutdown_twice_is_harmless(self, make_pool: MakePool, backend: str) -> None:
+        pool = make_pool(backend)
+        pool.submit(jobs.square, 2).result(WAIT)
+        pool.shutdown()
+        pool.shutdown()
+
+
+def test_kwargs_named_like_options_go_to_the_function(make_pool: MakePool, backend: str) -> None:
+    pool = make_pool(backend)
+    args, kwargs = pool.submit(jobs.echo_kwargs, 1, fn=2, timeout=3).result(WAIT)
+    assert args == (1,) and kwargs == {"fn": 2, "timeout": 3}
+
+
+def test_max_workers_alias(make_pool: MakePool) -> None:
+    pool = Pool(max_workers=3)
+    try:
+        assert pool.workers == 3
+    finally:
+        pool.shutdown()
+
+
+def test_repr_and_properties(make_pool: MakePool) -> None:
+    pool = make_pool("thread", workers=2, max_pending=5)
+    assert pool.workers == 2 and pool.backend == "thread" and pool.max_pending == 5
+    assert "thread" in repr(pool)
+
+
+def test_a_dropped_pool_stops_its_workers(backend: str) -> None:
+    import gc
+    import multiprocessing
+    import weakref
+
+    from conftest import pool_kwargs
+
+    pool = Pool(2, **pool_kwargs(backend))
+    assert pool.submit(jobs.square, 2).result(WAIT) == 4
+    ref = weakref.ref(pool)
+    del pool
+    gc.collect()
+    assert ref() is None, "the pool's own threads must not keep it alive"
+    for child in multiprocessing.active_children():
+        if child.name.startswith("jobpool-worker"):
+            try:
+                child.join(WAIT)
+                assert child.exitcode is not None
+            except ValueError:  # "process object is closed": the pool reaped it first
+                pass
