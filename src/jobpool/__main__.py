@@ -1,4 +1,4 @@
-"""Command line: ``python -m jobpool demo`` (and the subcommands added beside it)."""
+"""Command line: ``python -m jobpool demo``, ``python -m jobpool advise`` (and others)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workers", type=int, default=None, help="workers per pool (default: cpus)")
     demo.add_argument("--quick", action="store_true", help="smaller workloads (a few seconds)")
+    advise = commands.add_parser(
+        "advise",
+        help="time your function serially, on threads and on processes; recommend a backend",
+        description="Call module:function(args...) serially and on each local backend, measure "
+        "wall time, CPU time, GIL contention and pickling cost, and recommend a backend and a "
+        "worker count. Arguments are Python literals when they parse as such (3, 0.5, '[1, 2]'), "
+        "else strings; name=value passes a keyword argument. Options go before the function.",
+    )
+    advise.add_argument(
+        "--budget", type=float, default=1.0, help="seconds per measured batch (default: 1)"
+    )
+    advise.add_argument(
+        "--workers", type=int, default=None, help="workers to compare at (default: cpus)"
+    )
+    advise.add_argument("target", metavar="module:function", help="the function to measure")
+    advise.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     return parser
 
 
@@ -28,6 +44,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from ._demo import run_demo
 
         return run_demo(workers=args.workers, quick=args.quick)
+    if args.command == "advise":
+        from ._advise import run_advise
+
+        return run_advise(args.target, args.args, budget=args.budget, workers=args.workers)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

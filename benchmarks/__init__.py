@@ -1,0 +1,1 @@
+"""jobpool benchmarks: ``python benchmarks/run.py [--quick] [--json PATH]``."""

@@ -1,0 +1,16 @@
+"""One module per workload. Each defines NAME, TITLE, COLUMNS, PRIMARY, HIGHER_IS_BETTER,
+``tasks(quick, cpu_n)`` (the child processes to start) and ``run(impl, params)`` (child side).
+Optional: REFERENCE (flavour -> impl the ratio is taken against), ``derive(rows, params)`` and
+ROUNDS: in a full run the task list is run that many times, alternating direction, so that load
+from other users of a shared machine spreads over every implementation alike.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import big_closure, cpu, crash, io, lazy, map_tiny, overhead, roundtrip, startup
+
+ALL: dict[str, ModuleType] = {
+    m.NAME: m for m in (overhead, roundtrip, map_tiny, lazy, big_closure, cpu, io, startup, crash)
+}

@@ -1,0 +1,291 @@
+"""asyncio: ``await pool.run(...)`` and ``async for ... in pool.amap(...)`` on a real event loop.
+
+Jobs that must wait report to a :class:`jobs.StartGate` and block until the test releases
+them, so no test depends on timing. Blocking calls of the test itself (waiting at the gate) run
+in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from typing import Any, Callable
+
+import pytest
+
+import jobs
+from jobpool import Pool
+from jobpool import _async as jobpool_async
+
+WAIT = 60
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking test helper without blocking the loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def test_run_returns_the_result(make_pool: Callable[..., Pool], backend: str) -> None:
+    pool = make_pool(backend)
+
+    async def main() -> tuple[Any, ...]:
+        return (
+            await pool.run(jobs.add, 1, 2),
+            await pool.run(jobs.echo_kwargs, 1, key="v"),
+            await pool.options(timeout=WAIT).run(jobs.square, 5),
+        )
+
+    assert asyncio.run(main()) == (3, ((1,), {"key": "v"}), 25)
+
+
+def test_run_raises_the_job_exception(make_pool: Callable[..., Pool], backend: str) -> None:
+    pool = make_pool(backend)
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="boom"):
+            await pool.run(jobs.raise_value_error, "boom")
+
+    asyncio.run(main())
+
+
+def test_amap_ordered(make_pool: Callable[..., Pool], backend: str) -> None:
+    pool = make_pool(backend)
+
+    async def main() -> list[int]:
+        return [r async for r in pool.amap(jobs.square, range(50))]
+
+    assert asyncio.run(main()) == [x * x for x in range(50)]
+
+
+def test_amap_unordered_yields_in_completion_order(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    pool = make_pool(backend, workers=2)
+    with jobs.StartGate() as gate:
+        addresses = [gate.address, gate.address]
+
+        async def main() -> list[Any]:
+            results = pool.amap(
+                jobs.gate_job, addresses, ["held", "free"], ["first in", "second in"],
+                [True, False], ordered=False, chunksize=1,
+            )
+            got = [await results.__anext__()]  # "held" cannot finish before its release
+            await in_thread(gate.wait_for, "held")
+            gate.release("held")
+            got += [r async for r in results]
+            return got
+
+        assert asyncio.run(main()) == ["second in", "first in"]
+
+
+def test_amap_ordered_waits_for_the_head(make_pool: Callable[..., Pool], backend: str) -> None:
+    pool = make_pool(backend, workers=2)
+    with jobs.StartGate() as gate:
+
+        async def main() -> list[Any]:
+            results = pool.amap(
+                jobs.gate_job, [gate.address] * 2, ["held", "free"], [1, 2], [True, False],
+                chunksize=1,
+            )
+            first = asyncio.ensure_future(results.__anext__())  # amap starts when iterated
+            await in_thread(gate.wait_for, "free")  # the second item has run...
+            await in_thread(gate.wait_for, "held")
+            assert not first.done()
+            gate.release("held")  # ...but comes after the first
+            return [await first] + [r async for r in results]
+
+        assert asyncio.run(main()) == [1, 2]
+
+
+def test_amap_reads_async_iterables(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool("thread")
+
+    async def numbers(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def main() -> tuple[list[int], list[int]]:
+        one = [r async for r in pool.amap(jobs.square, numbers(20))]
+        two = [r async for r in pool.amap(jobs.add, numbers(5), range(100))]
+        return one, two
+
+    assert asyncio.run(main()) == ([x * x for x in range(20)], [0, 2, 4, 6, 8])
+
+
+def test_amap_callbacks_run_in_the_loop(make_pool: Callable[..., Pool], backend: str) -> None:
+    pool = make_pool(backend)
+    seen: list[tuple[str, Any, int, int]] = []
+
+    def record(kind: str) -> Callable[[Any], None]:
+        return lambda v: seen.append((kind, v, os.getpid(), threading.get_ident()))
+
+    class Bar:
+        n = 0
+
+        def update(self, n: int = 1) -> None:
+            self.n += n
+
+    bar = Bar()
+
+    async def main() -> list[int]:
+        return [
+            r
+            async for r in pool.amap(
+                jobs.fail_on_odd, range(8), on_result=record("ok"), on_error=record("err"),
+                progress=bar,
+            )
+        ]
+
+    assert asyncio.run(main()) == [0, 2, 4, 6]
+    assert len(seen) == 8 and bar.n == 8
+    assert sorted(v for k, v, _, _ in seen if k == "ok") == [0, 2, 4, 6]
+    assert sorted(str(v) for k, v, _, _ in seen if k == "err") == [
+        f"odd: {i}" for i in (1, 3, 5, 7)
+    ]
+    assert {(pid, tid) for _, _, pid, tid in seen} == {(os.getpid(), threading.get_ident())}
+
+
+def test_amap_raises_a_failed_item_without_on_error(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool("thread")
+
+    async def main() -> list[int]:
+        got = []
+        with pytest.raises(ValueError, match="odd: 1"):
+            async for r in pool.amap(jobs.fail_on_odd, range(4), chunksize=1):
+                got.append(r)
+        return got
+
+    assert asyncio.run(main()) == [0]
+
+
+def test_cancelling_run_cancels_a_job_not_started(
+    make_pool: Callable[..., Pool], backend: str, tmp_path: Any
+) -> None:
+    pool = make_pool(backend, workers=1)
+    with jobs.StartGate() as gate:
+        blocker = pool.submit(jobs.gate_job, gate.address, "blocker")
+        gate.wait_for("blocker")  # the only worker is busy: the next job waits in the queue
+
+        async def main() -> None:
+            task = asyncio.ensure_future(pool.run(jobs.mark_run, str(tmp_path), "victim"))
+            await asyncio.sleep(0)  # the task's first step queues the job
+            assert pool.stats().pending == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        gate.release("blocker")
+        assert blocker.result(WAIT) is None
+    pool.shutdown(wait=True)
+    assert jobs.runs_in(str(tmp_path)) == {}
+    assert pool.stats().cancelled == 1
+
+
+def test_full_queue_does_not_block_the_loop(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    pool = make_pool(backend, workers=1, max_pending=1)
+    with jobs.StartGate() as gate:
+        # If run() blocked the loop, nothing below could release the blocker: this watchdog
+        # would, and the test fails on its flag instead of hanging.
+        watchdog = threading.Timer(WAIT, gate.release_all)
+        watchdog.start()
+        try:
+            blocker = pool.submit(jobs.gate_job, gate.address, "blocker")
+            gate.wait_for("blocker")
+            filler = pool.submit(jobs.square, 3)  # takes the only queue slot
+
+            async def main() -> int:
+                other_ran = asyncio.Event()
+
+                async def other() -> None:
+                    other_ran.set()
+
+                job = asyncio.ensure_future(pool.run(jobs.square, 4))
+                other_task = asyncio.ensure_future(other())
+                await other_ran.wait()  # another coroutine ran while run() waits for a slot
+                assert watchdog.is_alive() and not job.done()
+                gate.release("blocker")  # frees the worker, then the slot
+                await other_task
+                return await asyncio.wait_for(job, WAIT)
+
+            assert asyncio.run(main()) == 16
+            assert filler.result(WAIT) == 9 and blocker.result(WAIT) is None
+        finally:
+            watchdog.cancel()
+
+
+def test_cancel_while_waiting_for_a_slot(
+    make_pool: Callable[..., Pool], backend: str, tmp_path: Any
+) -> None:
+    pool = make_pool(backend, workers=1, max_pending=1)
+    with jobs.StartGate() as gate:
+        blocker = pool.submit(jobs.gate_job, gate.address, "blocker")
+        gate.wait_for("blocker")
+        filler = pool.submit(jobs.gate_job, gate.address, "filler")  # the only slot
+
+        async def main() -> None:
+            task = asyncio.ensure_future(pool.run(jobs.mark_run, str(tmp_path), "victim"))
+            await asyncio.sleep(0)  # queue full: the task waits for a slot in the helper
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        gate.release("blocker")
+        gate.wait_for("filler")  # the slot is free now: the helper queues the job...
+        jobpool_async._slot_waiter(pool).submit(lambda: None).result(WAIT)  # ...and cancels it
+        gate.release("filler")
+        assert blocker.result(WAIT) is None and filler.result(WAIT) is None
+    pool.shutdown(wait=True)
+    assert jobs.runs_in(str(tmp_path)) == {}
+
+
+def test_amap_backpressure_with_a_small_queue(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    pool = make_pool(backend, workers=2, max_pending=1)
+
+    async def main() -> list[int]:
+        return [r async for r in pool.amap(jobs.square, range(40), chunksize=1)]
+
+    assert asyncio.run(main()) == [x * x for x in range(40)]
+
+
+def test_breaking_out_of_amap_cancels_the_rest(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool("thread", workers=1)
+    with jobs.StartGate() as gate:
+
+        async def main() -> None:
+            results = pool.amap(
+                jobs.gate_job, [gate.address] * 50, [str(i) for i in range(50)], range(50),
+                chunksize=1, buffersize=3,
+            )
+            first = asyncio.ensure_future(results.__anext__())
+            await in_thread(gate.wait_for, "0")
+            gate.release("0")
+            assert await first == 0
+            await results.aclose()  # cancels the chunks still waiting
+
+        asyncio.run(main())
+        gate.release_all()
+    pool.shutdown(wait=True)
+    stats = pool.stats()
+    assert stats.submitted <= 4  # the window, not the whole input
+    assert stats.cancelled >= 1
+
+
+def test_amap_checks_arguments_at_call_time(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool("thread")
+    with pytest.raises(TypeError, match="callable"):
+        pool.amap(42, [1])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunksize"):
+        pool.amap(jobs.square, [1], chunksize=0)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.amap(jobs.square, [1])
