@@ -11,19 +11,40 @@
 
 from __future__ import annotations
 
-from ._errors import (
-    InitializerError,
-    JobKilledError,
-    JobpoolError,
-    JobTimeoutError,
-    QueueFull,
-    RemoteError,
-    RemoteTraceback,
-    SerializationError,
-    WorkerCrashedError,
-)
-from ._pool import JobOptions, Pool
-from ._stats import PoolStats
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use: a spawned worker process imports this package on its way to
+# jobpool._process._worker, and should not pay for the parent-side machinery (Pool, asyncio,
+# typing_extensions) it never uses.
+_PUBLIC = {
+    "InitializerError": "_errors",
+    "JobKilledError": "_errors",
+    "JobTimeoutError": "_errors",
+    "JobpoolError": "_errors",
+    "QueueFull": "_errors",
+    "RemoteError": "_errors",
+    "RemoteTraceback": "_errors",
+    "SerializationError": "_errors",
+    "WorkerCrashedError": "_errors",
+    "JobOptions": "_pool",
+    "Pool": "_pool",
+    "PoolStats": "_stats",
+}
+
+if TYPE_CHECKING:
+    from ._errors import (
+        InitializerError,
+        JobKilledError,
+        JobpoolError,
+        JobTimeoutError,
+        QueueFull,
+        RemoteError,
+        RemoteTraceback,
+        SerializationError,
+        WorkerCrashedError,
+    )
+    from ._pool import JobOptions, Pool
+    from ._stats import PoolStats
 
 __version__ = "0.1.0"
 
@@ -42,8 +63,19 @@ __all__ = [
     "WorkerCrashedError",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("jobpool."):
-        _obj.__module__ = "jobpool"
-del _name, _obj
+
+def __getattr__(name: str) -> Any:
+    module_name = _PUBLIC.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'jobpool' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"jobpool.{module_name}"), name)
+    if getattr(value, "__module__", "").startswith("jobpool."):
+        value.__module__ = "jobpool"  # reprs and docs say jobpool.Pool, not jobpool._pool.Pool
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -55,19 +55,26 @@ class ChunkResult:
 
 
 def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> ChunkResult:
-    """Apply ``fn`` to every item (unpacking tuples when ``star``), keeping each outcome."""
+    """Apply ``fn`` to every item (unpacking tuples when ``star``), keeping each outcome.
+
+    The items run through C-level ``map``; when one raises, its error is recorded and the rest
+    of the chunk continues after it, so each item runs exactly once.
+    """
     values: list[Any] = []
-    append = values.append
     errors: Optional[dict[int, BaseException]] = None
+    apply = itertools.starmap if star else map
     start = time.perf_counter()
-    for index, item in enumerate(items):
+    position = 0
+    total = len(items)
+    while position < total:
         try:
-            append(fn(*item) if star else fn(item))
+            values.extend(apply(fn, itertools.islice(items, position, None)))
         except BaseException as exc:
-            append(None)
             if errors is None:
                 errors = {}
-            errors[index] = exc
+            errors[len(values)] = exc
+            values.append(None)
+        position = len(values)
     return ChunkResult(values, errors, time.perf_counter() - start)
 
 
@@ -205,6 +212,8 @@ class JobQueue:
         self.max_pending = max_pending
         self._slots = threading.Semaphore(max_pending) if max_pending else None
         self._slot_lock = threading.Lock()
+        # ``None`` stop markers in the queue: not jobs, so qsize() (the pending count) skips them.
+        self._stop_markers = 0
 
     @property
     def bounded(self) -> bool:
@@ -232,11 +241,17 @@ class JobQueue:
         self._slots.release()
 
     def put(self, job: Optional[Job]) -> None:
+        if job is None:
+            with self._slot_lock:
+                self._stop_markers += 1
         self._queue.put(job)
 
     def get(self) -> Optional[Job]:
         job = self._queue.get()
-        if job is not None and job.holds_slot:
+        if job is None:
+            with self._slot_lock:
+                self._stop_markers -= 1
+        elif job.holds_slot:
             self.release(job)
         return job
 
@@ -246,21 +261,27 @@ class JobQueue:
             job = self._queue.get_nowait()
         except queue.Empty:
             return None
-        if job is not None and job.holds_slot:
+        if job is None:
+            with self._slot_lock:
+                self._stop_markers -= 1
+        elif job.holds_slot:
             self.release(job)
         return job
 
     def drain(self) -> list[Job]:
         """Remove and return every waiting job."""
-        jobs = []
+        jobs: list[Job] = []
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return jobs
-            if job is not None:
+            if job is None:
+                with self._slot_lock:
+                    self._stop_markers -= 1
+            else:
                 self.release(job)
                 jobs.append(job)
 
     def qsize(self) -> int:
-        return self._queue.qsize()
+        return max(0, self._queue.qsize() - self._stop_markers)

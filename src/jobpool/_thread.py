@@ -9,6 +9,7 @@ until the function returns, then exits, while a fresh thread takes its place so 
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
@@ -50,6 +51,8 @@ class ThreadBackend:
 
     def notify(self) -> None:
         """A job was queued: wake an idle thread, or start one if fewer than ``workers`` serve."""
+        if self._serving >= self._workers:
+            return  # every thread exists and takes jobs from the queue: nothing to decide
         if self._idle.acquire(timeout=0):
             return
         with self._lock:
@@ -81,12 +84,14 @@ class ThreadBackend:
             job = queue.get()
             if job is None:
                 queue.put(None)  # let the other threads see it too
+                with self._lock:
+                    self._serving -= 1  # stats().workers: threads that still serve
                 return
             if not outcomes.start(job):
                 continue
             self._current[me] = job
             if job.timeout is not None:
-                self._timer_for_jobs().add(job.timeout, lambda job=job: self._expire(job))
+                self._timer_for_jobs().add(job.timeout, functools.partial(self._expire, job))
             try:
                 outcomes.succeed(job, job.work.run())
             except BaseException as exc:
@@ -96,7 +101,8 @@ class ThreadBackend:
                 job.finished = True
                 if job.abandoned:
                     return
-            self._idle.release()
+            if self._serving < self._workers:  # the idle count only matters while growing
+                self._idle.release()
 
     def _timer_for_jobs(self) -> DeadlineTimer:
         if self._timer is None:
@@ -111,12 +117,17 @@ class ThreadBackend:
             if job.finished or job.abandoned:
                 return False
             job.abandoned = True
-        self._outcomes.fail(job, error, timed_out=timed_out)
+        # The job may have returned just now (its result set, ``finished`` not yet): then it
+        # keeps its result and kill() reports False, but the thread is given up on all the same.
+        failed = self._outcomes.fail(job, error, timed_out=timed_out)
         with self._lock:
             self._serving -= 1
             if not self._closing:
                 self._start_thread()
-        return True
+                # PoolStats.worker_restarts counts abandoned threads replaced, as it counts
+                # worker processes replaced on the process backend.
+                self._outcomes.count("worker_restarts")
+        return failed
 
     def _expire(self, job: Job) -> None:
         assert job.timeout is not None
