@@ -18,9 +18,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from jobpool import Pool  # noqa: E402
+from jobpool import Pool
 
-START_METHODS = [m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods()]
+START_METHODS = [
+    m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods()
+]
 LOCAL_BACKENDS = ["thread", *(f"process-{m}" for m in START_METHODS)]
 # Fast subset for the bulk of the behaviour tests: one start method that re-imports (spawn-like)
 # and fork. The full matrix runs where the start method matters.

@@ -115,3 +115,279 @@ def set_state(value: Any) -> None:
 
 def get_state(_: Any = None) -> Any:
     return _state.get("value")
+
+
+# --- a gate shared by every worker, to measure how many jobs run at once ----------------------
+
+
+def install_gate(counter: Any, lock: Any, high: Any, release: Any, entered: Any) -> None:
+    """Initializer: keep the shared gate objects in this worker (they travel at process start)."""
+    _state["gate"] = (counter, lock, high, release, entered)
+
+
+def gated(value: int) -> int:
+    """Enter the gate (count, record the high-water mark, signal entry), wait for release."""
+    counter, lock, high, release, entered = _state["gate"]
+    with lock:
+        counter.value += 1
+        high.value = max(high.value, counter.value)
+    entered.release()
+    try:
+        if not release.wait(60):
+            raise TimeoutError("gate was never released")
+    finally:
+        with lock:
+            counter.value -= 1
+    return value
+
+
+def blocked_until(event: Any, value: Any = None) -> Any:
+    if not event.wait(60):
+        raise TimeoutError("event was never set")
+    return value
+
+
+# --- a gate: jobs report that they started (with their pid) and wait to be released ----------
+#
+# Synchronization primitives of multiprocessing cannot be passed as job arguments (they may
+# only be inherited), and a Manager is one more process. A Unix socket works under every start
+# method: the job connects, says "<tag> <pid>", and blocks reading until the test releases it
+# (or closes the gate). The test side blocks on a queue, never on a sleep.
+
+
+def gate_job(address: str, tag: Any, result: Any = None, hold: bool = True) -> Any:
+    """Tell the test's :class:`StartGate` that ``tag`` started, on which pid; wait for release."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(address)
+        sock.sendall(f"{tag} {os.getpid()}\n".encode())
+        if hold:
+            sock.settimeout(120)  # a ceiling only: the test releases or closes the gate
+            sock.recv(1)
+    return result
+
+
+def gate_then_sleep(address: str, tag: Any, seconds: float) -> Any:
+    """Report to the gate without waiting, then run for ``seconds`` (a job that is busy)."""
+    gate_job(address, tag, hold=False)
+    time.sleep(seconds)
+    return tag
+
+
+class StartGate:
+    """Test side of :func:`gate_job`: learn which jobs started, on which pid; release them."""
+
+    def __init__(self) -> None:
+        import queue
+        import socket
+        import tempfile
+
+        self._dir = tempfile.mkdtemp(prefix="jpgate")  # short: Unix socket paths are limited
+        self.address = os.path.join(self._dir, "s")
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.address)
+        self._server.listen(256)
+        self._arrivals: queue.Queue[tuple[str, int]] = queue.Queue()
+        self._conns: dict[str, Any] = {}
+        self.started: dict[str, int] = {}  # tag -> pid, for every arrival collected so far
+        self._released: set[str] = set()  # released before they arrived: let them pass at once
+        self._closing = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name="test-gate", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            data = b""
+            while not data.endswith(b"\n"):
+                try:
+                    chunk = conn.recv(256)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                data += chunk
+            if not data.endswith(b"\n"):  # the job died before it said anything
+                conn.close()
+                continue
+            tag, pid = data.decode().split()
+            with self._lock:
+                if tag in self._released or self._closing:
+                    conn.close()  # the job reads EOF and returns
+                else:
+                    self._conns[tag] = conn
+            self._arrivals.put((tag, int(pid)))
+
+    def wait(self, timeout: float = 60) -> tuple[str, int]:
+        """The next job to start: (tag, pid). Raises AssertionError if none comes in time."""
+        import queue
+
+        try:
+            tag, pid = self._arrivals.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no job reached the gate within {timeout} s") from None
+        self.started[tag] = pid
+        return tag, pid
+
+    def wait_for(self, tag: Any, timeout: float = 60) -> int:
+        """Wait until the job tagged ``tag`` has started; return its pid."""
+        tag = str(tag)
+        deadline = time.monotonic() + timeout
+        while tag not in self.started:
+            self.wait(max(0.0, deadline - time.monotonic()))
+        return self.started[tag]
+
+    def collect(self) -> dict[str, int]:
+        """Take in every arrival so far without waiting; returns all started jobs."""
+        import queue
+
+        while True:
+            try:
+                tag, pid = self._arrivals.get_nowait()
+            except queue.Empty:
+                return self.started
+            self.started[tag] = pid
+
+    def release(self, tag: Any) -> None:
+        """Let job ``tag`` return, whether it waits at the gate already or arrives later."""
+        with self._lock:
+            conn = self._conns.pop(str(tag), None)
+            if conn is None:
+                self._released.add(str(tag))
+        if conn is not None:
+            try:
+                conn.sendall(b"x")
+            except OSError:  # the job's worker is gone
+                pass
+            conn.close()
+
+    def release_all(self) -> None:
+        """Release every job waiting at the gate now (not those still to arrive)."""
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.close()  # the job reads EOF and returns
+
+    def close(self) -> None:
+        import shutil
+        import socket
+
+        with self._lock:
+            self._closing = True  # from now on every job passes at once
+        self.release_all()
+        try:
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        except OSError:
+            pass
+        self._server.close()
+        self._thread.join(10)
+        shutil.rmtree(self._dir, ignore_errors=True)
+        # A job that connects after this finds no socket and fails: only after the test is over.
+
+    def __enter__(self) -> StartGate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def exit_in_initializer() -> None:
+    os._exit(5)
+
+
+def pid_and_value(x: Any) -> tuple[int, Any]:
+    return os.getpid(), x
+
+
+def mark_run(directory: str, tag: Any, result: Any = None) -> Any:
+    """Record that job ``tag`` ran, once: a second run of the same job raises FileExistsError.
+
+    The mark exists before the job returns, so once its future has resolved the test sees it.
+    """
+    fd = os.open(os.path.join(directory, str(tag)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return result
+
+
+def runs_in(directory: str) -> dict[str, int]:
+    """The jobs :func:`mark_run` recorded in ``directory``: tag -> pid of the process that ran."""
+    marks = {}
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name)) as f:
+            marks[name] = int(f.read())
+    return marks
+
+
+# --- cross-process helpers for the Dask backend, whose workers share no memory with the test ---
+
+
+def _bump(directory: str, delta: int) -> None:
+    """Add ``delta`` to the counter in ``directory`` and record its high-water mark (flock)."""
+    import fcntl
+
+    with open(os.path.join(directory, "lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            counter = read_count(directory, "counter") + delta
+            high = max(read_count(directory, "high"), counter)
+            for name, value in (("counter", counter), ("high", high)):
+                with open(os.path.join(directory, name), "w") as f:
+                    f.write(str(value))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_count(directory: str, name: str = "counter") -> int:
+    try:
+        with open(os.path.join(directory, name)) as f:
+            return int(f.read() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+def enter_and_wait_files(directory: str, value: int = 0, timeout: float = 60) -> int:
+    """``enter_and_wait`` across processes: count entries in files, wait for ``release``."""
+    _bump(directory, 1)
+    try:
+        release = os.path.join(directory, "release")
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        _bump(directory, -1)
+    return value
+
+
+def append_pid(path: str) -> None:
+    """An initializer that records which process ran it, one line per run."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def announce_and_sleep(seconds: float) -> float:
+    """Print ``WORKER <pid>`` on stdout (for a parent reading it), then stay busy."""
+    os.write(1, f"WORKER {os.getpid()}\n".encode())  # one write: lines of workers never mix
+    time.sleep(seconds)
+    return seconds
+
+
+# --- progress, callbacks and asyncio -----------------------------------------------------------
+
+
+def fail_on_odd(x: int) -> int:
+    """Raise ValueError for odd numbers, return the number otherwise."""
+    if x % 2:
+        raise ValueError(f"odd: {x}")
+    return x
+
+
+def fail_if_exists(path: str) -> None:
+    """An initializer that works until the file ``path`` appears (for workers that join later)."""
+    if os.path.exists(path):
+        raise RuntimeError(f"{path} exists")

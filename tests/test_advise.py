@@ -62,9 +62,23 @@ def test_arguments_are_literals_or_strings() -> None:
 def test_cli_in_a_fresh_interpreter() -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(TESTS)]))
     result = subprocess.run(
-        [sys.executable, "-m", "jobpool", "advise", "--budget", "0.1", "--workers", "2",
-         "advise_samples:io_bound", "seconds=0.01"],
-        capture_output=True, text=True, cwd=TESTS, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "jobpool",
+            "advise",
+            "--budget",
+            "0.1",
+            "--workers",
+            "2",
+            "advise_samples:io_bound",
+            "seconds=0.01",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=TESTS,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "advise_samples:io_bound(seconds=0.01)" in result.stdout

@@ -68,8 +68,13 @@ def test_amap_unordered_yields_in_completion_order(
 
         async def main() -> list[Any]:
             results = pool.amap(
-                jobs.gate_job, addresses, ["held", "free"], ["first in", "second in"],
-                [True, False], ordered=False, chunksize=1,
+                jobs.gate_job,
+                addresses,
+                ["held", "free"],
+                ["first in", "second in"],
+                [True, False],
+                ordered=False,
+                chunksize=1,
             )
             got = [await results.__anext__()]  # "held" cannot finish before its release
             await in_thread(gate.wait_for, "held")
@@ -86,7 +91,11 @@ def test_amap_ordered_waits_for_the_head(make_pool: Callable[..., Pool], backend
 
         async def main() -> list[Any]:
             results = pool.amap(
-                jobs.gate_job, [gate.address] * 2, ["held", "free"], [1, 2], [True, False],
+                jobs.gate_job,
+                [gate.address] * 2,
+                ["held", "free"],
+                [1, 2],
+                [True, False],
                 chunksize=1,
             )
             first = asyncio.ensure_future(results.__anext__())  # amap starts when iterated
@@ -134,7 +143,10 @@ def test_amap_callbacks_run_in_the_loop(make_pool: Callable[..., Pool], backend:
         return [
             r
             async for r in pool.amap(
-                jobs.fail_on_odd, range(8), on_result=record("ok"), on_error=record("err"),
+                jobs.fail_on_odd,
+                range(8),
+                on_result=record("ok"),
+                on_error=record("err"),
                 progress=bar,
             )
         ]
@@ -185,9 +197,7 @@ def test_cancelling_run_cancels_a_job_not_started(
     assert pool.stats().cancelled == 1
 
 
-def test_full_queue_does_not_block_the_loop(
-    make_pool: Callable[..., Pool], backend: str
-) -> None:
+def test_full_queue_does_not_block_the_loop(make_pool: Callable[..., Pool], backend: str) -> None:
     pool = make_pool(backend, workers=1, max_pending=1)
     with jobs.StartGate() as gate:
         # If run() blocked the loop, nothing below could release the blocker: this watchdog
@@ -246,9 +256,7 @@ def test_cancel_while_waiting_for_a_slot(
     assert jobs.runs_in(str(tmp_path)) == {}
 
 
-def test_amap_backpressure_with_a_small_queue(
-    make_pool: Callable[..., Pool], backend: str
-) -> None:
+def test_amap_backpressure_with_a_small_queue(make_pool: Callable[..., Pool], backend: str) -> None:
     pool = make_pool(backend, workers=2, max_pending=1)
 
     async def main() -> list[int]:
@@ -263,8 +271,12 @@ def test_breaking_out_of_amap_cancels_the_rest(make_pool: Callable[..., Pool]) -
 
         async def main() -> None:
             results = pool.amap(
-                jobs.gate_job, [gate.address] * 50, [str(i) for i in range(50)], range(50),
-                chunksize=1, buffersize=3,
+                jobs.gate_job,
+                [gate.address] * 50,
+                [str(i) for i in range(50)],
+                range(50),
+                chunksize=1,
+                buffersize=3,
             )
             first = asyncio.ensure_future(results.__anext__())
             await in_thread(gate.wait_for, "0")

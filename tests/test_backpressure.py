@@ -5,17 +5,19 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-import jobs
 import pytest
+
+import jobs
 from conftest import WAIT
 from gates import Gate
-
 from jobpool import Pool, QueueFull
 
 MakePool = Callable[..., Pool]
 
 
-def test_submit_nowait_raises_queue_full_and_loses_nothing(make_pool: MakePool, backend: str) -> None:
+def test_submit_nowait_raises_queue_full_and_loses_nothing(
+    make_pool: MakePool, backend: str
+) -> None:
     gate = Gate(backend)
     pool = make_pool(
         backend, workers=1, max_pending=2, initializer=jobs.install_gate, initargs=gate.initargs

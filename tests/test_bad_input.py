@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import jobs
 import pytest
-from conftest import WAIT
 
+import jobs
+from conftest import WAIT
 from jobpool import Pool
 
 MakePool = Callable[..., Pool]

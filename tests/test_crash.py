@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 from typing import Callable
 
-import jobs
 import pytest
-from conftest import START_METHODS, WAIT
 
+import jobs
+from conftest import START_METHODS, WAIT
 from jobpool import Pool, WorkerCrashedError
 
 MakePool = Callable[..., Pool]

@@ -35,7 +35,11 @@ def test_errors_subclass_what_users_already_catch() -> None:
     assert issubclass(jobpool.InitializerError, BrokenExecutor)
     for name in jobpool.__all__:
         obj = getattr(jobpool, name)
-        if isinstance(obj, type) and issubclass(obj, Exception) and obj is not jobpool.RemoteTraceback:
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, Exception)
+            and obj is not jobpool.RemoteTraceback
+        ):
             assert issubclass(obj, jobpool.JobpoolError)
 
 

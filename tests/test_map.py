@@ -6,10 +6,10 @@ import itertools
 from collections.abc import Iterator
 from typing import Callable
 
-import jobs
 import pytest
-from conftest import WAIT
 
+import jobs
+from conftest import WAIT
 from jobpool import Pool
 
 MakePool = Callable[..., Pool]
@@ -36,7 +36,9 @@ def test_ordered_map(make_pool: MakePool, backend: str, chunksize: int | None) -
 
 
 @pytest.mark.parametrize("chunksize", [None, 1, 5])
-def test_unordered_map_yields_every_result(make_pool: MakePool, backend: str, chunksize: int | None) -> None:
+def test_unordered_map_yields_every_result(
+    make_pool: MakePool, backend: str, chunksize: int | None
+) -> None:
     pool = make_pool(backend)
     results = list(pool.map(jobs.square, range(500), ordered=False, chunksize=chunksize))
     assert sorted(results) == [i * i for i in range(500)]

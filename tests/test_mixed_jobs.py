@@ -7,11 +7,11 @@ from collections import Counter
 from concurrent.futures import Future
 from typing import Any
 
-import jobs
-from conftest import WAIT, pool_kwargs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import jobs
+from conftest import WAIT, pool_kwargs
 from jobpool import Pool
 
 job_specs = st.lists(

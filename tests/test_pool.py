@@ -7,11 +7,11 @@ import concurrent.futures as cf
 import threading
 from typing import Any, Callable
 
-import jobs
 import pytest
+
+import jobs
 from conftest import LOCAL_BACKENDS, WAIT
 from gates import Gate
-
 from jobpool import Pool
 
 MakePool = Callable[..., Pool]
@@ -25,7 +25,9 @@ def test_submit_returns_a_concurrent_future(make_pool: MakePool, backend: str) -
 
 
 @pytest.mark.parametrize("backend_name", LOCAL_BACKENDS)
-def test_every_start_method_runs_lambdas_and_closures(make_pool: MakePool, backend_name: str) -> None:
+def test_every_start_method_runs_lambdas_and_closures(
+    make_pool: MakePool, backend_name: str
+) -> None:
     pool = make_pool(backend_name)
     offset = 10
     assert pool.submit(lambda x: x + offset, 5).result(WAIT) == 15
@@ -50,7 +52,7 @@ def test_same_results_on_every_backend(make_pool: MakePool) -> None:
 def test_futures_work_with_wait_and_as_completed(make_pool: MakePool, backend: str) -> None:
     pool = make_pool(backend)
     futures = [pool.submit(jobs.square, i) for i in range(10)]
-    done, not_done = cf.wait(futures, timeout=WAIT)
+    _done, not_done = cf.wait(futures, timeout=WAIT)
     assert not not_done
     assert sorted(f.result() for f in cf.as_completed(futures, timeout=WAIT)) == [
         i * i for i in range(10)
@@ -62,7 +64,9 @@ def test_asyncio_run_in_executor(make_pool: MakePool, backend: str) -> None:
 
     async def main() -> list[Any]:
         loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(pool, jobs.square, i) for i in range(5))))
+        return list(
+            await asyncio.gather(*(loop.run_in_executor(pool, jobs.square, i) for i in range(5)))
+        )
 
     assert asyncio.run(main()) == [0, 1, 4, 9, 16]
 
@@ -112,7 +116,9 @@ class TestShutdown:
         assert [f.result(WAIT) for f in futures] == [i * i for i in range(20)]
         pool.shutdown(wait=True)
 
-    def test_cancel_futures_cancels_only_waiting_jobs(self, make_pool: MakePool, backend: str) -> None:
+    def test_cancel_futures_cancels_only_waiting_jobs(
+        self, make_pool: MakePool, backend: str
+    ) -> None:
         gate = Gate(backend)
         pool = make_pool(backend, workers=1, initializer=jobs.install_gate, initargs=gate.initargs)
         running = pool.submit(jobs.gated, 1)
@@ -136,9 +142,12 @@ class TestShutdown:
         from conftest import pool_kwargs
 
         gate = Gate(backend)
-        with pytest.raises(KeyError), Pool(
-            1, **pool_kwargs(backend), initializer=jobs.install_gate, initargs=gate.initargs
-        ) as pool:
+        with (
+            pytest.raises(KeyError),
+            Pool(
+                1, **pool_kwargs(backend), initializer=jobs.install_gate, initargs=gate.initargs
+            ) as pool,
+        ):
             running = pool.submit(jobs.gated, 7)
             gate.wait_entered(1)
             waiting = pool.submit(jobs.square, 2)
@@ -187,10 +196,16 @@ def test_a_dropped_pool_stops_its_workers(backend: str) -> None:
     del pool
     gc.collect()
     assert ref() is None, "the pool's own threads must not keep it alive"
+    from multiprocessing.connection import wait
+
     for child in multiprocessing.active_children():
         if child.name.startswith("jobpool-worker"):
             try:
-                child.join(WAIT)
-                assert child.exitcode is not None
-            except ValueError:  # "process object is closed": the pool reaped it first
-                pass
+                sentinel = child.sentinel
+            except ValueError:  # "process object is closed": the pool already reaped it
+                continue
+            # The pool reaps its workers itself, so wait for the exit, not for our own waitpid.
+            assert wait([sentinel], WAIT), f"{child} outlived its dropped pool"
+    for thread in threading.enumerate():  # let the pool finish reaping what it started
+        if thread.name == "jobpool-dispatcher":
+            thread.join(WAIT)

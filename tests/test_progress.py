@@ -113,9 +113,7 @@ def test_callbacks_run_once_per_item_in_the_iterating_thread(
     calls: list[tuple[str, Any, int, int]] = []
 
     def record(kind: str) -> Callable[[Any], None]:
-        return lambda value: calls.append(
-            (kind, value, os.getpid(), threading.get_ident())
-        )
+        return lambda value: calls.append((kind, value, os.getpid(), threading.get_ident()))
 
     results = list(
         pool.map(jobs.fail_on_odd, range(10), on_result=record("ok"), on_error=record("err"))
@@ -135,8 +133,9 @@ def test_on_result_without_on_error_still_raises(
     pool = make_pool(backend)
     seen: list[int] = []
     bar = RecordingBar()
-    results = pool.map(jobs.fail_on_odd, [0, 2, 3, 4], chunksize=1, on_result=seen.append,
-                       progress=bar)
+    results = pool.map(
+        jobs.fail_on_odd, [0, 2, 3, 4], chunksize=1, on_result=seen.append, progress=bar
+    )
     assert next(results) == 0
     assert next(results) == 2
     with pytest.raises(ValueError, match="odd: 3"):
@@ -167,7 +166,10 @@ def test_breaking_out_closes_the_bar_and_cancels(make_pool: Callable[..., Pool])
     out = io.StringIO()
     release = threading.Event()
     results = pool.map(
-        jobs.blocked_until, [release] * 20, chunksize=1, buffersize=4,
+        jobs.blocked_until,
+        [release] * 20,
+        chunksize=1,
+        buffersize=4,
         progress={"file": out, "mininterval": 0},
     )
     release.set()
@@ -178,9 +180,7 @@ def test_breaking_out_closes_the_bar_and_cancels(make_pool: Callable[..., Pool])
     assert pool.stats().submitted <= 5
 
 
-def test_as_completed_with_bar_and_callbacks(
-    make_pool: Callable[..., Pool], backend: str
-) -> None:
+def test_as_completed_with_bar_and_callbacks(make_pool: Callable[..., Pool], backend: str) -> None:
     pool = make_pool(backend)
     futures = [pool.submit(jobs.fail_on_odd, i) for i in range(6)]
     cancelled: Future[int] = Future()

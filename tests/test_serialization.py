@@ -9,10 +9,10 @@ import textwrap
 from pathlib import Path
 from typing import Callable
 
-import jobs
 import pytest
-from conftest import WAIT
 
+import jobs
+from conftest import WAIT
 from jobpool import Pool, RemoteError, SerializationError
 from jobpool._serialization import dumps
 
@@ -25,7 +25,9 @@ def process_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def test_lambda_closure_and_local_class_bound_method(make_pool: MakePool, process_backend: str) -> None:
+def test_lambda_closure_and_local_class_bound_method(
+    make_pool: MakePool, process_backend: str
+) -> None:
     class Local:
         def __init__(self, base: int) -> None:
             self.base = base

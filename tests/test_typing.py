@@ -38,12 +38,24 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[tuple[in
     cache = tmp_path_factory.mktemp("mypy-cache")
     result = subprocess.run(
         [
-            sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
-            "--show-error-codes", "--no-pretty", "--hide-error-context",
-            "--cache-dir", str(cache), "--config-file", str(ROOT / "pyproject.toml"),
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--show-error-codes",
+            "--no-pretty",
+            "--hide-error-context",
+            "--cache-dir",
+            str(cache),
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
             *map(str, PASSING + FAILING),
         ],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
     if result.returncode not in (0, 1):  # 2: mypy itself failed (bad config, crash)
         pytest.fail(f"mypy did not run:\n{result.stdout}\n{result.stderr}")

@@ -65,11 +65,23 @@ def _remaining(deadline: Optional[float]) -> Optional[float]:
 
 
 def _yield_chunk(result: ChunkResult) -> Iterator[Any]:
-    if result.errors is None:
-        yield from result.values
+    """Hand out a chunk's values, letting go of each one as it is yielded.
+
+    The chunk's list is emptied as it goes (popping from the reversed list is also faster than
+    iterating it), so neither the iterator nor the chunk's future keeps a yielded result alive.
+    """
+    values, errors = result.values, result.errors
+    values.reverse()
+    pop = values.pop
+    if errors is None:
+        while values:
+            yield pop()
         return
-    for index, value in enumerate(result.values):
-        error = result.errors.get(index)
+    index = 0
+    while values:
+        error = errors.pop(index, None)
+        value = pop()
+        index += 1
         if error is not None:
             raise error
         yield value
@@ -99,9 +111,12 @@ def _ordered(
                 future, count = in_flight[0]
                 result = future.result(_remaining(deadline))
                 in_flight.popleft()
+                del future  # hold no reference to a result already handed out
                 sizer.observe(count, result.elapsed)
                 refill()
-                yield from _yield_chunk(result)
+                chunk = _yield_chunk(result)
+                del result
+                yield from chunk
         finally:
             for future, _ in in_flight:
                 future.cancel()
@@ -139,9 +154,12 @@ def _unordered(
                     raise FuturesTimeoutError("map() results were not ready within its timeout")
                 count = in_flight.pop(future)
                 result = future.result()
+                del future
                 sizer.observe(count, result.elapsed)
                 refill()
-                yield from _yield_chunk(result)
+                chunk = _yield_chunk(result)
+                del result
+                yield from chunk
         finally:
             for future in in_flight:
                 future.cancel()

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         def shutdown(self, wait: bool) -> None: ...
         def terminate(self) -> None: ...
 
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator
 
@@ -276,9 +277,7 @@ class Pool(Executor):
         _check_callable("submit()", fn)
         return self._enqueue(Job(Call(fn, args, kwargs), self._job_timeout), block=True)
 
-    def submit_nowait(
-        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Future[R]:
+    def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for a slot."""
         _check_callable("submit_nowait()", fn)
         return self._enqueue(Job(Call(fn, args, kwargs), self._job_timeout), block=False)
@@ -360,8 +359,17 @@ class Pool(Executor):
                 passed to it and left out, instead of raised.
         """
         return self._map(
-            fn, iterables, False, timeout, chunksize, ordered, buffersize, None,
-            progress=progress, on_result=on_result, on_error=on_error,
+            fn,
+            iterables,
+            False,
+            timeout,
+            chunksize,
+            ordered,
+            buffersize,
+            None,
+            progress=progress,
+            on_result=on_result,
+            on_error=on_error,
         )
 
     def starmap(
@@ -379,8 +387,17 @@ class Pool(Executor):
     ) -> Iterator[R]:
         """Like :meth:`map`, but each item is a tuple of arguments: ``fn(*item)``."""
         return self._map(
-            fn, (iterable,), True, timeout, chunksize, ordered, buffersize, None,
-            progress=progress, on_result=on_result, on_error=on_error,
+            fn,
+            (iterable,),
+            True,
+            timeout,
+            chunksize,
+            ordered,
+            buffersize,
+            None,
+            progress=progress,
+            on_result=on_result,
+            on_error=on_error,
         )
 
     def _map(
@@ -475,8 +492,17 @@ class Pool(Executor):
         from ._async import amap
 
         return amap(
-            self, fn, iterables, None, timeout, chunksize, ordered, buffersize,
-            progress=progress, on_result=on_result, on_error=on_error,
+            self,
+            fn,
+            iterables,
+            None,
+            timeout,
+            chunksize,
+            ordered,
+            buffersize,
+            progress=progress,
+            on_result=on_result,
+            on_error=on_error,
         )
 
     def as_completed(
@@ -493,9 +519,7 @@ class Pool(Executor):
         The futures may come from any executor. ``on_result`` / ``on_error`` run once per future
         (a cancelled one counts as an error), in the thread that iterates. See :doc:`progress`.
         """
-        return as_completed(
-            fs, timeout, progress=progress, on_result=on_result, on_error=on_error
-        )
+        return as_completed(fs, timeout, progress=progress, on_result=on_result, on_error=on_error)
 
     # --- control --------------------------------------------------------------------------------
 
@@ -577,9 +601,7 @@ class JobOptions:
         _check_callable("submit()", fn)
         return self._pool._enqueue(Job(Call(fn, args, kwargs), self._timeout), block=True)
 
-    def submit_nowait(
-        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Future[R]:
+    def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         _check_callable("submit_nowait()", fn)
         return self._pool._enqueue(Job(Call(fn, args, kwargs), self._timeout), block=False)
 
@@ -596,8 +618,17 @@ class JobOptions:
         on_error: Optional[ErrorCallback] = None,
     ) -> Iterator[R]:
         return self._pool._map(
-            fn, iterables, False, timeout, chunksize, ordered, buffersize, self._timeout,
-            progress=progress, on_result=on_result, on_error=on_error,
+            fn,
+            iterables,
+            False,
+            timeout,
+            chunksize,
+            ordered,
+            buffersize,
+            self._timeout,
+            progress=progress,
+            on_result=on_result,
+            on_error=on_error,
         )
 
     def starmap(
@@ -614,8 +645,17 @@ class JobOptions:
         on_error: Optional[ErrorCallback] = None,
     ) -> Iterator[R]:
         return self._pool._map(
-            fn, (iterable,), True, timeout, chunksize, ordered, buffersize, self._timeout,
-            progress=progress, on_result=on_result, on_error=on_error,
+            fn,
+            (iterable,),
+            True,
+            timeout,
+            chunksize,
+            ordered,
+            buffersize,
+            self._timeout,
+            progress=progress,
+            on_result=on_result,
+            on_error=on_error,
         )
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -640,6 +680,15 @@ class JobOptions:
         from ._async import amap
 
         return amap(
-            self._pool, fn, iterables, self._timeout, timeout, chunksize, ordered, buffersize,
-            progress=progress, on_result=on_result, on_error=on_error,
+            self._pool,
+            fn,
+            iterables,
+            self._timeout,
+            timeout,
+            chunksize,
+            ordered,
+            buffersize,
+            progress=progress,
+            on_result=on_result,
+            on_error=on_error,
         )

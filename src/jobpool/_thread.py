@@ -101,6 +101,9 @@ class ThreadBackend:
                 job.finished = True
                 if job.abandoned:
                     return
+            # Do not keep the finished job (its function, arguments and result) alive while
+            # this thread waits for the next one: callers expect them to be freed.
+            del job
             if self._serving < self._workers:  # the idle count only matters while growing
                 self._idle.release()
 

@@ -3,7 +3,7 @@
     caller thread                 dispatcher thread                  worker process
     -------------                 -----------------                  --------------
     submit(fn, *args)
-      serialize (pickle, then     
+      serialize (pickle, then
       cloudpickle) -> Job
       JobQueue.put ---- wake ---> take a job for an idle worker
                                   send on that worker's pipe ------> run fn(*args)
@@ -19,6 +19,7 @@ before anything is queued. See ``_dispatcher`` for the loop and ``_worker`` for 
 
 from __future__ import annotations
 
+import pickle
 import threading
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
@@ -26,7 +27,7 @@ from typing import Any, Callable, Optional
 
 from .._errors import SerializationError
 from .._job import Call, Job, JobQueue, Outcomes
-from .._serialization import dumps, explain_failure
+from .._serialization import PROTOCOL, dumps, explain_failure
 from . import _protocol as p
 from ._dispatcher import Dispatcher
 
@@ -67,6 +68,30 @@ class FunctionKeys:
             return key
 
 
+def worker_setup(
+    initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...]
+) -> tuple[Any, tuple[Any, ...]]:
+    """What each worker receives to run its initializer.
+
+    ``initargs`` travel as ``Process`` arguments, as with the stdlib pools, so shared objects
+    that may only be passed at process creation (``multiprocessing.Value``, ``Lock``, ``Queue``)
+    work. The initializer itself is pre-serialized with cloudpickle when plain pickle cannot find
+    it again in a fresh process (a lambda, a closure, a function of ``__main__``).
+    """
+    if initializer is None:
+        return None, initargs
+    try:
+        data = pickle.dumps(initializer, PROTOCOL)
+    except Exception:
+        data = b"__main__"
+    if b"__main__" not in data:
+        return initializer, initargs
+    try:
+        return dumps(initializer, "initializer"), initargs
+    except SerializationError as exc:
+        raise SerializationError(f"the initializer must be serializable: {exc}", "initializer")
+
+
 class ProcessBackend:
     name = "process"
 
@@ -81,12 +106,7 @@ class ProcessBackend:
         max_jobs_per_worker: Optional[int],
         on_broken: Callable[[BaseException], None],
     ) -> None:
-        try:
-            setup = dumps((initializer, tuple(initargs)), "initializer")
-        except SerializationError as exc:
-            raise SerializationError(
-                f"the initializer and initargs must be serializable: {exc}", exc.path
-            ) from exc
+        setup = worker_setup(initializer, tuple(initargs))
         self._functions = FunctionKeys()
         self._dispatcher = Dispatcher(
             context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
@@ -137,4 +157,3 @@ class ProcessBackend:
         self._dispatcher.terminate()
         if threading.current_thread() is not self._dispatcher.thread:
             self._dispatcher.thread.join()
-

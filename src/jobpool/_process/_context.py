@@ -50,4 +50,4 @@ def _preload_worker(context: BaseContext) -> None:
     except Exception:
         current = preload or []
     if "jobpool._process._worker" not in current:
-        context.set_forkserver_preload([*current, "jobpool._process._worker"])  # type: ignore[attr-defined]
+        context.set_forkserver_preload([*current, "jobpool._process._worker"])

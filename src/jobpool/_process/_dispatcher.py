@@ -10,6 +10,7 @@ held and starting a replacement), kill overdue workers, and hand waiting jobs to
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -39,7 +40,7 @@ class Dispatcher:
         queue: JobQueue,
         outcomes: Outcomes,
         workers: int,
-        setup: bytes,
+        setup: tuple[Any, tuple[Any, ...]],
         max_jobs_per_worker: Optional[int],
         on_broken: Callable[[BaseException], None],
     ) -> None:
@@ -56,6 +57,10 @@ class Dispatcher:
         self._start_failures = 0
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
+        # Guards the wake pipe against its closing: once the dispatcher has closed it, its fd
+        # numbers may belong to another file, so a late wake() must not write there.
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
         os.set_blocking(self._wake_r, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.wake_pending = False
@@ -72,10 +77,13 @@ class Dispatcher:
     def wake(self) -> None:
         if not self.wake_pending:
             self.wake_pending = True
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:  # closed: the dispatcher has exited
-                pass
+            with self._wake_lock:
+                if self._wake_closed:  # the dispatcher has exited: nobody to wake
+                    return
+                try:
+                    os.write(self._wake_w, b"x")
+                except OSError:
+                    pass
 
     def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Run ``fn`` in the dispatcher thread and return its result (handles are its alone)."""
@@ -129,8 +137,10 @@ class Dispatcher:
         finally:
             self._run_requests()
             self._selector.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            with self._wake_lock:
+                self._wake_closed = True
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -157,8 +167,10 @@ class Dispatcher:
         handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
         self._next_index += 1
         self._handles.append(handle)
-        self._selector.register(handle.conn, selectors.EVENT_READ, lambda: self._on_message(handle))
-        self._selector.register(handle.sentinel, selectors.EVENT_READ, lambda: self._on_exit(handle))
+        on_message = functools.partial(self._on_message, handle)
+        self._selector.register(handle.conn, selectors.EVENT_READ, on_message)
+        on_exit = functools.partial(self._on_exit, handle)
+        self._selector.register(handle.sentinel, selectors.EVENT_READ, on_exit)
 
     def _on_message(self, handle: WorkerHandle) -> None:
         if handle.reaped:  # its exit was handled earlier in the same batch of events
@@ -172,6 +184,11 @@ class Dispatcher:
 
     def _handle_message(self, handle: WorkerHandle, message: tuple[Any, ...]) -> None:
         tag = message[0]
+        if (tag == p.OK or tag == p.RAISED) and handle.failure is not None:
+            # We killed this worker (timeout, Pool.kill): its job fails with that reason when
+            # the exit is seen, even if a reply slipped out meanwhile; and it is replaced there,
+            # not also recycled here.
+            return
         if tag == p.OK or tag == p.RAISED:
             job = handle.finish_job()
             if job is not None and job.id == message[1]:
@@ -181,8 +198,8 @@ class Dispatcher:
                     self._outcomes.fail(job, unpack_exception(message[2]))
             if self._max_jobs is not None and handle.jobs_done >= self._max_jobs:
                 handle.stop()
-                self._outcomes.count("worker_restarts")
-                if not self.closing:
+                if self._needs_workers():  # counted only when replaced, as for a crash
+                    self._outcomes.count("worker_restarts")
                     self._start_worker()
         elif tag == p.LOG:
             self._forward_log(handle, message[1])
@@ -247,9 +264,19 @@ class Dispatcher:
                     )
                 )
                 return
-        if not self.closing and self._broken is None:
+        if self._needs_workers():
             self._outcomes.count("worker_restarts")
             self._start_worker()
+
+    def _needs_workers(self) -> bool:
+        """Whether a worker that left must be replaced.
+
+        Closing (``shutdown``) still runs every queued job, so a worker recycled or crashed
+        while jobs wait is replaced; otherwise those jobs would never resolve.
+        """
+        if self._terminating or self._broken is not None:
+            return False
+        return not self.closing or self._queue.qsize() > 0
 
     def _kill_all(self) -> None:
         for handle in self._handles:

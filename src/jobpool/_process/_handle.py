@@ -18,7 +18,13 @@ from ._worker import worker_main
 
 
 class WorkerHandle:
-    def __init__(self, context: BaseContext, index: int, setup: bytes, log_level: int) -> None:
+    def __init__(
+        self,
+        context: BaseContext,
+        index: int,
+        setup: tuple[Any, tuple[Any, ...]],
+        log_level: int,
+    ) -> None:
         self.index = index
         self.conn, child_conn = context.Pipe(duplex=True)
         self.process: Any = context.Process(  # type: ignore[attr-defined]
@@ -103,4 +109,3 @@ class WorkerHandle:
 
     def __repr__(self) -> str:
         return f"<WorkerHandle {self.index} pid={self.pid} job={getattr(self.job, 'id', None)}>"
-

@@ -94,7 +94,7 @@ def _setup_logging(channel: _Channel, level: int) -> None:
     root.setLevel(level)
 
 
-def worker_main(conn: Connection, setup: bytes, log_level: int) -> None:
+def worker_main(conn: Connection, setup: tuple[Any, tuple[Any, ...]], log_level: int) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
@@ -102,7 +102,9 @@ def worker_main(conn: Connection, setup: bytes, log_level: int) -> None:
     channel = _Channel(conn)
     _setup_logging(channel, log_level)
     try:
-        initializer, initargs = pickle.loads(setup)
+        initializer, initargs = setup
+        if isinstance(initializer, bytes):
+            initializer = pickle.loads(initializer)
         if initializer is not None:
             initializer(*initargs)
     except BaseException as exc:

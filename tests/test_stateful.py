@@ -1,0 +1,227 @@
+"""A state machine over submit / cancel / kill / crash-a-worker / shutdown.
+
+The invariant: every future resolves exactly once, with an outcome the model allows. Timing
+decides some races (a cancel that comes too late, a kill of a job that just returned); the model
+then allows each outcome the race can have, and nothing else. *Held* jobs wait at a
+``jobs.StartGate`` until the machine releases them, so the machine knows which of them run.
+
+Hypothesis runs derandomized with few, short examples: the same sequences on every run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import Future
+from typing import Any, Optional
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
+
+import jobs
+from conftest import WAIT, pool_kwargs
+from jobpool import JobKilledError, Pool, WorkerCrashedError
+
+WORKERS = 2
+
+# Outcomes a future may end with.
+CANCELLED = "cancelled"
+KILLED = "killed"
+CRASHED = "crashed"
+SHUT = "shut"  # cancelled by shutdown(cancel_futures=True) before it started
+
+
+class Tracked:
+    def __init__(self, future: Future[Any], value: Any, held: Optional[str]) -> None:
+        self.future = future
+        self.value = value  # the result when nothing interferes
+        self.held = held  # gate tag of a held job, None for a quick one
+        self.allowed: set[str] = {"value"}
+        self.resolutions = 0
+        self._lock = threading.Lock()
+        future.add_done_callback(self._resolved)
+
+    def _resolved(self, _: Future[Any]) -> None:
+        with self._lock:
+            self.resolutions += 1
+
+    def outcome(self) -> str:
+        f = self.future
+        if f.cancelled():
+            return CANCELLED
+        exc = f.exception(timeout=0)
+        if exc is None:
+            return "value" if f.result() == self.value else f"wrong value {f.result()!r}"
+        if isinstance(exc, JobKilledError):
+            return KILLED
+        if isinstance(exc, WorkerCrashedError):
+            return CRASHED
+        return f"unexpected {exc!r}"
+
+    def check(self) -> None:
+        assert self.resolutions <= 1
+        if self.future.done():
+            outcome = self.outcome()
+            allowed = self.allowed | ({CANCELLED} if SHUT in self.allowed else set())
+            assert outcome in allowed, (outcome, self.allowed)
+
+
+class PoolMachine(RuleBasedStateMachine):
+    backend = "thread"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = jobs.StartGate()
+        self.pool = Pool(WORKERS, **pool_kwargs(self.backend))
+        self.tracked: list[Tracked] = []
+        self.old_pools: list[Pool] = []
+        self.next_tag = 0
+
+    # --- rules ----------------------------------------------------------------------------------
+
+    @rule(x=st.integers(-50, 50))
+    def submit_quick(self, x: int) -> None:
+        self.tracked.append(Tracked(self.pool.submit(jobs.square, x), x * x, None))
+
+    @precondition(lambda self: len(self.unreleased()) < WORKERS)
+    @rule()
+    def submit_held(self) -> None:
+        tag = f"h{self.next_tag}"
+        self.next_tag += 1
+        future = self.pool.submit(jobs.gate_job, self.gate.address, tag, tag)
+        self.tracked.append(Tracked(future, tag, tag))
+
+    @precondition(lambda self: self.unreleased())
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        tracked = data.draw(st.sampled_from(self.unreleased()))
+        self.gate.release(tracked.held)
+        tracked.held = None
+
+    @precondition(lambda self: self.tracked)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        tracked = data.draw(st.sampled_from(self.tracked))
+        if tracked.future.cancel():
+            tracked.allowed = {CANCELLED}
+
+    @precondition(lambda self: self.tracked)
+    @rule(data=st.data())
+    def kill(self, data: st.DataObject) -> None:
+        tracked = data.draw(st.sampled_from(self.tracked))
+        # A held job that has started and is not resolved yet cannot finish by itself.
+        reachable = (
+            tracked.held is not None
+            and tracked.held in self.gate.collect()
+            and not tracked.future.done()
+        )
+        if self.pool.kill(tracked.future):
+            tracked.allowed = {CANCELLED} if tracked.future.cancelled() else {KILLED}
+        else:
+            # Only a job that had already finished can be out of reach of kill().
+            assert not reachable
+            assert tracked.future.done()
+
+    @precondition(lambda self: self.backend != "thread" and self.unreleased())
+    @rule(data=st.data())
+    def crash_worker(self, data: st.DataObject) -> None:
+        """SIGKILL the worker of a held job that has started (one that waits cannot be hit)."""
+        started = self.gate.collect()
+        running = [t for t in self.unreleased() if t.held in started and not t.future.done()]
+        if not running:
+            return
+        tracked = data.draw(st.sampled_from(running))
+        os.kill(started[tracked.held], signal.SIGKILL)
+        tracked.allowed = {CRASHED}
+        exc = tracked.future.exception(timeout=WAIT)
+        assert isinstance(exc, WorkerCrashedError) and exc.signal == "SIGKILL", repr(exc)
+        tracked.held = None  # its gate connection is gone with it
+
+    @rule(cancel_futures=st.booleans())
+    def shutdown_and_replace(self, cancel_futures: bool) -> None:
+        """Shut the pool down (everything resolves), then go on with a fresh pool."""
+        if cancel_futures:
+            for tracked in self.tracked:
+                if not tracked.future.done():
+                    tracked.allowed.add(SHUT)
+        self.release_all()
+        self.pool.shutdown(wait=True, cancel_futures=cancel_futures)
+        self.check_all_resolved()
+        with pytest.raises(RuntimeError):
+            self.pool.submit(jobs.square, 1)
+        self.old_pools.append(self.pool)
+        self.pool = Pool(WORKERS, **pool_kwargs(self.backend))
+
+    # --- invariants -----------------------------------------------------------------------------
+
+    @invariant()
+    def outcomes_are_allowed(self) -> None:
+        for tracked in self.tracked:
+            tracked.check()
+
+    def release_all(self) -> None:
+        for tracked in self.unreleased():
+            self.gate.release(tracked.held)  # also those that have not reached the gate yet
+            tracked.held = None
+
+    def unreleased(self) -> list[Tracked]:
+        return [t for t in self.tracked if t.held is not None]
+
+    def check_all_resolved(self) -> None:
+        """After shutdown(wait=True): every future is resolved already, none left waiting."""
+        not_done = [(t.value, t.allowed, t.future) for t in self.tracked if not t.future.done()]
+        assert not not_done, f"shutdown(wait=True) returned, but these never resolved: {not_done}"
+        for tracked in self.tracked:
+            tracked.check()
+            assert tracked.resolutions == 1
+
+    def teardown(self) -> None:
+        try:
+            self.release_all()
+            self.pool.shutdown(wait=True)
+            self.check_all_resolved()
+            # The pool still answered to the end: the last pool ran every job it was given.
+            stats = self.pool.stats()
+            assert stats.running == 0 and stats.pending == 0 and stats.workers == 0
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.gate.close()
+
+
+# JOBPOOL_STATEFUL_EXAMPLES=200 explores further (slower); the default keeps the suite fast.
+SETTINGS = settings(
+    max_examples=int(os.environ.get("JOBPOOL_STATEFUL_EXAMPLES", 12)),
+    stateful_step_count=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@SETTINGS
+class ThreadMachine(PoolMachine):
+    backend = "thread"
+
+
+@SETTINGS
+class ForkserverMachine(PoolMachine):
+    backend = "process-forkserver"
+
+
+@SETTINGS
+class ForkMachine(PoolMachine):
+    backend = "process-fork"
+
+
+TestThreadPool = ThreadMachine.TestCase
+TestForkserverPool = ForkserverMachine.TestCase
+TestForkPool = ForkMachine.TestCase
