@@ -47,6 +47,22 @@ if __name__ == "__main__":
     print("NOT REACHED", flush=True)
 """
 
+# The same without a ``with`` block: the pool is closed by jobpool's interpreter-exit hook, which
+# must stop at once on Ctrl-C rather than first run the jobs still queued.
+CHILD_WITHOUT_WITH = """
+import sys
+sys.path.insert(0, {tests!r})
+import jobs
+from jobpool import Pool
+
+if __name__ == "__main__":
+    pool = Pool(2, backend="process", start_method={method!r})
+    futures = [pool.submit(jobs.announce_and_sleep, 120) for _ in range(4)]
+    print("WAITING", flush=True)
+    futures[0].result()
+    print("NOT REACHED", flush=True)
+"""
+
 
 # --- /proc helpers -------------------------------------------------------------------------------
 
@@ -146,9 +162,9 @@ def subreaper() -> Iterator[None]:
 class Child:
     """A child interpreter running ``CHILD``; its stdout is read line by line in a thread."""
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, script: str = CHILD) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD.format(tests=TESTS, method=method)],
+            [sys.executable, "-c", script.format(tests=TESTS, method=method)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -200,10 +216,11 @@ class Child:
         self.finish()
 
 
+@pytest.mark.parametrize("script", [CHILD, CHILD_WITHOUT_WITH], ids=["with", "without-with"])
 @pytest.mark.parametrize("method", START_METHODS)
-def test_ctrl_c_stops_the_pool_and_the_interpreter_exits(method: str) -> None:
+def test_ctrl_c_stops_the_pool_and_the_interpreter_exits(method: str, script: str) -> None:
     with subreaper():
-        child = Child(method)
+        child = Child(method, script)
         family: set[int] = set()
         try:
             workers = child.worker_pids(2)

@@ -2,12 +2,14 @@
 
 Like ``concurrent.futures``, a pool left open at exit finishes its queued jobs and stops its
 workers before the interpreter goes; the hook runs before threads are joined, so worker threads
-and processes never outlive it.
+and processes never outlive it. When the exit comes from an uncaught Ctrl-C, open pools are
+terminated instead: waiting jobs are cancelled and worker processes stopped at once.
 """
 
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import weakref
 from typing import Any, Callable
@@ -36,8 +38,23 @@ def unregister(pool: Any) -> None:
 
 
 def _close_all() -> None:
+    interrupted = _exiting_on_interrupt()
     for pool in list(_open_pools):
-        pool.shutdown(wait=True)
+        if interrupted:
+            pool.terminate()  # Ctrl-C means stop now, not after the queue has drained
+        else:
+            pool.shutdown(wait=True)
+
+
+def _exiting_on_interrupt() -> bool:
+    """Whether the interpreter is exiting because of an uncaught KeyboardInterrupt.
+
+    The top level records the uncaught exception in ``sys.last_type`` (``sys.last_exc`` on
+    3.12+) before exit hooks run.
+    """
+    last = getattr(sys, "last_exc", None)
+    last_type = type(last) if last is not None else getattr(sys, "last_type", None)
+    return isinstance(last_type, type) and issubclass(last_type, KeyboardInterrupt)
 
 
 def weak_callback(callback: Callable[[BaseException], None]) -> Callable[[BaseException], None]:

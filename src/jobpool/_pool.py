@@ -210,7 +210,7 @@ class Pool(Executor):
                 _lifecycle.weak_callback(self._mark_broken),
             )
         if backend == "process":
-            from ._process import ProcessBackend
+            from ._process._backend import ProcessBackend
             from ._process._context import get_context
 
             return ProcessBackend(

@@ -1,0 +1,142 @@
+"""ProcessBackend: the parent-side face of the process backend (see the package docstring)."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from concurrent.futures import Future
+from multiprocessing.context import BaseContext
+from typing import Any, Callable, Optional
+
+from .._errors import SerializationError
+from .._job import Call, Job, JobQueue, Outcomes
+from .._serialization import PROTOCOL, dumps, explain_failure
+from . import _protocol as p
+from ._dispatcher import Dispatcher
+
+
+class FunctionKeys:
+    """Gives each large function pickle a key, the same key for the same bytes.
+
+    Keys follow content, not identity: a changed function (or a closure now holding other
+    values) pickles differently and gets a new key, so a worker never runs a stale copy. Lookup
+    compares bytes only against entries of the same length, so no hashing of large payloads.
+    """
+
+    def __init__(self, capacity: int = p.FUNCTION_CACHE_SIZE) -> None:
+        self._by_length: dict[int, list[tuple[bytes, int]]] = {}
+        self._order: list[tuple[bytes, int]] = []
+        self._capacity = capacity
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def key(self, data: bytes) -> Optional[int]:
+        if len(data) < p.FUNCTION_CACHE_MIN_BYTES:
+            return None
+        with self._lock:
+            for known, key in self._by_length.get(len(data), ()):
+                if known == data:
+                    return key
+            key = self._next
+            self._next += 1
+            entry = (data, key)
+            self._by_length.setdefault(len(data), []).append(entry)
+            self._order.append(entry)
+            if len(self._order) > self._capacity:
+                old = self._order.pop(0)
+                siblings = self._by_length[len(old[0])]
+                siblings.remove(old)
+                if not siblings:
+                    del self._by_length[len(old[0])]
+            return key
+
+
+def worker_setup(
+    initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...]
+) -> tuple[Any, tuple[Any, ...]]:
+    """What each worker receives to run its initializer.
+
+    ``initargs`` travel as ``Process`` arguments, as with the stdlib pools, so shared objects
+    that may only be passed at process creation (``multiprocessing.Value``, ``Lock``, ``Queue``)
+    work. The initializer itself is pre-serialized with cloudpickle when plain pickle cannot find
+    it again in a fresh process (a lambda, a closure, a function of ``__main__``).
+    """
+    if initializer is None:
+        return None, initargs
+    try:
+        data = pickle.dumps(initializer, PROTOCOL)
+    except Exception:
+        data = b"__main__"
+    if b"__main__" not in data:
+        return initializer, initargs
+    try:
+        return dumps(initializer, "initializer"), initargs
+    except SerializationError as exc:
+        raise SerializationError(f"the initializer must be serializable: {exc}", "initializer")
+
+
+class ProcessBackend:
+    name = "process"
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        outcomes: Outcomes,
+        workers: int,
+        context: BaseContext,
+        initializer: Optional[Callable[..., object]],
+        initargs: tuple[Any, ...],
+        max_jobs_per_worker: Optional[int],
+        on_broken: Callable[[BaseException], None],
+    ) -> None:
+        setup = worker_setup(initializer, tuple(initargs))
+        self._functions = FunctionKeys()
+        self._dispatcher = Dispatcher(
+            context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
+        )
+        self._dispatcher.thread.start()
+
+    def prepare(self, job: Job) -> None:
+        """Serialize the job in the caller's thread, so a bad argument fails at submit.
+
+        ``map`` serializes its function once and sets ``fn_bytes`` on every chunk beforehand.
+        """
+        work = job.work
+        try:
+            if job.fn_bytes is None:
+                job.fn_bytes = dumps(work.fn, "fn")
+                job.fn_key = self._functions.key(job.fn_bytes)
+            if isinstance(work, Call):
+                job.body = dumps((work.args, work.kwargs), "job")
+            else:
+                job.body = dumps((work.items, work.star), "job")
+        except SerializationError as exc:
+            # Re-locate from the whole job so the path reads "args[0].conn", not "object".
+            raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
+
+    def prepare_function(self, fn: Callable[..., Any]) -> tuple[bytes, Optional[int]]:
+        """Serialize ``fn`` once for a whole ``map`` call."""
+        fn_bytes = dumps(fn, "fn")
+        return fn_bytes, self._functions.key(fn_bytes)
+
+    def notify(self) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher.idle_workers > 0 and not dispatcher.wake_pending:
+            dispatcher.wake()
+
+    def kill(self, future: Future[Any]) -> bool:
+        return bool(self._dispatcher.call(lambda: self._dispatcher.kill_job(future)))
+
+    def worker_count(self) -> int:
+        return self._dispatcher.worker_count()
+
+    def shutdown(self, wait: bool) -> None:
+        self._dispatcher.closing = True
+        self._dispatcher.wake()
+        if wait and threading.current_thread() is not self._dispatcher.thread:
+            self._dispatcher.thread.join()
+
+    def terminate(self) -> None:
+        self._dispatcher.terminate()
+        if threading.current_thread() is not self._dispatcher.thread:
+            self._dispatcher.thread.join()
