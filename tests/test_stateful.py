@@ -139,15 +139,17 @@ class PoolMachine(RuleBasedStateMachine):
         have started yet), so hypothesis replays the same choices on every run.
         """
         tracked = data.draw(st.sampled_from(self.unreleased()))
-        if tracked.future.done():  # cancelled or killed before it could start
+        tag = tracked.held
+        # Whatever happens below, it leaves the held set the same way on every replay.
+        tracked.held = None
+        if tracked.future.done():  # cancelled or killed already: nothing to crash
             return
         # Fewer held jobs than workers: a held job that is not done gets a worker and starts.
-        pid = self.gate.wait_for(tracked.held, timeout=WAIT)
+        pid = self.gate.wait_for(tag, timeout=WAIT)
         os.kill(pid, signal.SIGKILL)
         tracked.allowed = {CRASHED}
         exc = tracked.future.exception(timeout=WAIT)
         assert isinstance(exc, WorkerCrashedError) and exc.signal == "SIGKILL", repr(exc)
-        tracked.held = None  # its gate connection is gone with it
 
     @rule(cancel_futures=st.booleans())
     def shutdown_and_replace(self, cancel_futures: bool) -> None:
