@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -78,3 +80,59 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _fail_on_thread_exception(args: Any) -> None:
     sys.__stderr__.write(f"exception in thread {args.thread}: {args.exc_value!r}\n")
+
+
+# --- one Dask cluster for the whole run --------------------------------------------------------
+
+DASK_CLUSTER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import dask
+    from distributed import LocalCluster
+
+    if __name__ == "__main__":
+        # Fail a job at the first worker death, as the pool's own cluster does.
+        dask.config.set({"distributed.scheduler.allowed-failures": 0})
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
+            dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+        )
+        print(cluster.scheduler_address, flush=True)
+        sys.stdin.read()  # until the test run closes our stdin
+        cluster.close()
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """A LocalCluster of 2 worker processes x 2 threads, in a subprocess, for the whole run.
+
+    Starting a cluster takes seconds, and one kept in this process would show its worker
+    processes to the leftover-process guard of every test.
+    """
+    pytest.importorskip("distributed")
+    env = dict(os.environ)
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join([tests_dir, *filter(None, [env.get("PYTHONPATH")])])
+    process = subprocess.Popen(
+        [sys.executable, "-c", DASK_CLUSTER_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    address = process.stdout.readline().strip()
+    try:
+        if not address.startswith("tcp://"):
+            pytest.fail(f"the test cluster did not start (it printed {address!r})")
+        yield address
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

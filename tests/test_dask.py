@@ -1,5 +1,9 @@
 """The Dask backend against real Dask clusters of worker processes (no mocks).
 
+The behaviour every backend shares (results, map, laziness, the concurrency bound, backpressure,
+pickling of lambdas) is tested on Dask too, in test_every_backend.py; this file holds what is
+specific to Dask: cluster modes, crashes, initializers, timeouts and kill.
+
 Most tests share one ``LocalCluster`` (2 worker processes x 2 threads) that runs in a subprocess
 for the whole module, and connect to it with ``address=`` or ``client=``: starting a cluster
 takes seconds, and a cluster kept in this process would show its worker processes to the
@@ -10,12 +14,9 @@ no memory with the test), and every wait has a deadline that fails loudly instea
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import os
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +34,6 @@ from jobpool import (
     JobKilledError,
     JobTimeoutError,
     Pool,
-    QueueFull,
     RemoteError,
     RemoteTraceback,
     SerializationError,
@@ -43,54 +43,11 @@ from jobpool import (
 WAIT = 60  # seconds; a ceiling that fails loudly instead of hanging
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
-CLUSTER_SCRIPT = textwrap.dedent(
-    """
-    import sys
-
-    import dask
-    from distributed import LocalCluster
-
-    if __name__ == "__main__":
-        # Fail a job at the first worker death, as the pool's own cluster does.
-        dask.config.set({"distributed.scheduler.allowed-failures": 0})
-        cluster = LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-            dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
-        )
-        print(cluster.scheduler_address, flush=True)
-        sys.stdin.read()  # until the test module closes our stdin
-        cluster.close()
-    """
-)
-
 
 @pytest.fixture(scope="module")
-def cluster_address() -> Iterator[str]:
-    """The address of a LocalCluster that lives in a subprocess for the whole module."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [TESTS_DIR, *filter(None, [env.get("PYTHONPATH")])]
-    )  # the workers import ``jobs`` by name
-    process = subprocess.Popen(
-        [sys.executable, "-c", CLUSTER_SCRIPT],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
-    assert process.stdout is not None and process.stdin is not None
-    address = process.stdout.readline().strip()
-    try:
-        if not address.startswith("tcp://"):
-            pytest.fail(f"the test cluster did not start (it printed {address!r})")
-        yield address
-    finally:
-        process.stdin.close()
-        try:
-            process.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def cluster_address(dask_address: str) -> str:
+    """The run's shared LocalCluster (see conftest.dask_address)."""
+    return dask_address
 
 
 @pytest.fixture
@@ -124,87 +81,7 @@ def release(directory: Any) -> None:
 # --- results --------------------------------------------------------------------------------------
 
 
-def test_submit_result(make_pool: Callable[..., Pool]) -> None:
-    pool = make_pool()
-    assert pool.backend == "dask"
-    assert pool.submit(jobs.square, 7).result(WAIT) == 49
-    assert pool.submit(jobs.echo_kwargs, 1, b=2).result(WAIT) == ((1,), {"b": 2})
-
-
-def test_map_ordered_unordered_and_starmap(make_pool: Callable[..., Pool]) -> None:
-    pool = make_pool()
-    assert list(pool.map(jobs.square, range(200))) == [x * x for x in range(200)]
-    assert list(pool.map(jobs.square, range(50), chunksize=7)) == [x * x for x in range(50)]
-    assert list(pool.map(jobs.add, range(5), range(10, 15))) == [10, 12, 14, 16, 18]
-    unordered = list(pool.map(jobs.square, range(100), ordered=False))
-    assert sorted(unordered) == [x * x for x in range(100)]
-    assert list(pool.starmap(jobs.add, [(1, 2), (3, 4), (5, 6)])) == [3, 7, 11]
-
-
-def test_lazy_map_reads_a_bounded_window_ahead(make_pool: Callable[..., Pool]) -> None:
-    pool = make_pool()
-    consumed = 0
-
-    def counting() -> Iterator[int]:
-        nonlocal consumed
-        for x in itertools.count():
-            consumed += 1
-            yield x
-
-    results = pool.map(jobs.square, counting(), chunksize=1, buffersize=4)
-    assert list(itertools.islice(results, 10)) == [x * x for x in range(10)]
-    # 10 taken, at most ``buffersize`` chunks of one item in flight beyond them.
-    assert consumed <= 10 + 4
-    results.close()  # type: ignore[attr-defined]
-
-
-def test_lambdas_closures_and_bound_methods(make_pool: Callable[..., Pool]) -> None:
-    pool = make_pool()
-    offset = 100
-
-    def closure(x: int) -> int:
-        return x + offset
-
-    assert pool.submit(lambda x: x * 3, 5).result(WAIT) == 15
-    assert pool.submit(closure, 1).result(WAIT) == 101
-    assert pool.submit(jobs.Counter(10).add, 5).result(WAIT) == 15
-    assert list(pool.map(lambda x: -x, range(5))) == [0, -1, -2, -3, -4]
-
-
 # --- the bound on running jobs, backpressure ------------------------------------------------------
-
-
-def test_workers_bounds_jobs_on_the_cluster(make_pool: Callable[..., Pool], tmp_path: Any) -> None:
-    # The cluster has 4 threads; the pool may use only 2 of them, the rest wait in its queue.
-    pool = make_pool(2)
-    futures = [pool.submit(jobs.enter_and_wait_files, str(tmp_path), i) for i in range(6)]
-    wait_until(lambda: jobs.read_count(str(tmp_path)) == 2, "two jobs to start")
-    stats = pool.stats()
-    assert stats.running == 2
-    assert stats.pending == 4
-    release(tmp_path)
-    assert [f.result(WAIT) for f in futures] == list(range(6))
-    assert jobs.read_count(str(tmp_path), "high") == 2
-    assert pool.stats().done == 6
-
-
-def test_backpressure_and_submit_nowait(make_pool: Callable[..., Pool], tmp_path: Any) -> None:
-    pool = make_pool(1, max_pending=2)
-    running = pool.submit(jobs.enter_and_wait_files, str(tmp_path), 0)
-    wait_until(lambda: jobs.read_count(str(tmp_path)) == 1, "the first job to start")
-    queued = [pool.submit(jobs.square, 2), pool.submit_nowait(jobs.square, 3)]
-    with pytest.raises(QueueFull, match="max_pending=2"):
-        pool.submit_nowait(jobs.square, 4)
-    blocked: list[Any] = []
-    submitter = threading.Thread(target=lambda: blocked.append(pool.submit(jobs.square, 5)))
-    submitter.start()
-    submitter.join(0.2)
-    assert submitter.is_alive(), "submit() should wait while max_pending jobs are queued"
-    release(tmp_path)
-    submitter.join(WAIT)
-    assert running.result(WAIT) == 0
-    assert [f.result(WAIT) for f in queued] == [4, 9]
-    assert blocked[0].result(WAIT) == 25
 
 
 # --- errors ---------------------------------------------------------------------------------------
