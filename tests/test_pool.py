@@ -209,3 +209,19 @@ def test_a_dropped_pool_stops_its_workers(backend: str) -> None:
     for thread in threading.enumerate():  # let the pool finish reaping what it started
         if thread.name == "jobpool-dispatcher":
             thread.join(WAIT)
+
+
+def test_a_forked_child_does_not_inherit_open_pools(make_pool: MakePool) -> None:
+    """A fork-started worker exits through threading's exit hooks: it must not try to shut down
+    its parent's pools there (their threads do not exist in it; their locks may be held)."""
+    import os
+
+    from jobpool import _lifecycle
+
+    pool = make_pool("thread")
+    assert pool in _lifecycle._open_pools
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        os._exit(0 if not list(_lifecycle._open_pools) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

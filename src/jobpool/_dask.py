@@ -54,7 +54,7 @@ from ._errors import (
 from ._job import Call, Job, JobQueue, Outcomes, run_chunk
 from ._lifecycle import weak_callback
 from ._remote import pack_exception, unpack_exception
-from ._serialization import dumps, explain_failure
+from ._serialization import dumps, serialize_job
 
 _log = logging.getLogger("jobpool")
 
@@ -315,17 +315,7 @@ class DaskBackend:
 
     def prepare(self, job: Job) -> None:
         """Serialize the job in the caller's thread, so a bad argument fails at submit."""
-        work = job.work
-        try:
-            if job.fn_bytes is None:
-                job.fn_bytes = dumps(work.fn, "fn")
-            if isinstance(work, Call):
-                job.body = dumps((work.args, work.kwargs), "job")
-            else:
-                job.body = dumps((work.items, work.star), "job")
-        except SerializationError as exc:
-            # Re-locate from the whole job so the path reads "args[0].conn", not "object".
-            raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
+        serialize_job(job)
 
     def prepare_function(self, fn: Callable[..., Any]) -> tuple[bytes, Optional[int]]:
         """Serialize ``fn`` once for a whole ``map`` call."""

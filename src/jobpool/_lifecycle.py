@@ -9,6 +9,7 @@ terminated instead: waiting jobs are cancelled and worker processes stopped at o
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 import weakref
@@ -17,6 +18,19 @@ from typing import Any, Callable
 _open_pools: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
 _hooked = False
+
+
+def _forget_pools_in_child() -> None:
+    """A forked child (a fork-started worker, or the user's own fork) does not own the parent's
+    pools: it must not try to shut them down at its exit, where their threads do not exist and
+    their locks may be held forever."""
+    global _lock
+    _lock = threading.Lock()
+    _open_pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def register(pool: Any) -> None:

@@ -14,9 +14,12 @@ object that cannot be serialized (``args[0].conn``) and what it holds.
 from __future__ import annotations
 
 import pickle
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._errors import SerializationError
+
+if TYPE_CHECKING:
+    from ._job import Job
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError, RecursionError)
@@ -40,6 +43,27 @@ def dumps(obj: object, what: str = "object") -> bytes:
         return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
     except Exception as exc:
         raise explain_failure(obj, what, exc) from exc
+
+
+def serialize_job(job: Job) -> None:
+    """Fill ``job.fn_bytes`` (unless ``map`` already did, once for all its chunks) and ``job.body``.
+
+    Runs in the submitting thread, so an unserializable argument fails at ``submit`` with the
+    part named ("args[0].conn"), before anything is queued.
+    """
+    from ._job import Call
+
+    work = job.work
+    try:
+        if job.fn_bytes is None:
+            job.fn_bytes = dumps(work.fn, "fn")
+        if isinstance(work, Call):
+            job.body = dumps((work.args, work.kwargs), "job")
+        else:
+            job.body = dumps((work.items, work.star), "job")
+    except SerializationError as exc:
+        # Re-locate from the whole job so the path reads "args[0].conn", not "object".
+        raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
 
 
 def explain_failure(obj: object, what: str, exc: BaseException) -> SerializationError:

@@ -9,8 +9,8 @@ from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional
 
 from .._errors import SerializationError
-from .._job import Call, Job, JobQueue, Outcomes
-from .._serialization import PROTOCOL, dumps, explain_failure
+from .._job import Job, JobQueue, Outcomes
+from .._serialization import PROTOCOL, dumps, serialize_job
 from . import _protocol as p
 from ._dispatcher import Dispatcher
 
@@ -101,18 +101,10 @@ class ProcessBackend:
 
         ``map`` serializes its function once and sets ``fn_bytes`` on every chunk beforehand.
         """
-        work = job.work
-        try:
-            if job.fn_bytes is None:
-                job.fn_bytes = dumps(work.fn, "fn")
-                job.fn_key = self._functions.key(job.fn_bytes)
-            if isinstance(work, Call):
-                job.body = dumps((work.args, work.kwargs), "job")
-            else:
-                job.body = dumps((work.items, work.star), "job")
-        except SerializationError as exc:
-            # Re-locate from the whole job so the path reads "args[0].conn", not "object".
-            raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
+        keyed_by_map = job.fn_bytes is not None
+        serialize_job(job)
+        if not keyed_by_map and job.fn_bytes is not None:
+            job.fn_key = self._functions.key(job.fn_bytes)
 
     def prepare_function(self, fn: Callable[..., Any]) -> tuple[bytes, Optional[int]]:
         """Serialize ``fn`` once for a whole ``map`` call."""

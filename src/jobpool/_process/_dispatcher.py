@@ -1,6 +1,6 @@
 """The parent side of the process backend: one thread that owns every worker.
 
-It sleeps in a selector over each worker's pipe, each worker's exit sentinel and a wake-up pipe,
+It sleeps in a selector over each worker's pipe, each worker's exit fd and a wake-up pipe,
 with a timeout equal to the nearest job deadline, never a polling interval. Each wake-up is a few
 named steps: read what workers said, bury the workers that exited (failing only the job each
 held and starting a replacement), kill overdue workers, and hand waiting jobs to idle workers.
@@ -170,7 +170,7 @@ class Dispatcher:
         on_message = functools.partial(self._on_message, handle)
         self._selector.register(handle.conn, selectors.EVENT_READ, on_message)
         on_exit = functools.partial(self._on_exit, handle)
-        self._selector.register(handle.sentinel, selectors.EVENT_READ, on_exit)
+        self._selector.register(handle.exit_fd, selectors.EVENT_READ, on_exit)
 
     def _on_message(self, handle: WorkerHandle) -> None:
         if handle.reaped:  # its exit was handled earlier in the same batch of events
@@ -240,7 +240,7 @@ class Dispatcher:
                 self._handle_message(handle, pickle.loads(handle.conn.recv_bytes()))
             except (EOFError, OSError):
                 break
-        for obj in (handle.conn, handle.sentinel):
+        for obj in (handle.conn, handle.exit_fd):
             try:
                 self._selector.unregister(obj)
             except (KeyError, ValueError):

@@ -6,6 +6,7 @@ job a dead or overdue worker held: only that job fails, and nothing needs acknow
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from collections import OrderedDict
@@ -35,7 +36,7 @@ class WorkerHandle:
         )
         self.process.start()
         child_conn.close()
-        self.sentinel: int = self.process.sentinel
+        self.exit_fd: int = _exit_fd(self.process)
         self.pid: Optional[int] = self.process.pid
         self.ready = False
         self.retiring = False  # sent STOP (recycled or pool closing); its exit is expected
@@ -93,13 +94,16 @@ class WorkerHandle:
             pass
 
     def reap(self) -> Optional[int]:
-        """Collect the exited process; returns its exit code (negative: killed by that signal)."""
-        self.process.join(5)
-        if self.process.exitcode is None:  # sentinel fired but the process hangs on: make sure
-            self.process.kill()
-            self.process.join()
+        """Collect the exited process; returns its exit code (negative: killed by that signal).
+
+        Called once its exit fd fired (or after kill()), so the join only collects it. A timed
+        join would wait on the multiprocessing sentinel, which the fork race above can keep shut.
+        """
+        self.process.join()
         code: Optional[int] = self.process.exitcode
         self.reaped = True
+        if self.exit_fd != self.process.sentinel:
+            os.close(self.exit_fd)
         self.conn.close()
         try:
             self.process.close()
@@ -109,3 +113,20 @@ class WorkerHandle:
 
     def __repr__(self) -> str:
         return f"<WorkerHandle {self.index} pid={self.pid} job={getattr(self.job, 'id', None)}>"
+
+
+def _exit_fd(process: Any) -> int:
+    """A file descriptor that becomes readable when ``process`` exits.
+
+    On Linux a pidfd. The multiprocessing sentinel is the read end of a pipe whose write end the
+    child holds; with the fork start method, any process forked at the same moment by another
+    thread (another pool starting workers, say) can inherit that write end too, and then the
+    sentinel stays silent after our worker exits. A pidfd follows the process itself.
+    """
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is not None:
+        try:
+            return int(pidfd_open(process.pid))
+        except OSError:  # kernels before 5.3, or seccomp filters
+            pass
+    return int(process.sentinel)
