@@ -33,7 +33,12 @@ TIMEOUT = 120  # seconds; each script should take a few
 
 # Optional packages named beside the scripts that need them, in case an import is hidden
 # (inside a function, behind a try) where the scan below does not look.
-OPTIONAL = {"dask_cluster.py": ["distributed"], "progress_bar.py": ["tqdm"]}
+OPTIONAL = {
+    "dask_cluster.py": ["distributed"],
+    "progress_bar.py": ["tqdm"],
+    "dask.md": ["distributed"],  # its blocks use Pool(backend="dask") without importing it
+    "progress.md": ["tqdm"],
+}
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)$")
 
@@ -145,7 +150,11 @@ def test_page_code_runs(page: Path, tmp_path: Path) -> None:
         else:
             parts.append(f"# --- {page.name}, block at line {line} ---\n{code}")
     source = "\n".join(parts)
-    skip_if_missing(source + "\n".join(modules.values()), provided=[name[:-3] for name in modules])
+    skip_if_missing(
+        source + "\n".join(modules.values()),
+        OPTIONAL.get(page.name, []),
+        provided=[name[:-3] for name in modules],
+    )
     for name, code in modules.items():
         (tmp_path / name).write_text(code, encoding="utf-8")
     script = tmp_path / f"{page.stem.replace('-', '_')}_blocks.py"
