@@ -29,15 +29,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ._errors import QueueFull
-from ._job import Chunk, ChunkResult, Job
+from ._job import ChunkResult, Job
 from ._map import ChunkSizer, as_items
 from ._progress import (
     ErrorCallback,
     ProgressArg,
     Reporter,
     ResultCallback,
-    make_reporter,
-    sized_total,
 )
 
 if TYPE_CHECKING:
@@ -193,32 +191,18 @@ def amap(
     on_error: Optional[ErrorCallback] = None,
 ) -> AsyncIterator[Any]:
     """The async generator behind ``Pool.amap``; arguments are checked here, at call time."""
-    from ._pool import PoolState, _check_callable, _check_positive_int
-
-    _check_callable("amap()", fn)
-    if not iterables:
-        raise TypeError("amap() needs at least one iterable")
-    chunksize = _check_positive_int("chunksize", chunksize)
-    buffersize = _check_positive_int("buffersize", buffersize)
-    timeout = None if timeout is None else float(timeout)
-    if job_timeout is None:
-        job_timeout = pool._job_timeout
-    if job_timeout is not None and chunksize is None:
-        chunksize = 1
-    if pool._state is not PoolState.OPEN:
-        pool._refuse()
+    plan = pool._plan_map(
+        "amap", fn, iterables, timeout, chunksize, buffersize, job_timeout,
+        progress, on_result, on_error,
+    )  # fmt: skip
     items = _Items(iterables)
-    prepare_function = getattr(pool._backend, "prepare_function", None)
-    fn_bytes, fn_key = prepare_function(fn) if prepare_function else (None, None)
-    reporter = make_reporter(progress, on_result, on_error, sized_total(iterables), fn)
-    window = buffersize or 2 * pool.workers
 
     async def submit(chunk: list[Any]) -> _InFlight:
-        job = Job(Chunk(fn, chunk, items.star), job_timeout)
-        job.fn_bytes, job.fn_key = fn_bytes, fn_key
-        return _InFlight(await enqueue(pool, job), len(chunk))
+        return _InFlight(await enqueue(pool, plan.chunk_job(chunk, items.star)), len(chunk))
 
-    return _generate(submit, items, ChunkSizer(chunksize), window, ordered, timeout, reporter)
+    return _generate(
+        submit, items, ChunkSizer(plan.chunksize), plan.window, ordered, plan.timeout, plan.reporter
+    )
 
 
 async def _generate(

@@ -86,6 +86,46 @@ def default_workers(backend: str) -> int:
     return min(32, cpus + 4) if backend == "thread" else cpus
 
 
+class MapPlan:
+    """What a ``map``/``amap`` call settles once, before its first chunk."""
+
+    __slots__ = (
+        "chunksize",
+        "fn",
+        "fn_bytes",
+        "fn_key",
+        "job_timeout",
+        "reporter",
+        "timeout",
+        "window",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        fn_bytes: Optional[bytes],
+        fn_key: Optional[int],
+        job_timeout: Optional[float],
+        chunksize: Optional[int],
+        window: int,
+        timeout: Optional[float],
+        reporter: Any,
+    ) -> None:
+        self.fn = fn
+        self.fn_bytes = fn_bytes  # serialized once for every chunk (process and Dask backends)
+        self.fn_key = fn_key
+        self.job_timeout = job_timeout
+        self.chunksize = chunksize
+        self.window = window
+        self.timeout = timeout
+        self.reporter = reporter
+
+    def chunk_job(self, chunk: list[Any], star: bool) -> Job:
+        job = Job(Chunk(self.fn, chunk, star), self.job_timeout)
+        job.fn_bytes, job.fn_key = self.fn_bytes, self.fn_key
+        return job
+
+
 class Pool(Executor):
     """Run jobs on at most ``workers`` threads or processes; the rest wait in a bounded queue.
 
@@ -400,6 +440,44 @@ class Pool(Executor):
             on_error=on_error,
         )
 
+    def _plan_map(
+        self,
+        where: str,
+        fn: Callable[..., Any],
+        iterables: tuple[Any, ...],
+        timeout: Optional[float],
+        chunksize: Optional[int],
+        buffersize: Optional[int],
+        job_timeout: Optional[float],
+        progress: ProgressArg,
+        on_result: Optional[Callable[[Any], object]],
+        on_error: Optional[ErrorCallback],
+    ) -> MapPlan:
+        """Check a map call's arguments and settle what all its chunks share (map and amap)."""
+        _check_callable(f"{where}()", fn)
+        if not iterables:
+            raise TypeError(f"{where}() needs at least one iterable")
+        chunksize = _check_positive_int("chunksize", chunksize)
+        buffersize = _check_positive_int("buffersize", buffersize)
+        if job_timeout is None:
+            job_timeout = self._job_timeout
+        if job_timeout is not None and chunksize is None:
+            chunksize = 1  # a time limit is per item unless the caller chose chunks
+        if self._state is not PoolState.OPEN:
+            self._refuse()
+        prepare_function = getattr(self._backend, "prepare_function", None)
+        fn_bytes, fn_key = prepare_function(fn) if prepare_function else (None, None)
+        return MapPlan(
+            fn,
+            fn_bytes,
+            fn_key,
+            job_timeout,
+            chunksize,
+            buffersize or 2 * self._workers,
+            None if timeout is None else float(timeout),
+            make_reporter(progress, on_result, on_error, sized_total(iterables), fn),
+        )
+
     def _map(
         self,
         fn: Callable[..., Any],
@@ -415,47 +493,26 @@ class Pool(Executor):
         on_result: Optional[Callable[[Any], object]] = None,
         on_error: Optional[ErrorCallback] = None,
     ) -> Iterator[Any]:
-        _check_callable("map()", fn)
-        if not iterables:
-            raise TypeError("map() needs at least one iterable")
-        chunksize = _check_positive_int("chunksize", chunksize)
-        buffersize = _check_positive_int("buffersize", buffersize)
-        timeout = None if timeout is None else float(timeout)
-        if job_timeout is None:
-            job_timeout = self._job_timeout
-        if job_timeout is not None and chunksize is None:
-            chunksize = 1
-        if self._state is not PoolState.OPEN:
-            self._refuse()
+        plan = self._plan_map(
+            "map", fn, iterables, timeout, chunksize, buffersize, job_timeout,
+            progress, on_result, on_error,
+        )  # fmt: skip
         if star:
             items: Iterator[Any] = iter(iterables[0])
         else:
             items, star = as_items(iterables)
-        prepare_function = getattr(self._backend, "prepare_function", None)
-        fn_bytes, fn_key = prepare_function(fn) if prepare_function else (None, None)
-        reporter = make_reporter(progress, on_result, on_error, sized_total(iterables), fn)
 
         def submit_chunk(chunk: list[Any]) -> Future[ChunkResult]:
-            job = Job(Chunk(fn, chunk, star), job_timeout)
-            job.fn_bytes, job.fn_key = fn_bytes, fn_key
-            return self._enqueue(job, block=True)
+            return self._enqueue(plan.chunk_job(chunk, star), block=True)
 
-        if reporter is not None:
-            return reporter.map(
-                submit_chunk,
-                items,
-                chunksize=chunksize,
-                window=buffersize or 2 * self._workers,
-                ordered=ordered,
-                timeout=timeout,
-            )
-        return windowed_map(
+        run = windowed_map if plan.reporter is None else plan.reporter.map
+        return run(
             submit_chunk,
             items,
-            chunksize=chunksize,
-            window=buffersize or 2 * self._workers,
+            chunksize=plan.chunksize,
+            window=plan.window,
             ordered=ordered,
-            timeout=timeout,
+            timeout=plan.timeout,
         )
 
     # --- asyncio and progress ---------------------------------------------------------------------
