@@ -48,18 +48,17 @@ def test_unordered_map_yields_in_completion_order(make_pool: MakePool) -> None:
     import threading
 
     pool = make_pool("thread", workers=2)
-    first_done = threading.Event()
-    items = [("slow", first_done), ("fast", first_done)]
+    release_slow = threading.Event()
 
-    def job(item: tuple[str, threading.Event]) -> str:
-        name, event = item
-        if name == "slow":
-            event.wait(WAIT)
-        else:
-            event.set()
+    def job(name: str) -> str:
+        if name == "slow":  # cannot finish before the caller has received "fast"
+            release_slow.wait(WAIT)
         return name
 
-    assert list(pool.map(job, items, ordered=False, chunksize=1)) == ["fast", "slow"]
+    results = pool.map(job, ["slow", "fast"], ordered=False, chunksize=1)
+    assert next(results) == "fast"
+    release_slow.set()
+    assert list(results) == ["slow"]
 
 
 def test_map_zips_several_iterables_like_builtin_map(make_pool: MakePool, backend: str) -> None:
