@@ -391,3 +391,10 @@ def fail_if_exists(path: str) -> None:
     """An initializer that works until the file ``path`` appears (for workers that join later)."""
     if os.path.exists(path):
         raise RuntimeError(f"{path} exists")
+
+
+def held_blob_count() -> int:
+    """How many blobs (large values of functions) this worker process holds."""
+    from jobpool._process import _worker
+
+    return len(_worker.BLOBS)

@@ -317,9 +317,15 @@ class DaskBackend:
         """Serialize the job in the caller's thread, so a bad argument fails at submit."""
         serialize_job(job)
 
-    def prepare_function(self, fn: Callable[..., Any]) -> tuple[bytes, Optional[int]]:
+    def prepare_function(
+        self, fn: Callable[..., Any]
+    ) -> tuple[bytes, Optional[int], tuple[tuple[int, Any], ...]]:
         """Serialize ``fn`` once for a whole ``map`` call."""
-        return dumps(fn, "fn"), None
+        return dumps(fn, "fn"), None, ()
+
+    def offer(self, job: Job) -> bool:
+        """Jobs always go through the queue: the feeder thread bounds what Dask holds."""
+        return False
 
     def notify(self) -> None:
         if not self._wake_pending and len(self._in_flight) < self._workers:

@@ -99,6 +99,7 @@ class Job:
         "abandoned",
         "body",
         "finished",
+        "fn_blobs",
         "fn_bytes",
         "fn_key",
         "future",
@@ -117,6 +118,7 @@ class Job:
         # Filled by a backend that serializes (the process backend) in the submitting thread.
         self.fn_bytes: Optional[bytes] = None
         self.fn_key: Optional[int] = None
+        self.fn_blobs: tuple[tuple[int, Any], ...] = ()  # large values fn_bytes names by key
         self.body: Optional[bytes] = None
         # Thread backend: the job's thread was given up on (timeout / kill) / the job returned.
         self.abandoned = False

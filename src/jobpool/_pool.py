@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         name: str
 
         def prepare(self, job: Job) -> None: ...
+        def offer(self, job: Job) -> bool: ...
         def notify(self) -> None: ...
         def kill(self, future: Future[Any]) -> bool: ...
         def worker_count(self) -> int: ...
@@ -92,6 +93,7 @@ class MapPlan:
     __slots__ = (
         "chunksize",
         "fn",
+        "fn_blobs",
         "fn_bytes",
         "fn_key",
         "job_timeout",
@@ -105,6 +107,7 @@ class MapPlan:
         fn: Callable[..., Any],
         fn_bytes: Optional[bytes],
         fn_key: Optional[int],
+        fn_blobs: tuple[tuple[int, Any], ...],
         job_timeout: Optional[float],
         chunksize: Optional[int],
         window: int,
@@ -114,6 +117,7 @@ class MapPlan:
         self.fn = fn
         self.fn_bytes = fn_bytes  # serialized once for every chunk (process and Dask backends)
         self.fn_key = fn_key
+        self.fn_blobs = fn_blobs
         self.job_timeout = job_timeout
         self.chunksize = chunksize
         self.window = window
@@ -122,7 +126,7 @@ class MapPlan:
 
     def chunk_job(self, chunk: list[Any], star: bool) -> Job:
         job = Job(Chunk(self.fn, chunk, star), self.job_timeout)
-        job.fn_bytes, job.fn_key = self.fn_bytes, self.fn_key
+        job.fn_bytes, job.fn_key, job.fn_blobs = self.fn_bytes, self.fn_key, self.fn_blobs
         return job
 
 
@@ -334,6 +338,12 @@ class Pool(Executor):
         if self._state is not PoolState.OPEN:
             self._refuse()
         self._backend.prepare(job)
+        with self._lock:
+            if self._state is not PoolState.OPEN:
+                self._refuse()
+            if self._backend.offer(job):  # straight to an idle worker: nothing to queue
+                self._outcomes.submitted += 1
+                return job.future
         queue = self._queue
         if queue.bounded:
             queue.reserve(job, block)
@@ -466,11 +476,12 @@ class Pool(Executor):
         if self._state is not PoolState.OPEN:
             self._refuse()
         prepare_function = getattr(self._backend, "prepare_function", None)
-        fn_bytes, fn_key = prepare_function(fn) if prepare_function else (None, None)
+        fn_bytes, fn_key, fn_blobs = prepare_function(fn) if prepare_function else (None, None, ())
         return MapPlan(
             fn,
             fn_bytes,
             fn_key,
+            fn_blobs,
             job_timeout,
             chunksize,
             buffersize or 2 * self._workers,
@@ -587,7 +598,8 @@ class Pool(Executor):
         fails with :class:`JobKilledError`. A thread cannot be stopped: the future fails at once
         and the thread runs on until the call returns, its result dropped. On the Dask backend a
         running job cannot be stopped: this raises ``NotImplementedError`` (a waiting job is
-        still cancelled). Returns False if the job had already finished.
+        still cancelled). Returns False if the job had already finished. When it returns True,
+        the future is already done (cancelled, or failed with :class:`JobKilledError`).
         """
         if future.cancel():
             return True

@@ -17,13 +17,14 @@ import pickle
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._errors import SerializationError
+from ._job import Call, Chunk
 
 if TYPE_CHECKING:
     from ._job import Job
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
-_PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError, RecursionError)
-_MAIN_MARKER = b"__main__"
+PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError, RecursionError)
+MAIN_MARKER = b"__main__"
 
 loads = pickle.loads
 
@@ -32,12 +33,12 @@ def dumps(obj: object, what: str = "object") -> bytes:
     """Serialize ``obj``; ``what`` names it in the error (``"job"``, ``"result"``...)."""
     try:
         data = pickle.dumps(obj, PROTOCOL)
-    except _PICKLE_REFUSALS:
+    except PICKLE_REFUSALS:
         pass
     except Exception as exc:  # an object whose __reduce__ raises something else
         raise explain_failure(obj, what, exc) from exc
     else:
-        if _MAIN_MARKER not in data:
+        if MAIN_MARKER not in data:
             return data
     try:
         return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
@@ -51,8 +52,6 @@ def serialize_job(job: Job) -> None:
     Runs in the submitting thread, so an unserializable argument fails at ``submit`` with the
     part named ("args[0].conn"), before anything is queued.
     """
-    from ._job import Call
-
     work = job.work
     try:
         if job.fn_bytes is None:
@@ -113,8 +112,6 @@ def locate_unpicklable(obj: object, path: str, depth: int = 0) -> tuple[str, Opt
 
 
 def _children(obj: object, path: str) -> list[tuple[str, Any]]:
-    from ._job import Call, Chunk  # local import: the job records use this module
-
     if isinstance(obj, Call):
         out: list[tuple[str, Any]] = [("fn", obj.fn)]
         out += [(f"args[{i}]", a) for i, a in enumerate(obj.args)]

@@ -49,6 +49,10 @@ class ThreadBackend:
     def prepare(self, job: Job) -> None:
         """Threads share memory: nothing to serialize."""
 
+    def offer(self, job: Job) -> bool:
+        """Jobs always go through the queue, which the worker threads read directly."""
+        return False
+
     def notify(self) -> None:
         """A job was queued: wake an idle thread, or start one if fewer than ``workers`` serve."""
         if self._serving >= self._workers:

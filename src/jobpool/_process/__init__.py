@@ -5,7 +5,9 @@
     submit(fn, *args)
       serialize (pickle, then
       cloudpickle) -> Job
-      JobQueue.put ---- wake ---> take a job for an idle worker
+      a worker idle and nothing
+      queued? send it to that worker's pipe yourself ------------> run fn(*args)
+      else JobQueue.put -- wake -> take a job for an idle worker
                                   send on that worker's pipe ------> run fn(*args)
                                   read the reply <------------------ send OK / RAISED
       Future resolved <---------- resolve the job's Future

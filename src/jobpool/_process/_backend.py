@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pickle
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional
 
 from .._errors import SerializationError
 from .._job import Job, JobQueue, Outcomes
-from .._serialization import PROTOCOL, dumps, serialize_job
+from .._serialization import PROTOCOL, dumps, explain_failure, serialize_job
 from . import _protocol as p
+from ._blobs import Blob, BlobTable, dumps_function
 from ._dispatcher import Dispatcher
+
+
+# How long kill() waits for a killed worker's exit to fail its job (normally milliseconds).
+KILL_SETTLE_SECONDS = 30.0
 
 
 class FunctionKeys:
@@ -30,8 +35,9 @@ class FunctionKeys:
         self._next = 0
         self._lock = threading.Lock()
 
-    def key(self, data: bytes) -> Optional[int]:
-        if len(data) < p.FUNCTION_CACHE_MIN_BYTES:
+    def key(self, data: bytes, keep: bool = False) -> Optional[int]:
+        """The key for ``data``; None (send it inline) if it is small, unless ``keep``."""
+        if len(data) < p.FUNCTION_CACHE_MIN_BYTES and not keep:
             return None
         with self._lock:
             for known, key in self._by_length.get(len(data), ()):
@@ -91,9 +97,16 @@ class ProcessBackend:
     ) -> None:
         setup = worker_setup(initializer, tuple(initargs))
         self._functions = FunctionKeys()
+        self._blobs = BlobTable()
         self._dispatcher = Dispatcher(
             context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
         )
+        if context.get_start_method() == "fork":
+            # A forked child holds only the forking thread, with every lock as it was. Forked
+            # later, from the dispatcher thread, a worker could inherit an import lock that the
+            # caller's thread held at that instant (its first job importing cloudpickle, say)
+            # and block on it forever. Forking is quick: do it before the caller goes on.
+            self._dispatcher.start_workers()
         self._dispatcher.thread.start()
 
     def prepare(self, job: Job) -> None:
@@ -101,15 +114,25 @@ class ProcessBackend:
 
         ``map`` serializes its function once and sets ``fn_bytes`` on every chunk beforehand.
         """
-        keyed_by_map = job.fn_bytes is not None
+        if job.fn_bytes is None:
+            try:
+                job.fn_bytes, job.fn_key, job.fn_blobs = self.prepare_function(job.work.fn)
+            except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
+                raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
         serialize_job(job)
-        if not keyed_by_map and job.fn_bytes is not None:
-            job.fn_key = self._functions.key(job.fn_bytes)
 
-    def prepare_function(self, fn: Callable[..., Any]) -> tuple[bytes, Optional[int]]:
-        """Serialize ``fn`` once for a whole ``map`` call."""
-        fn_bytes = dumps(fn, "fn")
-        return fn_bytes, self._functions.key(fn_bytes)
+    def prepare_function(
+        self, fn: Callable[..., Any]
+    ) -> tuple[bytes, Optional[int], tuple[Blob, ...]]:
+        """Serialize ``fn`` (once for a whole ``map`` call), its large values out of line.
+
+        A function that names blobs is always keyed, so each worker keeps its unpickled copy.
+        """
+        fn_bytes, blobs = dumps_function(fn, self._blobs)
+        return fn_bytes, self._functions.key(fn_bytes, keep=bool(blobs)), blobs
+
+    def offer(self, job: Job) -> bool:
+        return self._dispatcher.offer(job)
 
     def notify(self) -> None:
         dispatcher = self._dispatcher
@@ -117,7 +140,16 @@ class ProcessBackend:
             dispatcher.wake()
 
     def kill(self, future: Future[Any]) -> bool:
-        return bool(self._dispatcher.call(lambda: self._dispatcher.kill_job(future)))
+        """Kill the worker running ``future``'s job; return once the future has failed.
+
+        The dispatcher fails the job when it sees the worker exit, a moment after the kill;
+        waiting for that here means that ``pool.kill(f)`` returning True implies ``f.done()``.
+        """
+        dispatcher = self._dispatcher
+        killed = bool(dispatcher.call(lambda: dispatcher.kill_job(future)))
+        if killed and threading.current_thread() is not dispatcher.thread:
+            wait([future], timeout=KILL_SETTLE_SECONDS)
+        return killed
 
     def worker_count(self) -> int:
         return self._dispatcher.worker_count()

@@ -68,6 +68,8 @@ class Dispatcher:
         self.closing = False  # finish the queue, then stop the workers
         self._terminating = False  # stop now: kill the workers
         self._broken: Optional[BaseException] = None
+        # Held by the dispatcher except while it sleeps: whoever holds it may touch the handles.
+        self.lock = threading.Lock()
         self._requests: list[tuple[Callable[[], Any], threading.Event, list[Any]]] = []
         self._requests_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="jobpool-dispatcher", daemon=True)
@@ -99,6 +101,32 @@ class Dispatcher:
         done.wait(timeout)
         return box[0] if box else None
 
+    def offer(self, job: Job) -> bool:
+        """Send ``job`` to an idle worker from the submitting thread; False: queue it instead.
+
+        This skips the hop through the dispatcher thread (a thread wake-up and a GIL hand-off)
+        when a worker is waiting and no job is queued ahead of this one. It only tries while the
+        dispatcher sleeps, so it never waits for it.
+        """
+        if self.idle_workers <= 0 or self.closing or not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if self.closing or self._broken is not None or self._queue.qsize():
+                return False
+            handle = next((h for h in self._handles if h.idle), None)
+            if handle is None or not self._outcomes.start(job):
+                return False
+            self.idle_workers -= 1
+            try:
+                handle.run(job)
+            except OSError:  # the worker died under us: its exit fails the job
+                pass
+        finally:
+            self.lock.release()
+        if job.timeout is not None:  # the dispatcher must wake up for the new deadline
+            self.wake()
+        return True
+
     def terminate(self) -> None:
         self._terminating = True
         self.closing = True
@@ -108,8 +136,10 @@ class Dispatcher:
 
     def _run(self) -> None:
         try:
-            for _ in range(self._size):
-                self._start_worker()
+            lock = self.lock
+            lock.acquire()
+            if not self._handles:
+                self.start_workers()
             while self._handles or not self.closing:
                 # Count before assigning: a submitter that reads 0 idle workers (and so does not
                 # wake us) queued its job before this count, so _assign_jobs below sees it.
@@ -118,7 +148,12 @@ class Dispatcher:
                 self._stop_when_drained()
                 if not self._handles and self.closing:
                     break
-                events = self._selector.select(self._seconds_to_next_deadline())
+                timeout = self._seconds_to_next_deadline()
+                lock.release()  # while we sleep, a submitter may hand a job to an idle worker
+                try:
+                    events = self._selector.select(timeout)
+                finally:
+                    lock.acquire()
                 for key, _ in events:
                     if key.data is None:
                         self._drain_wakeups()
@@ -135,6 +170,8 @@ class Dispatcher:
             for handle in list(self._handles):
                 handle.reap()
         finally:
+            self.idle_workers = 0
+            self.lock.release()
             self._run_requests()
             self._selector.close()
             with self._wake_lock:
@@ -163,6 +200,18 @@ class Dispatcher:
 
     # --- workers --------------------------------------------------------------------------------
 
+    def start_workers(self) -> None:
+        """Start the first workers (in the dispatcher thread, or before it starts)."""
+        try:
+            for _ in range(self._size):
+                self._start_worker()
+        except BaseException:
+            for handle in self._handles:
+                handle.kill()
+                handle.reap()
+            self._handles.clear()
+            raise
+
     def _start_worker(self) -> None:
         handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
         self._next_index += 1
@@ -175,12 +224,10 @@ class Dispatcher:
     def _on_message(self, handle: WorkerHandle) -> None:
         if handle.reaped:  # its exit was handled earlier in the same batch of events
             return
-        try:
-            message = pickle.loads(handle.conn.recv_bytes())
-        except (EOFError, OSError):  # the worker is gone; its sentinel tells the rest
+        for data in handle.reader.read():
+            self._handle_message(handle, pickle.loads(data))
+        if handle.reader.eof:  # the worker is gone; its exit fd tells the rest
             self._selector.unregister(handle.conn)
-            return
-        self._handle_message(handle, message)
 
     def _handle_message(self, handle: WorkerHandle, message: tuple[Any, ...]) -> None:
         tag = message[0]
@@ -196,7 +243,11 @@ class Dispatcher:
                     self._resolve(job, message[2])
                 else:
                     self._outcomes.fail(job, unpack_exception(message[2]))
-            if self._max_jobs is not None and handle.jobs_done >= self._max_jobs:
+            if (
+                self._max_jobs is not None
+                and handle.jobs_done >= self._max_jobs
+                and not handle.retiring
+            ):
                 handle.stop()
                 if self._needs_workers():  # counted only when replaced, as for a crash
                     self._outcomes.count("worker_restarts")
@@ -235,11 +286,8 @@ class Dispatcher:
         """A worker process ended: fail only the job it held, then replace it if needed."""
         if handle.reaped:
             return
-        while handle.conn.poll(0):  # read what it said before it went
-            try:
-                self._handle_message(handle, pickle.loads(handle.conn.recv_bytes()))
-            except (EOFError, OSError):
-                break
+        for data in handle.reader.read_ready():  # what it said before it went
+            self._handle_message(handle, pickle.loads(data))
         for obj in (handle.conn, handle.exit_fd):
             try:
                 self._selector.unregister(obj)

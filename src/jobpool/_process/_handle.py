@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from .._job import Call, Job
 from . import _protocol as p
+from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
+from ._frames import FrameReader, write_frame
 from ._worker import worker_main
 
 
@@ -36,6 +38,8 @@ class WorkerHandle:
         )
         self.process.start()
         child_conn.close()
+        self._fd = self.conn.fileno()
+        self.reader = FrameReader(self._fd)
         self.exit_fd: int = _exit_fd(self.process)
         self.pid: Optional[int] = self.process.pid
         self.ready = False
@@ -46,6 +50,8 @@ class WorkerHandle:
         self.failure: Optional[BaseException] = None  # set when we killed it on purpose
         self.reaped = False
         self._functions: OrderedDict[int, None] = OrderedDict()
+        self._blobs: OrderedDict[int, int] = OrderedDict()  # blob key -> size, oldest first
+        self._blob_bytes = 0
 
     @property
     def idle(self) -> bool:
@@ -61,16 +67,38 @@ class WorkerHandle:
             if key in self._functions:
                 self._functions.move_to_end(key)
             else:
-                self.conn.send_bytes(pickle.dumps((p.DEFINE_FN, key), pickle.HIGHEST_PROTOCOL))
-                self.conn.send_bytes(fn_bytes)  # type: ignore[arg-type]
+                if job.fn_blobs:
+                    self._send_blobs(job.fn_blobs)
+                self._write(pickle.dumps((p.DEFINE_FN, key), pickle.HIGHEST_PROTOCOL))
+                self._write(fn_bytes)  # type: ignore[arg-type]
                 self._functions[key] = None
                 if len(self._functions) > p.FUNCTION_CACHE_SIZE:
                     self._functions.popitem(last=False)
             fn_bytes = None
         tag = p.RUN_CALL if isinstance(job.work, Call) else p.RUN_CHUNK
-        self.conn.send_bytes(
-            pickle.dumps((tag, job.id, key, fn_bytes, job.body), pickle.HIGHEST_PROTOCOL)
-        )
+        self._write(pickle.dumps((tag, job.id, key, fn_bytes, job.body), pickle.HIGHEST_PROTOCOL))
+
+    def _write(self, data: bytes) -> None:
+        write_frame(self._fd, data)
+
+    def _send_blobs(self, blobs: tuple[Blob, ...]) -> None:
+        """Make sure the worker holds ``blobs``; forget its oldest others beyond the bounds."""
+        needed = {key for key, _ in blobs}
+        for key, value in blobs:
+            if key in self._blobs:
+                self._blobs.move_to_end(key)
+                continue
+            self._write(pickle.dumps((p.DEFINE_BLOB, key), pickle.HIGHEST_PROTOCOL))
+            self._write(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+            self._blobs[key] = len(value)
+            self._blob_bytes += len(value)
+        for key in list(self._blobs):
+            if len(self._blobs) <= MAX_BLOBS and self._blob_bytes <= MAX_BLOB_BYTES:
+                break
+            if key in needed:
+                continue
+            self._blob_bytes -= self._blobs.pop(key)
+            self._write(pickle.dumps((p.FORGET_BLOB, key), pickle.HIGHEST_PROTOCOL))
 
     def finish_job(self) -> Optional[Job]:
         job, self.job, self.deadline = self.job, None, None
@@ -81,7 +109,7 @@ class WorkerHandle:
         """Ask the worker to exit after its current job; its exit is then expected."""
         self.retiring = True
         try:
-            self.conn.send_bytes(pickle.dumps((p.STOP,)))
+            self._write(pickle.dumps((p.STOP,)))
         except OSError:
             pass
 

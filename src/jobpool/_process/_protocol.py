@@ -6,11 +6,16 @@ the per-job path cheap; the names keep it readable). Parent -> worker:
     (RUN_CALL,  job_id, fn_key, fn_bytes | None, body)   body = pickled (args, kwargs)
     (RUN_CHUNK, job_id, fn_key, fn_bytes | None, body)   body = pickled (items, star)
     (DEFINE_FN, fn_key)  followed by one raw frame of the function's bytes
+    (DEFINE_BLOB, blob_key)  followed by one raw frame: the pickled bytes or str
+    (FORGET_BLOB, blob_key)
     (STOP,)
 
 ``fn_key`` is None for small functions, sent inline with every job. A large function (a closure
 holding a big object) gets a key and is sent once per worker: both sides keep the same
-least-recently-used table of keys, so the parent always knows what the worker holds.
+least-recently-used table of keys, so the parent always knows what the worker holds. A keyed
+function's pickle may name *blobs* (large bytes or str it holds, see ``_blobs``): the parent
+defines each blob before the first function that needs it, and tells the worker when to forget
+one, so the worker never guesses.
 
 Worker -> parent:
 
@@ -27,6 +32,8 @@ RUN_CALL = 1
 RUN_CHUNK = 2
 DEFINE_FN = 3
 STOP = 4
+DEFINE_BLOB = 5
+FORGET_BLOB = 6
 
 READY = 10
 INIT_FAILED = 11

@@ -15,7 +15,7 @@ import pickle
 import signal
 import sys
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
@@ -23,8 +23,14 @@ from .._job import run_chunk
 from .._remote import pack_exception
 from .._serialization import dumps
 from . import _protocol as p
+from ._blobs import loads_function
+from ._frames import FrameReader, write_frame
 
 EXIT_PARENT_DIED = 70
+
+# The blobs (large bytes/str of functions, see _blobs) this worker holds, by key; the parent
+# decides what is added and forgotten.
+BLOBS: dict[int, Any] = {}
 
 
 class _BrokenFunction:
@@ -42,12 +48,13 @@ class _Channel:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._fd = conn.fileno()
         self._lock = threading.Lock()
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         with self._lock:
-            self.conn.send_bytes(data)
+            write_frame(self._fd, data)
 
 
 class _ForwardingHandler(logging.Handler):
@@ -116,19 +123,41 @@ def worker_main(conn: Connection, setup: tuple[Any, tuple[Any, ...]], log_level:
     sys.stderr.flush()
 
 
+class _Inbox:
+    """The messages from the parent, one ``read`` for all that arrived together."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._reader = FrameReader(conn.fileno())
+        self._waiting: deque[bytes] = deque()
+
+    def next(self) -> bytes:
+        while not self._waiting:
+            self._waiting.extend(self._reader.read())
+            if self._reader.eof and not self._waiting:
+                raise EOFError
+        return self._waiting.popleft()
+
+
 def _serve(conn: Connection, channel: _Channel) -> None:
     functions: OrderedDict[int, Callable[..., Any]] = OrderedDict()
-    recv, loads = conn.recv_bytes, pickle.loads
+    blobs = BLOBS
+    inbox, loads = _Inbox(conn), pickle.loads
     while True:
         try:
-            message = loads(recv())
+            message = loads(inbox.next())
         except (EOFError, OSError):
             return
         tag = message[0]
         if tag == p.STOP:
             return
         if tag == p.DEFINE_FN:
-            _define(functions, message[1], recv())
+            _define(functions, message[1], inbox.next(), blobs)
+            continue
+        if tag == p.DEFINE_BLOB:
+            blobs[message[1]] = loads(inbox.next())
+            continue
+        if tag == p.FORGET_BLOB:
+            blobs.pop(message[1], None)
             continue
         _, job_id, fn_key, fn_bytes, body = message
         try:
@@ -149,9 +178,11 @@ def _serve(conn: Connection, channel: _Channel) -> None:
         channel.send(reply)
 
 
-def _define(functions: OrderedDict[int, Callable[..., Any]], key: int, data: bytes) -> None:
+def _define(
+    functions: OrderedDict[int, Callable[..., Any]], key: int, data: bytes, blobs: dict[int, Any]
+) -> None:
     try:
-        functions[key] = pickle.loads(data)
+        functions[key] = loads_function(data, blobs)
     except BaseException as exc:
         functions[key] = _BrokenFunction(exc)
     if len(functions) > p.FUNCTION_CACHE_SIZE:
