@@ -126,8 +126,15 @@ def dumps_function(fn: Callable[..., Any], table: BlobTable) -> tuple[bytes, tup
     return buffer.getvalue(), tuple(blobs.items())
 
 
+class _BlobUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, blobs: dict[int, Any]) -> None:
+        super().__init__(io.BytesIO(data))
+        self._blobs = blobs
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._blobs[pid]
+
+
 def loads_function(data: bytes, blobs: dict[int, Any]) -> Any:
     """Unpickle a function whose pickle may name blobs this worker holds."""
-    unpickler = pickle.Unpickler(io.BytesIO(data))
-    unpickler.persistent_load = blobs.__getitem__  # type: ignore[method-assign]
-    return unpickler.load()
+    return _BlobUnpickler(data, blobs).load()
