@@ -90,6 +90,7 @@ def _pool_kill(pool: Pool, gate: StartGate) -> Future[Any]:
     future = pool.submit(jobs.gate_job, gate.address, "victim")
     gate.wait_for("victim")
     assert pool.kill(future) is True
+    assert future.done()  # kill() returns once the future has failed, on every backend
     return future
 
 
