@@ -15,7 +15,6 @@ from . import _protocol as p
 from ._blobs import Blob, BlobTable, dumps_function
 from ._dispatcher import Dispatcher
 
-
 # How long kill() waits for a killed worker's exit to fail its job (normally milliseconds).
 KILL_SETTLE_SECONDS = 30.0
 
