@@ -211,6 +211,9 @@ class Pool(Executor):
         self._broken: Optional[BaseException] = None
         self._queue = JobQueue(max_pending)
         self._outcomes = Outcomes()
+        # Open before the backend starts: its workers may fail their initializer (and the
+        # backend call _mark_broken) before this constructor returns.
+        self._state = PoolState.OPEN
         self._backend: Backend = self._make_backend(
             backend,
             initializer=initializer,
@@ -220,7 +223,6 @@ class Pool(Executor):
             address=address,
             client=client,
         )
-        self._state = PoolState.OPEN
         _lifecycle.register(self)
         finalizer = weakref.finalize(self, self._backend.shutdown, False)
         finalizer.atexit = False
