@@ -100,12 +100,6 @@ class ProcessBackend:
         self._dispatcher = Dispatcher(
             context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
         )
-        if context.get_start_method() == "fork":
-            # A forked child holds only the forking thread, with every lock as it was. Forked
-            # later, from the dispatcher thread, a worker could inherit an import lock that the
-            # caller's thread held at that instant (its first job importing cloudpickle, say)
-            # and block on it forever. Forking is quick: do it before the caller goes on.
-            self._dispatcher.start_workers()
         self._dispatcher.thread.start()
 
     def prepare(self, job: Job) -> None:

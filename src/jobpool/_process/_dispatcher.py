@@ -138,8 +138,8 @@ class Dispatcher:
         try:
             lock = self.lock
             lock.acquire()
-            if not self._handles:
-                self.start_workers()
+            for _ in range(self._size):
+                self._start_worker()
             while self._handles or not self.closing:
                 # Count before assigning: a submitter that reads 0 idle workers (and so does not
                 # wake us) queued its job before this count, so _assign_jobs below sees it.
@@ -199,18 +199,6 @@ class Dispatcher:
                 done.set()
 
     # --- workers --------------------------------------------------------------------------------
-
-    def start_workers(self) -> None:
-        """Start the first workers (in the dispatcher thread, or before it starts)."""
-        try:
-            for _ in range(self._size):
-                self._start_worker()
-        except BaseException:
-            for handle in self._handles:
-                handle.kill()
-                handle.reap()
-            self._handles.clear()
-            raise
 
     def _start_worker(self) -> None:
         handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
