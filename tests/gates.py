@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
+
+from conftest import WAIT
 
 
 class Gate:
@@ -34,3 +37,16 @@ class Gate:
         for _ in range(n):
             if not self.entered.acquire(timeout=timeout):
                 raise AssertionError("jobs did not enter the gate in time")
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (at most WAIT seconds) for a condition another process makes true.
+
+    For state a Dask worker writes (a file counter): there is no event to share with a
+    process on a cluster, so this looks again every few milliseconds, with a deadline.
+    """
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)

@@ -29,6 +29,7 @@ pytest.importorskip("distributed")
 from distributed import Client
 
 import jobs
+from gates import wait_until
 from jobpool import (
     InitializerError,
     JobKilledError,
@@ -64,14 +65,6 @@ def make_pool(cluster_address: str) -> Iterator[Callable[..., Pool]]:
     yield make
     for pool in pools:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def release(directory: Any) -> None:

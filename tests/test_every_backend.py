@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +19,7 @@ import pytest
 
 import jobs
 from conftest import WAIT, pool_kwargs
+from gates import wait_until
 from jobpool import Pool, QueueFull, RemoteTraceback, SerializationError
 
 EVERY_BACKEND = ["thread", "process-forkserver", "process-fork", "dask"]
@@ -47,14 +47,6 @@ def pool_on(any_backend: str, request: pytest.FixtureRequest) -> Iterator[MakePo
     yield make
     for pool in pools:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def test_submit_and_results(pool_on: MakePool) -> None:

@@ -340,12 +340,11 @@ class Pool(Executor):
         if self._state is not PoolState.OPEN:
             self._refuse()
         self._backend.prepare(job)
-        with self._lock:
-            if self._state is not PoolState.OPEN:
-                self._refuse()
-            if self._backend.offer(job):  # straight to an idle worker: nothing to queue
-                self._outcomes.submitted += 1
-                return job.future
+        # Straight to an idle worker, nothing to queue. No pool lock needed: a backend that is
+        # shutting down refuses, and the job falls through to the refusal below.
+        if self._backend.offer(job):
+            self._outcomes.count("submitted")
+            return job.future
         queue = self._queue
         if queue.bounded:
             queue.reserve(job, block)
@@ -360,7 +359,7 @@ class Pool(Executor):
                 queue.release(job)
                 self._refuse()
             queue.put(job)
-            self._outcomes.submitted += 1
+        self._outcomes.count("submitted")
         self._backend.notify()
         return job.future
 

@@ -23,27 +23,36 @@ if TYPE_CHECKING:
     from ._job import Job
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
-PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError, RecursionError)
-MAIN_MARKER = b"__main__"
+_PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError, RecursionError)
+_MAIN_MARKER = b"__main__"
 
 loads = pickle.loads
 
 
 def dumps(obj: object, what: str = "object") -> bytes:
     """Serialize ``obj``; ``what`` names it in the error (``"job"``, ``"result"``...)."""
-    try:
-        data = pickle.dumps(obj, PROTOCOL)
-    except PICKLE_REFUSALS:
-        pass
-    except Exception as exc:  # an object whose __reduce__ raises something else
-        raise explain_failure(obj, what, exc) from exc
-    else:
-        if MAIN_MARKER not in data:
-            return data
+    data = pickle_plainly(obj, what)
+    if data is not None:
+        return data
     try:
         return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
     except Exception as exc:
         raise explain_failure(obj, what, exc) from exc
+
+
+def pickle_plainly(obj: object, what: str) -> Optional[bytes]:
+    """The stdlib pickle of ``obj``, or None when it needs cloudpickle.
+
+    None when pickle refuses it, or when the pickle names ``__main__`` (a fresh worker process
+    could not find it again). Any other error is explained at once (``SerializationError``).
+    """
+    try:
+        data = pickle.dumps(obj, PROTOCOL)
+    except _PICKLE_REFUSALS:
+        return None
+    except Exception as exc:  # an object whose __reduce__ raises something else
+        raise explain_failure(obj, what, exc) from exc
+    return None if _MAIN_MARKER in data else data
 
 
 def serialize_job(job: Job) -> None:

@@ -23,7 +23,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
-from .._serialization import MAIN_MARKER, PICKLE_REFUSALS, PROTOCOL, explain_failure
+from .._serialization import PROTOCOL, explain_failure, pickle_plainly
 
 BLOB_TYPES = (bytes, str)
 # Smaller values are cheap to pickle with the function; larger ones are sent out of line.
@@ -104,13 +104,8 @@ def dumps_function(fn: Callable[..., Any], table: BlobTable) -> tuple[bytes, tup
     function again in a fresh process (a small module-level function takes that path and has no
     blobs), cloudpickle otherwise; either way with large bytes/str pickled out of line.
     """
-    try:
-        data: Optional[bytes] = pickle.dumps(fn, PROTOCOL)
-    except PICKLE_REFUSALS:
-        data = None
-    except Exception as exc:
-        raise explain_failure(fn, "fn", exc) from exc
-    if data is not None and MAIN_MARKER not in data:
+    data = pickle_plainly(fn, "fn")
+    if data is not None:
         if len(data) < BLOB_MIN_SIZE:
             return data, ()
         pickler_type = _PlainBlobPickler  # picklable by reference, but holding large values
