@@ -168,6 +168,17 @@ def gate_job(address: str, tag: Any, result: Any = None, hold: bool = True) -> A
     return result
 
 
+def gate_then_exit(address: str, tag: Any, code: int = 3) -> None:
+    """Wait at the gate until released, then end the worker process abruptly."""
+    gate_job(address, tag)
+    os._exit(code)
+
+
+def gate_then_raise(address: str, tag: Any, message: str) -> None:
+    gate_job(address, tag)
+    raise ValueError(message)
+
+
 def gate_then_sleep(address: str, tag: Any, seconds: float) -> Any:
     """Report to the gate without waiting, then run for ``seconds`` (a job that is busy)."""
     gate_job(address, tag, hold=False)

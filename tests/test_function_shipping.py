@@ -47,9 +47,10 @@ def test_a_big_closure_is_shipped_once_per_worker(
     job = big_closure(payload)
     results = [f.result(WAIT) for f in [pool.submit(job, i) for i in range(30)]]
     assert [value for value, _ in results] == [BIG + i for i in range(30)]
+    # map sends the same function: a worker that got it for a submit already holds it. (One
+    # worker may have run all 30 submits while the other was still starting.)
+    results += list(pool.map(job, range(20)))
     assert 1 <= sum(fresh for _, fresh in results) <= 2
-    # map sends the same function: the workers already hold it
-    assert sum(fresh for _, fresh in pool.map(job, range(20))) == 0
 
 
 def test_a_changed_function_is_shipped_again(make_pool: MakePool, process_backend: str) -> None:

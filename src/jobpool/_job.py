@@ -17,6 +17,9 @@ from typing import Any, Callable, Optional
 
 from ._errors import QueueFull
 
+# concurrent.futures' names for the states of a started and a resolved future
+_RUNNING = "RUNNING"
+_FINISHED = "FINISHED"
 _job_ids = itertools.count()
 
 
@@ -92,6 +95,43 @@ class Chunk:
         return run_chunk(self.fn, self.items, self.star)
 
 
+class JobFuture(Future[Any]):
+    """A :class:`~concurrent.futures.Future` whose waiter may fetch the reply itself.
+
+    While a process worker runs the job, ``result()`` and ``exception()`` read the worker's
+    reply in the waiting thread instead of sleeping until the dispatcher thread passes it on:
+    one thread wake-up fewer per round trip. Any backend that does not set ``_reader`` (and any
+    state but running) behaves exactly like the stdlib Future.
+    """
+
+    _reader: Optional[Callable[[JobFuture, Optional[float]], None]] = None
+    _worker: Any = None  # the process worker running this job, while it runs
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        if self._reader is not None and self._state == _RUNNING:
+            timeout = self._read_reply(timeout)
+            if self._state == _FINISHED and self._exception is None:
+                return self._result  # set before the state, under the lock: safe to read
+        return super().result(timeout)
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if self._reader is not None and self._state == _RUNNING:
+            timeout = self._read_reply(timeout)
+        return super().exception(timeout)
+
+    def _read_reply(self, timeout: Optional[float]) -> Optional[float]:
+        """Let the backend read the reply here; the time left of ``timeout``."""
+        reader = self._reader
+        if reader is None:
+            return timeout
+        if timeout is None:
+            reader(self, None)
+            return None
+        deadline = time.monotonic() + timeout
+        reader(self, timeout)
+        return max(0.0, deadline - time.monotonic())
+
+
 class Job:
     """A unit of work plus everything the pool needs to run it and resolve it once."""
 
@@ -110,7 +150,7 @@ class Job:
     )
 
     def __init__(self, work: Call | Chunk, timeout: Optional[float]) -> None:
-        self.future: Future[Any] = Future()
+        self.future: JobFuture = JobFuture()
         self.work = work
         self.timeout = timeout
         self.id = next(_job_ids)

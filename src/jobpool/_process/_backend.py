@@ -6,14 +6,19 @@ import pickle
 import threading
 from concurrent.futures import Future, wait
 from multiprocessing.context import BaseContext
+from types import FunctionType
 from typing import Any, Callable, Optional
 
 from .._errors import SerializationError
 from .._job import Job, JobQueue, Outcomes
-from .._serialization import PROTOCOL, dumps, explain_failure, serialize_job
+from .._serialization import PROTOCOL, dumps, explain_failure, pickle_plainly, serialize_job
 from . import _protocol as p
 from ._blobs import Blob, BlobTable, dumps_function
 from ._dispatcher import Dispatcher
+
+# Functions that pickle by module and name, remembered with their bytes (see prepare_function).
+_BY_NAME_CACHE_SIZE = 256
+_BY_NAME_MAX_BYTES = 512
 
 # How long kill() waits for a killed worker's exit to fail its job (normally milliseconds).
 KILL_SETTLE_SECONDS = 30.0
@@ -96,11 +101,13 @@ class ProcessBackend:
     ) -> None:
         setup = worker_setup(initializer, tuple(initargs))
         self._functions = FunctionKeys()
+        self._by_name: dict[Callable[..., Any], bytes] = {}
         self._blobs = BlobTable()
         self._dispatcher = Dispatcher(
             context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
         )
         self._dispatcher.thread.start()
+        self._read_reply = self._dispatcher.read_reply
 
     def prepare(self, job: Job) -> None:
         """Serialize the job in the caller's thread, so a bad argument fails at submit.
@@ -113,6 +120,7 @@ class ProcessBackend:
             except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
                 raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
         serialize_job(job)
+        job.future._reader = self._read_reply
 
     def prepare_function(
         self, fn: Callable[..., Any]
@@ -121,6 +129,18 @@ class ProcessBackend:
 
         A function that names blobs is always keyed, so each worker keeps its unpickled copy.
         """
+        if type(fn) is FunctionType:
+            # Plain pickle stores a function by module and name, never by value, so those bytes
+            # cannot go stale: remember them rather than pickle on every submit().
+            by_name = self._by_name.get(fn)
+            if by_name is None:
+                by_name = pickle_plainly(fn, "fn")
+                if by_name is not None and len(by_name) <= _BY_NAME_MAX_BYTES:
+                    if len(self._by_name) >= _BY_NAME_CACHE_SIZE:
+                        self._by_name.clear()
+                    self._by_name[fn] = by_name
+            if by_name is not None:
+                return by_name, self._functions.key(by_name), ()
         fn_bytes, blobs = dumps_function(fn, self._blobs)
         return fn_bytes, self._functions.key(fn_bytes, keep=bool(blobs)), blobs
 

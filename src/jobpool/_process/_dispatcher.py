@@ -14,7 +14,6 @@ import functools
 import logging
 import os
 import pickle
-import selectors
 import threading
 import time
 from concurrent.futures import Future
@@ -22,10 +21,11 @@ from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional
 
 from .._errors import InitializerError, JobKilledError, JobTimeoutError, WorkerCrashedError
-from .._job import Job, JobQueue, Outcomes
+from .._job import Job, JobFuture, JobQueue, Outcomes
 from .._remote import unpack_exception
 from . import _protocol as p
 from ._handle import WorkerHandle
+from ._watch import FdWatch
 
 _log = logging.getLogger("jobpool")
 
@@ -55,14 +55,14 @@ class Dispatcher:
         self._handles: list[WorkerHandle] = []
         self._next_index = 0
         self._start_failures = 0
-        self._selector = selectors.DefaultSelector()
+        self._watch = FdWatch()
         self._wake_r, self._wake_w = os.pipe()
         # Guards the wake pipe against its closing: once the dispatcher has closed it, its fd
         # numbers may belong to another file, so a late wake() must not write there.
         self._wake_lock = threading.Lock()
         self._wake_closed = False
         os.set_blocking(self._wake_r, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._watch.add(self._wake_r, None)
         self.wake_pending = False
         self.idle_workers = 0
         self.closing = False  # finish the queue, then stop the workers
@@ -72,6 +72,10 @@ class Dispatcher:
         self.lock = threading.Lock()
         self._requests: list[tuple[Callable[[], Any], threading.Event, list[Any]]] = []
         self._requests_lock = threading.Lock()
+        # Counts threads that started reading a reply themselves (read_reply); when it moved
+        # while we slept, a readable event we got may have been read already.
+        self._helps = 0
+        self._events_stale = False
         self.thread = threading.Thread(target=self._run, name="jobpool-dispatcher", daemon=True)
 
     # --- called from other threads -------------------------------------------------------------
@@ -114,13 +118,16 @@ class Dispatcher:
             if self.closing or self._broken is not None or self._queue.qsize():
                 return False
             handle = next((h for h in self._handles if h.idle), None)
-            if handle is None or not self._outcomes.start(job):
+            if handle is None:
                 return False
             self.idle_workers -= 1
             try:
                 handle.run(job)
             except OSError:  # the worker died under us: its exit fails the job
                 pass
+            # Marked running only now, to let the worker start sooner: nobody else holds the
+            # future yet to cancel it, and its reply waits for the lock we hold.
+            self._outcomes.start(job)
         finally:
             self.lock.release()
         if job.timeout is not None:  # the dispatcher must wake up for the new deadline
@@ -149,16 +156,18 @@ class Dispatcher:
                 if not self._handles and self.closing:
                     break
                 timeout = self._seconds_to_next_deadline()
+                helps = self._helps
                 lock.release()  # while we sleep, a submitter may hand a job to an idle worker
                 try:
-                    events = self._selector.select(timeout)
+                    ready = self._watch.wait(timeout)
                 finally:
                     lock.acquire()
-                for key, _ in events:
-                    if key.data is None:
+                self._events_stale = helps != self._helps
+                for callback in ready:
+                    if callback is None:
                         self._drain_wakeups()
                     else:
-                        key.data()
+                        callback()
                 self._run_requests()
                 self._expire_deadlines()
                 if self._terminating:
@@ -173,7 +182,7 @@ class Dispatcher:
             self.idle_workers = 0
             self.lock.release()
             self._run_requests()
-            self._selector.close()
+            self._watch.close()
             with self._wake_lock:
                 self._wake_closed = True
                 os.close(self._wake_r)
@@ -204,33 +213,107 @@ class Dispatcher:
         handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
         self._next_index += 1
         self._handles.append(handle)
-        on_message = functools.partial(self._on_message, handle)
-        self._selector.register(handle.conn, selectors.EVENT_READ, on_message)
-        on_exit = functools.partial(self._on_exit, handle)
-        self._selector.register(handle.exit_fd, selectors.EVENT_READ, on_exit)
+        self._watch.add(handle.fd, functools.partial(self._on_message, handle))
+        self._watch.add(handle.exit_fd, functools.partial(self._on_exit, handle))
 
     def _on_message(self, handle: WorkerHandle) -> None:
-        if handle.reaped:  # its exit was handled earlier in the same batch of events
+        if handle.reaped or handle.helped:  # exit handled already / a waiting thread reads
             return
-        for data in handle.reader.read():
-            self._handle_message(handle, pickle.loads(data))
+        # A thread that helped while we slept may have read what woke us: read without blocking.
+        messages = handle.reader.read_ready() if self._events_stale else handle.reader.read()
+        for data in messages:
+            reply = self._handle_message(handle, pickle.loads(data))
+            if reply is not None:
+                self._settle(reply)
         if handle.reader.eof:  # the worker is gone; its exit fd tells the rest
-            self._selector.unregister(handle.conn)
+            self._watch.remove(handle.fd)
 
-    def _handle_message(self, handle: WorkerHandle, message: tuple[Any, ...]) -> None:
+    def read_reply(self, future: JobFuture, timeout: Optional[float]) -> None:
+        """Wait for the reply of ``future``'s running job in the calling thread, and settle it.
+
+        The dispatcher thread would read the reply, then wake the waiting thread: two wake-ups
+        where the worker's write can wake the waiter directly. While a thread waits here, the
+        dispatcher stops watching that one pipe (still watching the worker's exit and the job's
+        deadline). If the worker dies or is killed, the dispatcher handles its exit as always
+        and calls the helper off; the caller then waits on the future as usual. Returns quietly
+        whenever it cannot help: the job is queued, the pool is busy (the dispatcher is awake
+        anyway), or workers are recycled (which starts processes: the dispatcher's job).
+        """
+        if (
+            self._max_jobs is not None
+            or self._queue.qsize()
+            or threading.current_thread() is self.thread
+        ):
+            return
+        with self.lock:
+            handle = future._worker
+            if (
+                handle is None
+                or handle.helped
+                or handle.failure is not None
+                or handle.job is None
+                or handle.job.future is not future
+                or not self._watch.pause(handle.fd)
+            ):
+                return
+            handle.helped = True
+            self._helps += 1
+        reply = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                readable = handle.wait_for_reply(left)
+                with self.lock:
+                    if readable and not handle.reaped:
+                        for data in handle.reader.read():
+                            reply = self._handle_message(handle, pickle.loads(data)) or reply
+                    if (
+                        handle.job is None
+                        or handle.reaped
+                        or handle.reader.eof
+                        or (left is not None and left <= 0)
+                    ):
+                        self._stop_helping(handle)
+                        break
+        finally:
+            if handle.helped:  # interrupted (KeyboardInterrupt in poll): give the pipe back
+                with self.lock:
+                    self._stop_helping(handle)
+            if reply is not None:  # outside the lock: done-callbacks may use the pool
+                self._settle(reply)
+
+    def _stop_helping(self, handle: WorkerHandle) -> None:
+        """Give ``handle``'s pipe back to the dispatcher (under the lock)."""
+        handle.helped = False
+        if handle.reaped:
+            handle.close_fds()  # left open for us by reap()
+            return
+        if handle.reader.eof:
+            self._watch.remove(handle.fd)  # its exit fd tells the rest
+        else:
+            self._watch.resume(handle.fd)
+        if handle.idle:
+            self.idle_workers += 1
+            if self.closing or self._queue.qsize():
+                self._assign_jobs()
+                self.wake()  # anything else a free worker changes (closing) is the loop's
+
+    def _handle_message(
+        self, handle: WorkerHandle, message: tuple[Any, ...]
+    ) -> Optional[tuple[Job, Any]]:
+        """Act on one message; a job's reply is returned, for the caller to settle."""
         tag = message[0]
+        reply = None
         if (tag == p.OK or tag == p.RAISED) and handle.failure is not None:
             # We killed this worker (timeout, Pool.kill): its job fails with that reason when
             # the exit is seen, even if a reply slipped out meanwhile; and it is replaced there,
             # not also recycled here.
-            return
+            return None
         if tag == p.OK or tag == p.RAISED:
             job = handle.finish_job()
             if job is not None and job.id == message[1]:
-                if tag == p.OK:
-                    self._resolve(job, message[2])
-                else:
-                    self._outcomes.fail(job, unpack_exception(message[2]))
+                reply = (job, message)
             if (
                 self._max_jobs is not None
                 and handle.jobs_done >= self._max_jobs
@@ -253,8 +336,13 @@ class Dispatcher:
             )
             error.__cause__ = cause
             self._break(error)
+        return reply
 
-    def _resolve(self, job: Job, data: bytes) -> None:
+    def _settle(self, reply: tuple[Job, tuple[Any, ...]]) -> None:
+        job, (tag, _, data) = reply
+        if tag == p.RAISED:
+            self._outcomes.fail(job, unpack_exception(data))
+            return
         try:
             value = pickle.loads(data)
         except BaseException as exc:
@@ -275,16 +363,16 @@ class Dispatcher:
         if handle.reaped:
             return
         for data in handle.reader.read_ready():  # what it said before it went
-            self._handle_message(handle, pickle.loads(data))
-        for obj in (handle.conn, handle.exit_fd):
-            try:
-                self._selector.unregister(obj)
-            except (KeyError, ValueError):
-                pass
+            reply = self._handle_message(handle, pickle.loads(data))
+            if reply is not None:
+                self._settle(reply)
+        self._watch.remove(handle.fd)
+        self._watch.remove(handle.exit_fd)
         self._handles.remove(handle)
         exitcode = handle.reap()
         job = handle.job
         if job is not None:
+            job.future._worker = None
             error = handle.failure or WorkerCrashedError(handle.pid, exitcode)
             self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
         if handle.retiring and handle.failure is None:

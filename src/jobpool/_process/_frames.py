@@ -25,13 +25,19 @@ SMALL_WRITE = 1 << 14  # below this, header and body go out in one write (a copy
 def write_frame(fd: int, data: bytes) -> None:
     """``Connection.send_bytes`` in one call: the same format, without its layers of checks."""
     size = len(data)
+    if size < SMALL_WRITE:  # the usual case: one copy, one write
+        frame = _HEADER.pack(size) + data
+        written = os.write(fd, frame)
+        if written == len(frame):
+            return
+        view = memoryview(frame)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
+        return
     huge = size > 0x7FFFFFFF
     header = _HEADER.pack(-1) + _HUGE_HEADER.pack(size) if huge else _HEADER.pack(size)
-    view = memoryview(header + data if size < SMALL_WRITE else header)
-    while view:
-        view = view[os.write(fd, view) :]
-    if size >= SMALL_WRITE:
-        view = memoryview(data)
+    for part in (header, data):
+        view = memoryview(part)
         while view:
             view = view[os.write(fd, view) :]
 
@@ -57,6 +63,10 @@ class FrameReader:
         if not data:
             self.eof = True
             return []
+        if not self._buffer and len(data) >= 4:  # the usual case: exactly one whole message
+            (size,) = _HEADER.unpack_from(data)
+            if size + 4 == len(data):
+                return [data[4:]]
         self._buffer += data
         return self._split()
 

@@ -6,8 +6,10 @@ job a dead or overdue worker held: only that job fails, and nothing needs acknow
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import select
 import time
 from collections import OrderedDict
 from multiprocessing.context import BaseContext
@@ -38,9 +40,10 @@ class WorkerHandle:
         )
         self.process.start()
         child_conn.close()
-        self._fd = self.conn.fileno()
-        self.reader = FrameReader(self._fd)
+        self.fd = self.conn.fileno()
+        self.reader = FrameReader(self.fd)
         self.exit_fd: int = _exit_fd(self.process)
+        self._owns_exit_fd = self.exit_fd != self.process.sentinel
         self.pid: Optional[int] = self.process.pid
         self.ready = False
         self.retiring = False  # sent STOP (recycled or pool closing); its exit is expected
@@ -49,6 +52,11 @@ class WorkerHandle:
         self.jobs_done = 0
         self.failure: Optional[BaseException] = None  # set when we killed it on purpose
         self.reaped = False
+        # A thread waiting on this worker's job result reads the reply itself (see
+        # Dispatcher.read_reply); meanwhile the dispatcher does not watch the pipe.
+        self.helped = False
+        self._helper_wake: Optional[tuple[int, int]] = None  # pipe: "stop waiting, I took over"
+        self._helper_poll: Any = None
         self._functions: OrderedDict[int, None] = OrderedDict()
         self._blobs: OrderedDict[int, int] = OrderedDict()  # blob key -> size, oldest first
         self._blob_bytes = 0
@@ -60,6 +68,7 @@ class WorkerHandle:
     def run(self, job: Job) -> None:
         """Send ``job`` to the worker; its time limit starts now, not when it was queued."""
         self.job = job
+        job.future._worker = self
         self.deadline = time.monotonic() + job.timeout if job.timeout is not None else None
         fn_bytes = job.fn_bytes
         key = job.fn_key
@@ -79,7 +88,7 @@ class WorkerHandle:
         self._write(pickle.dumps((tag, job.id, key, fn_bytes, job.body), pickle.HIGHEST_PROTOCOL))
 
     def _write(self, data: bytes) -> None:
-        write_frame(self._fd, data)
+        write_frame(self.fd, data)
 
     def _send_blobs(self, blobs: tuple[Blob, ...]) -> None:
         """Make sure the worker holds ``blobs``; forget its oldest others beyond the bounds."""
@@ -103,7 +112,28 @@ class WorkerHandle:
     def finish_job(self) -> Optional[Job]:
         job, self.job, self.deadline = self.job, None, None
         self.jobs_done += 1
+        if job is not None:
+            job.future._worker = None
         return job
+
+    def wait_for_reply(self, timeout: Optional[float]) -> bool:
+        """Sleep until the pipe is readable or the dispatcher calls the helper off (or timeout).
+
+        True when there is something to read. Called by a helping thread without the lock.
+        """
+        if self._helper_poll is None:
+            self._helper_wake = os.pipe()
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            poller.register(self._helper_wake[0], select.POLLIN)
+            self._helper_poll = poller
+        milliseconds = None if timeout is None else max(0, math.ceil(timeout * 1000))
+        return self.fd in dict(self._helper_poll.poll(milliseconds))
+
+    def call_off_helper(self) -> None:
+        """Wake the thread reading this pipe: the dispatcher is taking the worker's exit over."""
+        if self.helped and self._helper_wake is not None:
+            os.write(self._helper_wake[1], b"x")
 
     def stop(self) -> None:
         """Ask the worker to exit after its current job; its exit is then expected."""
@@ -130,14 +160,23 @@ class WorkerHandle:
         self.process.join()
         code: Optional[int] = self.process.exitcode
         self.reaped = True
-        if self.exit_fd != self.process.sentinel:
-            os.close(self.exit_fd)
-        self.conn.close()
+        self.call_off_helper()
+        if not self.helped:  # else the helper closes them once it has stopped polling them
+            self.close_fds()
         try:
             self.process.close()
         except ValueError:
             pass
         return code
+
+    def close_fds(self) -> None:
+        if self._owns_exit_fd:
+            os.close(self.exit_fd)
+        self.conn.close()
+        if self._helper_wake is not None:
+            for fd in self._helper_wake:
+                os.close(fd)
+            self._helper_wake = None
 
     def __repr__(self) -> str:
         return f"<WorkerHandle {self.index} pid={self.pid} job={getattr(self.job, 'id', None)}>"

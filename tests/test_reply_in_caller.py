@@ -1,0 +1,253 @@
+"""A thread blocked in ``result()`` reads its job's reply itself (process backend).
+
+That saves the hop through the dispatcher thread on every submit -> result round trip. These
+tests pin down that it really happens, and that every way a running job can end still ends it
+while a thread waits that way: a reply, an exception, a timeout of ``result()`` itself, a job
+time limit, ``Pool.kill``, a crash, an interrupt, and callbacks that use the pool again.
+
+Ordering is forced, not guessed: the job waits at a ``StartGate``, and the test's action runs
+when the waiting thread starts to wait for the reply (``on_first_wait`` wraps that step).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Any, Callable
+
+import pytest
+
+import jobs
+from conftest import WAIT
+from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError
+from jobpool._process._handle import WorkerHandle
+from jobpool._process._watch import FdWatch
+from jobs import StartGate
+
+PROCESS = ["process-forkserver", "process-fork"]
+
+
+@pytest.fixture
+def on_first_wait(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callable[[], Any]], None]]:
+    """Queue an action to run when a thread next starts waiting for a reply itself."""
+    actions: list[Callable[[], Any]] = []
+    original = WorkerHandle.wait_for_reply
+
+    def wait_for_reply(self: WorkerHandle, timeout: Any) -> bool:
+        while actions:
+            actions.pop(0)()
+        return original(self, timeout)
+
+    monkeypatch.setattr(WorkerHandle, "wait_for_reply", wait_for_reply)
+    yield actions.append
+    assert not actions, "no thread waited for its reply itself"
+
+
+@pytest.fixture
+def gate() -> Iterator[StartGate]:
+    with StartGate() as start_gate:
+        yield start_gate
+
+
+def _thread_names(future: Any) -> list[str]:
+    names: list[str] = []
+    future.add_done_callback(lambda _: names.append(threading.current_thread().name))
+    return names
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_result_reads_the_reply_in_the_waiting_thread(
+    make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
+) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.gate_job, gate.address, "a", 42)
+    gate.wait_for("a")
+    settled_in = _thread_names(future)
+    on_first_wait(lambda: gate.release("a"))
+    assert future.result(timeout=WAIT) == 42
+    assert settled_in == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_exception_reads_the_reply_in_the_waiting_thread(
+    make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
+) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.gate_then_raise, gate.address, "e", "boom")
+    gate.wait_for("e")
+    settled_in = _thread_names(future)
+    on_first_wait(lambda: gate.release("e"))
+    error = future.exception(timeout=WAIT)
+    assert isinstance(error, ValueError) and str(error) == "boom"
+    assert settled_in == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_result_timeout_gives_the_pipe_back(
+    make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
+) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.gate_job, gate.address, "t", 7)
+    gate.wait_for("t")
+    waited = []
+    on_first_wait(lambda: waited.append(True))
+    with pytest.raises(FuturesTimeout):
+        future.result(timeout=0.05)  # the job is held at the gate: this cannot succeed
+    assert waited
+    settled_in = _thread_names(future)
+    gate.release("t")
+    done, _ = wait([future], timeout=WAIT)  # nobody calls result(): the dispatcher reads it
+    assert future in done and future.result() == 7
+    assert settled_in == ["jobpool-dispatcher"]
+    assert pool.submit(jobs.square, 3).result(timeout=WAIT) == 9
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_interrupted_wait_gives_the_pipe_back(
+    make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
+) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.gate_job, gate.address, "i", 5)
+    gate.wait_for("i")
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    on_first_wait(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        future.result(timeout=WAIT)
+    gate.release("i")
+    done, _ = wait([future], timeout=WAIT)
+    assert future in done and future.result() == 5
+    assert pool.submit(jobs.square, 4).result(timeout=WAIT) == 16
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_kill_while_a_thread_waits_for_the_reply(
+    make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
+) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.gate_job, gate.address, "k")
+    gate.wait_for("k")
+    killer = threading.Thread(target=pool.kill, args=(future,))
+    on_first_wait(killer.start)
+    with pytest.raises(JobKilledError):
+        future.result(timeout=WAIT)
+    killer.join(WAIT)
+    assert pool.submit(jobs.square, 3).result(timeout=WAIT) == 9
+    assert pool.stats().worker_restarts == 1
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_crash_while_a_thread_waits_for_the_reply(
+    make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
+) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.gate_then_exit, gate.address, "c", 9)
+    gate.wait_for("c")
+    on_first_wait(lambda: gate.release("c"))
+    with pytest.raises(WorkerCrashedError) as caught:
+        future.result(timeout=WAIT)
+    assert caught.value.exitcode == 9
+    assert pool.submit(jobs.square, 3).result(timeout=WAIT) == 9
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_job_time_limit_while_a_thread_waits_for_the_reply(
+    make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
+) -> None:
+    pool = make_pool(backend)
+    future = pool.options(timeout=0.2).submit(jobs.gate_job, gate.address, "slow")
+    gate.wait_for("slow")  # never released: only the time limit ends it
+    waited = []
+    on_first_wait(lambda: waited.append(True))
+    with pytest.raises(JobTimeoutError):
+        future.result(timeout=WAIT)
+    assert waited
+    assert pool.submit(jobs.square, 3).result(timeout=WAIT) == 9
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_callbacks_may_use_the_pool_from_the_waiting_thread(
+    make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
+) -> None:
+    pool = make_pool(backend)
+    future = pool.submit(jobs.gate_job, gate.address, "cb", 5)
+    gate.wait_for("cb")
+    inner: list[int] = []
+    future.add_done_callback(
+        lambda f: inner.append(pool.submit(jobs.square, f.result()).result(timeout=WAIT))
+    )
+    on_first_wait(lambda: gate.release("cb"))
+    assert future.result(timeout=WAIT) == 5
+    assert inner == [25]
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_many_threads_waiting_for_their_own_replies(make_pool: Any, backend: str) -> None:
+    pool = make_pool(backend)
+    rounds = 150
+
+    def client(k: int) -> list[int]:
+        values = []
+        for i in range(rounds):
+            if i % 7 == 0:
+                error = pool.submit(jobs.raise_value_error, f"{k}-{i}").exception(timeout=WAIT)
+                assert str(error) == f"{k}-{i}"
+            else:
+                values.append(pool.submit(jobs.add, k, i).result(timeout=WAIT))
+        return values
+
+    with ThreadPoolExecutor(4) as clients:
+        results = list(clients.map(client, range(4)))
+    for k, values in enumerate(results):
+        assert values == [k + i for i in range(rounds) if i % 7]
+    stats = pool.stats()
+    assert stats.done + stats.failed == 4 * rounds and stats.running == 0
+
+
+@pytest.fixture(params=["epoll", "selectors"])
+def watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FdWatch]:
+    if request.param == "selectors":
+        monkeypatch.delattr(select, "epoll", raising=False)
+    elif not hasattr(select, "epoll"):
+        pytest.skip("no epoll on this platform")
+    fd_watch = FdWatch()
+    yield fd_watch
+    fd_watch.close()
+
+
+def test_fd_watch_pause_resume_and_remove(watch: FdWatch) -> None:
+    ours, theirs = socket.socketpair()
+    quiet_r, quiet_w = os.pipe()
+    try:
+
+        def callback() -> None:
+            pass
+
+        watch.add(ours.fileno(), callback)
+        watch.add(quiet_r, None)
+        assert watch.wait(0) == []
+        theirs.sendall(b"x")
+        assert watch.wait(WAIT) == [callback]
+        assert watch.pause(ours.fileno())
+        theirs.close()  # even a hang-up is not reported while paused
+        assert watch.wait(0) == []
+        watch.resume(ours.fileno())
+        assert watch.wait(WAIT) == [callback]
+        watch.remove(ours.fileno())
+        watch.remove(ours.fileno())  # removing twice is quiet
+        assert not watch.pause(ours.fileno())
+        assert watch.wait(0) == []
+        os.write(quiet_w, b"x")
+        assert watch.wait(WAIT) == [None]
+    finally:
+        ours.close()
+        theirs.close()
+        os.close(quiet_r)
+        os.close(quiet_w)
