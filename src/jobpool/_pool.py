@@ -57,6 +57,9 @@ class PoolState(enum.Enum):
     BROKEN = "broken"  # workers cannot start (initializer failed): every job fails
 
 
+_OPEN = PoolState.OPEN  # a plain global: each submit checks it twice, and enum lookups cost
+
+
 def _check_positive_int(name: str, value: object, *, allow_none: bool = True) -> Optional[int]:
     if value is None and allow_none:
         return None
@@ -337,13 +340,13 @@ class Pool(Executor):
         return JobOptions(self, check_timeout("timeout", timeout))
 
     def _enqueue(self, job: Job, block: bool) -> Future[Any]:
-        if self._state is not PoolState.OPEN:
+        if self._state is not _OPEN:
             self._refuse()
         self._backend.prepare(job)
         # Straight to an idle worker, nothing to queue. No pool lock needed: a backend that is
         # shutting down refuses, and the job falls through to the refusal below.
         if self._backend.offer(job):
-            self._outcomes.count("submitted")
+            self._outcomes.count_submitted()
             return job.future
         queue = self._queue
         if queue.bounded:
@@ -355,11 +358,11 @@ class Pool(Executor):
 
             job.future.add_done_callback(free_slot_if_cancelled)
         with self._lock:
-            if self._state is not PoolState.OPEN:
+            if self._state is not _OPEN:
                 queue.release(job)
                 self._refuse()
             queue.put(job)
-        self._outcomes.count("submitted")
+        self._outcomes.count_submitted()
         self._backend.notify()
         return job.future
 

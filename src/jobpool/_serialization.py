@@ -14,6 +14,8 @@ object that cannot be serialized (``args[0].conn``) and what it holds.
 from __future__ import annotations
 
 import pickle
+import sys
+import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._errors import SerializationError
@@ -92,11 +94,22 @@ def _describe(leaf: object) -> str:
     return f"a {name!r} object"
 
 
+# Held around jobpool's own first import of cloudpickle and around each fork of a worker. A
+# process forked while another thread is inside an import inherits that module's import lock,
+# held by a thread that does not exist in the child, and its own import of the same module
+# (a worker unpickling a lambda imports cloudpickle) then waits forever.
+IMPORT_FORK_LOCK = threading.Lock()
+
+
 def _cloudpickle() -> Any:
     """Imported on first use: most jobs never need it, and workers start faster without it."""
-    import cloudpickle
+    module = sys.modules.get("cloudpickle")
+    if module is None:
+        with IMPORT_FORK_LOCK:
+            import cloudpickle
 
-    return cloudpickle
+            module = cloudpickle
+    return module
 
 
 def _serializable(obj: object) -> bool:

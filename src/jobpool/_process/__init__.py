@@ -11,6 +11,8 @@
                                   send on that worker's pipe ------> run fn(*args)
                                   read the reply <------------------ send OK / RAISED
       Future resolved <---------- resolve the job's Future
+    result() on a running job, nothing queued:
+      read the reply yourself <----------------------------------- send OK / RAISED
                                   worker exited? fail only its job,
                                   start a replacement
                                   past its deadline? kill + replace

@@ -14,6 +14,7 @@ from .._job import Job, JobQueue, Outcomes
 from .._serialization import PROTOCOL, dumps, explain_failure, pickle_plainly, serialize_job
 from . import _protocol as p
 from ._blobs import Blob, BlobTable, dumps_function
+from ._by_value import ByValueCache
 from ._dispatcher import Dispatcher
 
 # Functions that pickle by module and name, remembered with their bytes (see prepare_function).
@@ -102,6 +103,7 @@ class ProcessBackend:
         setup = worker_setup(initializer, tuple(initargs))
         self._functions = FunctionKeys()
         self._by_name: dict[Callable[..., Any], bytes] = {}
+        self._by_value = ByValueCache()
         self._blobs = BlobTable()
         self._dispatcher = Dispatcher(
             context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
@@ -129,19 +131,27 @@ class ProcessBackend:
 
         A function that names blobs is always keyed, so each worker keeps its unpickled copy.
         """
-        if type(fn) is FunctionType:
+        plain_function = type(fn) is FunctionType
+        if plain_function:
             # Plain pickle stores a function by module and name, never by value, so those bytes
             # cannot go stale: remember them rather than pickle on every submit().
             by_name = self._by_name.get(fn)
-            if by_name is None:
-                by_name = pickle_plainly(fn, "fn")
-                if by_name is not None and len(by_name) <= _BY_NAME_MAX_BYTES:
-                    if len(self._by_name) >= _BY_NAME_CACHE_SIZE:
-                        self._by_name.clear()
-                    self._by_name[fn] = by_name
             if by_name is not None:
                 return by_name, self._functions.key(by_name), ()
+            # A __main__ function or a lambda: cloudpickled by value, remembered while valid.
+            # Keyed, so that each worker also keeps its unpickled copy.
+            by_value = self._by_value.get(fn)  # type: ignore[arg-type]
+            if by_value is not None:
+                return by_value, self._functions.key(by_value, keep=True), ()
+            by_name = pickle_plainly(fn, "fn")
+            if by_name is not None and len(by_name) <= _BY_NAME_MAX_BYTES:
+                if len(self._by_name) >= _BY_NAME_CACHE_SIZE:
+                    self._by_name.clear()
+                self._by_name[fn] = by_name
+                return by_name, self._functions.key(by_name), ()
         fn_bytes, blobs = dumps_function(fn, self._blobs)
+        if plain_function and not blobs:
+            self._by_value.remember(fn, fn_bytes)  # type: ignore[arg-type]
         return fn_bytes, self._functions.key(fn_bytes, keep=bool(blobs)), blobs
 
     def offer(self, job: Job) -> bool:

@@ -23,7 +23,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
-from .._serialization import PROTOCOL, explain_failure, pickle_plainly
+from .._serialization import PROTOCOL, _cloudpickle, explain_failure, pickle_plainly
 
 BLOB_TYPES = (bytes, str)
 # Smaller values are cheap to pickle with the function; larger ones are sent out of line.
@@ -91,9 +91,7 @@ _cloud_blob_pickler: Any = None
 def _cloud_pickler() -> Any:
     global _cloud_blob_pickler
     if _cloud_blob_pickler is None:
-        import cloudpickle
-
-        _cloud_blob_pickler = _blob_pickler(cloudpickle.Pickler)
+        _cloud_blob_pickler = _blob_pickler(_cloudpickle().Pickler)
     return _cloud_blob_pickler
 
 

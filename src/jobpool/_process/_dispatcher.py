@@ -1,6 +1,6 @@
 """The parent side of the process backend: one thread that owns every worker.
 
-It sleeps in a selector over each worker's pipe, each worker's exit fd and a wake-up pipe,
+It sleeps in an FdWatch (epoll) over each worker's pipe, each worker's exit fd and a wake-up pipe,
 with a timeout equal to the nearest job deadline, never a polling interval. Each wake-up is a few
 named steps: read what workers said, bury the workers that exited (failing only the job each
 held and starting a replacement), kill overdue workers, and hand waiting jobs to idle workers.
@@ -199,6 +199,8 @@ class Dispatcher:
         self.wake_pending = False
 
     def _run_requests(self) -> None:
+        if not self._requests:  # call() appends before it wakes us: we look again then
+            return
         with self._requests_lock:
             requests, self._requests = self._requests, []
         for fn, done, box in requests:

@@ -16,6 +16,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
 from .._job import Call, Job
+from .._serialization import IMPORT_FORK_LOCK
 from . import _protocol as p
 from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
 from ._frames import FrameReader, write_frame
@@ -38,7 +39,11 @@ class WorkerHandle:
             name=f"jobpool-worker-{index}",
             daemon=True,
         )
-        self.process.start()
+        if context.get_start_method() == "fork":
+            with IMPORT_FORK_LOCK:  # not in the middle of jobpool importing cloudpickle
+                self.process.start()
+        else:
+            self.process.start()
         child_conn.close()
         self.fd = self.conn.fileno()
         self.reader = FrameReader(self.fd)
