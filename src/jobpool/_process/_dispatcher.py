@@ -150,7 +150,11 @@ class Dispatcher:
             while self._handles or not self.closing:
                 # Count before assigning: a submitter that reads 0 idle workers (and so does not
                 # wake us) queued its job before this count, so _assign_jobs below sees it.
-                self.idle_workers = sum(1 for h in self._handles if h.idle)
+                idle = 0
+                for handle in self._handles:
+                    if handle.job is None and handle.ready and not handle.retiring:
+                        idle += 1
+                self.idle_workers = idle
                 self._assign_jobs()
                 self._stop_when_drained()
                 if not self._handles and self.closing:
@@ -169,7 +173,8 @@ class Dispatcher:
                     else:
                         callback()
                 self._run_requests()
-                self._expire_deadlines()
+                if timeout is not None:  # some job had a deadline when we went to sleep
+                    self._expire_deadlines()
                 if self._terminating:
                     self._kill_all()
         except BaseException as exc:  # a bug here must not leave futures hanging forever
@@ -459,10 +464,14 @@ class Dispatcher:
                 handle.stop()
 
     def _seconds_to_next_deadline(self) -> Optional[float]:
-        deadlines = [h.deadline for h in self._handles if h.deadline is not None]
-        if not deadlines:
+        nearest = None
+        for handle in self._handles:
+            deadline = handle.deadline
+            if deadline is not None and (nearest is None or deadline < nearest):
+                nearest = deadline
+        if nearest is None:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        return max(0.0, nearest - time.monotonic())
 
     def _expire_deadlines(self) -> None:
         now = time.monotonic()

@@ -70,13 +70,14 @@ class FdWatch:
         callbacks = self._callbacks
         if self._epoll is not None:
             ready = self._epoll.poll(-1 if timeout is None else timeout, max(len(callbacks), 1))
-            fds = [fd for fd, _ in ready]
         else:
             assert self._selector is not None
-            fds = [key.fd for key, _ in self._selector.select(timeout)]
+            ready = [(key.fd, 0) for key, _ in self._selector.select(timeout)]
         # One lookup per fd: another thread may remove an fd meanwhile (see read_reply).
-        found = [callbacks.get(fd, _MISSING) for fd in fds]
-        return [callback for callback in found if callback is not _MISSING]  # type: ignore[misc]
+        found = [callbacks.get(fd, _MISSING) for fd, _ in ready]
+        if _MISSING in found:
+            return [callback for callback in found if callback is not _MISSING]  # type: ignore[misc]
+        return found  # type: ignore[return-value]
 
     def close(self) -> None:
         if self._epoll is not None:
