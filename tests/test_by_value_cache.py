@@ -160,3 +160,28 @@ def test_main_functions_are_shipped_fresh_after_a_change(tmp_path: Path) -> None
         )
         lines = out.stdout.splitlines()
         assert lines == [str([2] * 20), str([3] * 20), "4"], (method, out.stderr)
+
+
+def test_a_forked_worker_can_still_import_cloudpickle(tmp_path: Path) -> None:
+    """Workers are forked under the lock that guards jobpool's cloudpickle import: a worker
+    must not inherit it held. Here the worker is the first to need cloudpickle (its result
+    cannot be pickled plainly), in a parent that never imported it."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import threading
+            from jobpool import Pool
+
+            if __name__ == "__main__":
+                with Pool(1, backend="process", start_method="fork") as pool:
+                    error = pool.submit(threading.Lock).exception(30)
+                    print(type(error).__name__)
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.stdout.split() == ["SerializationError"], out.stderr

@@ -13,6 +13,7 @@ object that cannot be serialized (``args[0].conn``) and what it holds.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import threading
@@ -99,6 +100,16 @@ def _describe(leaf: object) -> str:
 # held by a thread that does not exist in the child, and its own import of the same module
 # (a worker unpickling a lambda imports cloudpickle) then waits forever.
 IMPORT_FORK_LOCK = threading.Lock()
+
+
+def _new_import_fork_lock() -> None:
+    """In a forked child: the lock was copied held (the parent forks under it), so replace it."""
+    global IMPORT_FORK_LOCK
+    IMPORT_FORK_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_import_fork_lock)
 
 
 def _cloudpickle() -> Any:

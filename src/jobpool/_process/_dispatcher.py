@@ -263,7 +263,7 @@ class Dispatcher:
                 or not self._watch.pause(handle.fd)
             ):
                 return
-            handle.helped = True
+            handle.start_helping()
             self._helps += 1
         reply = None
         deadline = None if timeout is None else time.monotonic() + timeout

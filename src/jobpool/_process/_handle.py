@@ -15,8 +15,8 @@ from collections import OrderedDict
 from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
+from .. import _serialization
 from .._job import Call, Job
-from .._serialization import IMPORT_FORK_LOCK
 from . import _protocol as p
 from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
 from ._frames import FrameReader, write_frame
@@ -40,7 +40,7 @@ class WorkerHandle:
             daemon=True,
         )
         if context.get_start_method() == "fork":
-            with IMPORT_FORK_LOCK:  # not in the middle of jobpool importing cloudpickle
+            with _serialization.IMPORT_FORK_LOCK:  # not while jobpool imports cloudpickle
                 self.process.start()
         else:
             self.process.start()
@@ -121,17 +121,24 @@ class WorkerHandle:
             job.future._worker = None
         return job
 
-    def wait_for_reply(self, timeout: Optional[float]) -> bool:
-        """Sleep until the pipe is readable or the dispatcher calls the helper off (or timeout).
+    def start_helping(self) -> None:
+        """Mark that a thread will read this pipe itself (under the dispatcher's lock).
 
-        True when there is something to read. Called by a helping thread without the lock.
+        The pipe that calls it off exists from here on, so the dispatcher can always use it.
         """
+        self.helped = True
         if self._helper_poll is None:
             self._helper_wake = os.pipe()
             poller = select.poll()
             poller.register(self.fd, select.POLLIN)
             poller.register(self._helper_wake[0], select.POLLIN)
             self._helper_poll = poller
+
+    def wait_for_reply(self, timeout: Optional[float]) -> bool:
+        """Sleep until the pipe is readable or the dispatcher calls the helper off (or timeout).
+
+        True when there is something to read. Called by a helping thread without the lock.
+        """
         milliseconds = None if timeout is None else max(0, math.ceil(timeout * 1000))
         return self.fd in dict(self._helper_poll.poll(milliseconds))
 
