@@ -54,6 +54,13 @@ def gate() -> Iterator[StartGate]:
         yield start_gate
 
 
+def running(pool: Any, gate: StartGate, job: Callable[..., Any], tag: str, *args: Any) -> Any:
+    """Submit ``job(gate.address, tag, *args)`` and return its future once it runs in a worker."""
+    future = pool.submit(job, gate.address, tag, *args)
+    gate.wait_for(tag)
+    return future
+
+
 def _thread_names(future: Any) -> list[str]:
     names: list[str] = []
     future.add_done_callback(lambda _: names.append(threading.current_thread().name))
@@ -65,8 +72,7 @@ def test_result_reads_the_reply_in_the_waiting_thread(
     make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
 ) -> None:
     pool = make_pool(backend)
-    future = pool.submit(jobs.gate_job, gate.address, "a", 42)
-    gate.wait_for("a")
+    future = running(pool, gate, jobs.gate_job, "a", 42)
     settled_in = _thread_names(future)
     on_first_wait(lambda: gate.release("a"))
     assert future.result(timeout=WAIT) == 42
@@ -78,8 +84,7 @@ def test_exception_reads_the_reply_in_the_waiting_thread(
     make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
 ) -> None:
     pool = make_pool(backend)
-    future = pool.submit(jobs.gate_then_raise, gate.address, "e", "boom")
-    gate.wait_for("e")
+    future = running(pool, gate, jobs.gate_then_raise, "e", "boom")
     settled_in = _thread_names(future)
     on_first_wait(lambda: gate.release("e"))
     error = future.exception(timeout=WAIT)
@@ -92,8 +97,7 @@ def test_result_timeout_gives_the_pipe_back(
     make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
 ) -> None:
     pool = make_pool(backend)
-    future = pool.submit(jobs.gate_job, gate.address, "t", 7)
-    gate.wait_for("t")
+    future = running(pool, gate, jobs.gate_job, "t", 7)
     waited = []
     on_first_wait(lambda: waited.append(True))
     with pytest.raises(FuturesTimeout):
@@ -112,8 +116,7 @@ def test_interrupted_wait_gives_the_pipe_back(
     make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
 ) -> None:
     pool = make_pool(backend)
-    future = pool.submit(jobs.gate_job, gate.address, "i", 5)
-    gate.wait_for("i")
+    future = running(pool, gate, jobs.gate_job, "i", 5)
 
     def interrupt() -> None:
         raise KeyboardInterrupt
@@ -132,8 +135,7 @@ def test_kill_while_a_thread_waits_for_the_reply(
     make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
 ) -> None:
     pool = make_pool(backend)
-    future = pool.submit(jobs.gate_job, gate.address, "k")
-    gate.wait_for("k")
+    future = running(pool, gate, jobs.gate_job, "k")
     killer = threading.Thread(target=pool.kill, args=(future,))
     on_first_wait(killer.start)
     with pytest.raises(JobKilledError):
@@ -148,8 +150,7 @@ def test_crash_while_a_thread_waits_for_the_reply(
     make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
 ) -> None:
     pool = make_pool(backend)
-    future = pool.submit(jobs.gate_then_exit, gate.address, "c", 9)
-    gate.wait_for("c")
+    future = running(pool, gate, jobs.gate_then_exit, "c", 9)
     on_first_wait(lambda: gate.release("c"))
     with pytest.raises(WorkerCrashedError) as caught:
         future.result(timeout=WAIT)
@@ -162,8 +163,8 @@ def test_job_time_limit_while_a_thread_waits_for_the_reply(
     make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
 ) -> None:
     pool = make_pool(backend)
-    future = pool.options(timeout=0.2).submit(jobs.gate_job, gate.address, "slow")
-    gate.wait_for("slow")  # never released: only the time limit ends it
+    # never released: only the time limit ends it
+    future = running(pool.options(timeout=0.2), gate, jobs.gate_job, "slow")
     waited = []
     on_first_wait(lambda: waited.append(True))
     with pytest.raises(JobTimeoutError):
@@ -177,8 +178,7 @@ def test_callbacks_may_use_the_pool_from_the_waiting_thread(
     make_pool: Any, backend: str, gate: StartGate, on_first_wait: Any
 ) -> None:
     pool = make_pool(backend)
-    future = pool.submit(jobs.gate_job, gate.address, "cb", 5)
-    gate.wait_for("cb")
+    future = running(pool, gate, jobs.gate_job, "cb", 5)
     inner: list[int] = []
     future.add_done_callback(
         lambda f: inner.append(pool.submit(jobs.square, f.result()).result(timeout=WAIT))

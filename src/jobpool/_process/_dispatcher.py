@@ -150,11 +150,7 @@ class Dispatcher:
             while self._handles or not self.closing:
                 # Count before assigning: a submitter that reads 0 idle workers (and so does not
                 # wake us) queued its job before this count, so _assign_jobs below sees it.
-                idle = 0
-                for handle in self._handles:
-                    if handle.job is None and handle.ready and not handle.retiring:
-                        idle += 1
-                self.idle_workers = idle
+                self.idle_workers = sum(handle.idle for handle in self._handles)
                 self._assign_jobs()
                 self._stop_when_drained()
                 if not self._handles and self.closing:
