@@ -92,6 +92,44 @@ def test_failing_item_raises_at_its_turn(make_pool: MakePool, backend: str) -> N
     assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="bad item 5"):
         next(results)
+    # As with Executor.map, the error ends the iteration: items after it are not handed out.
+    assert list(results) == []
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_close_midway_through_a_chunk_hands_out_nothing_more(
+    make_pool: MakePool, backend: str, ordered: bool
+) -> None:
+    pool = make_pool(backend)
+    results = pool.map(jobs.square, range(100), chunksize=50, ordered=ordered)
+    first = next(results)
+    assert first in (0, 50 * 50)
+    results.close()  # type: ignore[attr-defined]
+    assert list(results) == []
+
+
+def test_map_iterator_holds_no_chunk_already_handed_out(make_pool: MakePool) -> None:
+    """Once the caller has moved on to the next chunk, the map lets go of the one before."""
+    import gc
+    import weakref
+
+    class Result:
+        pass
+
+    pool = make_pool("thread", workers=1)
+    made: list[weakref.ref[Result]] = []
+
+    def make(_: int) -> Result:
+        result = Result()
+        made.append(weakref.ref(result))
+        return result
+
+    results = pool.map(make, range(6), chunksize=2, buffersize=1)
+    for _ in range(3):
+        next(results)  # the first chunk taken whole, the second begun
+    gc.collect()
+    assert [ref() is None for ref in made[:2]] == [True, True]
+    assert len(list(results)) == 3
 
 
 @pytest.mark.parametrize("ordered", [True, False])

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable, Optional
 
+from ._condition import FUTURE_ATTRIBUTES, FutureCondition
 from ._errors import QueueFull
 
 # concurrent.futures' names for the states of a started and a resolved future
+_PENDING = "PENDING"
 _RUNNING = "RUNNING"
 _FINISHED = "FINISHED"
 _job_ids = itertools.count()
@@ -107,6 +109,19 @@ class JobFuture(Future[Any]):
     _reader: Optional[Callable[[JobFuture, Optional[float]], None]] = None
     _worker: Any = None  # the process worker running this job, while it runs
 
+    def __init__(self) -> None:
+        # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
+        # whose Future keeps other attributes gets Future.__init__ and only the condition swapped.
+        if _SAME_ATTRIBUTES:
+            self._state = _PENDING
+            self._result = None
+            self._exception = None
+            self._waiters = []
+            self._done_callbacks = []
+        else:
+            Future.__init__(self)
+        self._condition = FutureCondition()  # type: ignore[assignment]
+
     def result(self, timeout: Optional[float] = None) -> Any:
         if self._reader is not None and self._state == _RUNNING:
             timeout = self._read_reply(timeout)
@@ -135,6 +150,7 @@ class JobFuture(Future[Any]):
 # Called directly rather than through super(): result() is on every job's path.
 _future_result = Future.result
 _future_exception = Future.exception
+_SAME_ATTRIBUTES = FUTURE_ATTRIBUTES is not None
 
 
 class Job:

@@ -13,10 +13,10 @@ import itertools
 import queue
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from ._job import ChunkResult
 
@@ -64,37 +64,40 @@ def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-_END = object()  # marks the end of a chunk's values (never a job's result)
+class MapIterator(itertools.chain):  # type: ignore[type-arg]
+    """The iterator ``map`` returns: items of each chunk's values, chunk after chunk.
 
-
-def _yield_chunk(result: ChunkResult) -> Iterator[Any]:
-    """Hand out a chunk's values, letting go of each one as it is yielded.
-
-    The chunk's list is emptied as it goes, so neither the iterator nor the chunk's future keeps
-    a yielded result alive. Without errors this is a C-level iterator (``list.pop`` until the
-    end marker): handing out an item costs no Python frame, which is most of what the caller's
-    thread does in a ``map`` over tiny items.
+    It is ``itertools.chain`` over a generator of chunks, so handing out an item runs no Python
+    code, which is most of what the caller's thread does in a ``map`` over tiny items; only a
+    chunk boundary resumes the generator. ``close()`` closes that generator, which cancels the
+    chunks still in flight (as dropping the iterator does).
     """
-    values, errors = result.values, result.errors
-    values.append(_END)
-    values.reverse()
+
+    __slots__ = ("_chunks",)
+
+    _chunks: Generator[list[Any], None, None]
+
+    @classmethod
+    def over(cls, chunks: Generator[list[Any], None, None]) -> MapIterator:
+        iterator = cast(MapIterator, cls.from_iterable(chunks))  # an instance of cls at run time
+        iterator._chunks = chunks
+        return iterator
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
+def _split(result: ChunkResult) -> tuple[list[Any], Optional[BaseException]]:
+    """A chunk's values to hand out, and the error to raise after them (its first failed item).
+
+    The error is raised by the chunks' generator itself, so it ends the ``map`` (as in
+    ``Executor.map``) and the generator's cleanup cancels what is still in flight.
+    """
+    errors = result.errors
     if errors is None:
-        return iter(values.pop, _END)
-    return _yield_with_errors(values, errors)
-
-
-def _yield_with_errors(values: list[Any], errors: dict[int, BaseException]) -> Iterator[Any]:
-    pop = values.pop
-    index = 0
-    while True:
-        value = pop()
-        if value is _END:
-            return
-        error = errors.pop(index, None)
-        index += 1
-        if error is not None:
-            raise error
-        yield value
+        return result.values, None
+    first = min(errors)
+    return result.values[:first], errors[first]
 
 
 def _ordered(
@@ -115,7 +118,8 @@ def _ordered(
 
     refill()
 
-    def generate() -> Iterator[Any]:
+    def generate() -> Generator[list[Any], None, None]:
+        current: list[Any] = []
         try:
             while in_flight:
                 future, count = in_flight[0]
@@ -124,14 +128,18 @@ def _ordered(
                 del future  # hold no reference to a result already handed out
                 sizer.observe(count, result.elapsed)
                 refill()
-                chunk = _yield_chunk(result)
+                current, error = _split(result)
                 del result
-                yield from chunk
+                yield current
+                current = []  # the caller has taken them all: let go of them
+                if error is not None:
+                    raise error
         finally:
+            current.clear()  # after close(), not even the rest of this chunk is handed out
             for future, _ in in_flight:
                 future.cancel()
 
-    return generate()
+    return MapIterator.over(generate())
 
 
 def _unordered(
@@ -155,7 +163,8 @@ def _unordered(
 
     refill()
 
-    def generate() -> Iterator[Any]:
+    def generate() -> Generator[list[Any], None, None]:
+        current: list[Any] = []
         try:
             while in_flight:
                 try:
@@ -167,14 +176,18 @@ def _unordered(
                 del future
                 sizer.observe(count, result.elapsed)
                 refill()
-                chunk = _yield_chunk(result)
+                current, error = _split(result)
                 del result
-                yield from chunk
+                yield current
+                current = []  # the caller has taken them all: let go of them
+                if error is not None:
+                    raise error
         finally:
+            current.clear()  # after close(), not even the rest of this chunk is handed out
             for future in in_flight:
                 future.cancel()
 
-    return generate()
+    return MapIterator.over(generate())
 
 
 def as_items(iterables: tuple[Iterable[Any], ...]) -> tuple[Iterator[Any], bool]:
