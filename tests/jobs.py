@@ -94,6 +94,30 @@ def return_lock() -> Any:
     return threading.Lock()
 
 
+class Plain:
+    """An ordinary object, which (unlike an int) a weak reference can follow."""
+
+
+def make_object(_: Any = None) -> Plain:
+    return Plain()
+
+
+class Incomparable:
+    """Refuses ``==`` as a NumPy array does (its truth value is ambiguous)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array with more than one element is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+def make_incomparable(value: int) -> Incomparable:
+    return Incomparable(value)
+
+
 class Counter:
     def __init__(self, start: int) -> None:
         self.start = start

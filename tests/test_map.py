@@ -108,28 +108,31 @@ def test_close_midway_through_a_chunk_hands_out_nothing_more(
     assert list(results) == []
 
 
-def test_map_iterator_holds_no_chunk_already_handed_out(make_pool: MakePool) -> None:
-    """Once the caller has moved on to the next chunk, the map lets go of the one before."""
+@pytest.mark.parametrize("chunksize", [None, 1, 4])
+def test_results_that_refuse_comparison(
+    make_pool: MakePool, backend: str, chunksize: int | None
+) -> None:
+    """map never compares results (a NumPy array's ``==`` does not give a bool)."""
+    pool = make_pool(backend)
+    results = pool.map(jobs.make_incomparable, range(20), chunksize=chunksize)
+    assert [result.value for result in results] == list(range(20))
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_map_holds_no_result_already_handed_out(
+    make_pool: MakePool, backend: str, ordered: bool
+) -> None:
+    """As ``Executor.map`` promises (bpo-14406): a result the caller has taken and dropped is
+    freed, even while the rest of its chunk is still being handed out."""
     import gc
     import weakref
 
-    class Result:
-        pass
-
-    pool = make_pool("thread", workers=1)
-    made: list[weakref.ref[Result]] = []
-
-    def make(_: int) -> Result:
-        result = Result()
-        made.append(weakref.ref(result))
-        return result
-
-    results = pool.map(make, range(6), chunksize=2, buffersize=1)
-    for _ in range(3):
-        next(results)  # the first chunk taken whole, the second begun
-    gc.collect()
-    assert [ref() is None for ref in made[:2]] == [True, True]
-    assert len(list(results)) == 3
+    pool = make_pool(backend)
+    for value in pool.map(jobs.make_object, range(10), chunksize=5, ordered=ordered):
+        ref = weakref.ref(value)
+        del value
+        gc.collect()
+        assert ref() is None
 
 
 @pytest.mark.parametrize("ordered", [True, False])

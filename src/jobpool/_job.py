@@ -116,8 +116,8 @@ class JobFuture(Future[Any]):
             self._state = _PENDING
             self._result = None
             self._exception = None
-            self._waiters = []
-            self._done_callbacks = []
+            self._waiters: list[Any] = []
+            self._done_callbacks: list[Callable[[Future[Any]], object]] = []
         else:
             Future.__init__(self)
         self._condition = FutureCondition()  # type: ignore[assignment]

@@ -65,26 +65,43 @@ def _remaining(deadline: Optional[float]) -> Optional[float]:
 
 
 class MapIterator(itertools.chain):  # type: ignore[type-arg]
-    """The iterator ``map`` returns: items of each chunk's values, chunk after chunk.
+    """The iterator ``map`` returns: the values of each chunk in turn.
 
-    It is ``itertools.chain`` over a generator of chunks, so handing out an item runs no Python
-    code, which is most of what the caller's thread does in a ``map`` over tiny items; only a
-    chunk boundary resumes the generator. ``close()`` closes that generator, which cancels the
-    chunks still in flight (as dropping the iterator does).
+    It is ``itertools.chain`` over a generator of per-chunk iterators, so handing out an item
+    runs no Python code, which is most of what the caller's thread does in a ``map`` over tiny
+    items; only a chunk boundary resumes the generator. ``close()`` closes that generator, which
+    cancels the chunks still in flight (as dropping the iterator does).
     """
 
     __slots__ = ("_chunks",)
 
-    _chunks: Generator[list[Any], None, None]
+    _chunks: Generator[Iterator[Any], None, None]
 
     @classmethod
-    def over(cls, chunks: Generator[list[Any], None, None]) -> MapIterator:
+    def over(cls, chunks: Generator[Iterator[Any], None, None]) -> MapIterator:
         iterator = cast(MapIterator, cls.from_iterable(chunks))  # an instance of cls at run time
         iterator._chunks = chunks
         return iterator
 
     def close(self) -> None:
         self._chunks.close()
+
+
+def _hand_out(values: list[Any]) -> tuple[Iterator[Any], list[list[Any]]]:
+    """An iterator over ``values`` (reordered in place) that lets go of each one it hands out,
+    and its list of turns: emptying that list stops the iterator early.
+
+    Neither the list nor the iterator keeps a value the caller has taken alive, as
+    ``Executor.map`` promises, and it is still C-level: one ``list.pop`` per turn. Nothing
+    compares the values (``iter(values.pop, sentinel)`` would call each value's ``__eq__``,
+    which NumPy arrays refuse).
+    """
+    values.reverse()
+    turns = [values] * len(values)
+    return map(_pop, turns), turns
+
+
+_pop = list.pop
 
 
 def _split(result: ChunkResult) -> tuple[list[Any], Optional[BaseException]]:
@@ -118,8 +135,8 @@ def _ordered(
 
     refill()
 
-    def generate() -> Generator[list[Any], None, None]:
-        current: list[Any] = []
+    def generate() -> Generator[Iterator[Any], None, None]:
+        turns: list[list[Any]] = []
         try:
             while in_flight:
                 future, count = in_flight[0]
@@ -128,14 +145,15 @@ def _ordered(
                 del future  # hold no reference to a result already handed out
                 sizer.observe(count, result.elapsed)
                 refill()
-                current, error = _split(result)
+                values, error = _split(result)
                 del result
-                yield current
-                current = []  # the caller has taken them all: let go of them
+                handout, turns = _hand_out(values)
+                del values
+                yield handout
                 if error is not None:
                     raise error
         finally:
-            current.clear()  # after close(), not even the rest of this chunk is handed out
+            turns.clear()  # after close(), not even the rest of this chunk is handed out
             for future, _ in in_flight:
                 future.cancel()
 
@@ -163,8 +181,8 @@ def _unordered(
 
     refill()
 
-    def generate() -> Generator[list[Any], None, None]:
-        current: list[Any] = []
+    def generate() -> Generator[Iterator[Any], None, None]:
+        turns: list[list[Any]] = []
         try:
             while in_flight:
                 try:
@@ -176,14 +194,15 @@ def _unordered(
                 del future
                 sizer.observe(count, result.elapsed)
                 refill()
-                current, error = _split(result)
+                values, error = _split(result)
                 del result
-                yield current
-                current = []  # the caller has taken them all: let go of them
+                handout, turns = _hand_out(values)
+                del values
+                yield handout
                 if error is not None:
                     raise error
         finally:
-            current.clear()  # after close(), not even the rest of this chunk is handed out
+            turns.clear()  # after close(), not even the rest of this chunk is handed out
             for future in in_flight:
                 future.cancel()
 
