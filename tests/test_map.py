@@ -11,6 +11,7 @@ import pytest
 import jobs
 from conftest import WAIT
 from jobpool import Pool
+from jobpool._map import MAX_CHUNK
 
 MakePool = Callable[..., Pool]
 
@@ -151,8 +152,53 @@ def test_endless_input_is_read_lazily(make_pool: MakePool, backend: str, ordered
         pool.submit(jobs.identity, None).result(WAIT)
         stats = pool.stats()
     assert source.pulled == pulled_when_stalled
-    window_items = 2 * pool.workers * 4096  # window chunks x largest adaptive chunk
+    window_items = 2 * pool.workers * MAX_CHUNK  # window chunks x largest adaptive chunk
     assert source.pulled - len(taken) <= window_items
+    results.close()  # type: ignore[attr-defined]
+
+
+def test_big_items_make_small_chunks() -> None:
+    from jobpool._map import MAX_CHUNK_BYTES, ChunkSizer
+
+    small = ChunkSizer(None)
+    for _ in range(12):
+        small.weigh([1])
+        small.observe(small.size, 0.0001)
+    assert small.size == MAX_CHUNK
+    big = ChunkSizer(None)
+    item = b"x" * (1 << 20)
+    for _ in range(12):
+        big.weigh([item])
+        big.observe(big.size, 0.0001)
+    assert 1 <= big.size * len(item) <= MAX_CHUNK_BYTES
+    arguments = ChunkSizer(None)  # starmap/zip items: the tuple's members count
+    for _ in range(12):
+        arguments.weigh([(item, 1)])
+        arguments.observe(arguments.size, 0.0001)
+    assert arguments.size == big.size
+    chosen = ChunkSizer(64)  # a chunksize the caller chose is kept
+    chosen.weigh([item])
+    assert chosen.size == 64
+
+
+def test_read_ahead_of_big_items_stays_small_in_bytes(make_pool: MakePool, backend: str) -> None:
+    from jobpool._map import MAX_CHUNK_BYTES
+
+    pool = make_pool(backend, workers=2)
+    pulled = 0
+    megabyte = 1 << 20
+
+    def big_items() -> Iterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield b"x" * megabyte
+
+    results = pool.map(len, big_items())
+    taken = [next(results) for _ in range(40)]
+    assert taken == [megabyte] * 40
+    window = 2 * pool.workers
+    assert (pulled - len(taken)) * megabyte <= window * MAX_CHUNK_BYTES + megabyte
     results.close()  # type: ignore[attr-defined]
 
 

@@ -225,6 +225,7 @@ async def _generate(
             if not chunk:
                 exhausted = True
                 return
+            sizer.weigh(chunk)
             in_flight.append(await submit(chunk))
 
     try:

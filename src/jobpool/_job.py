@@ -73,7 +73,8 @@ def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> Chunk
     total = len(items)
     while position < total:
         try:
-            values.extend(apply(fn, itertools.islice(items, position, None)))
+            rest = items if position == 0 else itertools.islice(items, position, None)
+            values.extend(apply(fn, rest))
         except BaseException as exc:
             if errors is None:
                 errors = {}

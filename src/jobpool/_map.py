@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import sys
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
@@ -21,7 +22,10 @@ from typing import Any, Callable, Optional, cast
 from ._job import ChunkResult
 
 TARGET_CHUNK_SECONDS = 0.02
-MAX_CHUNK = 4096
+MAX_CHUNK = 16384
+# Read-ahead is bounded in items by the window; this bounds it in bytes for big items too: a
+# chunk's items are kept under this size (estimated from the first item of each chunk).
+MAX_CHUNK_BYTES = 4 << 20
 
 
 class ChunkSizer:
@@ -30,14 +34,33 @@ class ChunkSizer:
     def __init__(self, fixed: Optional[int]) -> None:
         self.fixed = fixed
         self.size = fixed or 1
+        self._limit = MAX_CHUNK
+
+    def weigh(self, chunk: list[Any]) -> None:
+        """Shrink the chunks when their items are big (a chunk chosen by the caller stays)."""
+        if self.fixed is None and chunk:
+            self._limit = max(1, min(MAX_CHUNK, MAX_CHUNK_BYTES // _estimated_size(chunk[0])))
+            self.size = min(self.size, self._limit)
 
     def observe(self, items: int, elapsed: float) -> None:
         if self.fixed is not None or items < self.size:
             return
         if elapsed < TARGET_CHUNK_SECONDS / 4:
-            self.size = min(self.size * 4, MAX_CHUNK)
+            self.size = min(self.size * 4, self._limit)
         elif elapsed > TARGET_CHUNK_SECONDS * 4 and self.size > 1:
             self.size = max(1, self.size // 2)
+
+
+def _estimated_size(item: Any) -> int:
+    """Bytes of ``item``, roughly: its own size, plus its members' for a tuple of arguments.
+
+    Exact for the big flat items that matter here (bytes, str, NumPy arrays); an estimate
+    costs one call per chunk, where measuring a pickle would cost a copy.
+    """
+    size = sys.getsizeof(item)
+    if type(item) is tuple:
+        size += sum(sys.getsizeof(member) for member in item)
+    return max(1, size)
 
 
 SubmitChunk = Callable[[list[Any]], "Future[ChunkResult]"]
@@ -131,6 +154,7 @@ def _ordered(
             chunk = list(itertools.islice(items, sizer.size))
             if not chunk:
                 return
+            sizer.weigh(chunk)
             in_flight.append((submit_chunk(chunk), len(chunk)))
 
     refill()
@@ -175,6 +199,7 @@ def _unordered(
             chunk = list(itertools.islice(items, sizer.size))
             if not chunk:
                 return
+            sizer.weigh(chunk)
             future = submit_chunk(chunk)
             in_flight[future] = len(chunk)
             future.add_done_callback(finished.put)
