@@ -176,6 +176,15 @@ def test_big_items_make_small_chunks() -> None:
         arguments.weigh([(item, 1)])
         arguments.observe(arguments.size, 0.0001)
     assert arguments.size == big.size
+    class NoSize:
+        def __sizeof__(self) -> int:
+            raise RuntimeError("no size")
+
+    unknown = ChunkSizer(None)  # an item whose size cannot be read: time alone decides
+    for _ in range(12):
+        unknown.weigh([NoSize()])
+        unknown.observe(unknown.size, 0.0001)
+    assert unknown.size == MAX_CHUNK
     chosen = ChunkSizer(64)  # a chunksize the caller chose is kept
     chosen.weigh([item])
     assert chosen.size == 64

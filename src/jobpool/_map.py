@@ -57,9 +57,12 @@ def _estimated_size(item: Any) -> int:
     Exact for the big flat items that matter here (bytes, str, NumPy arrays); an estimate
     costs one call per chunk, where measuring a pickle would cost a copy.
     """
-    size = sys.getsizeof(item)
-    if type(item) is tuple:
-        size += sum(sys.getsizeof(member) for member in item)
+    try:
+        size = sys.getsizeof(item)
+        if type(item) is tuple:
+            size += sum(sys.getsizeof(member) for member in item)
+    except Exception:  # a __sizeof__ that fails: then only the time-based size applies
+        return 1
     return max(1, size)
 
 
