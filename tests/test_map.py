@@ -176,6 +176,7 @@ def test_big_items_make_small_chunks() -> None:
         arguments.weigh([(item, 1)])
         arguments.observe(arguments.size, 0.0001)
     assert arguments.size == big.size
+
     class NoSize:
         def __sizeof__(self) -> int:
             raise RuntimeError("no size")
