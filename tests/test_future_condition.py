@@ -70,8 +70,8 @@ def test_wait_and_notify_need_the_lock() -> None:
         condition.notify_all()
 
 
-def test_a_notify_between_timeout_and_relock_is_not_lost() -> None:
-    """A waiter notified at the moment its timeout runs out still leaves the list clean."""
+def test_timed_out_waits_leave_no_waiter_behind() -> None:
+    """Each wait that times out removes its own waiter, so the list does not grow."""
     condition = FutureCondition()
     for _ in range(200):
         with condition:

@@ -12,7 +12,6 @@ around a reentrant lock, and makes its list of waiters only when a thread actual
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Optional
 
@@ -81,14 +80,3 @@ class FutureCondition:
         if waiters:
             for waiter in waiters:
                 waiter.release()
-
-
-def _future_attributes() -> Optional[frozenset[str]]:
-    """The attributes ``Future.__init__`` sets in this Python, if they are the known ones."""
-    known = frozenset(
-        ("_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks")
-    )
-    return known if frozenset(vars(Future())) == known else None
-
-
-FUTURE_ATTRIBUTES = _future_attributes()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable, Optional
 
-from ._condition import FUTURE_ATTRIBUTES, FutureCondition
+from ._condition import FutureCondition
 from ._errors import QueueFull
 
 # concurrent.futures' names for the states of a started and a resolved future
@@ -151,7 +151,10 @@ class JobFuture(Future[Any]):
 # Called directly rather than through super(): result() is on every job's path.
 _future_result = Future.result
 _future_exception = Future.exception
-_SAME_ATTRIBUTES = FUTURE_ATTRIBUTES is not None
+# JobFuture.__init__ sets these itself; where Future.__init__ sets others, it calls that instead.
+_SAME_ATTRIBUTES = set(vars(Future())) == {
+    "_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"
+}  # fmt: skip
 
 
 class Job:

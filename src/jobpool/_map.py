@@ -113,34 +113,46 @@ class MapIterator(itertools.chain):  # type: ignore[type-arg]
         self._chunks.close()
 
 
-def _hand_out(values: list[Any]) -> tuple[Iterator[Any], list[list[Any]]]:
-    """An iterator over ``values`` (reordered in place) that lets go of each one it hands out,
-    and its list of turns: emptying that list stops the iterator early.
+class _HandOut:
+    """Hands out each chunk's values for one ``map``, letting go of each value as it goes.
 
-    Neither the list nor the iterator keeps a value the caller has taken alive, as
+    Neither the chunk's list nor the iterator keeps a value the caller has taken alive, as
     ``Executor.map`` promises, and it is still C-level: one ``list.pop`` per turn. Nothing
     compares the values (``iter(values.pop, sentinel)`` would call each value's ``__eq__``,
-    which NumPy arrays refuse).
+    which NumPy arrays refuse). :meth:`stop` empties the turns, which ends the chunk being
+    handed out (``close()``).
     """
-    values.reverse()
-    turns = [values] * len(values)
-    return map(_pop, turns), turns
+
+    __slots__ = ("_turns",)
+
+    def __init__(self) -> None:
+        self._turns: list[list[Any]] = []
+
+    def chunk(self, result: ChunkResult) -> Generator[Iterator[Any], None, None]:
+        """Yield an iterator over ``result``'s values, then raise its first failed item's error.
+
+        The error is raised through the chunks' generator (``yield from``), so it ends the
+        ``map`` (as in ``Executor.map``) and that generator's cleanup cancels what is still
+        in flight. The caller drops its own reference to ``result`` before iterating.
+        """
+        errors = result.errors
+        if errors is None:
+            values, error = result.values, None
+        else:
+            first = min(errors)
+            values, error = result.values[:first], errors[first]
+        del result  # with an error, its full list would keep values already handed out
+        values.reverse()
+        self._turns = [values] * len(values)
+        yield map(_pop, self._turns)
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        self._turns.clear()
 
 
 _pop = list.pop
-
-
-def _split(result: ChunkResult) -> tuple[list[Any], Optional[BaseException]]:
-    """A chunk's values to hand out, and the error to raise after them (its first failed item).
-
-    The error is raised by the chunks' generator itself, so it ends the ``map`` (as in
-    ``Executor.map``) and the generator's cleanup cancels what is still in flight.
-    """
-    errors = result.errors
-    if errors is None:
-        return result.values, None
-    first = min(errors)
-    return result.values[:first], errors[first]
 
 
 def _ordered(
@@ -163,7 +175,7 @@ def _ordered(
     refill()
 
     def generate() -> Generator[Iterator[Any], None, None]:
-        turns: list[list[Any]] = []
+        hand_out = _HandOut()
         try:
             while in_flight:
                 future, count = in_flight[0]
@@ -172,15 +184,11 @@ def _ordered(
                 del future  # hold no reference to a result already handed out
                 sizer.observe(count, result.elapsed)
                 refill()
-                values, error = _split(result)
+                chunk = hand_out.chunk(result)
                 del result
-                handout, turns = _hand_out(values)
-                del values
-                yield handout
-                if error is not None:
-                    raise error
+                yield from chunk
         finally:
-            turns.clear()  # after close(), not even the rest of this chunk is handed out
+            hand_out.stop()  # after close(), not even the rest of this chunk is handed out
             for future, _ in in_flight:
                 future.cancel()
 
@@ -210,7 +218,7 @@ def _unordered(
     refill()
 
     def generate() -> Generator[Iterator[Any], None, None]:
-        turns: list[list[Any]] = []
+        hand_out = _HandOut()
         try:
             while in_flight:
                 try:
@@ -222,15 +230,11 @@ def _unordered(
                 del future
                 sizer.observe(count, result.elapsed)
                 refill()
-                values, error = _split(result)
+                chunk = hand_out.chunk(result)
                 del result
-                handout, turns = _hand_out(values)
-                del values
-                yield handout
-                if error is not None:
-                    raise error
+                yield from chunk
         finally:
-            turns.clear()  # after close(), not even the rest of this chunk is handed out
+            hand_out.stop()  # after close(), not even the rest of this chunk is handed out
             for future in in_flight:
                 future.cancel()
 
