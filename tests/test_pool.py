@@ -130,6 +130,9 @@ class TestShutdown:
         assert running.result(WAIT) == 1
         assert all(f.cancelled() for f in waiting)
         assert pool.stats().cancelled == 5
+        # concurrent.futures.wait() and as_completed() hear of these cancels too.
+        assert cf.wait(waiting, timeout=WAIT).done == set(waiting)
+        assert set(cf.as_completed(waiting, timeout=WAIT)) == set(waiting)
 
     def test_with_block_waits_for_jobs(self, backend: str) -> None:
         from conftest import pool_kwargs

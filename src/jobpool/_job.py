@@ -11,6 +11,7 @@ import itertools
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable, Optional
@@ -170,6 +171,7 @@ class Job:
         "future",
         "holds_slot",
         "id",
+        "killed",
         "timeout",
         "work",
     )
@@ -188,6 +190,9 @@ class Job:
         # Thread backend: the job's thread was given up on (timeout / kill) / the job returned.
         self.abandoned = False
         self.finished = False
+        # Process backend: Pool.kill() failed this job while it waited behind another in a
+        # worker's pipe; it must not run (see _process/_ahead.py).
+        self.killed = False
 
 
 class Outcomes:
@@ -244,7 +249,14 @@ class Outcomes:
 
     def cancel_pending(self, job: Job) -> None:
         """Cancel a job taken out of the queue before it started."""
-        if job.future.cancelled() or job.future.cancel():
+        future = job.future
+        if future.cancelled() or future.cancel():
+            # Nobody will dequeue it now: tell concurrent.futures.wait() and as_completed()
+            # waiters, which only hear of a cancel when the future is "notified".
+            try:
+                future.set_running_or_notify_cancel()
+            except RuntimeError:  # notified already
+                pass
             with self._lock:
                 self.cancelled += 1
 
@@ -286,6 +298,8 @@ class JobQueue:
         self._slot_lock = threading.Lock()
         # ``None`` stop markers in the queue: not jobs, so qsize() (the pending count) skips them.
         self._stop_markers = 0
+        # Jobs taken out and put back (put_back): first in line again.
+        self._front: deque[Job] = deque()
 
     @property
     def bounded(self) -> bool:
@@ -318,7 +332,13 @@ class JobQueue:
                 self._stop_markers += 1
         self._queue.put(job)
 
+    def put_back(self, job: Job) -> None:
+        """Return a job just taken (and not started) to the front of the line."""
+        self._front.append(job)
+
     def get(self) -> Optional[Job]:
+        if self._front:
+            return self._front.popleft()
         job = self._queue.get()
         if job is None:
             with self._slot_lock:
@@ -329,6 +349,11 @@ class JobQueue:
 
     def get_nowait(self) -> Optional[Job]:
         """Next waiting job, or None if there is none."""
+        if self._front:
+            try:
+                return self._front.popleft()
+            except IndexError:  # drained meanwhile by another thread
+                pass
         try:
             job = self._queue.get_nowait()
         except queue.Empty:
@@ -343,6 +368,11 @@ class JobQueue:
     def drain(self) -> list[Job]:
         """Remove and return every waiting job."""
         jobs: list[Job] = []
+        while self._front:
+            try:
+                jobs.append(self._front.popleft())
+            except IndexError:
+                break
         while True:
             try:
                 job = self._queue.get_nowait()
@@ -356,4 +386,4 @@ class JobQueue:
                 jobs.append(job)
 
     def qsize(self) -> int:
-        return max(0, self._queue.qsize() - self._stop_markers)
+        return max(0, self._queue.qsize() - self._stop_markers) + len(self._front)

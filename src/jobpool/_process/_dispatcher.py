@@ -3,7 +3,8 @@
 It sleeps in an FdWatch (epoll) over each worker's pipe, each worker's exit fd and a wake-up pipe,
 with a timeout equal to the nearest job deadline, never a polling interval. Each wake-up is a few
 named steps: read what workers said, bury the workers that exited (failing only the job each
-held and starting a replacement), kill overdue workers, and hand waiting jobs to idle workers.
+ran, requeueing the ones sent ahead, and starting a replacement), kill overdue workers, hand
+waiting jobs to idle workers, and send busy workers with short jobs their next ones (_ahead).
 
     submit() --JobQueue--> Dispatcher --pipe--> worker --pipe--> Dispatcher --> Future
 """
@@ -16,6 +17,7 @@ import os
 import pickle
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional
@@ -31,6 +33,7 @@ _log = logging.getLogger("jobpool")
 
 # A worker that dies before it is ready this many times in a row breaks the pool.
 MAX_START_FAILURES = 3
+_KILLED_MESSAGE = "job killed by Pool.kill() before it started; it will not run"
 
 
 class Dispatcher:
@@ -76,6 +79,8 @@ class Dispatcher:
         # while we slept, a readable event we got may have been read already.
         self._helps = 0
         self._events_stale = False
+        # Jobs already marked running that a worker gave back or left unstarted: first in line.
+        self._returned: deque[Job] = deque()
         self.thread = threading.Thread(target=self._run, name="jobpool-dispatcher", daemon=True)
 
     # --- called from other threads -------------------------------------------------------------
@@ -115,7 +120,7 @@ class Dispatcher:
         if self.idle_workers <= 0 or self.closing or not self.lock.acquire(blocking=False):
             return False
         try:
-            if self.closing or self._broken is not None or self._queue.qsize():
+            if self.closing or self._broken is not None or self._waiting():
                 return False
             handle = next((h for h in self._handles if h.idle), None)
             if handle is None:
@@ -152,6 +157,7 @@ class Dispatcher:
                 # wake us) queued its job before this count, so _assign_jobs below sees it.
                 self.idle_workers = sum(handle.idle for handle in self._handles)
                 self._assign_jobs()
+                self._send_ahead()
                 self._stop_when_drained()
                 if not self._handles and self.closing:
                     break
@@ -181,6 +187,7 @@ class Dispatcher:
                 handle.reap()
         finally:
             self.idle_workers = 0
+            self._fail_returned(self._broken or JobKilledError("the pool was terminated"))
             self.lock.release()
             self._run_requests()
             self._watch.close()
@@ -244,7 +251,7 @@ class Dispatcher:
         """
         if (
             self._max_jobs is not None
-            or self._queue.qsize()
+            or self._waiting()
             or threading.current_thread() is self.thread
         ):
             return
@@ -256,6 +263,8 @@ class Dispatcher:
                 or handle.failure is not None
                 or handle.job is None
                 or handle.job.future is not future
+                or handle.ahead
+                or handle.recalling
                 or not self._watch.pause(handle.fd)
             ):
                 return
@@ -298,7 +307,7 @@ class Dispatcher:
             self._watch.resume(handle.fd)
         if handle.idle:
             self.idle_workers += 1
-            if self.closing or self._queue.qsize():
+            if self.closing or self._waiting():
                 self._assign_jobs()
                 self.wake()  # anything else a free worker changes (closing) is the loop's
 
@@ -312,11 +321,16 @@ class Dispatcher:
             # We killed this worker (timeout, Pool.kill): its job fails with that reason when
             # the exit is seen, even if a reply slipped out meanwhile; and it is replaced there,
             # not also recycled here.
+            handle.moved_on = True
             return None
         if tag == p.OK or tag == p.RAISED:
             job = handle.finish_job()
             if job is not None and job.id == message[1]:
                 reply = (job, message)
+            following = handle.job
+            if following is not None and following.killed:  # Pool.kill() came too late
+                handle.kill(JobKilledError(_KILLED_MESSAGE))
+                return reply
             if (
                 self._max_jobs is not None
                 and handle.jobs_done >= self._max_jobs
@@ -326,6 +340,8 @@ class Dispatcher:
                 if self._needs_workers():  # counted only when replaced, as for a crash
                     self._outcomes.count("worker_restarts")
                     self._start_worker()
+        elif tag == p.GIVE_BACK:
+            self._returned.extend(job for job in handle.gave_back(message[1]) if not job.killed)
         elif tag == p.LOG:
             self._forward_log(handle, message[1])
         elif tag == p.READY:
@@ -378,6 +394,7 @@ class Dispatcher:
             job.future._worker = None
             error = handle.failure or WorkerCrashedError(handle.pid, exitcode)
             self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
+        self._requeue_unstarted(handle, exitcode)
         if handle.retiring and handle.failure is None:
             return  # a planned exit: recycled or closing
         if not handle.ready and handle.failure is None:
@@ -395,6 +412,28 @@ class Dispatcher:
             self._outcomes.count("worker_restarts")
             self._start_worker()
 
+    def _requeue_unstarted(self, handle: WorkerHandle, exitcode: Optional[int]) -> None:
+        """The jobs a gone worker held but had not started run elsewhere, ahead of the queue."""
+        jobs = [job for job in handle.take_ahead() if not job.killed]
+        if not jobs:
+            return
+        if handle.moved_on and handle.failure is not None:
+            # It replied to the job we killed it for, so it had started the next one.
+            self._outcomes.fail(jobs.pop(0), WorkerCrashedError(handle.pid, exitcode))
+        if self._terminating or self._broken is not None:
+            for job in jobs:
+                self._outcomes.fail(job, self._broken or JobKilledError("the pool was terminated"))
+            return
+        self._returned.extendleft(reversed(jobs))
+
+    def _fail_returned(self, error: BaseException) -> None:
+        while self._returned:
+            self._outcomes.fail(self._returned.popleft(), error)
+
+    def _waiting(self) -> bool:
+        """Whether jobs wait for a worker (queued, or returned by one)."""
+        return bool(self._returned) or self._queue.qsize() > 0
+
     def _needs_workers(self) -> bool:
         """Whether a worker that left must be replaced.
 
@@ -403,9 +442,10 @@ class Dispatcher:
         """
         if self._terminating or self._broken is not None:
             return False
-        return not self.closing or self._queue.qsize() > 0
+        return not self.closing or self._waiting()
 
     def _kill_all(self) -> None:
+        self._fail_returned(JobKilledError("the pool was terminated"))
         for handle in self._handles:
             if not handle.retiring or handle.process.exitcode is None:
                 handle.kill(handle.failure or JobKilledError("the pool was terminated"))
@@ -419,6 +459,7 @@ class Dispatcher:
         self._on_broken(error)
         for job in self._queue.drain():
             self._outcomes.fail_pending(job, error)
+        self._fail_returned(error)
         for handle in self._handles:
             if handle.job is not None:
                 handle.kill(error)
@@ -443,6 +484,8 @@ class Dispatcher:
                 pass
 
     def _next_job(self) -> Optional[Job]:
+        if self._returned:
+            return self._returned.popleft()
         while True:
             job = self._queue.get_nowait()
             if job is None:
@@ -450,21 +493,54 @@ class Dispatcher:
             if self._outcomes.start(job):
                 return job
 
+    def _send_ahead(self) -> None:
+        """Give busy workers whose jobs are short their next jobs now (see _ahead)."""
+        if self._max_jobs is not None or self._terminating or not self._waiting():
+            return
+        now = time.monotonic()
+        for handle in self._handles:
+            while handle.can_take_ahead(now):
+                job = self._next_job_for(handle)
+                if job is None:
+                    break
+                try:
+                    handle.run(job)
+                except OSError:  # the worker died under us: its exit requeues the job
+                    break
+            if not self._waiting():
+                return
+
+    def _next_job_for(self, handle: WorkerHandle) -> Optional[Job]:
+        """The next job if it may wait in ``handle``'s pipe; else None, and it stays first."""
+        returned = self._returned
+        if returned:
+            return returned.popleft() if handle.fits_ahead(returned[0]) else None
+        while True:
+            job = self._queue.get_nowait()
+            if job is None:
+                return None
+            if not handle.fits_ahead(job):
+                self._queue.put_back(job)
+                return None
+            if self._outcomes.start(job):
+                return job
+
     def _stop_when_drained(self) -> None:
         if not self.closing:
             return
-        if self._queue.qsize() and not self._terminating and self._broken is None:
+        if self._waiting() and not self._terminating and self._broken is None:
             return
         for handle in self._handles:
             if handle.idle or (not handle.ready and not handle.retiring):
                 handle.stop()
 
     def _seconds_to_next_deadline(self) -> Optional[float]:
+        """Until the nearest job deadline or recall (see _ahead), or None."""
         nearest = None
         for handle in self._handles:
-            deadline = handle.deadline
-            if deadline is not None and (nearest is None or deadline < nearest):
-                nearest = deadline
+            for deadline in (handle.deadline, handle.recall_at):
+                if deadline is not None and (nearest is None or deadline < nearest):
+                    nearest = deadline
         if nearest is None:
             return None
         return max(0.0, nearest - time.monotonic())
@@ -472,6 +548,9 @@ class Dispatcher:
     def _expire_deadlines(self) -> None:
         now = time.monotonic()
         for handle in self._handles:
+            recall_at = handle.recall_at
+            if recall_at is not None and recall_at <= now:
+                handle.recall()
             if handle.deadline is not None and handle.deadline <= now and handle.job is not None:
                 assert handle.job.timeout is not None
                 handle.deadline = None
@@ -481,6 +560,21 @@ class Dispatcher:
         for handle in self._handles:
             if handle.job is not None and handle.job.future is future and handle.failure is None:
                 handle.kill(JobKilledError("job killed by Pool.kill(); its worker was replaced"))
+                return True
+            for job in handle.ahead:
+                if job.future is future and not job.killed:
+                    # Waiting behind another job: it fails now and is taken back unstarted; if
+                    # it starts first, its worker is killed then (_handle_message).
+                    job.killed = True
+                    self._outcomes.fail(job, JobKilledError(_KILLED_MESSAGE))
+                    if not handle.recalling:
+                        handle.recall()
+                    return True
+        for job in self._returned:
+            if job.future is future and not job.killed:
+                job.killed = True
+                self._outcomes.fail(job, JobKilledError(_KILLED_MESSAGE))
+                self._returned.remove(job)
                 return True
         return False
 

@@ -24,6 +24,10 @@ Worker -> parent:
     (OK, job_id, result_bytes)
     (RAISED, job_id, error_bytes)     see jobpool._remote
     (LOG, record_dict)
+    (GIVE_BACK, [job_id, ...])      the jobs it had not started, after a recall (see _ahead)
+
+Besides its job pipe each worker has a one-way recall pipe, parent -> worker: one byte there
+asks for a GIVE_BACK, and its watch thread answers even while a job runs.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ INIT_FAILED = 11
 OK = 12
 RAISED = 13
 LOG = 14
+GIVE_BACK = 15
 
 # Keyed functions each side remembers; the oldest is forgotten first.
 FUNCTION_CACHE_SIZE = 16

@@ -2,7 +2,8 @@
 
 It imports only the protocol, serialization and the remote-exception helpers, so a fresh worker
 starts fast. It ignores SIGINT (the parent decides what Ctrl-C means and stops its workers), and a
-watchdog thread exits the process when the parent dies, even while a job still runs.
+watch thread exits the process when the parent dies, even while a job still runs. The same
+thread answers recalls: it hands back the jobs sent ahead that the worker has not started.
 """
 
 from __future__ import annotations
@@ -78,17 +79,26 @@ class _ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
-def _watch_parent() -> None:
-    """Exit when the parent process is gone, so no worker outlives a killed parent."""
+def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
+    """Exit when the parent process is gone, so no worker outlives a killed parent.
+
+    Also answer the parent's recalls (see _ahead), which must be heard while a job runs.
+    """
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None) if parent is not None else None
     original_ppid = os.getppid()
+    watched: list[Any] = [recall] if sentinel is None else [sentinel, recall]
     while True:
-        if sentinel is not None:
-            if wait([sentinel], timeout=1.0):
-                os._exit(EXIT_PARENT_DIED)
-        else:
-            threading.Event().wait(1.0)
+        ready = wait(watched, timeout=1.0) if watched else threading.Event().wait(1.0)
+        if sentinel is not None and ready and sentinel in ready:  # type: ignore[operator]
+            os._exit(EXIT_PARENT_DIED)
+        if ready and recall in ready:  # type: ignore[operator]
+            try:
+                recall.recv_bytes()
+            except (EOFError, OSError):  # the parent closed it: this worker is going away
+                watched.remove(recall)
+            else:
+                channel.send((p.GIVE_BACK, inbox.give_back()))
         if os.getppid() != original_ppid:
             os._exit(EXIT_PARENT_DIED)
 
@@ -101,12 +111,20 @@ def _setup_logging(channel: _Channel, level: int) -> None:
     root.setLevel(level)
 
 
-def worker_main(conn: Connection, setup: tuple[Any, tuple[Any, ...]], log_level: int) -> None:
+def worker_main(
+    conn: Connection, recall: Connection, setup: tuple[Any, tuple[Any, ...]], log_level: int
+) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
-    threading.Thread(target=_watch_parent, name="jobpool-parent-watch", daemon=True).start()
     channel = _Channel(conn)
+    inbox = _Inbox(conn)
+    threading.Thread(
+        target=_watch_parent,
+        args=(recall, inbox, channel),
+        name="jobpool-parent-watch",
+        daemon=True,
+    ).start()
     _setup_logging(channel, log_level)
     try:
         initializer, initargs = setup
@@ -118,43 +136,82 @@ def worker_main(conn: Connection, setup: tuple[Any, tuple[Any, ...]], log_level:
         channel.send((p.INIT_FAILED, pack_exception(exc)))
         return
     channel.send((p.READY, os.getpid()))
-    _serve(conn, channel)
+    _serve(inbox, channel)
     sys.stdout.flush()
     sys.stderr.flush()
 
 
 class _Inbox:
-    """The messages from the parent, one ``read`` for all that arrived together."""
+    """The messages from the parent, one ``read`` for all that arrived together.
+
+    Shared with the watch thread, which may take back the jobs not yet started (give_back).
+    """
 
     def __init__(self, conn: Connection) -> None:
         self._reader = FrameReader(conn.fileno())
         self._waiting: deque[bytes] = deque()
+        self._lock = threading.Lock()
 
-    def next(self) -> bytes:
-        while not self._waiting:
-            self._waiting.extend(self._reader.read())
-            if self._reader.eof and not self._waiting:
+    def next(self) -> tuple[Any, Any]:
+        """The next message, with the raw frame that follows a DEFINE_FN or DEFINE_BLOB."""
+        with self._lock:
+            message = pickle.loads(self._next_frame())
+            if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
+                return message, self._next_frame()
+            return message, None
+
+    def _next_frame(self) -> bytes:
+        waiting = self._waiting
+        while not waiting:
+            waiting.extend(self._reader.read())
+            if self._reader.eof and not waiting:
                 raise EOFError
-        return self._waiting.popleft()
+        return waiting.popleft()
+
+    def give_back(self) -> list[int]:
+        """Remove the jobs received but not started; their ids.
+
+        None when the main thread holds the inbox: it is then reading the pipe, so it has run
+        every job it received, and runs the ones it reads next.
+        """
+        if not self._lock.acquire(blocking=False):
+            return []
+        try:
+            self._waiting.extend(self._reader.read_ready())
+            kept: deque[bytes] = deque()
+            ids: list[int] = []
+            frames = iter(self._waiting)
+            for data in frames:
+                message = pickle.loads(data)
+                if message[0] == p.RUN_CALL or message[0] == p.RUN_CHUNK:
+                    ids.append(message[1])
+                    continue
+                kept.append(data)
+                if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
+                    kept.append(next(frames))  # raw bytes, not a message
+            self._waiting = kept
+            return ids
+        finally:
+            self._lock.release()
 
 
-def _serve(conn: Connection, channel: _Channel) -> None:
+def _serve(inbox: _Inbox, channel: _Channel) -> None:
     functions: OrderedDict[int, Callable[..., Any]] = OrderedDict()
     blobs = BLOBS
-    inbox, loads = _Inbox(conn), pickle.loads
+    loads = pickle.loads
     while True:
         try:
-            message = loads(inbox.next())
+            message, extra = inbox.next()
         except (EOFError, OSError):
             return
         tag = message[0]
         if tag == p.STOP:
             return
         if tag == p.DEFINE_FN:
-            _define(functions, message[1], inbox.next(), blobs)
+            _define(functions, message[1], extra, blobs)
             continue
         if tag == p.DEFINE_BLOB:
-            blobs[message[1]] = loads(inbox.next())
+            blobs[message[1]] = loads(extra)
             continue
         if tag == p.FORGET_BLOB:
             blobs.pop(message[1], None)

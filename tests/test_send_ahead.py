@@ -1,0 +1,280 @@
+"""Jobs sent to a busy worker ahead of time (``_process/_ahead.py``).
+
+The dispatcher gives a worker with short jobs its next few jobs before the running one ends.
+These tests check what that must never cost: a job waiting behind one that hangs, crashes,
+times out or is killed still runs (exactly once) elsewhere, a killed waiting job never runs,
+and terminate() leaves no job unresolved.
+
+To put jobs behind a running one on purpose, the tests hold both workers at a gate and make the
+dispatcher send ahead whatever its job-time estimate says (``SHORT_JOB_SECONDS`` raised); the
+recall timer is raised too while the jobs are placed, so only the path under test moves them.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import Future, wait
+from typing import Any, Callable
+
+import pytest
+
+import jobs
+from conftest import WAIT
+from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError
+from jobpool._job import Call, Job, JobQueue
+from jobpool._process import _handle
+from jobpool._process import _protocol as p
+from jobpool._process._ahead import AHEAD_JOBS
+from jobpool._process._frames import write_frame
+from jobpool._process._worker import _Inbox
+
+BACKEND = "process-forkserver"
+
+
+@pytest.fixture
+def eager(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Send ahead to any busy worker; recall only when a test lowers the timer again."""
+    monkeypatch.setattr(_handle, "SHORT_JOB_SECONDS", 3600.0)
+    monkeypatch.setattr(_handle, "RECALL_AFTER_SECONDS", 3600.0)
+    return monkeypatch
+
+
+@pytest.fixture
+def gate() -> Iterator[jobs.StartGate]:
+    with jobs.StartGate() as started:
+        yield started
+
+
+@pytest.fixture
+def marks() -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as directory:
+        yield directory
+
+
+def _dispatcher(pool: Pool) -> Any:
+    return pool._backend._dispatcher  # type: ignore[attr-defined]
+
+
+def _warm(pool: Pool, gate: jobs.StartGate) -> None:
+    """Run one job on each worker, so that both have a job time (none is sent ahead before)."""
+    warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
+    gate.wait_for("warm0")
+    gate.wait_for("warm1")
+    gate.release("warm0")
+    gate.release("warm1")
+    assert [f.result(WAIT) for f in warm] == [0, 1]
+
+
+def _place(
+    pool: Pool, gate: jobs.StartGate, submit: Callable[[], list[Future[Any]]]
+) -> tuple[list[Future[Any]], list[list[Future[Any]]]]:
+    """Hold both workers at the gate ("a0", "a1"), queue ``submit()``'s jobs, send them ahead.
+
+    Returns the two held jobs and, per worker, the futures waiting in its pipe.
+    """
+    held = [pool.submit(jobs.gate_job, gate.address, f"a{i}", f"a{i}") for i in range(2)]
+    gate.wait_for("a0")
+    gate.wait_for("a1")
+    submit()
+    dispatcher = _dispatcher(pool)
+    dispatcher.call(lambda: None)  # one turn of its loop ends with the send-ahead step
+    ahead = dispatcher.call(lambda: [[j.future for j in h.ahead] for h in dispatcher._handles])
+    return held, ahead
+
+
+def _release_held(gate: jobs.StartGate, held: list[Future[Any]]) -> None:
+    gate.release("a0")
+    gate.release("a1")
+    assert sorted(f.result(WAIT) for f in held) == ["a0", "a1"]
+
+
+def test_jobs_behind_a_hung_job_are_recalled_and_run_elsewhere(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
+) -> None:
+    pool = make_pool(BACKEND, 2)
+    _warm(pool, gate)
+    futures: list[Future[Any]] = []
+
+    def submit() -> list[Future[Any]]:
+        futures.append(pool.submit(jobs.gate_job, gate.address, "hung", "hung"))
+        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(7))
+        return futures
+
+    held, ahead = _place(pool, gate, submit)
+    assert sorted(map(len, ahead)) == [AHEAD_JOBS, AHEAD_JOBS]
+    assert any(queue[0] is futures[0] for queue in ahead)  # the hung job leads one pipe
+    assert futures[0].running() and not futures[0].cancel()  # sent ahead: already running
+    eager.setattr(_handle, "RECALL_AFTER_SECONDS", 0.01)
+    _release_held(gate, held)
+    short = futures[1:]
+    done, _ = wait(short, timeout=WAIT)
+    assert done == set(short), "jobs stayed behind the hung job"
+    assert [f.result() for f in short] == list(range(7))
+    assert sorted(jobs.runs_in(marks)) == [str(i) for i in range(7)]
+    assert not futures[0].done()
+    gate.release("hung")
+    assert futures[0].result(WAIT) == "hung"
+
+
+def test_jobs_behind_a_crash_run_elsewhere_once(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
+) -> None:
+    pool = make_pool(BACKEND, 2)
+    _warm(pool, gate)
+    futures: list[Future[Any]] = []
+
+    def submit() -> list[Future[Any]]:
+        futures.append(pool.submit(jobs.exit_now, 3))
+        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(7))
+        return futures
+
+    held, ahead = _place(pool, gate, submit)
+    assert any(queue[:1] == [futures[0]] and len(queue) == AHEAD_JOBS for queue in ahead)
+    _release_held(gate, held)
+    with pytest.raises(WorkerCrashedError):
+        futures[0].result(WAIT)
+    assert [f.result(WAIT) for f in futures[1:]] == list(range(7))
+    assert sorted(jobs.runs_in(marks)) == [str(i) for i in range(7)]
+    assert pool.submit(jobs.square, 4).result(WAIT) == 16
+
+
+def test_jobs_behind_a_timed_out_job_run_elsewhere_once(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
+) -> None:
+    pool = make_pool(BACKEND, 2)
+    _warm(pool, gate)
+    futures: list[Future[Any]] = []
+
+    def submit() -> list[Future[Any]]:
+        futures.append(pool.options(timeout=0.5).submit(jobs.gate_job, gate.address, "slow"))
+        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(7))
+        return futures
+
+    held, ahead = _place(pool, gate, submit)
+    assert any(queue[:1] == [futures[0]] for queue in ahead)
+    _release_held(gate, held)
+    with pytest.raises(JobTimeoutError):
+        futures[0].result(WAIT)
+    assert [f.result(WAIT) for f in futures[1:]] == list(range(7))
+    assert sorted(jobs.runs_in(marks)) == [str(i) for i in range(7)]
+
+
+def test_killing_a_job_that_waits_in_a_pipe_means_it_never_runs(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
+) -> None:
+    pool = make_pool(BACKEND, 2)
+    _warm(pool, gate)
+    futures: list[Future[Any]] = []
+
+    def submit() -> list[Future[Any]]:
+        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(8))
+        return futures
+
+    held, ahead = _place(pool, gate, submit)
+    victim = ahead[0][1]
+    assert pool.kill(victim)
+    assert victim.done()
+    with pytest.raises(JobKilledError, match="before it started"):
+        victim.result()
+    dispatcher = _dispatcher(pool)
+    # The recall is answered by the worker's watch thread while its job waits at the gate.
+    for _ in range(10_000):
+        if not dispatcher.call(lambda: any(h.recalling for h in dispatcher._handles)):
+            break
+    else:
+        raise AssertionError("the worker never answered the recall")
+    _release_held(gate, held)
+    others = [f for f in futures if f is not victim]
+    assert [f.result(WAIT) for f in others] == [i for i, f in enumerate(futures) if f is not victim]
+    assert sorted(jobs.runs_in(marks)) == sorted(str(f.result()) for f in others)
+
+
+def test_terminate_resolves_jobs_waiting_in_pipes(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
+) -> None:
+    pool = make_pool(BACKEND, 2)
+    _warm(pool, gate)
+    futures: list[Future[Any]] = []
+
+    def submit() -> list[Future[Any]]:
+        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(12))
+        return futures
+
+    held, ahead = _place(pool, gate, submit)
+    assert sum(map(len, ahead)) == 2 * AHEAD_JOBS
+    pool.terminate()
+    done, _ = wait(held + futures, timeout=WAIT)
+    assert done == set(held + futures)
+    for future in held + [f for queue in ahead for f in queue]:
+        with pytest.raises(JobKilledError):
+            future.result()
+    assert all(f.cancelled() for f in futures if f not in {g for q in ahead for g in q})
+    assert jobs.runs_in(marks) == {}
+
+
+def test_short_jobs_queued_after_a_hung_one_finish_with_the_defaults(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate
+) -> None:
+    pool = make_pool(BACKEND, 2)
+    assert list(pool.map(jobs.square, range(2000), chunksize=1)) == [i * i for i in range(2000)]
+    hung = pool.submit(jobs.gate_job, gate.address, "hung", "hung")
+    short = [pool.submit(jobs.square, i) for i in range(500)]
+    assert [f.result(WAIT) for f in short] == [i * i for i in range(500)]
+    assert not hung.done()
+    gate.release("hung")
+    assert hung.result(WAIT) == "hung"
+
+
+# --- the worker's side of a recall --------------------------------------------------------------
+
+
+def _message(*fields: Any) -> bytes:
+    import pickle
+
+    return pickle.dumps(fields)
+
+
+def test_give_back_returns_only_unstarted_jobs_and_keeps_definitions() -> None:
+    parent, child = socket.socketpair()
+    with parent, child:
+        inbox = _Inbox(child)  # type: ignore[arg-type]
+        frames = [
+            _message(p.RUN_CALL, 1, None, b"f", b"a"),
+            _message(p.RUN_CALL, 2, None, b"f", b"a"),
+            _message(p.DEFINE_FN, 7),
+            b"raw function bytes",
+            _message(p.RUN_CALL, 3, 7, None, b"a"),
+            _message(p.RUN_CHUNK, 4, None, b"f", b"a"),
+        ]
+        for frame in frames:
+            write_frame(parent.fileno(), frame)
+        message, extra = inbox.next()
+        assert message[:2] == (p.RUN_CALL, 1) and extra is None  # "started"
+        assert inbox.give_back() == [2, 3, 4]
+        write_frame(parent.fileno(), _message(p.STOP))
+        assert inbox.next() == ((p.DEFINE_FN, 7), b"raw function bytes")
+        assert inbox.next() == ((p.STOP,), None)
+
+
+def test_give_back_while_the_main_thread_reads_returns_nothing() -> None:
+    parent, child = socket.socketpair()
+    with parent, child:
+        inbox = _Inbox(child)  # type: ignore[arg-type]
+        write_frame(parent.fileno(), _message(p.RUN_CALL, 1, None, b"f", b"a"))
+        with inbox._lock:  # the main thread is inside next(): it runs what it reads
+            assert inbox.give_back() == []
+        assert inbox.next()[0][:2] == (p.RUN_CALL, 1)
+
+
+def test_a_job_put_back_is_first_in_line() -> None:
+    queue = JobQueue(max_pending=None)
+    first, second = (Job(Call(print, (i,), {}), None) for i in range(2))
+    queue.put(second)
+    queue.put_back(first)
+    assert queue.qsize() == 2
+    assert queue.get_nowait() is first
+    queue.put_back(first)
+    assert queue.drain() == [first, second]
+    assert queue.qsize() == 0
