@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT
+from conftest import START_METHODS, WAIT
 from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError
 from jobpool._job import Call, Job, JobQueue
 from jobpool._process import _handle
@@ -90,10 +90,15 @@ def _release_held(gate: jobs.StartGate, held: list[Future[Any]]) -> None:
     assert sorted(f.result(WAIT) for f in held) == ["a0", "a1"]
 
 
+@pytest.mark.parametrize("start_method", START_METHODS)
 def test_jobs_behind_a_hung_job_are_recalled_and_run_elsewhere(
-    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
+    make_pool: Callable[..., Pool],
+    gate: jobs.StartGate,
+    marks: str,
+    eager: pytest.MonkeyPatch,
+    start_method: str,
 ) -> None:
-    pool = make_pool(BACKEND, 2)
+    pool = make_pool(f"process-{start_method}", 2)
     _warm(pool, gate)
     futures: list[Future[Any]] = []
 
@@ -278,3 +283,13 @@ def test_a_job_put_back_is_first_in_line() -> None:
     queue.put_back(first)
     assert queue.drain() == [first, second]
     assert queue.qsize() == 0
+
+
+def test_give_back_with_a_definition_still_arriving() -> None:
+    parent, child = socket.socketpair()
+    with parent, child:
+        inbox = _Inbox(child)  # type: ignore[arg-type]
+        write_frame(parent.fileno(), _message(p.DEFINE_FN, 7))
+        assert inbox.give_back() == []  # its function bytes are not here yet
+        write_frame(parent.fileno(), b"raw function bytes")
+        assert inbox.next() == ((p.DEFINE_FN, 7), b"raw function bytes")

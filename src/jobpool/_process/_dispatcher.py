@@ -414,12 +414,13 @@ class Dispatcher:
 
     def _requeue_unstarted(self, handle: WorkerHandle, exitcode: Optional[int]) -> None:
         """The jobs a gone worker held but had not started run elsewhere, ahead of the queue."""
-        jobs = [job for job in handle.take_ahead() if not job.killed]
-        if not jobs:
-            return
-        if handle.moved_on and handle.failure is not None:
+        jobs = handle.take_ahead()
+        if jobs and handle.moved_on and handle.failure is not None:
             # It replied to the job we killed it for, so it had started the next one.
             self._outcomes.fail(jobs.pop(0), WorkerCrashedError(handle.pid, exitcode))
+        jobs = [job for job in jobs if not job.killed]
+        if not jobs:
+            return
         if self._terminating or self._broken is not None:
             for job in jobs:
                 self._outcomes.fail(job, self._broken or JobKilledError("the pool was terminated"))

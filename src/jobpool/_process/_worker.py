@@ -171,8 +171,8 @@ class _Inbox:
     def give_back(self) -> list[int]:
         """Remove the jobs received but not started; their ids.
 
-        None when the main thread holds the inbox: it is then reading the pipe, so it has run
-        every job it received, and runs the ones it reads next.
+        Nothing while the main thread holds the inbox: it is then reading the pipe, so it has
+        run every job it received, and it runs the ones it reads next.
         """
         if not self._lock.acquire(blocking=False):
             return []
@@ -188,7 +188,9 @@ class _Inbox:
                     continue
                 kept.append(data)
                 if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
-                    kept.append(next(frames))  # raw bytes, not a message
+                    raw = next(frames, None)  # raw bytes, not a message (None: still to come)
+                    if raw is not None:
+                        kept.append(raw)
             self._waiting = kept
             return ids
         finally:
