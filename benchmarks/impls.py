@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from concurrent import futures
 from typing import Any, Callable, Optional
 
+from .jobs import sleep_job
+
 LAZY_CHUNK = 1000
 TIMEOUTS = (TimeoutError, futures.TimeoutError, multiprocessing.TimeoutError)
 
@@ -58,7 +60,14 @@ class Adapter:
         raise NotSupported(self.name)
 
     def warm(self, fn: Callable[..., Any], workers: int) -> None:
+        """Start every worker and run a few jobs before anything is timed.
+
+        A pool may run the first trivial jobs all on its first worker while the others still
+        start (a fork server or spawn takes tens of ms); jobs that sleep long enough to need
+        every worker come next, so that no timing includes a worker's start.
+        """
         self.run_all(fn, range(4 * workers))
+        self.run_all(sleep_job, [0.05] * (2 * workers))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

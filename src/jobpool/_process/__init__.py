@@ -9,6 +9,8 @@
       queued? send it to that worker's pipe yourself ------------> run fn(*args)
       else JobQueue.put -- wake -> take a job for an idle worker
                                   send on that worker's pipe ------> run fn(*args)
+                                  (short jobs: up to 4 more wait
+                                  in a busy worker's pipe, _ahead)
                                   read the reply <------------------ send OK / RAISED
       Future resolved <---------- resolve the job's Future
     result() on a running job, nothing queued:
@@ -16,6 +18,7 @@
                                   worker exited? fail only its job,
                                   start a replacement
                                   past its deadline? kill + replace
+                                  (jobs it had not started: requeue)
 
 Serializing in the caller's thread makes a bad argument fail at ``submit`` with the part named,
 before anything is queued. See ``_dispatcher`` for the loop and ``_worker`` for the child side.
