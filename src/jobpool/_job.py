@@ -334,7 +334,7 @@ class JobQueue:
 
     def put_back(self, job: Job) -> None:
         """Return a job just taken (and not started) to the front of the line."""
-        self._front.append(job)
+        self._front.appendleft(job)
 
     def get(self) -> Optional[Job]:
         if self._front:
