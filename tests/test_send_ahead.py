@@ -57,37 +57,52 @@ def _dispatcher(pool: Pool) -> Any:
     return pool._backend._dispatcher  # type: ignore[attr-defined]
 
 
-def _warm(pool: Pool, gate: jobs.StartGate) -> None:
-    """Run one job on each worker, so that both have a job time (none is sent ahead before)."""
+def _warm_pool(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, backend: str = BACKEND
+) -> Pool:
+    """A 2-worker pool in which each worker ran one job, so both have a job time (no job is
+    sent ahead to a worker before)."""
+    pool = make_pool(backend, 2)
     warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
     gate.wait_for("warm0")
     gate.wait_for("warm1")
     gate.release("warm0")
     gate.release("warm1")
     assert [f.result(WAIT) for f in warm] == [0, 1]
+    return pool
+
+
+def _marked(pool: Pool, marks: str, n: int) -> list[Future[Any]]:
+    """``n`` jobs that record in ``marks`` that they ran (once), returning their index."""
+    return [pool.submit(jobs.mark_run, marks, i, i) for i in range(n)]
 
 
 def _place(
-    pool: Pool, gate: jobs.StartGate, submit: Callable[[], list[Future[Any]]]
-) -> tuple[list[Future[Any]], list[list[Future[Any]]]]:
-    """Hold both workers at the gate ("a0", "a1"), queue ``submit()``'s jobs, send them ahead.
+    pool: Pool, gate: jobs.StartGate, queue_jobs: Callable[[], list[Future[Any]]]
+) -> tuple[list[Future[Any]], list[Future[Any]], list[list[Future[Any]]]]:
+    """Hold both workers at the gate ("a0", "a1"), queue ``queue_jobs()``, send them ahead.
 
-    Returns the two held jobs and, per worker, the futures waiting in its pipe.
+    Returns the two held jobs, the queued ones, and per worker the futures waiting in its pipe.
     """
     held = [pool.submit(jobs.gate_job, gate.address, f"a{i}", f"a{i}") for i in range(2)]
     gate.wait_for("a0")
     gate.wait_for("a1")
-    submit()
+    futures = queue_jobs()
     dispatcher = _dispatcher(pool)
     dispatcher.call(lambda: None)  # one turn of its loop ends with the send-ahead step
     ahead = dispatcher.call(lambda: [[j.future for j in h.ahead] for h in dispatcher._handles])
-    return held, ahead
+    return held, futures, ahead
 
 
 def _release_held(gate: jobs.StartGate, held: list[Future[Any]]) -> None:
     gate.release("a0")
     gate.release("a1")
     assert sorted(f.result(WAIT) for f in held) == ["a0", "a1"]
+
+
+def _assert_each_ran_once(futures: list[Future[Any]], marks: str, n: int) -> None:
+    assert [f.result(WAIT) for f in futures] == list(range(n))
+    assert sorted(jobs.runs_in(marks)) == [str(i) for i in range(n)]
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
@@ -98,16 +113,15 @@ def test_jobs_behind_a_hung_job_are_recalled_and_run_elsewhere(
     eager: pytest.MonkeyPatch,
     start_method: str,
 ) -> None:
-    pool = make_pool(f"process-{start_method}", 2)
-    _warm(pool, gate)
-    futures: list[Future[Any]] = []
-
-    def submit() -> list[Future[Any]]:
-        futures.append(pool.submit(jobs.gate_job, gate.address, "hung", "hung"))
-        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(7))
-        return futures
-
-    held, ahead = _place(pool, gate, submit)
+    pool = _warm_pool(make_pool, gate, f"process-{start_method}")
+    held, futures, ahead = _place(
+        pool,
+        gate,
+        lambda: [
+            pool.submit(jobs.gate_job, gate.address, "hung", "hung"),
+            *_marked(pool, marks, 7),
+        ],
+    )
     assert sorted(map(len, ahead)) == [AHEAD_JOBS, AHEAD_JOBS]
     assert any(queue[0] is futures[0] for queue in ahead)  # the hung job leads one pipe
     assert futures[0].running() and not futures[0].cancel()  # sent ahead: already running
@@ -116,8 +130,7 @@ def test_jobs_behind_a_hung_job_are_recalled_and_run_elsewhere(
     short = futures[1:]
     done, _ = wait(short, timeout=WAIT)
     assert done == set(short), "jobs stayed behind the hung job"
-    assert [f.result() for f in short] == list(range(7))
-    assert sorted(jobs.runs_in(marks)) == [str(i) for i in range(7)]
+    _assert_each_ran_once(short, marks, 7)
     assert not futures[0].done()
     gate.release("hung")
     assert futures[0].result(WAIT) == "hung"
@@ -126,58 +139,40 @@ def test_jobs_behind_a_hung_job_are_recalled_and_run_elsewhere(
 def test_jobs_behind_a_crash_run_elsewhere_once(
     make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
 ) -> None:
-    pool = make_pool(BACKEND, 2)
-    _warm(pool, gate)
-    futures: list[Future[Any]] = []
-
-    def submit() -> list[Future[Any]]:
-        futures.append(pool.submit(jobs.exit_now, 3))
-        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(7))
-        return futures
-
-    held, ahead = _place(pool, gate, submit)
+    pool = _warm_pool(make_pool, gate)
+    held, futures, ahead = _place(
+        pool, gate, lambda: [pool.submit(jobs.exit_now, 3), *_marked(pool, marks, 7)]
+    )
     assert any(queue[:1] == [futures[0]] and len(queue) == AHEAD_JOBS for queue in ahead)
     _release_held(gate, held)
     with pytest.raises(WorkerCrashedError):
         futures[0].result(WAIT)
-    assert [f.result(WAIT) for f in futures[1:]] == list(range(7))
-    assert sorted(jobs.runs_in(marks)) == [str(i) for i in range(7)]
+    _assert_each_ran_once(futures[1:], marks, 7)
     assert pool.submit(jobs.square, 4).result(WAIT) == 16
 
 
 def test_jobs_behind_a_timed_out_job_run_elsewhere_once(
     make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
 ) -> None:
-    pool = make_pool(BACKEND, 2)
-    _warm(pool, gate)
-    futures: list[Future[Any]] = []
-
-    def submit() -> list[Future[Any]]:
-        futures.append(pool.options(timeout=0.5).submit(jobs.gate_job, gate.address, "slow"))
-        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(7))
-        return futures
-
-    held, ahead = _place(pool, gate, submit)
+    pool = _warm_pool(make_pool, gate)
+    slow = pool.options(timeout=0.5)
+    held, futures, ahead = _place(
+        pool,
+        gate,
+        lambda: [slow.submit(jobs.gate_job, gate.address, "slow"), *_marked(pool, marks, 7)],
+    )
     assert any(queue[:1] == [futures[0]] for queue in ahead)
     _release_held(gate, held)
     with pytest.raises(JobTimeoutError):
         futures[0].result(WAIT)
-    assert [f.result(WAIT) for f in futures[1:]] == list(range(7))
-    assert sorted(jobs.runs_in(marks)) == [str(i) for i in range(7)]
+    _assert_each_ran_once(futures[1:], marks, 7)
 
 
 def test_killing_a_job_that_waits_in_a_pipe_means_it_never_runs(
     make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
 ) -> None:
-    pool = make_pool(BACKEND, 2)
-    _warm(pool, gate)
-    futures: list[Future[Any]] = []
-
-    def submit() -> list[Future[Any]]:
-        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(8))
-        return futures
-
-    held, ahead = _place(pool, gate, submit)
+    pool = _warm_pool(make_pool, gate)
+    held, futures, ahead = _place(pool, gate, lambda: _marked(pool, marks, 8))
     victim = ahead[0][1]
     assert pool.kill(victim)
     assert victim.done()
@@ -199,15 +194,8 @@ def test_killing_a_job_that_waits_in_a_pipe_means_it_never_runs(
 def test_terminate_resolves_jobs_waiting_in_pipes(
     make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
 ) -> None:
-    pool = make_pool(BACKEND, 2)
-    _warm(pool, gate)
-    futures: list[Future[Any]] = []
-
-    def submit() -> list[Future[Any]]:
-        futures.extend(pool.submit(jobs.mark_run, marks, i, i) for i in range(12))
-        return futures
-
-    held, ahead = _place(pool, gate, submit)
+    pool = _warm_pool(make_pool, gate)
+    held, futures, ahead = _place(pool, gate, lambda: _marked(pool, marks, 12))
     assert sum(map(len, ahead)) == 2 * AHEAD_JOBS
     pool.terminate()
     done, _ = wait(held + futures, timeout=WAIT)

@@ -69,7 +69,7 @@ class WorkerHandle:
         self.recalling = False  # asked to give back the jobs it has not started
         self.started_at = 0.0  # when self.job started: its reply to the job before came in
         self.recalled_at = 0.0  # when the last recall was answered
-        self.job_seconds = float("inf")  # running average of its recent job times
+        self.job_seconds = math.inf  # running average of its recent job times (none yet)
         self.moved_on = False  # replied to its job after we killed it: the next one started
         self.deadline: Optional[float] = None
         self.jobs_done = 0
@@ -177,7 +177,7 @@ class WorkerHandle:
         if job is not None:
             job.future._worker = None
             seconds = now - self.started_at
-            if self.job_seconds == float("inf"):
+            if self.job_seconds == math.inf:
                 self.job_seconds = seconds
             else:
                 self.job_seconds += (seconds - self.job_seconds) * JOB_TIME_WEIGHT
