@@ -6,6 +6,7 @@ import ctypes
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -433,3 +434,15 @@ def held_blob_count() -> int:
     from jobpool._process import _worker
 
     return len(_worker.BLOBS)
+
+
+def say_then_exit(code: int) -> None:
+    """An initializer that explains itself on stderr, then dies before the worker can report."""
+    print("loading the model from /nowhere", file=sys.stderr)
+    sys.stderr.write("giving up\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def kill_self_in_initializer() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)

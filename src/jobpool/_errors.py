@@ -53,19 +53,8 @@ class WorkerCrashedError(JobpoolError):
     def __init__(self, pid: Optional[int], exitcode: Optional[int], detail: str = "") -> None:
         self.pid = pid
         self.exitcode = exitcode
-        self.signal: Optional[str] = None
-        if exitcode is not None and exitcode < 0:
-            try:
-                self.signal = _signal.Signals(-exitcode).name
-            except ValueError:
-                self.signal = f"signal {-exitcode}"
-        if self.signal:
-            how = f"was killed by {self.signal} (exit code {exitcode})"
-        elif exitcode is None:
-            how = "died"
-        else:
-            how = f"exited with code {exitcode}"
-        message = f"worker process {pid} {how} while running this job"
+        self.signal = signal_name(exitcode)
+        message = f"worker process {pid} {describe_exit(exitcode)} while running this job"
         if detail:
             message += f"; {detail}"
         super().__init__(message)
@@ -127,8 +116,47 @@ class InitializerError(JobpoolError, BrokenExecutor):
     """A worker could not start (its initializer raised, or it died while starting).
 
     The pool is broken: pending jobs fail with this error and new submissions raise it, instead
-    of restarting workers in an endless loop.
+    of restarting workers in an endless loop. When the worker could report, ``__cause__`` is
+    its own exception (with the worker-side traceback as *its* cause); when it died first, the
+    message gives its exit status and the last lines it wrote to stderr.
     """
+
+
+BROKEN = "the pool is broken and accepts no more jobs"
+
+
+def initializer_error(
+    cause: BaseException, where: str, *, loading: bool = False, outcome: str = BROKEN
+) -> InitializerError:
+    """The error for an initializer that raised (or, ``loading``, could not be unpickled)
+    ``where`` (e.g. "in worker process 1234"); the same words on every backend."""
+    if loading:
+        what = f"the pool's initializer could not be loaded {where}"
+    else:
+        what = f"the pool's initializer raised {where}"
+    error = InitializerError(f"{what}: {type(cause).__name__}: {cause}; {outcome}")
+    error.__cause__ = cause
+    return error
+
+
+def signal_name(exitcode: Optional[int]) -> Optional[str]:
+    """``"SIGKILL"`` for a process killed by that signal (exit code -9), else None."""
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return _signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def describe_exit(exitcode: Optional[int]) -> str:
+    """How a process ended, in words: "was killed by SIGSEGV (exit code -11)"."""
+    name = signal_name(exitcode)
+    if name:
+        return f"was killed by {name} (exit code {exitcode})"
+    if exitcode is None:
+        return "died"
+    return f"exited with code {exitcode}"
 
 
 class RemoteTraceback(Exception):

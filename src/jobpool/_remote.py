@@ -19,7 +19,7 @@ def pack_exception(exc: BaseException) -> bytes:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     try:
-        exc_bytes = dumps(exc, "exception")
+        exc_bytes = dumps(exc, "exception", to_worker=False)
         pickle.loads(exc_bytes)  # some exceptions pickle but cannot be rebuilt (bad __init__)
     except Exception:
         exc_bytes = b""

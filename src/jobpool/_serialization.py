@@ -13,6 +13,7 @@ object that cannot be serialized (``args[0].conn``) and what it holds.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import sys
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ._errors import SerializationError
 from ._job import Call, Chunk
+from ._main_globals import share_main_globals
 
 if TYPE_CHECKING:
     from ._job import Job
@@ -32,15 +34,31 @@ _MAIN_MARKER = b"__main__"
 loads = pickle.loads
 
 
-def dumps(obj: object, what: str = "object") -> bytes:
-    """Serialize ``obj``; ``what`` names it in the error (``"job"``, ``"result"``...)."""
+def dumps(obj: object, what: str = "object", *, to_worker: bool = True) -> bytes:
+    """Serialize ``obj``; ``what`` names it in the error (``"job"``, ``"result"``...).
+
+    ``to_worker``: it travels to a worker, where functions of the script share one namespace
+    (see ``_main_globals``); results and exceptions travel back with ``to_worker=False``.
+    """
     data = pickle_plainly(obj, what)
     if data is not None:
         return data
     try:
-        return _cloudpickle().dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+        return cloud_dumps(obj, to_worker)
     except Exception as exc:
         raise explain_failure(obj, what, exc) from exc
+
+
+def cloud_dumps(obj: object, to_worker: bool) -> bytes:
+    """cloudpickle's ``dumps``, with the script's globals shared when bound for a worker."""
+    cloudpickle = _cloudpickle()
+    if not to_worker:
+        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+    buffer = io.BytesIO()
+    pickler = cloudpickle.Pickler(buffer, PROTOCOL)
+    share_main_globals(pickler)
+    pickler.dump(obj)
+    return buffer.getvalue()
 
 
 def pickle_plainly(obj: object, what: str) -> Optional[bytes]:
@@ -56,6 +74,11 @@ def pickle_plainly(obj: object, what: str) -> Optional[bytes]:
     except Exception as exc:  # an object whose __reduce__ raises something else
         raise explain_failure(obj, what, exc) from exc
     return None if _MAIN_MARKER in data else data
+
+
+def is_plain_pickle_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of the ways plain pickle refuses what cloudpickle may take."""
+    return isinstance(exc, _PICKLE_REFUSALS)
 
 
 def serialize_job(job: Job) -> None:

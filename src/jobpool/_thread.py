@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 from ._deadlines import DeadlineTimer
-from ._errors import InitializerError, JobKilledError, JobTimeoutError
+from ._errors import JobKilledError, JobTimeoutError, initializer_error
 from ._job import Job, JobQueue, Outcomes
 
 
@@ -76,12 +76,9 @@ class ThreadBackend:
             try:
                 self._initializer(*self._initargs)
             except BaseException as exc:
-                error = InitializerError(
-                    f"the pool's initializer raised {type(exc).__name__}: {exc}; "
-                    "the pool is broken and accepts no more jobs"
+                self._on_broken(
+                    initializer_error(exc, f"in thread {threading.current_thread().name}")
                 )
-                error.__cause__ = exc
-                self._on_broken(error)
                 return
         queue, outcomes, me = self._queue, self._outcomes, threading.current_thread()
         while True:

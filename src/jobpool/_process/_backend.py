@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import threading
 from concurrent.futures import Future, wait
 from multiprocessing.context import BaseContext
@@ -11,11 +10,12 @@ from typing import Any, Callable, Optional
 
 from .._errors import SerializationError
 from .._job import Job, JobQueue, Outcomes
-from .._serialization import PROTOCOL, dumps, explain_failure, pickle_plainly, serialize_job
+from .._serialization import dumps, explain_failure, pickle_plainly, serialize_job
 from . import _protocol as p
 from ._blobs import Blob, BlobTable, dumps_function
 from ._by_value import ByValueCache
 from ._dispatcher import Dispatcher
+from ._start import WorkerSetup
 
 # Functions that pickle by module and name, remembered with their bytes (see prepare_function).
 _BY_NAME_CACHE_SIZE = 256
@@ -64,26 +64,21 @@ class FunctionKeys:
 
 def worker_setup(
     initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...]
-) -> tuple[Any, tuple[Any, ...]]:
-    """What each worker receives to run its initializer.
+) -> WorkerSetup:
+    """What each worker receives to run its initializer (see ``_start.WorkerSetup``).
 
-    ``initargs`` travel as ``Process`` arguments, as with the stdlib pools, so shared objects
-    that may only be passed at process creation (``multiprocessing.Value``, ``Lock``, ``Queue``)
-    work. The initializer itself is pre-serialized with cloudpickle when plain pickle cannot find
-    it again in a fresh process (a lambda, a closure, a function of ``__main__``).
+    ``initargs`` travel with the ``Process``, as with the stdlib pools, so shared objects that
+    may only be passed at process creation (``multiprocessing.Value``, ``Lock``, ``Queue``)
+    work. The initializer is checked here, so one that cannot travel fails at ``Pool()``.
     """
-    if initializer is None:
-        return None, initargs
-    try:
-        data = pickle.dumps(initializer, PROTOCOL)
-    except Exception:
-        data = b"__main__"
-    if b"__main__" not in data:
-        return initializer, initargs
-    try:
-        return dumps(initializer, "initializer"), initargs
-    except SerializationError as exc:
-        raise SerializationError(f"the initializer must be serializable: {exc}", "initializer")
+    if initializer is not None:
+        try:
+            dumps(initializer, "initializer")
+        except SerializationError as exc:
+            raise SerializationError(
+                f"the initializer must be serializable: {exc}", "initializer"
+            ) from exc.__cause__
+    return WorkerSetup(initializer, initargs)
 
 
 class ProcessBackend:
@@ -159,7 +154,7 @@ class ProcessBackend:
 
     def notify(self) -> None:
         dispatcher = self._dispatcher
-        if dispatcher.idle_workers > 0 and not dispatcher.wake_pending:
+        if (dispatcher.idle_workers > 0 or not dispatcher.started) and not dispatcher.wake_pending:
             dispatcher.wake()
 
     def kill(self, future: Future[Any]) -> bool:

@@ -23,6 +23,8 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
+from .. import _main_globals
+from .._main_globals import share_main_globals
 from .._serialization import PROTOCOL, _cloudpickle, explain_failure, pickle_plainly
 
 BLOB_TYPES = (bytes, str)
@@ -111,6 +113,7 @@ def dumps_function(fn: Callable[..., Any], table: BlobTable) -> tuple[bytes, tup
         pickler_type = _cloud_pickler()
     buffer = io.BytesIO()
     pickler = pickler_type(buffer, table)
+    share_main_globals(pickler)
     try:
         pickler.dump(fn)
     except Exception as exc:
@@ -130,4 +133,4 @@ class _BlobUnpickler(pickle.Unpickler):
 
 def loads_function(data: bytes, blobs: dict[int, Any]) -> Any:
     """Unpickle a function whose pickle may name blobs this worker holds."""
-    return _BlobUnpickler(data, blobs).load()
+    return _main_globals.loads(data, lambda data: _BlobUnpickler(data, blobs).load())

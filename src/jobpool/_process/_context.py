@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 from multiprocessing.context import BaseContext
-from typing import Optional, Union
+from typing import Union
+
+from ._start import skip_main_in_workers
 
 START_METHODS = ("spawn", "forkserver", "fork")
 
@@ -21,7 +23,7 @@ def default_start_method() -> str:
 
 def get_context(start_method: Union[str, BaseContext, None]) -> BaseContext:
     if isinstance(start_method, BaseContext):
-        return start_method
+        return prepare_context(start_method)
     method = default_start_method() if start_method is None else start_method
     if not isinstance(method, str):
         raise TypeError(
@@ -34,20 +36,32 @@ def get_context(start_method: Union[str, BaseContext, None]) -> BaseContext:
             f"unknown start_method {method!r}; choose one of "
             + ", ".join(repr(m) for m in available)
         )
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
+    return prepare_context(multiprocessing.get_context(method))
+
+
+def prepare_context(context: BaseContext) -> BaseContext:
+    """Make ``context`` start workers that never import the user's ``__main__`` (see _start)."""
+    skip_main_in_workers()
+    if context.get_start_method() == "forkserver":
         _preload_worker(context)
     return context
 
 
 def _preload_worker(context: BaseContext) -> None:
-    """Have the fork server import the worker module once, so each worker starts warm."""
-    preload: Optional[list[str]] = getattr(context, "_forkserver_preload", None)
+    """Have the fork server import the worker module once, so each worker starts warm.
+
+    Nor does it import ``__main__``, multiprocessing's default preload: a script without the
+    ``__main__`` guard would run its top level in the fork server, and workers never need it.
+    This applies to the fork server jobpool starts; one already running keeps its preload.
+    """
     try:
         from multiprocessing import forkserver
 
         current = list(forkserver._forkserver._preload_modules)  # type: ignore[attr-defined]
     except Exception:
-        current = preload or []
-    if "jobpool._process._worker" not in current:
-        context.set_forkserver_preload([*current, "jobpool._process._worker"])
+        current = []
+    wanted = [name for name in current if name != "__main__"]
+    if "jobpool._process._worker" not in wanted:
+        wanted.append("jobpool._process._worker")
+    if wanted != current:
+        context.set_forkserver_preload(wanted)

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import pickle
+import textwrap
 import threading
 import time
 from collections import deque
@@ -22,11 +23,20 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional
 
-from .._errors import InitializerError, JobKilledError, JobTimeoutError, WorkerCrashedError
+from .._errors import (
+    BROKEN,
+    InitializerError,
+    JobKilledError,
+    JobTimeoutError,
+    WorkerCrashedError,
+    describe_exit,
+    initializer_error,
+)
 from .._job import Job, JobFuture, JobQueue, Outcomes
 from .._remote import unpack_exception
 from . import _protocol as p
 from ._handle import WorkerHandle
+from ._start import WorkerSetup
 from ._watch import FdWatch
 
 _log = logging.getLogger("jobpool")
@@ -43,7 +53,7 @@ class Dispatcher:
         queue: JobQueue,
         outcomes: Outcomes,
         workers: int,
-        setup: tuple[Any, tuple[Any, ...]],
+        setup: WorkerSetup,
         max_jobs_per_worker: Optional[int],
         on_broken: Callable[[BaseException], None],
     ) -> None:
@@ -67,6 +77,7 @@ class Dispatcher:
         os.set_blocking(self._wake_r, False)
         self._watch.add(self._wake_r, None)
         self.wake_pending = False
+        self.started = False  # workers start with the first job
         self.idle_workers = 0
         self.closing = False  # finish the queue, then stop the workers
         self._terminating = False  # stop now: kill the workers
@@ -150,9 +161,9 @@ class Dispatcher:
         try:
             lock = self.lock
             lock.acquire()
-            for _ in range(self._size):
-                self._start_worker()
-            while self._handles or not self.closing:
+            while self._handles or not self.closing or self._needs_first_workers():
+                if self._needs_first_workers():
+                    self._start_first_workers()
                 # Count before assigning: a submitter that reads 0 idle workers (and so does not
                 # wake us) queued its job before this count, so _assign_jobs below sees it.
                 self.idle_workers = sum(handle.idle for handle in self._handles)
@@ -219,12 +230,41 @@ class Dispatcher:
 
     # --- workers --------------------------------------------------------------------------------
 
+    def _needs_first_workers(self) -> bool:
+        """Workers start with the first job, so an unused pool (one made when a module is
+        imported, in a worker too) starts no processes."""
+        return (
+            not self.started and self._waiting() and not self._terminating and self._broken is None
+        )
+
+    def _start_first_workers(self) -> None:
+        self.started = True
+        for _ in range(self._size):
+            if self._broken is None:
+                self._start_worker()
+
     def _start_worker(self) -> None:
-        handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
+        try:
+            handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
+        except Exception as exc:  # e.g. an initarg that cannot be pickled for a new process
+            error = InitializerError(
+                f"could not start a worker process: {type(exc).__name__}: {exc}; {BROKEN}"
+            )
+            error.__cause__ = exc
+            self._break(error)
+            return
         self._next_index += 1
         self._handles.append(handle)
         self._watch.add(handle.fd, functools.partial(self._on_message, handle))
         self._watch.add(handle.exit_fd, functools.partial(self._on_exit, handle))
+        self._watch.add(handle.startup_output.fd, functools.partial(self._on_output, handle))
+
+    def _on_output(self, handle: WorkerHandle) -> None:
+        """A starting worker wrote to stderr (or, at end of file, finished starting)."""
+        output = handle.startup_output
+        if not output.read():
+            self._watch.remove(output.fd)
+            output.close()
 
     def _on_message(self, handle: WorkerHandle) -> None:
         if handle.reaped or handle.helped:  # exit handled already / a waiting thread reads
@@ -348,13 +388,13 @@ class Dispatcher:
             handle.ready = True
             self._start_failures = 0
         elif tag == p.INIT_FAILED:
-            cause = unpack_exception(message[1])
-            error = InitializerError(
-                f"the pool's initializer raised {type(cause).__name__}: {cause} in worker "
-                f"{handle.pid}; the pool is broken and accepts no more jobs"
+            self._break(
+                initializer_error(
+                    unpack_exception(message[2]),
+                    f"in worker process {handle.pid}",
+                    loading=message[1] == p.INIT_LOADING,
+                )
             )
-            error.__cause__ = cause
-            self._break(error)
         return reply
 
     def _settle(self, reply: tuple[Job, tuple[Any, ...]]) -> None:
@@ -387,6 +427,9 @@ class Dispatcher:
                 self._settle(reply)
         self._watch.remove(handle.fd)
         self._watch.remove(handle.exit_fd)
+        if not handle.startup_output.closed:
+            handle.startup_output.drain()
+            self._watch.remove(handle.startup_output.fd)
         self._handles.remove(handle)
         exitcode = handle.reap()
         job = handle.job
@@ -400,17 +443,24 @@ class Dispatcher:
         if not handle.ready and handle.failure is None:
             self._start_failures += 1
             if self._start_failures >= MAX_START_FAILURES:
-                self._break(
-                    InitializerError(
-                        f"worker processes keep dying while starting (last exit code "
-                        f"{exitcode}); check that the initializer and the modules it needs "
-                        "import in a fresh process. The pool is broken."
-                    )
-                )
+                self._break(self._start_failure(handle, exitcode))
                 return
         if self._needs_workers():
             self._outcomes.count("worker_restarts")
             self._start_worker()
+
+    def _start_failure(self, handle: WorkerHandle, exitcode: Optional[int]) -> InitializerError:
+        """The error for workers that keep dying before they are ready, in their own words."""
+        tail = handle.startup_output.tail()
+        said = (
+            "The last lines it wrote to stderr:\n" + textwrap.indent(tail, "    ")
+            if tail
+            else "It wrote nothing to stderr after it started."
+        )
+        return InitializerError(
+            f"worker process {handle.pid} {describe_exit(exitcode)} while starting, before it "
+            f"could report; {self._start_failures} workers in a row did so, and {BROKEN}. " + said
+        )
 
     def _requeue_unstarted(self, handle: WorkerHandle, exitcode: Optional[int]) -> None:
         """The jobs a gone worker held but had not started run elsewhere, ahead of the queue."""

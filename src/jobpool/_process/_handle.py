@@ -28,6 +28,7 @@ from ._ahead import (
 )
 from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
 from ._frames import FrameReader, write_frame
+from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
 from ._worker import worker_main
 
 
@@ -36,7 +37,7 @@ class WorkerHandle:
         self,
         context: BaseContext,
         index: int,
-        setup: tuple[Any, tuple[Any, ...]],
+        setup: WorkerSetup,
         log_level: int,
     ) -> None:
         self.index = index
@@ -44,19 +45,32 @@ class WorkerHandle:
         # "Give back the jobs you have not started": read by the worker's watch thread, so it
         # is heard while the worker runs a job (see _ahead).
         recall_reader, self._recall = context.Pipe(duplex=False)
+        # The worker's stderr until it is ready (see _start).
+        stderr_reader, stderr_writer = context.Pipe(duplex=False)
         self.process: Any = context.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_conn, recall_reader, setup, log_level),
-            name=f"jobpool-worker-{index}",
+            args=(child_conn, recall_reader, setup, log_level, stderr_writer),
+            name=f"{WORKER_NAME_PREFIX}{index}",
             daemon=True,
         )
-        if context.get_start_method() == "fork":
-            with _serialization.IMPORT_FORK_LOCK:  # not while jobpool imports cloudpickle
+        try:
+            if context.get_start_method() == "fork":
+                with _serialization.IMPORT_FORK_LOCK:  # not while jobpool imports cloudpickle
+                    self.process.start()
+            else:
                 self.process.start()
-        else:
-            self.process.start()
-        child_conn.close()
-        recall_reader.close()
+        except BaseException:
+            for conn in (self.conn, child_conn, recall_reader, self._recall):
+                conn.close()
+            stderr_reader.close()
+            stderr_writer.close()
+            raise
+        finally:
+            child_conn.close()
+            recall_reader.close()
+            stderr_writer.close()
+        self.startup_output = StartupOutput(os.dup(stderr_reader.fileno()))
+        stderr_reader.close()
         self.fd = self.conn.fileno()
         self.reader = FrameReader(self.fd)
         self.exit_fd: int = _exit_fd(self.process)
@@ -282,6 +296,7 @@ class WorkerHandle:
         return code
 
     def close_fds(self) -> None:
+        self.startup_output.close()
         if self._owns_exit_fd:
             os.close(self.exit_fd)
         self.conn.close()

@@ -20,7 +20,7 @@ one, so the worker never guesses.
 Worker -> parent:
 
     (READY, pid)
-    (INIT_FAILED, error_bytes)
+    (INIT_FAILED, stage, error_bytes)    stage: INIT_LOADING (unpickling it) or INIT_RUNNING
     (OK, job_id, result_bytes)
     (RAISED, job_id, error_bytes)     see jobpool._remote
     (LOG, record_dict)
@@ -45,6 +45,10 @@ OK = 12
 RAISED = 13
 LOG = 14
 GIVE_BACK = 15
+
+# Where a worker's initializer failed (INIT_FAILED).
+INIT_LOADING = 0
+INIT_RUNNING = 1
 
 # Keyed functions each side remembers; the oldest is forgotten first.
 FUNCTION_CACHE_SIZE = 16

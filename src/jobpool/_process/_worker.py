@@ -18,14 +18,16 @@ import sys
 import threading
 from collections import OrderedDict, deque
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
+from .. import _main_globals
 from .._job import run_chunk
 from .._remote import pack_exception
 from .._serialization import dumps
 from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
+from ._start import WorkerSetup, stderr_into
 
 EXIT_PARENT_DIED = 70
 
@@ -103,6 +105,22 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
             os._exit(EXIT_PARENT_DIED)
 
 
+def _initialize(setup: WorkerSetup, channel: _Channel) -> bool:
+    """Load and run the initializer; on failure tell the parent why (and return False)."""
+    try:
+        initializer, initargs = setup.load()
+    except BaseException as exc:
+        channel.send((p.INIT_FAILED, p.INIT_LOADING, pack_exception(exc)))
+        return False
+    try:
+        if initializer is not None:
+            initializer(*initargs)
+    except BaseException as exc:
+        channel.send((p.INIT_FAILED, p.INIT_RUNNING, pack_exception(exc)))
+        return False
+    return True
+
+
 def _setup_logging(channel: _Channel, level: int) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):  # inherited by fork: the parent prints instead
@@ -112,29 +130,31 @@ def _setup_logging(channel: _Channel, level: int) -> None:
 
 
 def worker_main(
-    conn: Connection, recall: Connection, setup: tuple[Any, tuple[Any, ...]], log_level: int
+    conn: Connection,
+    recall: Connection,
+    setup: WorkerSetup,
+    log_level: int,
+    startup_stderr: Optional[Connection] = None,
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    faulthandler.enable()
+    # A job may start a pool of its own: a worker is a daemon process only so that
+    # multiprocessing stops it at the parent's exit, not to forbid it children.
+    multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
     channel = _Channel(conn)
-    inbox = _Inbox(conn)
-    threading.Thread(
-        target=_watch_parent,
-        args=(recall, inbox, channel),
-        name="jobpool-parent-watch",
-        daemon=True,
-    ).start()
-    _setup_logging(channel, log_level)
-    try:
-        initializer, initargs = setup
-        if isinstance(initializer, bytes):
-            initializer = pickle.loads(initializer)
-        if initializer is not None:
-            initializer(*initargs)
-    except BaseException as exc:
-        channel.send((p.INIT_FAILED, pack_exception(exc)))
-        return
+    _main_globals.adopt()
+    with stderr_into(startup_stderr):
+        faulthandler.enable()
+        inbox = _Inbox(conn)
+        threading.Thread(
+            target=_watch_parent,
+            args=(recall, inbox, channel),
+            name="jobpool-parent-watch",
+            daemon=True,
+        ).start()
+        _setup_logging(channel, log_level)
+        if not _initialize(setup, channel):
+            return
     channel.send((p.READY, os.getpid()))
     _serve(inbox, channel)
     sys.stdout.flush()
@@ -200,7 +220,7 @@ class _Inbox:
 def _serve(inbox: _Inbox, channel: _Channel) -> None:
     functions: OrderedDict[int, Callable[..., Any]] = OrderedDict()
     blobs = BLOBS
-    loads = pickle.loads
+    loads = _main_globals.loads
     while True:
         try:
             message, extra = inbox.next()
@@ -213,7 +233,7 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
             _define(functions, message[1], extra, blobs)
             continue
         if tag == p.DEFINE_BLOB:
-            blobs[message[1]] = loads(extra)
+            blobs[message[1]] = pickle.loads(extra)
             continue
         if tag == p.FORGET_BLOB:
             blobs.pop(message[1], None)
@@ -230,7 +250,7 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
                 value = fn(*args[0], **args[1])
             else:
                 value = run_chunk(fn, args[0], args[1])
-            reply = (p.OK, job_id, dumps(value, "the job's result"))
+            reply = (p.OK, job_id, dumps(value, "the job's result", to_worker=False))
         except BaseException as exc:
             reply = (p.RAISED, job_id, pack_exception(exc))
         value = args = None

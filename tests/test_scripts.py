@@ -1,0 +1,218 @@
+"""Scripts as people write them: no ``__main__`` guard, fed on stdin, ``-c``, ``-m``, a notebook.
+
+Each case runs a real child interpreter, on each start method. Workers never import the user's
+``__main__``, so the script's top level runs exactly once, and its functions, classes and
+instances travel by value: its exception class is caught by ``except`` in the script, its
+result class passes ``isinstance``, a global changed between two submits is seen by the next
+job, and an initializer defined in the script sets module-level state its jobs can read. The test
+is a child subreaper, so every process the child leaves behind comes back to it to be checked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import START_METHODS, WAIT
+from processes import descendants, reap, subreaper
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="uses /proc and prctl(PR_SET_CHILD_SUBREAPER)"
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# No `if __name__ == "__main__":` anywhere: the top level builds the pool and uses it.
+SCRIPT = """
+import os, sys
+import jobpool
+print("TOP", os.getpid(), flush=True)
+
+class MyError(Exception):
+    pass
+
+class MyResult:
+    def __init__(self, value):
+        self.value = value
+
+TAG = None
+
+def init(tag):
+    global TAG
+    TAG = tag
+
+OFFSET = 1
+
+def job(x):
+    if x < 0:
+        raise MyError(f"negative {x}")
+    return MyResult(x + OFFSET)
+
+def tag_and_pid(_):
+    return TAG, os.getpid()
+
+pool = jobpool.Pool(2, backend="process", start_method=METHOD, initializer=init,
+                    initargs=("ready",))
+print("MAP", [r.value for r in pool.map(job, range(4))], flush=True)
+print("IS_RESULT", isinstance(pool.submit(job, 1).result(), MyResult), flush=True)
+try:
+    pool.submit(job, -1).result()
+except MyError as exc:
+    print("CAUGHT", exc, flush=True)
+OFFSET = 100
+print("GLOBAL", pool.submit(job, 1).result().value, flush=True)
+tags = [pool.submit(tag_and_pid, i).result() for i in range(6)]
+print("TAGS", sorted({tag for tag, _ in tags}), flush=True)
+pool.shutdown()
+print("DONE", flush=True)
+"""
+
+# What IPython and Jupyter do: the user's code runs in a module of their own, put in place as
+# __main__ after the interpreter started (no file behind it, or another one than the code's).
+NOTEBOOK = """
+import sys, types
+main = types.ModuleType("__main__")
+main.__dict__["__builtins__"] = __builtins__
+sys.modules["__main__"] = main
+exec(compile({code!r}, "<ipython-input-1>", "exec"), main.__dict__)
+"""
+
+EXPECTED = [
+    "MAP [1, 2, 3, 4]",
+    "IS_RESULT True",
+    "CAUGHT negative -1",
+    "GLOBAL 101",
+    "TAGS ['ready']",
+    "DONE",
+]
+
+
+def run_child(args: list[str], stdin: str | None, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a child interpreter as a subreaper would see it; check that it leaves nothing."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    with subreaper():
+        before = descendants(os.getpid())
+        try:
+            done = subprocess.run(
+                [sys.executable, *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                cwd=cwd,
+                env=env,
+                timeout=WAIT,
+            )
+        finally:
+            leftovers = reap(descendants(os.getpid()) - before)
+    assert not leftovers, f"processes left behind: {leftovers}"
+    return done
+
+
+def check(done: subprocess.CompletedProcess[str]) -> None:
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    tops = [line for line in lines if line.startswith("TOP ")]
+    assert len(tops) == 1, f"the top level ran {len(tops)} times:\n{done.stdout}\n{done.stderr}"
+    assert [line for line in lines if not line.startswith("TOP ")] == EXPECTED, done.stderr
+
+
+def script(method: str) -> str:
+    return SCRIPT.replace("METHOD", repr(method))
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_script_file_without_main_guard(method: str, tmp_path: Path) -> None:
+    path = tmp_path / "guardless.py"
+    path.write_text(script(method))
+    check(run_child([str(path)], None, tmp_path))
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_script_on_stdin(method: str, tmp_path: Path) -> None:
+    check(run_child(["-"], script(method), tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", START_METHODS)
+def test_script_with_dash_c(method: str, tmp_path: Path) -> None:
+    check(run_child(["-c", script(method)], None, tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", START_METHODS)
+def test_script_run_as_module(method: str, tmp_path: Path) -> None:
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tool.py").write_text(script(method))
+    check(run_child(["-m", "mypkg.tool"], None, tmp_path))
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_notebook_style_main(method: str, tmp_path: Path) -> None:
+    path = tmp_path / "launcher.py"
+    path.write_text(NOTEBOOK.format(code=script(method)))
+    check(run_child([str(path)], None, tmp_path))
+
+
+IMPORT_TIME_POOL = """
+import multiprocessing
+import jobpool
+
+POOL = jobpool.Pool(2, backend="process", start_method=METHOD)
+
+def children_here(_):
+    # A worker imports this module to run this function, which builds POOL there too.
+    return len(multiprocessing.active_children())
+"""
+
+USES_IMPORT_TIME_POOL = """
+import pooled
+print("COUNTS", sorted(set(pooled.POOL.map(pooled.children_here, range(8)))), flush=True)
+pooled.POOL.shutdown()
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_pool_built_when_a_module_is_imported_starts_nothing_in_workers(
+    method: str, tmp_path: Path
+) -> None:
+    """A pool made at import time of a module the workers import starts no worker processes of
+    its own there (workers start with a pool's first job): no fork bomb, no hang."""
+    (tmp_path / "pooled.py").write_text(IMPORT_TIME_POOL.replace("METHOD", repr(method)))
+    done = run_child(["-c", USES_IMPORT_TIME_POOL], None, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["COUNTS [0]"], done.stderr
+
+
+NESTED = """
+import os, sys
+from jobpool import Pool
+
+def inner_square(x):
+    return x * x, os.getpid()
+
+def nested(n, backend):
+    options = {"start_method": METHOD} if backend == "process" else {}
+    with Pool(2, backend=backend, **options) as inner:
+        results = list(inner.map(inner_square, range(n), chunksize=1))
+    ran_here = {pid for _, pid in results} == {os.getpid()}
+    return [value for value, _ in results], ran_here
+
+with Pool(2, backend="process", start_method=METHOD) as pool:
+    for backend in ("thread", "process"):
+        print(backend, *pool.submit(nested, 4, backend).result())
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_job_may_open_its_own_pool(method: str, tmp_path: Path) -> None:
+    done = run_child(["-c", NESTED.replace("METHOD", repr(method))], None, tmp_path)
+    assert done.returncode == 0, done.stderr
+    # Thread workers run in the job's own process, process workers in processes of their own.
+    assert done.stdout.splitlines() == ["thread [0, 1, 4, 9] True", "process [0, 1, 4, 9] False"]

@@ -1,0 +1,99 @@
+"""A worker that cannot start says why: its own exception, or its last words and exit status.
+
+The pool breaks (InitializerError, a BrokenExecutor) instead of restarting workers forever; the
+error carries what the worker reported, never a guess.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+import jobs
+from conftest import START_METHODS, WAIT
+from jobpool import InitializerError, Pool, RemoteTraceback
+
+PROCESS = [f"process-{method}" for method in START_METHODS]
+
+
+def first_error(pool: Pool) -> BaseException:
+    """The error the broken pool gives its first job (or its submit, if it broke already)."""
+    try:
+        future = pool.submit(jobs.square, 3)
+    except InitializerError as exc:
+        return exc
+    error = future.exception(timeout=WAIT)
+    assert error is not None
+    return error
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_initializer_that_raises_is_reported_with_its_traceback(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    pool = make_pool(backend, initializer=jobs.fail_initializer)
+    error = first_error(pool)
+    assert isinstance(error, InitializerError)
+    assert "raised in worker process" in str(error)
+    assert "RuntimeError: initializer says no" in str(error)
+    cause = error.__cause__
+    assert isinstance(cause, RuntimeError) and str(cause) == "initializer says no"
+    assert isinstance(cause.__cause__, RemoteTraceback)
+    assert "in fail_initializer" in cause.__cause__.tb
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_worker_that_dies_while_starting_is_described_by_its_stderr(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    pool = make_pool(backend, initializer=jobs.say_then_exit, initargs=(7,))
+    error = first_error(pool)
+    assert isinstance(error, InitializerError)
+    message = str(error)
+    assert "exited with code 7 while starting" in message
+    assert "loading the model from /nowhere\n    giving up" in message
+    assert error.__cause__ is None  # nothing it could report: no invented cause
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_worker_killed_while_starting_names_the_signal(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    pool = make_pool(backend, initializer=jobs.kill_self_in_initializer)
+    message = str(first_error(pool))
+    assert "was killed by SIGKILL (exit code -9) while starting" in message
+    assert "It wrote nothing to stderr after it started." in message
+
+
+@pytest.fixture
+def vanishing_module(tmp_path: Path) -> Iterator[Any]:
+    """A module the parent imported whose file is gone: a fresh worker cannot import it."""
+    (tmp_path / "vanishing_init.py").write_text("def init():\n    pass\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module("vanishing_init")
+        (tmp_path / "vanishing_init.py").unlink()
+        importlib.invalidate_caches()
+        yield module
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("vanishing_init", None)
+
+
+@pytest.mark.parametrize("backend", ["process-spawn", "process-forkserver"])
+def test_initializer_whose_module_cannot_be_imported(
+    make_pool: Callable[..., Pool], backend: str, vanishing_module: Any
+) -> None:
+    if backend.split("-")[1] not in START_METHODS:
+        pytest.skip("start method not available")
+    pool = make_pool(backend, initializer=vanishing_module.init)
+    error = first_error(pool)
+    assert isinstance(error, InitializerError)
+    assert "could not be loaded in worker process" in str(error)
+    assert isinstance(error.__cause__, ModuleNotFoundError)
+    assert "vanishing_init" in str(error.__cause__)
