@@ -17,7 +17,6 @@ import pytest
 
 import jobs
 from jobpool import Pool
-from jobpool import _async as jobpool_async
 
 WAIT = 60
 
@@ -249,11 +248,40 @@ def test_cancel_while_waiting_for_a_slot(
         asyncio.run(main())
         gate.release("blocker")
         gate.wait_for("filler")  # the slot is free now: the helper queues the job...
-        jobpool_async._slot_waiter(pool).submit(lambda: None).result(WAIT)  # ...and cancels it
+        pool._intake.slot_waiter().submit(lambda: None).result(WAIT)  # ...and cancels it
         gate.release("filler")
         assert blocker.result(WAIT) is None and filler.result(WAIT) is None
     pool.shutdown(wait=True)
     assert jobs.runs_in(str(tmp_path)) == {}
+
+
+def test_the_slot_waiting_thread_belongs_to_its_pool(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    """The helper thread that waits for queue slots for coroutines ends with its pool."""
+    pool = make_pool(backend, workers=1, max_pending=1)
+    with jobs.StartGate() as gate:
+        blocker = pool.submit(jobs.gate_job, gate.address, "blocker")
+        gate.wait_for("blocker")
+        pool.submit(jobs.gate_job, gate.address, "filler", hold=False)  # the only slot
+
+        async def main() -> Any:
+            return await pool.run(jobs.square, 4)  # waits for a slot in the helper thread
+
+        async def release_then_run() -> Any:
+            job = asyncio.ensure_future(main())
+            await asyncio.sleep(0)
+            gate.release("blocker")
+            return await job
+
+        assert asyncio.run(release_then_run()) == 16
+        assert blocker.result(WAIT) is None
+    helpers = [t for t in threading.enumerate() if t.name.startswith("jobpool-async-submit")]
+    assert helpers, "the coroutine should have waited in the helper thread"
+    pool.shutdown(wait=True)
+    for thread in helpers:
+        thread.join(WAIT)
+        assert not thread.is_alive()
 
 
 def test_amap_backpressure_with_a_small_queue(make_pool: Callable[..., Pool], backend: str) -> None:

@@ -4,8 +4,9 @@ Both are built on the pool's own futures and bounded queue, so limits, timeouts,
 and statistics are those of ``submit`` and ``map``. Nothing here blocks the event loop:
 
 * a job is queued with ``submit_nowait``; when ``max_pending`` jobs already wait, the blocking
-  ``submit`` runs in one helper thread per pool (first come, first served) and the coroutine
-  awaits it, so backpressure suspends the coroutine, never the loop;
+  ``submit`` runs in the pool's one helper thread (first come, first served; made on first need
+  and shut down with the pool) and the coroutine awaits it, so backpressure suspends the
+  coroutine, never the loop;
 * a job's ``concurrent.futures.Future`` is awaited through ``asyncio.wrap_future``: cancelling the
   awaiting task cancels the job if it has not started (a running job runs on; see ``Pool.kill``).
 
@@ -20,41 +21,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
-import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ._errors import QueueFull
-from ._job import ChunkResult, Job
+from ._job import ChunkResult, Job, chunk_outcomes
 from ._map import ChunkSizer, as_items
-from ._progress import (
-    ErrorCallback,
-    ProgressArg,
-    Reporter,
-    ResultCallback,
-)
+from ._progress import Reporter
 
 if TYPE_CHECKING:
-    from ._pool import Pool
+    from ._intake import Intake, MapPlan
 
 AnyIterable = Union[Iterable[Any], AsyncIterable[Any]]
-
-_slot_waiters: weakref.WeakKeyDictionary[Pool, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
-_slot_waiters_lock = threading.Lock()
-
-
-def _slot_waiter(pool: Pool) -> ThreadPoolExecutor:
-    """The pool's helper thread that waits for queue slots on behalf of coroutines."""
-    with _slot_waiters_lock:
-        waiter = _slot_waiters.get(pool)
-        if waiter is None:
-            waiter = ThreadPoolExecutor(1, thread_name_prefix="jobpool-async-submit")
-            _slot_waiters[pool] = waiter
-        return waiter
 
 
 def _cancel_submitted(handoff: Future[Future[Any]]) -> None:
@@ -63,13 +44,13 @@ def _cancel_submitted(handoff: Future[Future[Any]]) -> None:
         handoff.result().cancel()
 
 
-async def enqueue(pool: Pool, job: Job) -> Future[Any]:
+async def enqueue(intake: Intake, job: Job) -> Future[Any]:
     """Queue ``job`` without blocking the loop; wait for a free slot asynchronously if needed."""
     try:
-        return pool._enqueue(job, block=False)
+        return intake.enqueue(job, block=False)
     except QueueFull:
         pass
-    handoff = _slot_waiter(pool).submit(pool._enqueue, job, True)
+    handoff = intake.slot_waiter().submit(intake.enqueue, job, True)
     try:
         return await asyncio.wrap_future(handoff)
     except asyncio.CancelledError:
@@ -79,8 +60,8 @@ async def enqueue(pool: Pool, job: Job) -> Future[Any]:
         raise
 
 
-async def run_job(pool: Pool, job: Job) -> Any:
-    future = await enqueue(pool, job)
+async def run_job(intake: Intake, job: Job) -> Any:
+    future = await enqueue(intake, job)
     return await asyncio.wrap_future(future)
 
 
@@ -159,108 +140,97 @@ class _InFlight:
 
     def outcomes(self) -> Iterator[tuple[bool, Any]]:
         """``(True, value)`` or ``(False, exception)`` per item; a chunk-wide failure fails all."""
-        future = self.future
-        if future.cancelled():
+        if self.future.cancelled():
             raise concurrent.futures.CancelledError("the pool cancelled this amap() chunk")
-        exc = future.exception()
-        if exc is not None:
-            for _ in range(self.count):
-                yield False, exc
-            return
-        result = future.result()
-        errors = result.errors
-        for index, value in enumerate(result.values):
-            if errors is not None and index in errors:
-                yield False, errors[index]
-            else:
-                yield True, value
+        return chunk_outcomes(self.future, self.count)
+
+    def observe(self, sizer: ChunkSizer) -> None:
+        """Let the sizer learn from this finished chunk's time in the worker."""
+        future = self.future
+        if not future.cancelled() and future.exception() is None:
+            sizer.observe(self.count, future.result().elapsed)
 
 
 def amap(
-    pool: Pool,
-    fn: Callable[..., Any],
-    iterables: tuple[AnyIterable, ...],
-    job_timeout: Optional[float],
-    timeout: Optional[float],
-    chunksize: Optional[int],
-    ordered: bool,
-    buffersize: Optional[int],
-    *,
-    progress: ProgressArg = None,
-    on_result: Optional[ResultCallback] = None,
-    on_error: Optional[ErrorCallback] = None,
+    intake: Intake, plan: MapPlan, iterables: tuple[AnyIterable, ...], ordered: bool
 ) -> AsyncIterator[Any]:
-    """The async generator behind ``Pool.amap``; arguments are checked here, at call time."""
-    plan = pool._plan_map(
-        "amap", fn, iterables, timeout, chunksize, buffersize, job_timeout,
-        progress, on_result, on_error,
-    )  # fmt: skip
+    """The async iterator behind ``Pool.amap``; ``plan`` was checked at call time."""
     items = _Items(iterables)
 
     async def submit(chunk: list[Any]) -> _InFlight:
-        return _InFlight(await enqueue(pool, plan.chunk_job(chunk, items.star)), len(chunk))
+        return _InFlight(await enqueue(intake, plan.chunk_job(chunk, items.star)), len(chunk))
 
-    return _generate(
-        submit, items, ChunkSizer(plan.chunksize), plan.window, ordered, plan.timeout, plan.reporter
-    )
+    return _AsyncMap(submit, items, plan, ordered).results()
 
 
-async def _generate(
-    submit: Callable[[list[Any]], Awaitable[_InFlight]],
-    items: _Items,
-    sizer: ChunkSizer,
-    window: int,
-    ordered: bool,
-    timeout: Optional[float],
-    reporter: Optional[Reporter],
-) -> AsyncIterator[Any]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    in_flight: deque[_InFlight] = deque()
-    exhausted = False
+class _AsyncMap:
+    """One ``amap``: at most ``window`` chunks in flight, input read as results are taken."""
 
-    async def refill() -> None:
-        nonlocal exhausted
-        while not exhausted and len(in_flight) < window:
-            chunk = await items.take(sizer.size)
-            if not chunk:
-                exhausted = True
-                return
-            sizer.weigh(chunk)
-            in_flight.append(await submit(chunk))
+    def __init__(
+        self,
+        submit: Callable[[list[Any]], Awaitable[_InFlight]],
+        items: _Items,
+        plan: MapPlan,
+        ordered: bool,
+    ) -> None:
+        self._submit = submit
+        self._items = items
+        self._sizer = ChunkSizer(plan.chunksize)
+        self._window = plan.window
+        self._ordered = ordered
+        self._reporter: Optional[Reporter] = plan.reporter
+        self._deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
+        self._in_flight: deque[_InFlight] = deque()
+        self._exhausted = False
 
-    try:
-        await refill()
-        while in_flight:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if ordered:
-                head = in_flight[0]
-                done_set, _ = await asyncio.wait({head.waiter}, timeout=remaining)
-                done = [head] if done_set else []
-            else:
-                done_set, _ = await asyncio.wait(
-                    {chunk.waiter for chunk in in_flight},
-                    timeout=remaining,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                done = [chunk for chunk in in_flight if chunk.waiter in done_set]
-            if not done:
-                raise asyncio.TimeoutError("amap() results were not ready within its timeout")
-            for chunk in done:
-                in_flight.remove(chunk)
-                chunk.settle()
-                if not chunk.future.cancelled() and chunk.future.exception() is None:
-                    sizer.observe(chunk.count, chunk.future.result().elapsed)
-            await refill()
-            for chunk in done:
-                for ok, value in chunk.outcomes():
-                    if ok:
-                        if reporter is not None:
-                            reporter.result(value)
+    async def results(self) -> AsyncIterator[Any]:
+        try:
+            await self._refill()
+            while self._in_flight:
+                done = await self._wait()
+                for chunk in done:
+                    self._in_flight.remove(chunk)
+                    chunk.settle()
+                    chunk.observe(self._sizer)
+                await self._refill()
+                for chunk in done:
+                    for value in self._hand_out(chunk):
                         yield value
-                    elif reporter is None or not reporter.error(value):
-                        raise value
-    finally:
-        for chunk in in_flight:
-            chunk.cancel()
-        if reporter is not None:
-            reporter.close()
+        finally:
+            for chunk in self._in_flight:
+                chunk.cancel()
+            if self._reporter is not None:
+                self._reporter.close()
+
+    async def _refill(self) -> None:
+        while not self._exhausted and len(self._in_flight) < self._window:
+            chunk = await self._items.take(self._sizer.size)
+            if not chunk:
+                self._exhausted = True
+                return
+            self._sizer.weigh(chunk)
+            self._in_flight.append(await self._submit(chunk))
+
+    async def _wait(self) -> list[_InFlight]:
+        """The chunks whose results are due: the oldest (ordered), or whichever finished."""
+        remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        waiting = [self._in_flight[0]] if self._ordered else list(self._in_flight)
+        finished, _ = await asyncio.wait(
+            {chunk.waiter for chunk in waiting},
+            timeout=remaining,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if not finished:
+            raise asyncio.TimeoutError("amap() results were not ready within its timeout")
+        return [chunk for chunk in waiting if chunk.waiter in finished]
+
+    def _hand_out(self, chunk: _InFlight) -> Iterator[Any]:
+        """The chunk's values; a failed item is raised, or passed to ``on_error`` and skipped."""
+        reporter = self._reporter
+        for ok, value in chunk.outcomes():
+            if ok:
+                if reporter is not None:
+                    reporter.result(value)
+                yield value
+            elif reporter is None or not reporter.error(value):
+                raise value

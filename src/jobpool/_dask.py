@@ -43,6 +43,7 @@ from typing import Any, Callable, Optional
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ._backend import BackendSetup, PreparedFunction
 from ._errors import (
     InitializerError,
     JobKilledError,
@@ -51,7 +52,7 @@ from ._errors import (
     SerializationError,
     WorkerCrashedError,
 )
-from ._job import Call, Job, JobQueue, Outcomes, run_chunk
+from ._job import Call, Job, run_chunk
 from ._lifecycle import weak_callback
 from ._remote import pack_exception, unpack_exception
 from ._serialization import dumps, serialize_job
@@ -244,18 +245,10 @@ def _crash_error(dask_error: BaseException) -> WorkerCrashedError:
 
 class DaskBackend:
     name = "dask"
+    kill_limitation = KILL_UNSUPPORTED
 
     def __init__(
-        self,
-        queue: JobQueue,
-        outcomes: Outcomes,
-        workers: int,
-        initializer: Optional[Callable[..., object]],
-        initargs: tuple[Any, ...],
-        on_broken: Callable[[BaseException], None],
-        *,
-        address: Optional[str] = None,
-        client: Any = None,
+        self, setup: BackendSetup, *, address: Optional[str] = None, client: Any = None
     ) -> None:
         from distributed import Client
 
@@ -271,10 +264,11 @@ class DaskBackend:
                 raise TypeError(f"client must be a distributed.Client, not {type(client).__name__}")
             if client.status not in ("running", "newly-created"):
                 raise ValueError(f"client= is not connected (its status is {client.status!r})")
-        self._queue = queue
-        self._outcomes = outcomes
-        self._workers = workers
-        self._on_broken = weak_callback(on_broken)
+        self._queue = setup.queue
+        self._outcomes = setup.outcomes
+        self._workers = workers = setup.workers
+        self._on_broken = weak_callback(setup.on_broken)
+        initializer, initargs = setup.initializer, setup.initargs
         self._token = uuid.uuid4().hex
         self._setup: Optional[bytes] = None
         if initializer is not None:
@@ -317,9 +311,7 @@ class DaskBackend:
         """Serialize the job in the caller's thread, so a bad argument fails at submit."""
         serialize_job(job)
 
-    def prepare_function(
-        self, fn: Callable[..., Any]
-    ) -> tuple[bytes, Optional[int], tuple[tuple[int, Any], ...]]:
+    def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:
         """Serialize ``fn`` once for a whole ``map`` call."""
         return dumps(fn, "fn"), None, ()
 
@@ -332,9 +324,8 @@ class DaskBackend:
             self._wake()
 
     def kill(self, future: Future[Any]) -> bool:
-        if future.done():
-            return False
-        raise NotImplementedError(KILL_UNSUPPORTED)
+        """A running task cannot be stopped (see ``kill_limitation``)."""
+        return False
 
     def worker_count(self) -> int:
         """Jobs that can run at once: ``workers``, or fewer if the cluster has fewer threads."""

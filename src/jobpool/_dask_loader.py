@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._dask import DaskBackend
 
 
-def load_dask_backend() -> Any:
+def load_dask_backend() -> type[DaskBackend]:
     try:
         import distributed  # noqa: F401
     except ImportError as exc:

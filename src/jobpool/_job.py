@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable, Optional
 
@@ -58,6 +58,36 @@ class ChunkResult:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ChunkResult, (self.values, self.errors, self.elapsed))
+
+    def outcomes(self) -> Iterator[tuple[bool, Any]]:
+        """``(True, value)`` or ``(False, exception)`` for each item, in order."""
+        errors = self.errors
+        if errors is None:
+            for value in self.values:
+                yield True, value
+            return
+        for index, value in enumerate(self.values):
+            if index in errors:
+                yield False, errors[index]
+            else:
+                yield True, value
+
+    def until_first_error(self) -> tuple[list[Any], Optional[BaseException]]:
+        """The values before the first item that raised, and its exception (or all, None)."""
+        errors = self.errors
+        if errors is None:
+            return self.values, None
+        first = min(errors)
+        return self.values[:first], errors[first]
+
+
+def chunk_outcomes(future: Future[ChunkResult], count: int) -> Iterator[tuple[bool, Any]]:
+    """Per-item outcomes of a finished chunk job (see :meth:`ChunkResult.outcomes`); a chunk
+    that failed as a whole (its worker crashed, it timed out or was killed) fails each item."""
+    exc = future.exception(timeout=0)
+    if exc is not None:
+        return iter([(False, exc)] * count)
+    return future.result(timeout=0).outcomes()
 
 
 def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> ChunkResult:

@@ -135,12 +135,7 @@ class _HandOut:
         ``map`` (as in ``Executor.map``) and that generator's cleanup cancels what is still
         in flight. The caller drops its own reference to ``result`` before iterating.
         """
-        errors = result.errors
-        if errors is None:
-            values, error = result.values, None
-        else:
-            first = min(errors)
-            values, error = result.values[:first], errors[first]
+        values, error = result.until_first_error()
         del result  # with an error, its full list would keep values already handed out
         values.reverse()
         self._turns = [values] * len(values)

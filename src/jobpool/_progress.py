@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 from typing_extensions import Protocol
 
-from ._job import ChunkResult
+from ._job import ChunkResult, chunk_outcomes
 from ._map import TARGET_CHUNK_SECONDS, SubmitChunk, windowed_map
 
 R = TypeVar("R")
@@ -218,17 +218,11 @@ def capture_failures(submit_chunk: SubmitChunk) -> SubmitChunk:
                 outer.cancel()
                 return
             exc = done.exception()
-            if exc is not None:
-                failed = Failed(exc)
-                result = ChunkResult([failed] * count, None, TARGET_CHUNK_SECONDS)
-            else:
-                result = done.result()
-                errors = result.errors
-                if errors:
-                    values = [
-                        Failed(errors[i]) if i in errors else v for i, v in enumerate(result.values)
-                    ]
-                    result = ChunkResult(values, None, result.elapsed)
+            result = None if exc is not None else done.result()
+            if result is None or result.errors:
+                values = [v if ok else Failed(v) for ok, v in chunk_outcomes(done, count)]
+                elapsed = TARGET_CHUNK_SECONDS if result is None else result.elapsed
+                result = ChunkResult(values, None, elapsed)
             try:
                 outer.set_result(result)
             except InvalidStateError:  # the map gave up on this chunk meanwhile

@@ -14,29 +14,23 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
+from ._backend import NOT_SERIALIZED, BackendSetup, PreparedFunction
 from ._deadlines import DeadlineTimer
 from ._errors import JobKilledError, JobTimeoutError, initializer_error
-from ._job import Job, JobQueue, Outcomes
+from ._job import Job
 
 
 class ThreadBackend:
     name = "thread"
+    kill_limitation = None  # a running job's future fails at once; its thread runs on
 
-    def __init__(
-        self,
-        queue: JobQueue,
-        outcomes: Outcomes,
-        workers: int,
-        initializer: Optional[Callable[..., object]],
-        initargs: tuple[Any, ...],
-        on_broken: Callable[[BaseException], None],
-    ) -> None:
-        self._queue = queue
-        self._outcomes = outcomes
-        self._workers = workers
-        self._initializer = initializer
-        self._initargs = initargs
-        self._on_broken = on_broken
+    def __init__(self, setup: BackendSetup) -> None:
+        self._queue = setup.queue
+        self._outcomes = setup.outcomes
+        self._workers = setup.workers
+        self._initializer = setup.initializer
+        self._initargs = setup.initargs
+        self._on_broken = setup.on_broken
         self._threads: set[threading.Thread] = set()
         self._current: dict[threading.Thread, Job] = {}
         self._lock = threading.Lock()
@@ -48,6 +42,9 @@ class ThreadBackend:
 
     def prepare(self, job: Job) -> None:
         """Threads share memory: nothing to serialize."""
+
+    def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:
+        return NOT_SERIALIZED
 
     def offer(self, job: Job) -> bool:
         """Jobs always go through the queue, which the worker threads read directly."""

@@ -8,11 +8,12 @@ from multiprocessing.context import BaseContext
 from types import FunctionType
 from typing import Any, Callable, Optional
 
+from .._backend import BackendSetup, PreparedFunction
 from .._errors import SerializationError
-from .._job import Job, JobQueue, Outcomes
+from .._job import Job
 from .._serialization import dumps, explain_failure, pickle_plainly, serialize_job
 from . import _protocol as p
-from ._blobs import Blob, BlobTable, dumps_function
+from ._blobs import BlobTable, dumps_function
 from ._by_value import ByValueCache
 from ._dispatcher import Dispatcher
 from ._start import WorkerSetup
@@ -83,25 +84,24 @@ def worker_setup(
 
 class ProcessBackend:
     name = "process"
+    kill_limitation = None  # the worker running the job is killed and replaced
 
     def __init__(
-        self,
-        queue: JobQueue,
-        outcomes: Outcomes,
-        workers: int,
-        context: BaseContext,
-        initializer: Optional[Callable[..., object]],
-        initargs: tuple[Any, ...],
-        max_jobs_per_worker: Optional[int],
-        on_broken: Callable[[BaseException], None],
+        self, setup: BackendSetup, context: BaseContext, max_jobs_per_worker: Optional[int]
     ) -> None:
-        setup = worker_setup(initializer, tuple(initargs))
+        worker = worker_setup(setup.initializer, setup.initargs)
         self._functions = FunctionKeys()
         self._by_name: dict[Callable[..., Any], bytes] = {}
         self._by_value = ByValueCache()
         self._blobs = BlobTable()
         self._dispatcher = Dispatcher(
-            context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
+            context,
+            setup.queue,
+            setup.outcomes,
+            setup.workers,
+            worker,
+            max_jobs_per_worker,
+            setup.on_broken,
         )
         self._dispatcher.thread.start()
         self._read_reply = self._dispatcher.read_reply
@@ -119,9 +119,7 @@ class ProcessBackend:
         serialize_job(job)
         job.future._reader = self._read_reply
 
-    def prepare_function(
-        self, fn: Callable[..., Any]
-    ) -> tuple[bytes, Optional[int], tuple[Blob, ...]]:
+    def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:
         """Serialize ``fn`` (once for a whole ``map`` call), its large values out of line.
 
         A function that names blobs is always keyed, so each worker keeps its unpickled copy.

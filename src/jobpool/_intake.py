@@ -1,0 +1,229 @@
+"""Where jobs enter a pool: its lifecycle state, its bounded queue and its backend, in one place.
+
+``Pool`` and its :class:`~jobpool.JobOptions` views build jobs and hand them to the pool's
+:class:`Intake`; so does the asyncio front end (``_async``), which receives the intake, never the
+pool. Everything that decides whether a job is accepted lives here: the pool's state (open,
+closed, broken), the refusal messages, backpressure, and what a ``map`` settles once for all its
+chunks (:class:`MapPlan`).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ._errors import InitializerError
+from ._job import Chunk, ChunkResult, Job, JobQueue, Outcomes
+from ._map import as_items, windowed_map
+from ._progress import ErrorCallback, ProgressArg, Reporter, make_reporter, sized_total
+
+if TYPE_CHECKING:
+    from ._backend import Backend, PreparedFunction
+
+
+class PoolState(enum.Enum):
+    OPEN = "open"  # accepts jobs
+    CLOSED = "closed"  # shutdown() was called: queued jobs finish, new ones are refused
+    BROKEN = "broken"  # workers cannot start (initializer failed): every job fails
+
+
+_OPEN = PoolState.OPEN  # a plain global: each submit checks it twice, and enum lookups cost
+
+
+def check_positive_int(name: str, value: object) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r})")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def check_timeout(name: str, value: object) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_callable(where: str, fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"{where} needs a callable as its first argument, got {fn!r}")
+
+
+class MapPlan:
+    """What a ``map``/``amap`` call settles once, before its first chunk."""
+
+    __slots__ = ("chunksize", "fn", "function", "job_timeout", "reporter", "timeout", "window")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        function: PreparedFunction,
+        job_timeout: Optional[float],
+        chunksize: Optional[int],
+        window: int,
+        timeout: Optional[float],
+        reporter: Optional[Reporter],
+    ) -> None:
+        self.fn = fn
+        self.function = function  # serialized once for every chunk (process and Dask backends)
+        self.job_timeout = job_timeout
+        self.chunksize = chunksize
+        self.window = window
+        self.timeout = timeout
+        self.reporter = reporter
+
+    def chunk_job(self, chunk: list[Any], star: bool) -> Job:
+        job = Job(Chunk(self.fn, chunk, star), self.job_timeout)
+        job.fn_bytes, job.fn_key, job.fn_blobs = self.function
+        return job
+
+
+class Intake:
+    """Accepts jobs for one pool while it is open; refuses them, saying why, once it is not."""
+
+    def __init__(self, queue: JobQueue, outcomes: Outcomes, workers: int) -> None:
+        self.queue = queue
+        self.outcomes = outcomes
+        self.workers = workers
+        self.backend: Backend  # set by the pool once it has made it
+        self.state = PoolState.OPEN
+        self.broken: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._slot_waiter: Optional[ThreadPoolExecutor] = None
+
+    # --- the lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new jobs from now on (``shutdown``, ``terminate``)."""
+        with self._lock:
+            if self.state is PoolState.OPEN:
+                self.state = PoolState.CLOSED
+            waiter, self._slot_waiter = self._slot_waiter, None
+        if waiter is not None:
+            waiter.shutdown(wait=False)
+
+    def cancel_waiting(self) -> None:
+        """Cancel every job still in the queue."""
+        for job in self.queue.drain():
+            self.outcomes.cancel_pending(job)
+
+    def mark_broken(self, error: BaseException) -> None:
+        """Workers cannot start: fail what waits, and refuse every new job with ``error``."""
+        with self._lock:
+            self.broken = error
+            self.state = PoolState.BROKEN
+        for job in self.queue.drain():
+            self.outcomes.fail_pending(job, error)
+
+    def refuse(self) -> None:
+        if self.state is PoolState.BROKEN:
+            raise InitializerError(str(self.broken)) from self.broken
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    def enqueue(self, job: Job, block: bool) -> Future[Any]:
+        """Accept ``job``: serialize it here, then start it or queue it (waiting if ``block``)."""
+        if self.state is not _OPEN:
+            self.refuse()
+        backend = self.backend
+        backend.prepare(job)
+        # Straight to an idle worker, nothing to queue. No lock needed: a backend that is
+        # shutting down refuses, and the job falls through to the refusal below.
+        if backend.offer(job):
+            self.outcomes.count_submitted()
+            return job.future
+        queue = self.queue
+        if queue.bounded:
+            queue.reserve(job, block)
+
+            def free_slot_if_cancelled(future: Future[Any]) -> None:
+                if future.cancelled():  # a cancelled job frees its slot now, not when dequeued
+                    queue.release(job)
+
+            job.future.add_done_callback(free_slot_if_cancelled)
+        with self._lock:
+            if self.state is not _OPEN:
+                queue.release(job)
+                self.refuse()
+            queue.put(job)
+        self.outcomes.count_submitted()
+        backend.notify()
+        return job.future
+
+    def slot_waiter(self) -> ThreadPoolExecutor:
+        """The pool's one helper thread that waits for queue slots for coroutines (``_async``);
+        made on first need, shut down with the pool."""
+        with self._lock:
+            if self._slot_waiter is None:
+                if self.state is not _OPEN:
+                    self.refuse()
+                self._slot_waiter = ThreadPoolExecutor(1, thread_name_prefix="jobpool-async-submit")
+            return self._slot_waiter
+
+    # --- map -----------------------------------------------------------------------------------
+
+    def plan_map(
+        self,
+        where: str,
+        fn: Callable[..., Any],
+        iterables: tuple[Any, ...],
+        *,
+        timeout: Optional[float],
+        chunksize: Optional[int],
+        buffersize: Optional[int],
+        job_timeout: Optional[float],
+        progress: ProgressArg,
+        on_result: Optional[Callable[[Any], object]],
+        on_error: Optional[ErrorCallback],
+    ) -> MapPlan:
+        """Check a map call's arguments and settle what all its chunks share (map and amap)."""
+        check_callable(f"{where}()", fn)
+        if not iterables:
+            raise TypeError(f"{where}() needs at least one iterable")
+        chunksize = check_positive_int("chunksize", chunksize)
+        buffersize = check_positive_int("buffersize", buffersize)
+        if job_timeout is not None and chunksize is None:
+            chunksize = 1  # a time limit is per item unless the caller chose chunks
+        if self.state is not _OPEN:
+            self.refuse()
+        return MapPlan(
+            fn,
+            self.backend.prepare_function(fn),
+            job_timeout,
+            chunksize,
+            buffersize or 2 * self.workers,
+            None if timeout is None else float(timeout),
+            make_reporter(progress, on_result, on_error, sized_total(iterables), fn),
+        )
+
+    def map(
+        self, plan: MapPlan, iterables: tuple[Iterable[Any], ...], star: bool, ordered: bool
+    ) -> Iterator[Any]:
+        """Run a planned ``map`` (``star``: each item is already a tuple of arguments)."""
+        if star:
+            items: Iterator[Any] = iter(iterables[0])
+        else:
+            items, star = as_items(iterables)
+
+        def submit_chunk(chunk: list[Any]) -> Future[ChunkResult]:
+            return self.enqueue(plan.chunk_job(chunk, star), block=True)
+
+        run = windowed_map if plan.reporter is None else plan.reporter.map
+        return run(
+            submit_chunk,
+            items,
+            chunksize=plan.chunksize,
+            window=plan.window,
+            ordered=ordered,
+            timeout=plan.timeout,
+        )
