@@ -25,7 +25,7 @@ import pytest
 import jobs
 from conftest import WAIT
 from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError
-from jobpool._process._handle import WorkerHandle
+from jobpool._process._lease import Lease
 from jobpool._process._watch import FdWatch
 from jobs import StartGate
 
@@ -36,14 +36,14 @@ PROCESS = ["process-forkserver", "process-fork"]
 def on_first_wait(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callable[[], Any]], None]]:
     """Queue an action to run when a thread next starts waiting for a reply itself."""
     actions: list[Callable[[], Any]] = []
-    original = WorkerHandle.wait_for_reply
+    original = Lease.wait
 
-    def wait_for_reply(self: WorkerHandle, timeout: Any) -> bool:
+    def wait_for_reply(self: Lease, timeout: Any) -> bool:
         while actions:
             actions.pop(0)()
         return original(self, timeout)
 
-    monkeypatch.setattr(WorkerHandle, "wait_for_reply", wait_for_reply)
+    monkeypatch.setattr(Lease, "wait", wait_for_reply)
     yield actions.append
     assert not actions, "no thread waited for its reply itself"
 
@@ -212,24 +212,23 @@ def test_many_threads_waiting_for_their_own_replies(make_pool: Any, backend: str
 
 
 @pytest.fixture(params=["epoll", "selectors"])
-def watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FdWatch]:
+def watch(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FdWatch[Any]]:
     if request.param == "selectors":
         monkeypatch.delattr(select, "epoll", raising=False)
     elif not hasattr(select, "epoll"):
         pytest.skip("no epoll on this platform")
-    fd_watch = FdWatch()
+    fd_watch: FdWatch[Any] = FdWatch()
     yield fd_watch
     fd_watch.close()
 
 
-def test_fd_watch_pause_resume_and_remove(watch: FdWatch) -> None:
+def test_fd_watch_pause_resume_and_remove(watch: FdWatch[Any]) -> None:
     ours, theirs = socket.socketpair()
     quiet_r, quiet_w = os.pipe()
     try:
-
-        def callback() -> None:
-            pass
-
+        callback = ("pipe", "ours")
         watch.add(ours.fileno(), callback)
         watch.add(quiet_r, None)
         assert watch.wait(0) == []

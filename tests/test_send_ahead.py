@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from typing import Any, Callable
@@ -28,6 +29,8 @@ from jobpool._process import _handle
 from jobpool._process import _protocol as p
 from jobpool._process._ahead import AHEAD_JOBS
 from jobpool._process._frames import write_frame
+from jobpool._process._line import JobLine
+from jobpool._process._state import WorkerState
 from jobpool._process._worker import _Inbox
 
 BACKEND = "process-forkserver"
@@ -90,7 +93,9 @@ def _place(
     futures = queue_jobs()
     dispatcher = _dispatcher(pool)
     dispatcher.call(lambda: None)  # one turn of its loop ends with the send-ahead step
-    ahead = dispatcher.call(lambda: [[j.future for j in h.ahead] for h in dispatcher._handles])
+    ahead = dispatcher.call(
+        lambda: [[j.future for j in h.ahead] for h in dispatcher.workers.handles]
+    )
     return held, futures, ahead
 
 
@@ -173,18 +178,24 @@ def test_killing_a_job_that_waits_in_a_pipe_means_it_never_runs(
 ) -> None:
     pool = _warm_pool(make_pool, gate)
     held, futures, ahead = _place(pool, gate, lambda: _marked(pool, marks, 8))
+    answered = threading.Event()
+    give_back = JobLine.give_back
+
+    def note_answer(line: JobLine, jobs: Any) -> None:
+        give_back(line, jobs)
+        answered.set()
+
+    eager.setattr(JobLine, "give_back", note_answer)
     victim = ahead[0][1]
     assert pool.kill(victim)
     assert victim.done()
     with pytest.raises(JobKilledError, match="before it started"):
         victim.result()
-    dispatcher = _dispatcher(pool)
     # The recall is answered by the worker's watch thread while its job waits at the gate.
-    for _ in range(10_000):
-        if not dispatcher.call(lambda: any(h.recalling for h in dispatcher._handles)):
-            break
-    else:
-        raise AssertionError("the worker never answered the recall")
+    assert answered.wait(WAIT), "the worker never answered the recall"
+    dispatcher = _dispatcher(pool)
+    states = dispatcher.call(lambda: {h.state for h in dispatcher.workers.handles})
+    assert states == {WorkerState.BUSY}  # both still run their held job, nothing recalled
     _release_held(gate, held)
     others = [f for f in futures if f is not victim]
     assert [f.result(WAIT) for f in others] == [i for i, f in enumerate(futures) if f is not victim]

@@ -29,6 +29,7 @@ from hypothesis.stateful import (
 import jobs
 from conftest import WAIT, pool_kwargs
 from jobpool import JobKilledError, Pool, WorkerCrashedError
+from jobpool._process._state import TRANSITIONS, Move, WorkerState, WorkerStateError, next_state
 
 WORKERS = 2
 
@@ -173,6 +174,17 @@ class PoolMachine(RuleBasedStateMachine):
         for tracked in self.tracked:
             tracked.check()
 
+    @invariant()
+    def workers_agree_with_their_states(self) -> None:
+        """What each worker holds matches its state (process backend; see _process/_state)."""
+        if self.backend == "thread":
+            return
+        dispatcher = self.pool._backend._dispatcher  # type: ignore[attr-defined]
+        problems = dispatcher.call(
+            lambda: [problem for h in dispatcher.workers.handles for problem in _disagreements(h)]
+        )
+        assert not problems, problems
+
     def release_all(self) -> None:
         for tracked in self.unreleased():
             self.gate.release(tracked.held)  # also those that have not reached the gate yet
@@ -200,6 +212,71 @@ class PoolMachine(RuleBasedStateMachine):
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.gate.close()
+
+
+def _disagreements(handle: Any) -> list[str]:
+    state, job, ahead = handle.state, handle.job, list(handle.ahead)
+    problems = []
+    if state in (WorkerState.STARTING, WorkerState.IDLE, WorkerState.RETIRING) and (
+        job is not None or ahead
+    ):
+        problems.append(f"{handle!r}: {state.value} yet holds jobs")
+    if state in (WorkerState.BUSY, WorkerState.LENT) and job is None:
+        problems.append(f"{handle!r}: {state.value} without a job")
+    if state is WorkerState.LENT and (ahead or handle.lease is None or not handle.lease.active):
+        problems.append(f"{handle!r}: lent with jobs ahead or no active lease")
+    if state is WorkerState.EXITED:
+        problems.append(f"{handle!r}: exited but still among the workers")
+    if handle.lease is not None and handle.lease.active and state is not WorkerState.LENT:
+        problems.append(f"{handle!r}: lent out in state {state.value}")
+    return problems
+
+
+# --- the worker state table itself ------------------------------------------------------------
+
+
+class StateTableMachine(RuleBasedStateMachine):
+    """Random moves against ``_state.next_state``: exactly the table's moves are taken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = WorkerState.STARTING
+        self.taken: set[tuple[WorkerState, Move]] = set()
+
+    @rule(move=st.sampled_from(list(Move)))
+    def make(self, move: Move) -> None:
+        expected = TRANSITIONS.get((self.state, move))
+        if expected is None:
+            with pytest.raises(WorkerStateError, match=self.state.value):
+                next_state(self.state, move)
+        else:
+            self.taken.add((self.state, move))
+            self.state = next_state(self.state, move)
+            assert self.state is expected
+
+    @invariant()
+    def kill_and_exit_stay_possible(self) -> None:
+        if self.state is WorkerState.EXITED:
+            assert all((self.state, move) not in TRANSITIONS for move in Move)
+        else:
+            assert TRANSITIONS[self.state, Move.EXIT] is WorkerState.EXITED
+            assert TRANSITIONS[self.state, Move.KILL] is WorkerState.KILLED
+
+
+def test_every_state_but_exited_is_reachable_and_can_end() -> None:
+    reachable, todo = {WorkerState.STARTING}, [WorkerState.STARTING]
+    while todo:
+        state = todo.pop()
+        for (source, _), target in TRANSITIONS.items():
+            if source is state and target not in reachable:
+                reachable.add(target)
+                todo.append(target)
+    assert reachable == set(WorkerState)
+
+
+TestStateTable = settings(max_examples=50, stateful_step_count=30, derandomize=True, database=None)(
+    StateTableMachine
+).TestCase
 
 
 # JOBPOOL_STATEFUL_EXAMPLES=200 explores further (slower); the default keeps the suite fast.

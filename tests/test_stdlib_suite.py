@@ -42,14 +42,22 @@ except ImportError as exc:  # a Python built without its test package
 from jobpool import Pool
 
 
-class ThreadPool(Pool):
+class StdlibNames(Pool):
+    """The one stdlib internal the executor tests poll: ``_broken``, set once the pool broke."""
+
+    @property
+    def _broken(self) -> Any:
+        return self._intake.broken
+
+
+class ThreadPool(StdlibNames):
     """``ThreadPoolExecutor``'s signature over ``Pool(backend="thread")``."""
 
     def __init__(self, max_workers: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(max_workers, backend="thread", **kwargs)
 
 
-class ProcessPool(Pool):
+class ProcessPool(StdlibNames):
     """``ProcessPoolExecutor``'s signature over ``Pool(backend="process")``."""
 
     def __init__(

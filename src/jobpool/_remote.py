@@ -12,6 +12,7 @@ import pickle
 import traceback
 
 from ._errors import RemoteError, RemoteTraceback
+from ._job import Job, Outcomes
 from ._serialization import dumps
 
 
@@ -37,6 +38,19 @@ def unpack_exception(data: bytes) -> BaseException:
         exc = RemoteError(type_name, message)
     exc.__cause__ = RemoteTraceback(tb)
     return exc
+
+
+def settle_reply(outcomes: Outcomes, job: Job, raised: bool, data: bytes) -> None:
+    """Resolve ``job`` with a worker's reply: its pickled result, or its packed exception."""
+    if raised:
+        outcomes.fail(job, unpack_exception(data))
+        return
+    try:
+        value = pickle.loads(data)
+    except BaseException as exc:  # its class cannot be found here, say
+        outcomes.fail(job, exc)
+    else:
+        outcomes.succeed(job, value)
 
 
 def _safe_str(exc: BaseException) -> str:

@@ -104,7 +104,7 @@ class ProcessBackend:
             setup.on_broken,
         )
         self._dispatcher.thread.start()
-        self._read_reply = self._dispatcher.read_reply
+        self._read_reply = self._dispatcher.lender.read_reply
 
     def prepare(self, job: Job) -> None:
         """Serialize the job in the caller's thread, so a bad argument fails at submit.
@@ -152,7 +152,8 @@ class ProcessBackend:
 
     def notify(self) -> None:
         dispatcher = self._dispatcher
-        if (dispatcher.idle_workers > 0 or not dispatcher.started) and not dispatcher.wake_pending:
+        workers = dispatcher.workers
+        if (workers.idle_count > 0 or not workers.started) and not dispatcher.wake_pending:
             dispatcher.wake()
 
     def kill(self, future: Future[Any]) -> bool:
@@ -171,8 +172,7 @@ class ProcessBackend:
         return self._dispatcher.worker_count()
 
     def shutdown(self, wait: bool) -> None:
-        self._dispatcher.closing = True
-        self._dispatcher.wake()
+        self._dispatcher.close()
         if wait and threading.current_thread() is not self._dispatcher.thread:
             self._dispatcher.thread.join()
 

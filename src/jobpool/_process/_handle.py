@@ -1,8 +1,13 @@
-"""WorkerHandle: one worker process, its own pipe, and the jobs it holds.
+"""WorkerHandle: one worker process, its own pipe, its state, and the jobs it holds.
 
 Because each worker has its own pipe and runs its jobs one at a time, in the order sent, the
 parent always knows which job a dead or overdue worker was running: only that job fails, the
 ones waiting behind it (see _ahead) run elsewhere, and nothing needs acknowledging.
+
+The handle's :class:`~jobpool._process._state.WorkerState` is its one state; every method that
+changes it goes through :meth:`WorkerHandle.move`, which refuses a move the table in ``_state``
+does not allow. What is not a state is data: the job it runs, the jobs waiting behind it, when
+the running job started, why it was killed.
 """
 
 from __future__ import annotations
@@ -10,9 +15,8 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import select
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
@@ -26,21 +30,18 @@ from ._ahead import (
     RECALL_AFTER_SECONDS,
     SHORT_JOB_SECONDS,
 )
-from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
 from ._frames import FrameReader, write_frame
+from ._held import Held
+from ._lease import Lease
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
+from ._state import HOLDS_JOB, Move, WorkerState, next_state
 from ._worker import worker_main
 
 
 class WorkerHandle:
-    def __init__(
-        self,
-        context: BaseContext,
-        index: int,
-        setup: WorkerSetup,
-        log_level: int,
-    ) -> None:
+    def __init__(self, context: BaseContext, index: int, setup: WorkerSetup, log_level: int):
         self.index = index
+        self.state = WorkerState.STARTING
         self.conn, child_conn = context.Pipe(duplex=True)
         # "Give back the jobs you have not started": read by the worker's watch thread, so it
         # is heard while the worker runs a job (see _ahead).
@@ -60,15 +61,12 @@ class WorkerHandle:
             else:
                 self.process.start()
         except BaseException:
-            for conn in (self.conn, child_conn, recall_reader, self._recall):
+            for conn in (self.conn, self._recall, stderr_reader):
                 conn.close()
-            stderr_reader.close()
-            stderr_writer.close()
             raise
         finally:
-            child_conn.close()
-            recall_reader.close()
-            stderr_writer.close()
+            for conn in (child_conn, recall_reader, stderr_writer):
+                conn.close()
         self.startup_output = StartupOutput(os.dup(stderr_reader.fileno()))
         stderr_reader.close()
         self.fd = self.conn.fileno()
@@ -76,43 +74,46 @@ class WorkerHandle:
         self.exit_fd: int = _exit_fd(self.process)
         self._owns_exit_fd = self.exit_fd != self.process.sentinel
         self.pid: Optional[int] = self.process.pid
-        self.ready = False
-        self.retiring = False  # sent STOP (recycled or pool closing); its exit is expected
+        self.held = Held()
+        # A thread waiting for this worker's job result may read the reply itself (_lending).
+        self.lease: Optional[Lease] = None
         self.job: Optional[Job] = None  # the job it runs (as far as the parent knows)
         self.ahead: deque[Job] = deque()  # sent behind it, in the order the worker runs them
-        self.recalling = False  # asked to give back the jobs it has not started
         self.started_at = 0.0  # when self.job started: its reply to the job before came in
         self.recalled_at = 0.0  # when the last recall was answered
         self.job_seconds = math.inf  # running average of its recent job times (none yet)
-        self.moved_on = False  # replied to its job after we killed it: the next one started
         self.deadline: Optional[float] = None
         self.jobs_done = 0
-        self.failure: Optional[BaseException] = None  # set when we killed it on purpose
-        self.reaped = False
-        # A thread waiting on this worker's job result reads the reply itself (see
-        # Dispatcher.read_reply); meanwhile the dispatcher does not watch the pipe.
-        self.helped = False
-        self._helper_wake: Optional[tuple[int, int]] = None  # pipe: "stop waiting, I took over"
-        self._helper_poll: Any = None
-        self._functions: OrderedDict[int, None] = OrderedDict()
-        self._blobs: OrderedDict[int, int] = OrderedDict()  # blob key -> size, oldest first
-        self._blob_bytes = 0
+        self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
+        self.moved_on = False  # KILLED, yet it replied to its job: it started the next one
+        self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
+
+    def move(self, move: Move) -> None:
+        """Apply ``move`` (raises ``WorkerStateError`` if the state does not allow it)."""
+        self.state = next_state(self.state, move)
 
     @property
     def idle(self) -> bool:
-        return self.ready and self.job is None and not self.retiring and not self.recalling
+        return self.state is WorkerState.IDLE
+
+    @property
+    def holds_job(self) -> bool:
+        return self.state in HOLDS_JOB
+
+    @property
+    def exited(self) -> bool:
+        """Its exit was seen and it was reaped (nothing to read or write any more)."""
+        return self.state is WorkerState.EXITED
+
+    # --- jobs ----------------------------------------------------------------------------------
 
     def can_take_ahead(self, now: float) -> bool:
         """Whether jobs may wait in this worker's pipe behind its running job (see _ahead)."""
         return (
-            self.job is not None
+            self.state is WorkerState.BUSY
             and len(self.ahead) < AHEAD_JOBS
             and self.job_seconds < SHORT_JOB_SECONDS
             and now - self.started_at < SHORT_JOB_SECONDS
-            and not self.retiring
-            and not self.recalling
-            and not self.helped
-            and self.failure is None
         )
 
     def fits_ahead(self, job: Job) -> bool:
@@ -121,14 +122,14 @@ class WorkerHandle:
         size = len(job.body or b"")
         if key is None:
             size += len(job.fn_bytes or b"")
-        elif key not in self._functions:
+        elif not self.held.has_function(key):
             return False
         return size <= MAX_AHEAD_BYTES
 
     @property
     def recall_at(self) -> Optional[float]:
         """When to take back the jobs waiting behind the running one, if any wait."""
-        if not self.ahead or self.recalling or self.failure is not None:
+        if not self.ahead or self.state is not WorkerState.BUSY:
             return None
         return max(self.started_at, self.recalled_at) + RECALL_AFTER_SECONDS
 
@@ -137,51 +138,26 @@ class WorkerHandle:
 
         A job's time limit starts when it starts, not when it was queued or sent.
         """
-        job.future._worker = self
-        if self.job is None:
+        if self.state is WorkerState.IDLE:
+            self.move(Move.RUN)
             self.job = job
             self.started_at = now = time.monotonic()
             self.deadline = now + job.timeout if job.timeout is not None else None
         else:
+            self.move(Move.RUN_AHEAD)
             self.ahead.append(job)
+        job.future._worker = self
         fn_bytes = job.fn_bytes
         key = job.fn_key
         if key is not None:
-            if key in self._functions:
-                self._functions.move_to_end(key)
-            else:
-                if job.fn_blobs:
-                    self._send_blobs(job.fn_blobs)
-                self._write(pickle.dumps((p.DEFINE_FN, key), pickle.HIGHEST_PROTOCOL))
-                self._write(fn_bytes)  # type: ignore[arg-type]
-                self._functions[key] = None
-                if len(self._functions) > p.FUNCTION_CACHE_SIZE:
-                    self._functions.popitem(last=False)
+            assert fn_bytes is not None
+            self.held.send_function(key, fn_bytes, job.fn_blobs, self._write)
             fn_bytes = None
         tag = p.RUN_CALL if isinstance(job.work, Call) else p.RUN_CHUNK
         self._write(pickle.dumps((tag, job.id, key, fn_bytes, job.body), pickle.HIGHEST_PROTOCOL))
 
     def _write(self, data: bytes) -> None:
         write_frame(self.fd, data)
-
-    def _send_blobs(self, blobs: tuple[Blob, ...]) -> None:
-        """Make sure the worker holds ``blobs``; forget its oldest others beyond the bounds."""
-        needed = {key for key, _ in blobs}
-        for key, value in blobs:
-            if key in self._blobs:
-                self._blobs.move_to_end(key)
-                continue
-            self._write(pickle.dumps((p.DEFINE_BLOB, key), pickle.HIGHEST_PROTOCOL))
-            self._write(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
-            self._blobs[key] = len(value)
-            self._blob_bytes += len(value)
-        for key in list(self._blobs):
-            if len(self._blobs) <= MAX_BLOBS and self._blob_bytes <= MAX_BLOB_BYTES:
-                break
-            if key in needed:
-                continue
-            self._blob_bytes -= self._blobs.pop(key)
-            self._write(pickle.dumps((p.FORGET_BLOB, key), pickle.HIGHEST_PROTOCOL))
 
     def finish_job(self) -> Optional[Job]:
         """The running job replied: return it; the next one sent ahead (if any) starts now."""
@@ -196,15 +172,19 @@ class WorkerHandle:
             else:
                 self.job_seconds += (seconds - self.job_seconds) * JOB_TIME_WEIGHT
         if self.ahead:
+            self.move(Move.FINISH_NEXT)
             following = self.job = self.ahead.popleft()
             self.started_at = now
             if following.timeout is not None:
                 self.deadline = now + following.timeout
+        else:
+            self.move(Move.FINISH_LAST)
         return job
 
     def recall(self) -> None:
         """Ask the worker to give back the jobs it has not started (answered by GIVE_BACK)."""
-        self.recalling = True
+        if self.state is WorkerState.BUSY:
+            self.move(Move.RECALL)
         try:
             self._recall.send_bytes(b"r")
         except OSError:  # it is exiting: its exit hands the jobs back
@@ -212,7 +192,6 @@ class WorkerHandle:
 
     def gave_back(self, ids: list[int]) -> list[Job]:
         """The worker will not run the jobs ``ids``: take them off its hands, in order."""
-        self.recalling = False
         self.recalled_at = time.monotonic()
         returned = set(ids)
         back: list[Job] = []
@@ -225,6 +204,8 @@ class WorkerHandle:
             self.ahead = deque(job for job in self.ahead if job.id not in returned)
         for job in back:
             job.future._worker = None
+        if self.state is WorkerState.RECALLING:
+            self.move(Move.GIVE_BACK_IDLE if self.job is None else Move.GIVE_BACK_BUSY)
         return back
 
     def take_ahead(self) -> list[Job]:
@@ -235,43 +216,40 @@ class WorkerHandle:
             job.future._worker = None
         return jobs
 
-    def start_helping(self) -> None:
-        """Mark that a thread will read this pipe itself (under the dispatcher's lock).
+    # --- lending the pipe (see _lending) -------------------------------------------------------
 
-        The pipe that calls it off exists from here on, so the dispatcher can always use it.
-        """
-        self.helped = True
-        if self._helper_poll is None:
-            self._helper_wake = os.pipe()
-            poller = select.poll()
-            poller.register(self.fd, select.POLLIN)
-            poller.register(self._helper_wake[0], select.POLLIN)
-            self._helper_poll = poller
+    def lend(self) -> Lease:
+        """Hand the pipe to a thread waiting for the running job's reply (under the lock)."""
+        self.move(Move.LEND)
+        if self.lease is None:
+            self.lease = Lease(self.fd)
+        self.lease.active = True
+        return self.lease
 
-    def wait_for_reply(self, timeout: Optional[float]) -> bool:
-        """Sleep until the pipe is readable or the dispatcher calls the helper off (or timeout).
+    def unlend(self) -> None:
+        """The thread gave the pipe back (under the lock)."""
+        assert self.lease is not None
+        self.lease.active = False
+        if self.state is WorkerState.LENT:
+            self.move(Move.UNLEND_IDLE if self.job is None else Move.UNLEND_BUSY)
+        elif self.state is WorkerState.EXITED:
+            self.close_fds()  # left open for the thread by reap()
 
-        True when there is something to read. Called by a helping thread without the lock.
-        """
-        milliseconds = None if timeout is None else max(0, math.ceil(timeout * 1000))
-        return self.fd in dict(self._helper_poll.poll(milliseconds))
-
-    def call_off_helper(self) -> None:
-        """Wake the thread reading this pipe: the dispatcher is taking the worker's exit over."""
-        if self.helped and self._helper_wake is not None:
-            os.write(self._helper_wake[1], b"x")
+    # --- the end ---------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the worker to exit after its current job; its exit is then expected."""
-        self.retiring = True
+        self.move(Move.STOP)
         try:
             self._write(pickle.dumps((p.STOP,)))
         except OSError:
             pass
 
     def kill(self, failure: Optional[BaseException] = None) -> None:
-        self.failure = failure
-        self.retiring = True
+        """Kill the process; ``failure`` is what its running job fails with (the first kill's)."""
+        if self.state is not WorkerState.KILLED:
+            self.failure = failure
+        self.move(Move.KILL)
         try:
             self.process.kill()
         except (OSError, ValueError):
@@ -285,9 +263,11 @@ class WorkerHandle:
         """
         self.process.join()
         code: Optional[int] = self.process.exitcode
-        self.reaped = True
-        self.call_off_helper()
-        if not self.helped:  # else the helper closes them once it has stopped polling them
+        self.exited_from = self.state
+        self.move(Move.EXIT)
+        if self.lease is not None and self.lease.active:
+            self.lease.call_off()  # the thread closes the fds once it has stopped polling
+        else:
             self.close_fds()
         try:
             self.process.close()
@@ -301,14 +281,15 @@ class WorkerHandle:
             os.close(self.exit_fd)
         self.conn.close()
         self._recall.close()
-        if self._helper_wake is not None:
-            for fd in self._helper_wake:
-                os.close(fd)
-            self._helper_wake = None
+        if self.lease is not None:
+            self.lease.close()
 
     def __repr__(self) -> str:
         job = getattr(self.job, "id", None)
-        return f"<WorkerHandle {self.index} pid={self.pid} job={job} ahead={len(self.ahead)}>"
+        return (
+            f"<WorkerHandle {self.index} pid={self.pid} {self.state.value} job={job} "
+            f"ahead={len(self.ahead)}>"
+        )
 
 
 def _exit_fd(process: Any) -> int:

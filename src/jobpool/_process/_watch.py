@@ -1,4 +1,4 @@
-"""FdWatch: the dispatcher's sleep, a map from file descriptor to what to do when it is readable.
+"""FdWatch: the dispatcher's sleep, a map from file descriptor to what it stands for.
 
 It exists for one operation ``selectors`` makes slow: setting a descriptor aside for a moment
 and taking it back (``pause``/``resume``), which a thread waiting for its own job's reply does
@@ -9,21 +9,25 @@ Where epoll does not exist, it falls back to a ``selectors`` selector.
 
 from __future__ import annotations
 
+import os
 import select
 import selectors
-from typing import Callable, Optional
+import threading
+from typing import Generic, Optional, TypeVar
 
-Callback = Optional[Callable[[], None]]
+T = TypeVar("T")
 
 
-class FdWatch:
+class FdWatch(Generic[T]):
+    """Maps each watched file descriptor to what it stands for (a value of type ``T``)."""
+
     def __init__(self) -> None:
-        self._callbacks: dict[int, Callback] = {}
+        self._values: dict[int, T] = {}
         self._epoll = select.epoll() if hasattr(select, "epoll") else None
         self._selector = None if self._epoll is not None else selectors.DefaultSelector()
 
-    def add(self, fd: int, callback: Callback) -> None:
-        self._callbacks[fd] = callback
+    def add(self, fd: int, value: T) -> None:
+        self._values[fd] = value
         if self._epoll is not None:
             self._epoll.register(fd, select.EPOLLIN)
         else:
@@ -32,7 +36,7 @@ class FdWatch:
 
     def remove(self, fd: int) -> None:
         """Stop watching ``fd``; quietly, if it is not watched (any more)."""
-        if self._callbacks.pop(fd, _MISSING) is _MISSING:
+        if self._values.pop(fd, _MISSING) is _MISSING:
             return
         try:
             if self._epoll is not None:
@@ -45,7 +49,7 @@ class FdWatch:
 
     def pause(self, fd: int) -> bool:
         """Ignore ``fd`` until :meth:`resume`; False if it is not watched."""
-        if fd not in self._callbacks:
+        if fd not in self._values:
             return False
         if self._epoll is not None:
             # Unregistered, not modified to no events: epoll reports a hang-up regardless.
@@ -62,21 +66,18 @@ class FdWatch:
             assert self._selector is not None
             self._selector.register(fd, selectors.EVENT_READ)
 
-    def wait(self, timeout: Optional[float]) -> list[Callback]:
-        """Sleep until a watched fd is readable (or timeout); the callbacks of the ready ones.
-
-        A callback of None stands for a descriptor added with no callback (the wake-up pipe).
-        """
-        callbacks = self._callbacks
+    def wait(self, timeout: Optional[float]) -> list[T]:
+        """Sleep until a watched fd is readable (or timeout); the values of the ready ones."""
+        values = self._values
         if self._epoll is not None:
-            ready = self._epoll.poll(-1 if timeout is None else timeout, max(len(callbacks), 1))
+            ready = self._epoll.poll(-1 if timeout is None else timeout, max(len(values), 1))
         else:
             assert self._selector is not None
             ready = [(key.fd, 0) for key, _ in self._selector.select(timeout)]
         # One lookup per fd: another thread may remove an fd meanwhile (see read_reply).
-        found = [callbacks.get(fd, _MISSING) for fd, _ in ready]
+        found = [values.get(fd, _MISSING) for fd, _ in ready]
         if _MISSING in found:
-            return [callback for callback in found if callback is not _MISSING]  # type: ignore[misc]
+            return [value for value in found if value is not _MISSING]  # type: ignore[misc]
         return found  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -85,7 +86,49 @@ class FdWatch:
         else:
             assert self._selector is not None
             self._selector.close()
-        self._callbacks.clear()
+        self._values.clear()
 
 
 _MISSING = object()
+
+
+class WakePipe:
+    """Wakes the dispatcher from its sleep in an :class:`FdWatch` (from any thread).
+
+    ``pending`` is set before the byte is written and cleared after the pipe was drained, so a
+    wake-up that races with the drain either leaves a byte in the pipe or finds its job queued
+    before the dispatcher looks again. Once closed, a late ``wake`` writes nothing: the fd
+    numbers may belong to another file by then.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self.pending = False
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wake(self) -> None:
+        if not self.pending:
+            self.pending = True
+            with self._lock:
+                if self._closed:  # the dispatcher has exited: nobody to wake
+                    return
+                try:
+                    os.write(self._write_fd, b"x")
+                except OSError:
+                    pass
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self.pending = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            os.close(self.read_fd)
+            os.close(self._write_fd)

@@ -30,6 +30,8 @@ from ._frames import FrameReader, write_frame
 from ._start import WorkerSetup, stderr_into
 
 EXIT_PARENT_DIED = 70
+# Where the platform has no pidfd: how often the watch thread compares os.getppid().
+PPID_POLL_SECONDS = 1.0
 
 # The blobs (large bytes/str of functions, see _blobs) this worker holds, by key; the parent
 # decides what is added and forgotten.
@@ -84,25 +86,51 @@ class _ForwardingHandler(logging.Handler):
 def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
     """Exit when the parent process is gone, so no worker outlives a killed parent.
 
-    Also answer the parent's recalls (see _ahead), which must be heard while a job runs.
+    Also answer the parent's recalls (see _ahead), which must be heard while a job runs. It
+    sleeps on file descriptors only: a pidfd of the parent where the platform has one (Linux),
+    which becomes readable when the parent exits, and multiprocessing's parent sentinel. The
+    sentinel alone is not enough under the fork start method (a worker forked later may hold
+    the parent's end of it open), so where there is no pidfd the thread also compares
+    ``os.getppid()`` once a second: the one place a worker polls.
     """
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None) if parent is not None else None
     original_ppid = os.getppid()
-    watched: list[Any] = [recall] if sentinel is None else [sentinel, recall]
+    pidfd = _open_pidfd(parent.pid if parent is not None else original_ppid)
+    if _parent_gone(sentinel, original_ppid):  # it died before we looked
+        os._exit(EXIT_PARENT_DIED)
+    deaths = [fd for fd in (pidfd, sentinel) if fd is not None]
+    poll_seconds = None if pidfd is not None else PPID_POLL_SECONDS
+    watched: list[Any] = [*deaths, recall]
     while True:
-        ready = wait(watched, timeout=1.0) if watched else threading.Event().wait(1.0)
-        if sentinel is not None and ready and sentinel in ready:  # type: ignore[operator]
+        ready = wait(watched, timeout=poll_seconds)
+        if any(fd in ready for fd in deaths) or (
+            poll_seconds is not None and os.getppid() != original_ppid
+        ):
             os._exit(EXIT_PARENT_DIED)
-        if ready and recall in ready:  # type: ignore[operator]
+        if recall in ready:
             try:
                 recall.recv_bytes()
             except (EOFError, OSError):  # the parent closed it: this worker is going away
                 watched.remove(recall)
             else:
                 channel.send((p.GIVE_BACK, inbox.give_back()))
-        if os.getppid() != original_ppid:
-            os._exit(EXIT_PARENT_DIED)
+
+
+def _open_pidfd(pid: Optional[int]) -> Optional[int]:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None or not pid:
+        return None
+    try:
+        return int(pidfd_open(pid))
+    except OSError:  # gone already, an old kernel, or a seccomp filter
+        return None
+
+
+def _parent_gone(sentinel: Optional[int], original_ppid: int) -> bool:
+    if os.getppid() != original_ppid:
+        return True
+    return sentinel is not None and bool(wait([sentinel], timeout=0))
 
 
 def _initialize(setup: WorkerSetup, channel: _Channel) -> bool:

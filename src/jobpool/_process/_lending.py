@@ -1,0 +1,110 @@
+"""A thread waiting for a running job's result reads the worker's reply itself.
+
+The dispatcher thread would read the reply, then wake the waiting thread: two wake-ups where the
+worker's write can wake the waiter directly. While a thread waits here, the dispatcher stops
+watching that one pipe (it still watches the worker's exit and the job's deadline). If the worker
+dies or is killed, the dispatcher handles its exit as always and calls the lease off; the caller
+then waits on the future as usual.
+
+It lends only when that is simple: the job runs with nothing waiting behind it, nothing waits in
+the pool's line (the dispatcher is awake anyway), and workers are not recycled (recycling starts
+processes, which is the dispatcher's job). Otherwise it returns at once and the caller waits on
+the future.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+from .._job import JobFuture
+from ._handle import WorkerHandle
+from ._line import JobLine
+from ._messages import Messages, Reply
+from ._routing import assign_jobs
+from ._state import WorkerState
+from ._watch import FdWatch, WakePipe
+from ._workers import Event, Workers
+
+
+class ReplyLender:
+    def __init__(
+        self,
+        lock: threading.Lock,
+        watch: FdWatch[Event],
+        wake: WakePipe,
+        workers: Workers,
+        line: JobLine,
+        messages: Messages,
+    ) -> None:
+        self._lock = lock
+        self._watch = watch
+        self._wake = wake
+        self._workers = workers
+        self._line = line
+        self._messages = messages
+        self.dispatcher: Optional[threading.Thread] = None  # never lends to that thread
+        # Counts the pipes lent; when it moved while the dispatcher slept, a readable event it
+        # got may have been read already (see Dispatcher).
+        self.lends = 0
+
+    def read_reply(self, future: JobFuture, timeout: Optional[float]) -> None:
+        """Wait for the reply of ``future``'s running job in the calling thread, and settle it."""
+        if (
+            self._workers.max_jobs is not None
+            or self._line.waiting()
+            or threading.current_thread() is self.dispatcher
+        ):
+            return
+        with self._lock:
+            handle = future._worker
+            if (
+                handle is None
+                or handle.state is not WorkerState.BUSY
+                or handle.ahead
+                or handle.job is None
+                or handle.job.future is not future
+                or not self._watch.pause(handle.fd)
+            ):
+                return
+            lease = handle.lend()
+            self.lends += 1
+        replies: list[Reply] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                readable = lease.wait(left)
+                with self._lock:
+                    if readable and not handle.exited:
+                        replies += self._messages.read(handle)
+                    if (
+                        not handle.holds_job
+                        or handle.reader.eof
+                        or (left is not None and left <= 0)
+                    ):
+                        self._give_back(handle)
+                        break
+        finally:
+            if lease.active:  # interrupted (KeyboardInterrupt in poll): give the pipe back
+                with self._lock:
+                    self._give_back(handle)
+            for reply in replies:  # outside the lock: done-callbacks may use the pool
+                self._messages.settle(reply)
+
+    def _give_back(self, handle: WorkerHandle) -> None:
+        """Give ``handle``'s pipe back to the dispatcher (under the lock)."""
+        handle.unlend()
+        if handle.exited:
+            return
+        if handle.reader.eof:
+            self._watch.remove(handle.fd)  # its exit fd tells the rest
+        else:
+            self._watch.resume(handle.fd)
+        if handle.idle:
+            workers = self._workers
+            workers.idle_count += 1
+            if workers.closing or self._line.waiting():
+                assign_jobs(workers, self._line)
+                self._wake.wake()  # anything else a free worker changes (closing) is the loop's

@@ -1,0 +1,47 @@
+"""Which job goes to which worker: waiting jobs to idle workers, and short ones ahead (_ahead).
+
+The dispatcher calls :func:`assign_jobs` and :func:`send_ahead` on every turn of its loop; a
+waiting caller that gives a worker's pipe back calls :func:`assign_jobs` too (_lending).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ._line import JobLine
+from ._workers import Workers
+
+
+def assign_jobs(workers: Workers, line: JobLine) -> None:
+    """Send the next waiting job to each idle worker."""
+    if workers.idle_count <= 0 or workers.terminating:
+        return
+    for handle in workers.handles:
+        if not handle.idle:
+            continue
+        job = line.next_job()
+        if job is None:
+            return
+        workers.idle_count -= 1
+        try:
+            handle.run(job)
+        except OSError:  # the worker died under us: its exit fails the job
+            pass
+
+
+def send_ahead(workers: Workers, line: JobLine) -> None:
+    """Give busy workers whose jobs are short their next jobs now (see _ahead)."""
+    if workers.max_jobs is not None or workers.terminating or not line.waiting():
+        return
+    now = time.monotonic()
+    for handle in workers.handles:
+        while handle.can_take_ahead(now):
+            job = line.next_job_if(handle.fits_ahead)
+            if job is None:
+                break
+            try:
+                handle.run(job)
+            except OSError:  # the worker died under us: its exit requeues the job
+                break
+        if not line.waiting():
+            return

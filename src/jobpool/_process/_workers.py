@@ -1,0 +1,271 @@
+"""Workers: the set of worker processes, from start to exit, and the pool's lifecycle flags.
+
+It starts workers (with the pool's first job), replaces the ones that crash, time out, are
+killed or recycled, stops them when the pool closes, and breaks the pool when they cannot start.
+When a worker exits it fails only the job that worker ran and puts the jobs waiting behind it
+first in line. It never calls the loop above it (``_dispatcher``): the loop asks it.
+"""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+import time
+from concurrent.futures import Future
+from multiprocessing.context import BaseContext
+from typing import Any, Callable, Optional
+
+from .._errors import (
+    BROKEN,
+    InitializerError,
+    JobKilledError,
+    JobTimeoutError,
+    WorkerCrashedError,
+    describe_exit,
+)
+from .._job import Outcomes
+from ._handle import WorkerHandle
+from ._line import JobLine
+from ._start import WorkerSetup
+from ._state import WorkerState
+from ._watch import FdWatch
+
+# A worker that dies before it is ready this many times in a row breaks the pool.
+MAX_START_FAILURES = 3
+KILLED_WAITING = "job killed by Pool.kill() before it started; it will not run"
+TERMINATED = "the pool was terminated"
+
+# What the dispatcher's sleep reports: (what happened, to which worker), or None for a wake-up.
+PIPE, EXIT, OUTPUT = "pipe", "exit", "output"
+Event = Optional[tuple[str, WorkerHandle]]
+
+
+class Workers:
+    def __init__(
+        self,
+        context: BaseContext,
+        setup: WorkerSetup,
+        size: int,
+        max_jobs_per_worker: Optional[int],
+        line: JobLine,
+        outcomes: Outcomes,
+        on_broken: Callable[[BaseException], None],
+        watch: FdWatch[Event],
+    ) -> None:
+        self._context = context
+        self._setup = setup
+        self.size = size
+        self.max_jobs = max_jobs_per_worker
+        self._line = line
+        self._outcomes = outcomes
+        self._on_broken = on_broken
+        self._watch = watch
+        self._log_level = logging.getLogger().getEffectiveLevel()
+        self.handles: list[WorkerHandle] = []
+        self._next_index = 0
+        self._start_failures = 0
+        self.started = False  # workers start with the pool's first job
+        self.idle_count = 0  # read without the lock by submitters (see Dispatcher.offer)
+        self.closing = False  # finish what waits, then stop the workers
+        self.terminating = False  # stop now: kill the workers
+        self.broken: Optional[BaseException] = None  # workers cannot start: every job fails
+
+    def count_idle(self) -> None:
+        self.idle_count = sum(handle.idle for handle in self.handles)
+
+    def idle_handle(self) -> Optional[WorkerHandle]:
+        return next((handle for handle in self.handles if handle.idle), None)
+
+    # --- starting ------------------------------------------------------------------------------
+
+    def needs_first_workers(self) -> bool:
+        """Whether to start the workers now: a job waits for the first time. An unused pool
+        (one made when a module is imported, in a worker too) starts no processes."""
+        return (
+            not self.started
+            and self._line.waiting()
+            and not self.terminating
+            and self.broken is None
+        )
+
+    def start_first(self) -> None:
+        self.started = True
+        for _ in range(self.size):
+            if self.broken is None:
+                self._start()
+
+    def _start(self) -> None:
+        try:
+            handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
+        except Exception as exc:  # e.g. an initarg that cannot be pickled for a new process
+            error = InitializerError(
+                f"could not start a worker process: {type(exc).__name__}: {exc}; {BROKEN}"
+            )
+            error.__cause__ = exc
+            self.break_pool(error)
+            return
+        self._next_index += 1
+        self.handles.append(handle)
+        self._watch.add(handle.fd, (PIPE, handle))
+        self._watch.add(handle.exit_fd, (EXIT, handle))
+        self._watch.add(handle.startup_output.fd, (OUTPUT, handle))
+
+    def _replace(self) -> None:
+        """Start a worker in the place of one that left, if one is needed.
+
+        Closing (``shutdown``) still runs every waiting job, so a worker recycled or crashed
+        while jobs wait is replaced; otherwise those jobs would never resolve.
+        """
+        if self.terminating or self.broken is not None:
+            return
+        if not self.closing or self._line.waiting():
+            self._outcomes.count("worker_restarts")
+            self._start()
+
+    def on_output(self, handle: WorkerHandle) -> None:
+        """A starting worker wrote to stderr (or, at end of file, is done starting)."""
+        output = handle.startup_output
+        if not output.read():
+            self._watch.remove(output.fd)
+            output.close()
+
+    def on_ready(self) -> None:
+        self._start_failures = 0
+
+    # --- exits ----------------------------------------------------------------------------------
+
+    def bury(self, handle: WorkerHandle) -> None:
+        """A worker process ended (its last words already read): fail only the job it held,
+        put the ones waiting behind it first in line, and replace it if needed."""
+        self._watch.remove(handle.fd)
+        self._watch.remove(handle.exit_fd)
+        if not handle.startup_output.closed:
+            handle.startup_output.drain()
+            self._watch.remove(handle.startup_output.fd)
+        self.handles.remove(handle)
+        exitcode = handle.reap()
+        job, handle.job = handle.job, None
+        if job is not None:
+            job.future._worker = None
+            error = handle.failure or WorkerCrashedError(handle.pid, exitcode)
+            self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
+        self._requeue_unstarted(handle, exitcode)
+        if handle.exited_from is WorkerState.RETIRING:
+            return  # a planned exit: recycled or closing
+        if handle.exited_from is WorkerState.STARTING:
+            self._start_failures += 1
+            if self._start_failures >= MAX_START_FAILURES:
+                self.break_pool(self._start_failure(handle, exitcode))
+                return
+        self._replace()
+
+    def _start_failure(self, handle: WorkerHandle, exitcode: Optional[int]) -> InitializerError:
+        """The error for workers that keep dying before they are ready, in their own words."""
+        tail = handle.startup_output.tail()
+        said = (
+            "The last lines it wrote to stderr:\n" + textwrap.indent(tail, "    ")
+            if tail
+            else "It wrote nothing to stderr after it started."
+        )
+        return InitializerError(
+            f"worker process {handle.pid} {describe_exit(exitcode)} while starting, before it "
+            f"could report; {self._start_failures} workers in a row did so, and {BROKEN}. " + said
+        )
+
+    def _requeue_unstarted(self, handle: WorkerHandle, exitcode: Optional[int]) -> None:
+        """The jobs a gone worker held but had not started run elsewhere, first in line."""
+        jobs = handle.take_ahead()
+        if jobs and handle.moved_on:
+            # It replied to the job we killed it for, so it had started the next one.
+            self._outcomes.fail(jobs.pop(0), WorkerCrashedError(handle.pid, exitcode))
+        jobs = [job for job in jobs if not job.killed]
+        if not jobs:
+            return
+        if self.terminating or self.broken is not None:
+            for job in jobs:
+                self._outcomes.fail(job, self.broken or JobKilledError(TERMINATED))
+            return
+        self._line.put_first(jobs)
+
+    # --- recycling, stopping, breaking ------------------------------------------------------------
+
+    def recycle_if_due(self, handle: WorkerHandle) -> None:
+        """After a reply: replace a worker that has run ``max_jobs_per_worker`` jobs."""
+        if (
+            self.max_jobs is not None
+            and handle.jobs_done >= self.max_jobs
+            and handle.state is WorkerState.IDLE
+        ):
+            handle.stop()
+            self._replace()  # counted as a restart only when replaced, as for a crash
+
+    def stop_when_drained(self) -> None:
+        """Closing and nothing waits: tell every idle (or still starting) worker to exit."""
+        if not self.closing:
+            return
+        if self._line.waiting() and not self.terminating and self.broken is None:
+            return
+        for handle in self.handles:
+            if handle.state in (WorkerState.IDLE, WorkerState.STARTING):
+                handle.stop()
+
+    def kill_all(self) -> None:
+        """Terminate: fail every job that waits behind a worker or was returned, kill them all."""
+        self._line.fail_returned(JobKilledError(TERMINATED))
+        for handle in self.handles:
+            if handle.state is not WorkerState.RETIRING or handle.process.exitcode is None:
+                handle.kill(handle.failure or JobKilledError(TERMINATED))
+
+    def break_pool(self, error: BaseException) -> None:
+        """The pool cannot run jobs (its workers cannot start): fail everything, stop."""
+        if self.broken is not None:
+            return
+        self.broken = error
+        self.closing = True
+        self._on_broken(error)
+        self._line.fail_all(error)
+        for handle in self.handles:
+            handle.kill(error if handle.holds_job else None)
+
+    # --- time limits, recalls and kills ----------------------------------------------------------
+
+    def seconds_to_next_deadline(self) -> Optional[float]:
+        """Until the nearest job deadline or recall (see _ahead), or None."""
+        nearest = None
+        for handle in self.handles:
+            for deadline in (handle.deadline, handle.recall_at):
+                if deadline is not None and (nearest is None or deadline < nearest):
+                    nearest = deadline
+        if nearest is None:
+            return None
+        return max(0.0, nearest - time.monotonic())
+
+    def expire_deadlines(self) -> None:
+        now = time.monotonic()
+        for handle in self.handles:
+            recall_at = handle.recall_at
+            if recall_at is not None and recall_at <= now:
+                handle.recall()
+            job = handle.job
+            if handle.deadline is not None and handle.deadline <= now and job is not None:
+                assert job.timeout is not None
+                handle.deadline = None
+                handle.kill(JobTimeoutError(job.timeout))
+
+    def kill_job(self, future: Future[Any]) -> bool:
+        """Pool.kill(): stop ``future``'s job wherever it is, running or waiting behind one."""
+        for handle in self.handles:
+            job = handle.job
+            if job is not None and job.future is future and handle.holds_job:
+                handle.kill(JobKilledError("job killed by Pool.kill(); its worker was replaced"))
+                return True
+            for job in handle.ahead:
+                if job.future is future and not job.killed:
+                    # Waiting behind another job: it fails now and is taken back unstarted; if
+                    # it starts first, its worker is killed then (_messages).
+                    job.killed = True
+                    self._outcomes.fail(job, JobKilledError(KILLED_WAITING))
+                    if handle.state is WorkerState.BUSY:
+                        handle.recall()
+                    return True
+        return self._line.kill(future, JobKilledError(KILLED_WAITING))
