@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 from .jobs import sleep_job
 
 LAZY_CHUNK = 1000
+SWEEP_CHUNK = 16384  # jobpool's largest adaptive chunk: peers are tried with it too
 TIMEOUTS = (TimeoutError, futures.TimeoutError, multiprocessing.TimeoutError)
 
 
@@ -53,10 +54,18 @@ class Adapter:
         handles = [self.submit(fn, x) for x in items]
         return [self.result(h) for h in handles]
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterable[Any]:
+    #: The chunk sizes a map over tiny items is tried with: ``None`` is the API's own default
+    #: (automatic where it has one); each peer is reported at its best (see map_tiny, lazy).
+    chunksizes: tuple[Optional[int], ...] = (None,)
+
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterable[Any]:
         return self.pool.map(fn, items)
 
-    def lazy_map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
+    def lazy_map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = LAZY_CHUNK
+    ) -> Iterator[Any]:
         raise NotSupported(self.name)
 
     def warm(self, fn: Callable[..., Any], workers: int) -> None:
@@ -81,8 +90,8 @@ class Adapter:
 
 class JobpoolAdapter(Adapter):
     submit_api = "submit"
-    map_api = "map (defaults)"
-    lazy_api = "map (defaults)"
+    map_api = "map"
+    lazy_api = "map"
 
     def __init__(self, backend: str) -> None:
         super().__init__()
@@ -99,8 +108,17 @@ class JobpoolAdapter(Adapter):
         else:
             self.pool = Pool(workers, backend="thread")
 
-    def lazy_map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
-        return self.pool.map(fn, items)
+    chunksizes = (None, LAZY_CHUNK, SWEEP_CHUNK)
+
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterable[Any]:
+        return self.pool.map(fn, items, chunksize=chunksize)
+
+    def lazy_map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterator[Any]:
+        return self.pool.map(fn, items, chunksize=chunksize)
 
     def terminate(self) -> None:
         self.pool.terminate()
@@ -117,25 +135,29 @@ class ThreadPoolExecutorAdapter(Adapter):
     def open(self, workers: int, start_method: Optional[str] = None) -> None:
         self.pool = futures.ThreadPoolExecutor(workers)
 
-    def lazy_map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
+    def lazy_map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterator[Any]:
         return self.pool.map(fn, items)  # type: ignore[no-any-return]
 
 
 class ProcessPoolExecutorAdapter(Adapter):
     name = "cf.ProcessPoolExecutor"
     flavour = "process"
-    map_api = "map(chunksize=1000)"
-    lazy_api = "map(chunksize=1000)"
+    map_api = "map(chunksize)"
+    lazy_api = "map(chunksize)"
+    chunksizes = (LAZY_CHUNK, SWEEP_CHUNK)  # its default, 1, is hopeless on tiny items
 
     def open(self, workers: int, start_method: Optional[str] = None) -> None:
         context = multiprocessing.get_context(start_method) if start_method else None
         self.pool = futures.ProcessPoolExecutor(workers, mp_context=context)
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterable[Any]:
-        return self.pool.map(fn, items, chunksize=LAZY_CHUNK)  # type: ignore[no-any-return]
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterable[Any]:
+        return self.pool.map(fn, items, chunksize=chunksize or 1)  # type: ignore[no-any-return]
 
-    def lazy_map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
-        return self.pool.map(fn, items, chunksize=LAZY_CHUNK)  # type: ignore[no-any-return]
+    lazy_map = map  # type: ignore[assignment]
 
     def terminate(self) -> None:
         processes = list(getattr(self.pool, "_processes", {}).values())
@@ -150,14 +172,22 @@ class ProcessPoolExecutorAdapter(Adapter):
 
 class _MpPoolAdapter(Adapter):
     submit_api = "apply_async"
-    map_api = "map (auto chunksize)"
-    lazy_api = "imap(chunksize=1000)"
+    map_api = "map(chunksize)"
+    lazy_api = "imap(chunksize)"
+    chunksizes = (None, LAZY_CHUNK, SWEEP_CHUNK)  # None: map's own len(items)-based choice
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.pool.apply_async(fn, args)
 
-    def lazy_map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
-        return self.pool.imap(fn, items, chunksize=LAZY_CHUNK)  # type: ignore[no-any-return]
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterable[Any]:
+        return self.pool.map(fn, items, chunksize)  # type: ignore[no-any-return]
+
+    def lazy_map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = LAZY_CHUNK
+    ) -> Iterator[Any]:
+        return self.pool.imap(fn, items, chunksize=chunksize or 1)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.pool.close()
@@ -193,17 +223,20 @@ class LokyAdapter(Adapter):
     flavour = "process"
     requires = "loky"
     submit_api = "get_reusable_executor().submit"
-    map_api = "map(chunksize=1000)"
-    lazy_api = "map(chunksize=1000)"
+    map_api = "map(chunksize)"
+    lazy_api = "map(chunksize)"
     start_method = "loky (fork+exec)"
+    chunksizes = (LAZY_CHUNK, SWEEP_CHUNK)
 
     def open(self, workers: int, start_method: Optional[str] = None) -> None:
         from loky import get_reusable_executor
 
         self.pool = get_reusable_executor(max_workers=workers)
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterable[Any]:
-        return self.pool.map(fn, items, chunksize=LAZY_CHUNK)  # type: ignore[no-any-return]
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterable[Any]:
+        return self.pool.map(fn, items, chunksize=chunksize or 1)  # type: ignore[no-any-return]
 
     lazy_map = map  # type: ignore[assignment]
 
@@ -217,8 +250,9 @@ class LokyAdapter(Adapter):
 class MpireAdapter(Adapter):
     requires = "mpire"
     submit_api = "apply_async"
-    map_api = "map (auto chunk_size)"
-    lazy_api = "imap(chunk_size=1000)"
+    map_api = "map(chunk_size)"
+    lazy_api = "imap(chunk_size)"
+    chunksizes = (None, LAZY_CHUNK, SWEEP_CHUNK)  # None: its automatic chunk size
 
     def __init__(self, flavour: str) -> None:
         super().__init__()
@@ -235,11 +269,17 @@ class MpireAdapter(Adapter):
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.pool.apply_async(fn, args)
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterable[Any]:
-        return self.pool.map(fn, items, progress_bar=False)  # type: ignore[no-any-return]
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterable[Any]:
+        return self.pool.map(  # type: ignore[no-any-return]
+            fn, items, chunk_size=chunksize, progress_bar=False
+        )
 
-    def lazy_map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
-        return self.pool.imap(fn, items, chunk_size=LAZY_CHUNK)  # type: ignore[no-any-return]
+    def lazy_map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = LAZY_CHUNK
+    ) -> Iterator[Any]:
+        return self.pool.imap(fn, items, chunk_size=chunksize)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.pool.stop_and_join()
@@ -254,8 +294,9 @@ class MpireAdapter(Adapter):
 class PebbleAdapter(Adapter):
     requires = "pebble"
     submit_api = "schedule"
-    map_api = "map(chunksize=1000)"
-    lazy_api = "map(chunksize=1000)"
+    map_api = "map(chunksize)"
+    lazy_api = "map(chunksize)"
+    chunksizes = (LAZY_CHUNK, SWEEP_CHUNK)  # its default, 1, is hopeless on tiny items
 
     def __init__(self, flavour: str) -> None:
         super().__init__()
@@ -275,8 +316,10 @@ class PebbleAdapter(Adapter):
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.pool.schedule(fn, args=args)
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterable[Any]:
-        return self.pool.map(fn, items, chunksize=LAZY_CHUNK).result()  # type: ignore[no-any-return]
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterable[Any]:
+        return self.pool.map(fn, items, chunksize=chunksize or 1).result()  # type: ignore[no-any-return]
 
     lazy_map = map  # type: ignore[assignment]
 
@@ -295,8 +338,9 @@ class PebbleAdapter(Adapter):
 class JoblibAdapter(Adapter):
     requires = "joblib"
     submit_api = "Parallel(batch_size=1)"
-    map_api = "Parallel(batch_size='auto')"
-    lazy_api = "Parallel(return_as='generator')"
+    map_api = "Parallel(batch_size)"
+    lazy_api = "Parallel(return_as='generator', batch_size)"
+    chunksizes = (None, LAZY_CHUNK, SWEEP_CHUNK)  # None: batch_size='auto'
 
     def __init__(self, flavour: str) -> None:
         super().__init__()
@@ -322,15 +366,21 @@ class JoblibAdapter(Adapter):
 
         return self._parallel(batch_size=1)(delayed(fn)(x) for x in items)  # type: ignore[no-any-return]
 
-    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterable[Any]:
+    def map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterable[Any]:
         from joblib import delayed
 
-        return self._parallel()(delayed(fn)(x) for x in items)  # type: ignore[no-any-return]
+        parallel = self._parallel(batch_size=chunksize or "auto")
+        return parallel(delayed(fn)(x) for x in items)  # type: ignore[no-any-return]
 
-    def lazy_map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
+    def lazy_map(
+        self, fn: Callable[..., Any], items: Iterable[Any], chunksize: Optional[int] = None
+    ) -> Iterator[Any]:
         from joblib import delayed
 
-        return self._parallel(return_as="generator")(delayed(fn)(x) for x in items)  # type: ignore[no-any-return]
+        parallel = self._parallel(return_as="generator", batch_size=chunksize or "auto")
+        return parallel(delayed(fn)(x) for x in items)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         if self.backend == "loky":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -74,12 +75,45 @@ def no_leftover_processes() -> Iterator[None]:
         pytest.fail(f"processes left behind: {leftovers}")
 
 
+# --- an exception in any thread fails the test it happened in -----------------------------------
+
+_thread_errors: list[str] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    threading.excepthook = _fail_on_thread_exception
+    threading.excepthook = _record_thread_exception
 
 
-def _fail_on_thread_exception(args: Any) -> None:
+def _record_thread_exception(args: Any) -> None:
+    name = getattr(args.thread, "name", "?")
+    _thread_errors.append(f"{name}: {args.exc_type.__name__}: {args.exc_value}")
     sys.__stderr__.write(f"exception in thread {args.thread}: {args.exc_value!r}\n")
+
+
+@pytest.fixture(autouse=True)
+def no_thread_exceptions() -> Iterator[None]:
+    """A helper thread (a submitter, a killer, a pool's own thread) that raised fails the test."""
+    _thread_errors.clear()
+    yield
+    errors, _thread_errors[:] = list(_thread_errors), []
+    if errors:
+        pytest.fail("exceptions in threads during the test:\n" + "\n".join(errors))
+
+
+# --- slow tests: marked, and run only when asked (CI asks) ---------------------------------------
+
+RUN_SLOW = os.environ.get("JOBPOOL_RUN_SLOW", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.slow`` tests run with JOBPOOL_RUN_SLOW=1 (as ``.ci/run`` sets) or when
+    selected with ``-m slow``; a plain ``python -m pytest -q`` leaves them out."""
+    if RUN_SLOW or "slow" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: set JOBPOOL_RUN_SLOW=1 (CI does) or select -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 # --- one Dask cluster for the whole run --------------------------------------------------------
@@ -124,7 +158,8 @@ def dask_address() -> Iterator[str]:
         text=True,
     )
     assert process.stdout is not None and process.stdin is not None
-    address = process.stdout.readline().strip()
+    readable, _, _ = select.select([process.stdout], [], [], WAIT)
+    address = process.stdout.readline().strip() if readable else ""
     try:
         if not address.startswith("tcp://"):
             pytest.fail(f"the test cluster did not start (it printed {address!r})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -11,6 +11,7 @@ import jobs
 from conftest import WAIT
 from gates import Gate
 from jobpool import Pool, QueueFull
+from jobpool._job import JobQueue
 
 MakePool = Callable[..., Pool]
 
@@ -75,11 +76,21 @@ def test_map_respects_max_pending(make_pool: MakePool, backend: str) -> None:
     assert list(pool.map(jobs.square, range(200), chunksize=1)) == [i * i for i in range(200)]
 
 
-def test_shutdown_with_cancel_releases_blocked_submitters(make_pool: MakePool) -> None:
+def test_shutdown_with_cancel_releases_blocked_submitters(
+    make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pool = make_pool("thread", workers=1, max_pending=1)
     release = threading.Event()
-    pool.submit(jobs.blocked_until, release)
-    pool.submit(jobs.square, 1)
+    running = pool.submit(jobs.blocked_until, release)
+    queued = pool.submit(jobs.square, 1)  # takes the only slot
+    waiting_for_slot = threading.Event()
+    reserve = JobQueue.reserve
+
+    def reserve_and_tell(queue: JobQueue, job: Any, block: bool) -> None:
+        waiting_for_slot.set()  # the queue is full: this call blocks until a slot frees
+        reserve(queue, job, block)
+
+    monkeypatch.setattr(JobQueue, "reserve", reserve_and_tell)
     errors: list[BaseException] = []
 
     def submit_more() -> None:
@@ -90,8 +101,11 @@ def test_shutdown_with_cancel_releases_blocked_submitters(make_pool: MakePool) -
 
     submitter = threading.Thread(target=submit_more)
     submitter.start()
-    pool.shutdown(wait=False, cancel_futures=True)
-    release.set()
+    assert waiting_for_slot.wait(WAIT)
+    pool.shutdown(wait=False, cancel_futures=True)  # frees the slot and refuses the submitter
     submitter.join(WAIT)
     assert not submitter.is_alive()
-    assert errors and isinstance(errors[0], RuntimeError)
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError), errors
+    assert queued.cancelled()
+    release.set()
+    assert running.result(WAIT) is None

@@ -62,4 +62,11 @@ def test_crash_inside_map_fails_only_that_chunk(make_pool: MakePool) -> None:
     with pytest.raises(WorkerCrashedError):
         for value in results:
             seen.append(value)
+    # What came before the crashed chunk's turn is right and unrepeated; the map ends there.
+    assert len(seen) == len(set(seen)) and set(seen) <= set(range(20)) - {13}
     assert pool.submit(jobs.square, 3).result(WAIT) == 9
+    # With on_error, the crash costs its own item only: every other item comes through.
+    errors: list[BaseException] = []
+    values = list(pool.map(maybe_die, range(20), chunksize=1, on_error=errors.append))
+    assert values == [x for x in range(20) if x != 13]
+    assert len(errors) == 1 and isinstance(errors[0], WorkerCrashedError)

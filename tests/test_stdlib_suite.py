@@ -165,8 +165,14 @@ def _skipped(reason: str) -> Any:
     return test
 
 
+# The fork start method runs the whole suite again: slow, run by CI (see conftest.py).
+SLOW_LABELS = ("Fork",)
+
+
 def _build(name: str, bases: tuple[type, ...], excluded: dict[str, str], **extra: Any) -> None:
     namespace: dict[str, Any] = {"__module__": __name__, **extra}
+    if name.startswith(SLOW_LABELS) and not name.startswith("Forkserver"):
+        namespace["pytestmark"] = [pytest.mark.slow]
     for method, reason in excluded.items():
         namespace[method] = _skipped(reason)
     for method, reason in KNOWN_BUGS.items():

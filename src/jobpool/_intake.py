@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from ._errors import InitializerError
 from ._job import Chunk, ChunkResult, Job, JobQueue, Outcomes
 from ._map import as_items, windowed_map
-from ._progress import ErrorCallback, ProgressArg, Reporter, make_reporter, sized_total
+from ._progress import (
+    ErrorCallback,
+    ProgressArg,
+    Reporter,
+    capture_failures,
+    make_reporter,
+    sized_total,
+)
 
 if TYPE_CHECKING:
     from ._backend import Backend, PreparedFunction
@@ -218,12 +225,18 @@ class Intake:
         def submit_chunk(chunk: list[Any]) -> Future[ChunkResult]:
             return self.enqueue(plan.chunk_job(chunk, star), block=True)
 
-        run = windowed_map if plan.reporter is None else plan.reporter.map
-        return run(
-            submit_chunk,
-            items,
-            chunksize=plan.chunksize,
-            window=plan.window,
-            ordered=ordered,
-            timeout=plan.timeout,
-        )
+        reporter = plan.reporter
+        try:
+            results = windowed_map(
+                submit_chunk if reporter is None else capture_failures(submit_chunk),
+                items,
+                chunksize=plan.chunksize,
+                window=plan.window,
+                ordered=ordered,
+                timeout=plan.timeout,
+            )
+        except BaseException:
+            if reporter is not None:
+                reporter.close()  # a bar made for this map must not stay open
+            raise
+        return results if reporter is None else reporter.follow(results)

@@ -369,13 +369,7 @@ class JobQueue:
     def get(self) -> Optional[Job]:
         if self._front:
             return self._front.popleft()
-        job = self._queue.get()
-        if job is None:
-            with self._slot_lock:
-                self._stop_markers -= 1
-        elif job.holds_slot:
-            self.release(job)
-        return job
+        return self._taken(self._queue.get())
 
     def get_nowait(self) -> Optional[Job]:
         """Next waiting job, or None if there is none."""
@@ -385,9 +379,12 @@ class JobQueue:
             except IndexError:  # drained meanwhile by another thread
                 pass
         try:
-            job = self._queue.get_nowait()
+            return self._taken(self._queue.get_nowait())
         except queue.Empty:
             return None
+
+    def _taken(self, job: Optional[Job]) -> Optional[Job]:
+        """A job (or stop marker) just left the queue: count it out, free its slot."""
         if job is None:
             with self._slot_lock:
                 self._stop_markers -= 1
@@ -408,12 +405,9 @@ class JobQueue:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return jobs
-            if job is None:
-                with self._slot_lock:
-                    self._stop_markers -= 1
-            else:
-                self.release(job)
-                jobs.append(job)
+            taken = self._taken(job)
+            if taken is not None:
+                jobs.append(taken)
 
     def qsize(self) -> int:
         return max(0, self._queue.qsize() - self._stop_markers) + len(self._front)

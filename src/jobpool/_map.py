@@ -81,9 +81,8 @@ def windowed_map(
     """Submit the first window now (work starts at once, as with the stdlib), yield lazily."""
     sizer = ChunkSizer(chunksize)
     deadline = None if timeout is None else time.monotonic() + timeout
-    if ordered:
-        return _ordered(submit_chunk, items, sizer, window, deadline)
-    return _unordered(submit_chunk, items, sizer, window, deadline)
+    in_flight = _Window() if ordered else _UnorderedWindow()
+    return _windowed(submit_chunk, items, sizer, in_flight, window, deadline)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
@@ -150,87 +149,85 @@ class _HandOut:
 _pop = list.pop
 
 
-def _ordered(
+class _Window:
+    """The chunks in flight of one ordered ``map``: results are taken oldest first."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[tuple[Future[ChunkResult], int]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def add(self, future: Future[ChunkResult], count: int) -> None:
+        self._chunks.append((future, count))
+
+    def next_done(self, deadline: Optional[float]) -> tuple[ChunkResult, int]:
+        """The next chunk's result (waiting for it) and its number of items."""
+        future, count = self._chunks[0]
+        result = future.result(_remaining(deadline))
+        self._chunks.popleft()
+        return result, count
+
+    def futures(self) -> Iterator[Future[ChunkResult]]:
+        return (future for future, _ in self._chunks)
+
+
+class _UnorderedWindow(_Window):
+    """The chunks in flight of an unordered ``map``: results are taken as they complete."""
+
+    def __init__(self) -> None:
+        self._finished: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
+        self._counts: dict[Future[ChunkResult], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def add(self, future: Future[ChunkResult], count: int) -> None:
+        self._counts[future] = count
+        future.add_done_callback(self._finished.put)
+
+    def next_done(self, deadline: Optional[float]) -> tuple[ChunkResult, int]:
+        try:
+            future = self._finished.get(timeout=_remaining(deadline))
+        except queue.Empty:
+            raise FuturesTimeoutError("map() results were not ready within its timeout")
+        return future.result(), self._counts.pop(future)
+
+    def futures(self) -> Iterator[Future[ChunkResult]]:
+        return iter(self._counts)
+
+
+def _windowed(
     submit_chunk: SubmitChunk,
     items: Iterator[Any],
     sizer: ChunkSizer,
-    window: int,
+    window: _Window,
+    size: int,
     deadline: Optional[float],
 ) -> Iterator[Any]:
-    in_flight: deque[tuple[Future[ChunkResult], int]] = deque()
-
     def refill() -> None:
-        while len(in_flight) < window:
+        while len(window) < size:
             chunk = list(itertools.islice(items, sizer.size))
             if not chunk:
                 return
             sizer.weigh(chunk)
-            in_flight.append((submit_chunk(chunk), len(chunk)))
+            window.add(submit_chunk(chunk), len(chunk))
 
     refill()
 
     def generate() -> Generator[Iterator[Any], None, None]:
         hand_out = _HandOut()
         try:
-            while in_flight:
-                future, count = in_flight[0]
-                result = future.result(_remaining(deadline))
-                in_flight.popleft()
-                del future  # hold no reference to a result already handed out
+            while len(window):
+                result, count = window.next_done(deadline)
                 sizer.observe(count, result.elapsed)
                 refill()
                 chunk = hand_out.chunk(result)
-                del result
+                del result  # hold no reference to a result already handed out
                 yield from chunk
         finally:
             hand_out.stop()  # after close(), not even the rest of this chunk is handed out
-            for future, _ in in_flight:
-                future.cancel()
-
-    return MapIterator.over(generate())
-
-
-def _unordered(
-    submit_chunk: SubmitChunk,
-    items: Iterator[Any],
-    sizer: ChunkSizer,
-    window: int,
-    deadline: Optional[float],
-) -> Iterator[Any]:
-    finished: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
-    in_flight: dict[Future[ChunkResult], int] = {}
-
-    def refill() -> None:
-        while len(in_flight) < window:
-            chunk = list(itertools.islice(items, sizer.size))
-            if not chunk:
-                return
-            sizer.weigh(chunk)
-            future = submit_chunk(chunk)
-            in_flight[future] = len(chunk)
-            future.add_done_callback(finished.put)
-
-    refill()
-
-    def generate() -> Generator[Iterator[Any], None, None]:
-        hand_out = _HandOut()
-        try:
-            while in_flight:
-                try:
-                    future = finished.get(timeout=_remaining(deadline))
-                except queue.Empty:
-                    raise FuturesTimeoutError("map() results were not ready within its timeout")
-                count = in_flight.pop(future)
-                result = future.result()
-                del future
-                sizer.observe(count, result.elapsed)
-                refill()
-                chunk = hand_out.chunk(result)
-                del result
-                yield from chunk
-        finally:
-            hand_out.stop()  # after close(), not even the rest of this chunk is handed out
-            for future in in_flight:
+            for future in window.futures():
                 future.cancel()
 
     return MapIterator.over(generate())

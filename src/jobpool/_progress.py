@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from typing_extensions import Protocol
 
 from ._job import ChunkResult, chunk_outcomes
-from ._map import TARGET_CHUNK_SECONDS, SubmitChunk, windowed_map
+from ._map import TARGET_CHUNK_SECONDS, SubmitChunk
 
 R = TypeVar("R")
 
@@ -119,32 +119,9 @@ class Reporter:
         if owned is not None:
             owned.close()
 
-    def map(
-        self,
-        submit_chunk: SubmitChunk,
-        items: Iterator[Any],
-        *,
-        chunksize: Optional[int],
-        window: int,
-        ordered: bool,
-        timeout: Optional[float],
-    ) -> Iterator[Any]:
-        """``windowed_map`` with every item reported as it is handed to the caller."""
-        try:
-            results = windowed_map(
-                capture_failures(submit_chunk),
-                items,
-                chunksize=chunksize,
-                window=window,
-                ordered=ordered,
-                timeout=timeout,
-            )
-        except BaseException:
-            self.close()
-            raise
-        return self._follow(results)
-
-    def _follow(self, results: Iterator[Any]) -> Iterator[Any]:
+    def follow(self, results: Iterator[Any]) -> Iterator[Any]:
+        """Report every item of a ``map`` over chunks submitted through
+        :func:`capture_failures`, as it is handed to the caller."""
         try:
             for value in results:
                 if type(value) is Failed:

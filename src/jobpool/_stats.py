@@ -28,5 +28,5 @@ class PoolStats:
     timed_out: int
     #: Worker processes (or abandoned threads) replaced: crashes, timeouts, kills and recycling.
     worker_restarts: int
-    #: Workers the pool has now.
+    #: Workers serving the queue now; a worker being stopped or replaced no longer counts.
     workers: int

@@ -221,4 +221,4 @@ class Dispatcher:
                 done.set()
 
     def worker_count(self) -> int:
-        return len(self.workers.handles)
+        return self.workers.serving()

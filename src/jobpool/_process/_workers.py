@@ -35,6 +35,8 @@ MAX_START_FAILURES = 3
 KILLED_WAITING = "job killed by Pool.kill() before it started; it will not run"
 TERMINATED = "the pool was terminated"
 
+_LEAVING = (WorkerState.RETIRING, WorkerState.KILLED, WorkerState.EXITED)
+
 # What the dispatcher's sleep reports: (what happened, to which worker), or None for a wake-up.
 PIPE, EXIT, OUTPUT = "pipe", "exit", "output"
 Event = Optional[tuple[str, WorkerHandle]]
@@ -69,6 +71,10 @@ class Workers:
         self.closing = False  # finish what waits, then stop the workers
         self.terminating = False  # stop now: kill the workers
         self.broken: Optional[BaseException] = None  # workers cannot start: every job fails
+
+    def serving(self) -> int:
+        """Workers that serve the queue (``PoolStats.workers``): not the ones being stopped."""
+        return sum(h.state not in _LEAVING for h in list(self.handles))
 
     def count_idle(self) -> None:
         self.idle_count = sum(handle.idle for handle in self.handles)
@@ -145,19 +151,18 @@ class Workers:
         self.handles.remove(handle)
         exitcode = handle.reap()
         job, handle.job = handle.job, None
-        if job is not None:
-            job.future._worker = None
-            error = handle.failure or WorkerCrashedError(handle.pid, exitcode)
-            self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
         self._requeue_unstarted(handle, exitcode)
-        if handle.exited_from is WorkerState.RETIRING:
-            return  # a planned exit: recycled or closing
         if handle.exited_from is WorkerState.STARTING:
             self._start_failures += 1
             if self._start_failures >= MAX_START_FAILURES:
                 self.break_pool(self._start_failure(handle, exitcode))
                 return
-        self._replace()
+        if handle.exited_from is not WorkerState.RETIRING:  # not a planned exit (recycled)
+            self._replace()
+        if job is not None:  # failed last: by then its replacement has started
+            job.future._worker = None
+            error = handle.failure or WorkerCrashedError(handle.pid, exitcode)
+            self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
 
     def _start_failure(self, handle: WorkerHandle, exitcode: Optional[int]) -> InitializerError:
         """The error for workers that keep dying before they are ready, in their own words."""
