@@ -199,8 +199,17 @@ def _best(runs: list[Run], serial: Optional[Run], extra: float = 0.0) -> Run:
     return best
 
 
-def _pickle_cost(timed: Timed, result: Any) -> tuple[float, int]:
-    """Seconds and bytes, per call, to send the call to a process and its result back."""
+def _pickle_cost(timed: Timed, result: Any) -> tuple[Optional[float], Optional[int], Optional[str]]:
+    """Seconds and bytes, per call, to send the call to a process and its result back; or
+    why it cannot be sent."""
+    try:
+        seconds, size = _pickle_round_trips(timed, result)
+    except SerializationError as exc:
+        return None, None, str(exc)
+    return seconds, size, None
+
+
+def _pickle_round_trips(timed: Timed, result: Any) -> tuple[float, int]:
     rounds = 0
     size = 0
     start = time.perf_counter()
@@ -244,46 +253,17 @@ def advise(
 
     first_wall, _, _, result = timed()  # warm-up: imports, caches, and an early error if it fails
     calls = min(200, max(2, math.ceil(budget / ROUNDS / max(first_wall, 1e-6))))
-    pooled_calls = _round_up(calls, base)
-
-    pickle_error: Optional[str] = None
-    pickle_seconds: Optional[float] = None
-    pickle_bytes: Optional[int] = None
-    try:
-        pickle_seconds, pickle_bytes = _pickle_cost(timed, result)
-    except SerializationError as exc:
-        pickle_error = str(exc)
-
-    thread_runs: list[Run] = []
-    process_runs: list[Run] = []
-    serial_runs: list[Run] = []
-    startup = 0.0
-    with contextlib.ExitStack() as stack:
-        thread_pool = stack.enter_context(Pool(base, backend="thread"))
-        list(thread_pool.map(timed, range(base), chunksize=1))  # start the threads
-        process_pool: Optional[Pool] = None
-        if pickle_error is None:
-            start = time.perf_counter()
-            process_pool = stack.enter_context(Pool(base, backend="process"))
-            list(process_pool.map(timed, range(base), chunksize=1))  # each worker imports fn
-            startup = time.perf_counter() - start
-        # Interleaved rounds, best of each: a burst of other load on the machine then spoils
-        # one batch of each kind, not the whole comparison.
-        for _ in range(ROUNDS):
-            serial_runs.append(_serial(timed, calls))
-            thread_runs.append(_pooled(thread_pool, timed, pooled_calls))
-            if process_pool is not None:
-                process_runs.append(_pooled(process_pool, timed, pooled_calls))
+    pickle_seconds, pickle_bytes, pickle_error = _pickle_cost(timed, result)
+    serial_runs, thread_runs, process_runs, startup = _measure(
+        timed, calls, base, with_processes=pickle_error is None
+    )
     serial = _best(serial_runs, None)
-    call_wall = serial.wall / serial.calls
     cpu_ratio = min(1.0, serial.cpu / serial.net) if serial.net > 0 else 1.0
     threads = _best(thread_runs, serial)
     runs = [serial, threads]
     best_thread = threads
     if threads.estimate >= 0.75 * threads.workers and cpu_ratio < 0.5:
-        many = min(MAX_THREADS, 8 * base)
-        with Pool(many, backend="thread") as pool:
-            more = _best([_pooled(pool, timed, _round_up(calls, many)) for _ in range(2)], serial)
+        more = _many_threads(timed, calls, base, serial)
         runs.append(more)
         if more.estimate > best_thread.estimate:
             best_thread = more
@@ -299,7 +279,7 @@ def advise(
     advice = Advice(
         target=target,
         cpus=cpus,
-        call_wall=call_wall,
+        call_wall=serial.wall / serial.calls,
         cpu_ratio=cpu_ratio,
         gil_share=gil_share,
         pickle_seconds=pickle_seconds,
@@ -309,62 +289,111 @@ def advise(
         busy=max(0.0, busy),
     )
     _decide(advice, best_thread, processes)
+    _note(advice)
     return advice
+
+
+def _measure(
+    timed: Timed, calls: int, base: int, with_processes: bool
+) -> tuple[list[Run], list[Run], list[Run], float]:
+    """Serial, thread and process batches, interleaved; and the process pool's start-up."""
+    pooled_calls = _round_up(calls, base)
+    thread_runs: list[Run] = []
+    process_runs: list[Run] = []
+    serial_runs: list[Run] = []
+    startup = 0.0
+    with contextlib.ExitStack() as stack:
+        thread_pool = stack.enter_context(Pool(base, backend="thread"))
+        list(thread_pool.map(timed, range(base), chunksize=1))  # start the threads
+        process_pool: Optional[Pool] = None
+        if with_processes:
+            start = time.perf_counter()
+            process_pool = stack.enter_context(Pool(base, backend="process"))
+            list(process_pool.map(timed, range(base), chunksize=1))  # each worker imports fn
+            startup = time.perf_counter() - start
+        # Interleaved rounds, best of each: a burst of other load on the machine then spoils
+        # one batch of each kind, not the whole comparison.
+        for _ in range(ROUNDS):
+            serial_runs.append(_serial(timed, calls))
+            thread_runs.append(_pooled(thread_pool, timed, pooled_calls))
+            if process_pool is not None:
+                process_runs.append(_pooled(process_pool, timed, pooled_calls))
+    return serial_runs, thread_runs, process_runs, startup
+
+
+def _many_threads(timed: Timed, calls: int, base: int, serial: Run) -> Run:
+    """Calls that mostly wait may scale past one thread per CPU: try many more threads."""
+    many = min(MAX_THREADS, 8 * base)
+    with Pool(many, backend="thread") as pool:
+        return _best([_pooled(pool, timed, _round_up(calls, many)) for _ in range(2)], serial)
 
 
 def _decide(advice: Advice, threads: Run, processes: Optional[Run]) -> None:
     """Pick from the idle-machine estimates, so other load on the machine does not sway it."""
-    why = advice.reasons
-    cpu = advice.cpu_ratio
-    pickling = advice.pickle_seconds
     p_est = processes.estimate if processes is not None else 0.0
     t_est = threads.estimate
     if processes is not None and p_est > 1.1 and p_est > MARGIN * t_est:
-        advice.backend = "process"
-        advice.workers = processes.workers
-        if cpu < 0.7:  # the calls also wait: more processes than CPUs keep the CPUs busy
-            advice.workers = min(2 * advice.cpus, math.ceil(processes.workers / max(cpu, 0.5)))
-        why.append(
-            f"each call is on the CPU {cpu:.0%} of its time and holds the GIL ~"
-            f"{advice.gil_share:.0%} of it, so threads wait for each other: "
-            f"{threads.workers} threads reach {t_est:.1f}x the serial speed, "
-            f"{processes.workers} processes {p_est:.1f}x"
-        )
-        why.append(
-            f"a process pool costs {processes.startup:.2f} s to start (once per pool): keep "
-            "one pool open for many calls"
-        )
+        _choose_processes(advice, threads, processes)
     elif t_est > 1.1:
-        advice.backend = "thread"
-        advice.workers = max(threads.workers, min(MAX_THREADS, int(1 / max(cpu, 1 / MAX_THREADS))))
-        if cpu < 0.5:
-            why.append(
-                f"each call waits {1 - cpu:.0%} of its time (on the CPU only {cpu:.0%}), and "
-                f"waiting releases the GIL: {threads.workers} threads reach {t_est:.1f}x the "
-                "serial speed"
-            )
-            why.append(
-                f"about {advice.workers} threads keep one CPU busy at this ratio; if the calls "
-                "wait on one service (a database, an API), its capacity is the real limit"
-            )
-        else:
-            why.append(
-                f"the calls use the CPU ({cpu:.0%} of their time) but release the GIL while "
-                f"they do (C code): {threads.workers} threads reach {t_est:.1f}x the serial "
-                "speed, without the start-up and pickling of processes"
-            )
-        if processes is not None:
-            why.append(
-                f"processes reach {p_est:.1f}x, not enough better to pay for their start-up "
-                f"({processes.startup:.2f} s) and pickling on every call"
-            )
+        _choose_threads(advice, threads, processes)
     else:
         advice.backend = "serial"
         advice.workers = 1
-        why.append(
+        advice.reasons.append(
             f"neither backend runs it faster than serial (threads {t_est:.1f}x"
             + (f", processes {p_est:.1f}x)" if processes is not None else ")")
         )
+
+
+def _choose_processes(advice: Advice, threads: Run, processes: Run) -> None:
+    cpu = advice.cpu_ratio
+    advice.backend = "process"
+    advice.workers = processes.workers
+    if cpu < 0.7:  # the calls also wait: more processes than CPUs keep the CPUs busy
+        advice.workers = min(2 * advice.cpus, math.ceil(processes.workers / max(cpu, 0.5)))
+    advice.reasons.append(
+        f"each call is on the CPU {cpu:.0%} of its time and holds the GIL ~"
+        f"{advice.gil_share:.0%} of it, so threads wait for each other: "
+        f"{threads.workers} threads reach {threads.estimate:.1f}x the serial speed, "
+        f"{processes.workers} processes {processes.estimate:.1f}x"
+    )
+    advice.reasons.append(
+        f"a process pool costs {processes.startup:.2f} s to start (once per pool): keep "
+        "one pool open for many calls"
+    )
+
+
+def _choose_threads(advice: Advice, threads: Run, processes: Optional[Run]) -> None:
+    cpu, t_est, why = advice.cpu_ratio, threads.estimate, advice.reasons
+    advice.backend = "thread"
+    advice.workers = max(threads.workers, min(MAX_THREADS, int(1 / max(cpu, 1 / MAX_THREADS))))
+    if cpu < 0.5:
+        why.append(
+            f"each call waits {1 - cpu:.0%} of its time (on the CPU only {cpu:.0%}), and "
+            f"waiting releases the GIL: {threads.workers} threads reach {t_est:.1f}x the "
+            "serial speed"
+        )
+        why.append(
+            f"about {advice.workers} threads keep one CPU busy at this ratio; if the calls "
+            "wait on one service (a database, an API), its capacity is the real limit"
+        )
+    else:
+        why.append(
+            f"the calls use the CPU ({cpu:.0%} of their time) but release the GIL while "
+            f"they do (C code): {threads.workers} threads reach {t_est:.1f}x the serial "
+            "speed, without the start-up and pickling of processes"
+        )
+    if processes is not None:
+        why.append(
+            f"processes reach {processes.estimate:.1f}x, not enough better to pay for their "
+            f"start-up ({processes.startup:.2f} s) and pickling on every call"
+        )
+
+
+def _note(advice: Advice) -> None:
+    """What holds whatever the backend: pickling cost, very short calls, a busy machine."""
+    why = advice.reasons
+    pickling = advice.pickle_seconds
     if advice.pickle_error is not None:
         why.append(f"the process backend cannot run it: {advice.pickle_error}")
     elif pickling is not None and advice.call_wall > 0 and pickling / advice.call_wall > 0.1:

@@ -30,6 +30,34 @@ from ._stats import PoolStats
 R = TypeVar("R")
 
 
+def _check_arguments(
+    workers: Optional[int],
+    max_workers: Optional[int],
+    backend: object,
+    initializer: object,
+    initargs: object,
+    start_method: object,
+    mp_context: object,
+) -> Optional[int]:
+    """Refuse contradictory or mistyped arguments, naming the fix; the worker count asked for."""
+    if workers is not None and max_workers is not None and workers != max_workers:
+        raise TypeError(
+            f"workers={workers!r} and max_workers={max_workers!r} disagree; "
+            "max_workers is an alias of workers: pass only one"
+        )
+    if not isinstance(backend, str) or backend not in FACTORIES:
+        raise ValueError(
+            f"unknown backend {backend!r}; choose one of " + ", ".join(repr(b) for b in FACTORIES)
+        )
+    if initializer is not None:
+        check_callable("initializer", initializer)
+    if not isinstance(initargs, (tuple, list)):
+        raise TypeError(f"initargs must be a tuple, not {type(initargs).__name__}")
+    if start_method is not None and mp_context is not None:
+        raise TypeError("start_method and mp_context are aliases: pass only one")
+    return check_positive_int("workers", workers if workers is not None else max_workers)
+
+
 def default_workers(backend: str) -> int:
     cpus = os.cpu_count() or 1
     return min(32, cpus + 4) if backend == "thread" else cpus
@@ -79,25 +107,11 @@ class Pool(JobMethods, Executor):
         address: Optional[str] = None,
         client: Any = None,
     ) -> None:
-        if workers is not None and max_workers is not None and workers != max_workers:
-            raise TypeError(
-                f"workers={workers!r} and max_workers={max_workers!r} disagree; "
-                "max_workers is an alias of workers: pass only one"
-            )
-        if not isinstance(backend, str) or backend not in FACTORIES:
-            raise ValueError(
-                f"unknown backend {backend!r}; choose one of "
-                + ", ".join(repr(b) for b in FACTORIES)
-            )
-        workers = check_positive_int("workers", workers if workers is not None else max_workers)
+        workers = _check_arguments(
+            workers, max_workers, backend, initializer, initargs, start_method, mp_context
+        )
         max_pending = check_positive_int("max_pending", max_pending)
         self._job_timeout = check_timeout("job_timeout", job_timeout)
-        if initializer is not None:
-            check_callable("initializer", initializer)
-        if not isinstance(initargs, (tuple, list)):
-            raise TypeError(f"initargs must be a tuple, not {type(initargs).__name__}")
-        if start_method is not None and mp_context is not None:
-            raise TypeError("start_method and mp_context are aliases: pass only one")
         self._backend_name = backend
         self._workers = workers or default_workers(backend)
         self._queue = JobQueue(max_pending)
