@@ -216,3 +216,38 @@ def test_a_job_may_open_its_own_pool(method: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     # Thread workers run in the job's own process, process workers in processes of their own.
     assert done.stdout.splitlines() == ["thread [0, 1, 4, 9] True", "process [0, 1, 4, 9] False"]
+
+
+GLOBALS_AT_SUBMIT = """
+import sys
+import jobpool
+
+OFFSET = 1
+
+def job(x):
+    return x + OFFSET
+
+def other(x):
+    return x * OFFSET
+
+with jobpool.Pool(1, backend="process", start_method=METHOD) as pool:
+    for _ in range(3):  # warm: every import done, so each function's pickle is remembered
+        pool.submit(abs, -1).result()
+        pool.submit(job, 0).result()
+        pool.submit(other, 0).result()
+    seen = [pool.submit(job, 0).result()]  # the worker keeps this copy of job (OFFSET 1)
+    OFFSET = 100
+    seen.append(pool.submit(other, 1).result())  # brings OFFSET 100 into the worker
+    OFFSET = 1
+    seen.append(pool.submit(job, 0).result())  # the kept copy of job runs: with OFFSET 1
+    print(seen)
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_kept_function_sees_the_globals_of_its_own_submit(method: str, tmp_path: Path) -> None:
+    """Globals a job reads are the values they had at its submit, even when the worker runs a
+    copy of the function it kept and another function brought other values since."""
+    done = run_child(["-c", GLOBALS_AT_SUBMIT.replace("METHOD", repr(method))], None, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[1, 100, 1]"]

@@ -32,9 +32,12 @@ from __future__ import annotations
 import pickle
 import sys
 import threading
-from typing import Any, Callable
+import types
+from typing import Any, Callable, Optional
 
 _MISSING = object()
+# How many script functions globals_of follows from the one it is given.
+MAX_FUNCTIONS = 64
 # The module and function below, as they appear in a pickle that uses them.
 MARKER = b"jobpool._main_globals"
 
@@ -102,6 +105,60 @@ def loads(data: bytes, load: Callable[[bytes], Any] = pickle.loads) -> Any:
             return load(data)
         finally:
             _settle(space, before)
+
+
+def globals_of(fn: Any) -> Optional[dict[str, Any]]:
+    """The script's values of the globals ``fn`` uses (and the script functions it calls use),
+    as they are in the namespace now; None if ``fn`` is not a script function here.
+
+    Call it right after loading ``fn``: a worker that keeps ``fn`` (a keyed function) puts these
+    values back with :func:`restore` before running it again, so the job sees the values of its
+    own submit even if another function loaded since brought other ones.
+    """
+    space = namespace()
+    fn = getattr(fn, "__func__", fn)
+    if not isinstance(fn, types.FunctionType) or fn.__globals__ is not space:
+        return None
+    shipped = _shipped if _shipped is not None else {}
+    values: dict[str, Any] = {}
+    todo = [fn]
+    seen: set[int] = set()
+    while todo and len(seen) < MAX_FUNCTIONS:
+        function = todo.pop()
+        if id(function) in seen:
+            continue
+        seen.add(id(function))
+        for name in code_global_names(function.__code__):
+            value = space.get(name, _MISSING)
+            if value is _MISSING or shipped.get(name, _MISSING) is not value:
+                continue  # not there, or assigned by code running here: not the script's
+            values[name] = value
+            if isinstance(value, types.FunctionType) and value.__globals__ is space:
+                todo.append(value)
+    return values
+
+
+def restore(values: dict[str, Any]) -> None:
+    """Put back the script's values from :func:`globals_of`, except names assigned here."""
+    assert _shipped is not None
+    space = namespace()
+    with _lock:
+        for name, value in values.items():
+            current = space.get(name, _MISSING)
+            if current is value:
+                continue
+            if _shipped.get(name, _MISSING) is current:  # still the script's: not assigned here
+                space[name] = value
+                _shipped[name] = value
+
+
+def code_global_names(code: types.CodeType) -> set[str]:
+    """Every global name ``code`` and the code nested in it may look up (as cloudpickle does)."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= code_global_names(const)
+    return names
 
 
 def _settle(space: dict[str, Any], before: dict[str, Any]) -> None:

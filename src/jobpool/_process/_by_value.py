@@ -21,6 +21,8 @@ import sys
 import types
 from typing import Any, Callable, Optional
 
+from .._main_globals import code_global_names
+
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
 _MISSING = object()
 CACHE_SIZE = 256
@@ -59,7 +61,7 @@ class ByValueCache:
         code = fn.__code__
         names = self._names.get(code)
         if names is None:
-            names = self._names[code] = tuple(sorted(_global_names(code)))
+            names = self._names[code] = tuple(sorted(code_global_names(code)))
         namespace = fn.__globals__
         return (
             _Same(code),
@@ -99,15 +101,6 @@ class _Same:
 
     def __hash__(self) -> int:
         return id(self.value)
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    """Every global name ``code`` and the code nested in it may look up (as cloudpickle does)."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
 
 
 def _stable(value: Any, depth: int = 0) -> bool:

@@ -33,6 +33,9 @@ EXIT_PARENT_DIED = 70
 # Where the platform has no pidfd: how often the watch thread compares os.getppid().
 PPID_POLL_SECONDS = 1.0
 
+# The keyed functions this worker holds, with the script's globals each came with.
+Functions = OrderedDict[int, tuple[Callable[..., Any], Optional[dict[str, Any]]]]
+
 # The blobs (large bytes/str of functions, see _blobs) this worker holds, by key; the parent
 # decides what is added and forgotten.
 BLOBS: dict[int, Any] = {}
@@ -246,7 +249,7 @@ class _Inbox:
 
 
 def _serve(inbox: _Inbox, channel: _Channel) -> None:
-    functions: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+    functions: Functions = OrderedDict()
     blobs = BLOBS
     loads = _main_globals.loads
     while True:
@@ -271,8 +274,10 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
             if fn_key is None:
                 fn = loads(fn_bytes)
             else:
-                fn = functions[fn_key]
+                fn, script_globals = functions[fn_key]
                 functions.move_to_end(fn_key)
+                if script_globals:
+                    _main_globals.restore(script_globals)
             args = loads(body)
             if tag == p.RUN_CALL:
                 value = fn(*args[0], **args[1])
@@ -285,12 +290,12 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
         channel.send(reply)
 
 
-def _define(
-    functions: OrderedDict[int, Callable[..., Any]], key: int, data: bytes, blobs: dict[int, Any]
-) -> None:
+def _define(functions: Functions, key: int, data: bytes, blobs: dict[int, Any]) -> None:
+    """Keep function ``key``, with the script's globals it came with (see _main_globals)."""
     try:
-        functions[key] = loads_function(data, blobs)
+        fn = loads_function(data, blobs)
+        functions[key] = (fn, _main_globals.globals_of(fn))
     except BaseException as exc:
-        functions[key] = _BrokenFunction(exc)
+        functions[key] = (_BrokenFunction(exc), None)
     if len(functions) > p.FUNCTION_CACHE_SIZE:
         functions.popitem(last=False)
