@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 from ._deadlines import DeadlineTimer
 from ._errors import InitializerError, JobKilledError, JobTimeoutError
+from ._instances import for_worker_thread
 from ._job import Job, JobQueue, Outcomes
 
 
@@ -72,6 +73,10 @@ class ThreadBackend:
         thread.start()
 
     def _work(self) -> None:
+        with for_worker_thread():  # per_worker: this thread's own instances, closed as it ends
+            self._serve()
+
+    def _serve(self) -> None:
         if self._initializer is not None:
             try:
                 self._initializer(*self._initargs)

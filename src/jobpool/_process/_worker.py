@@ -20,6 +20,7 @@ from collections import OrderedDict, deque
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
+from .._instances import for_worker_process
 from .._job import run_chunk
 from .._remote import pack_exception
 from .._serialization import dumps
@@ -117,6 +118,7 @@ def worker_main(
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
+    instances = for_worker_process()  # what per_worker handles build here
     channel = _Channel(conn)
     inbox = _Inbox(conn)
     threading.Thread(
@@ -137,6 +139,7 @@ def worker_main(
         return
     channel.send((p.READY, os.getpid()))
     _serve(inbox, channel)
+    instances.close()  # a normal exit (STOP, or the parent closed the pipe): close them
     sys.stdout.flush()
     sys.stderr.flush()
 

@@ -1,0 +1,142 @@
+"""The errors jobpool raises, each a subclass of the stdlib error users already catch.
+
+    JobpoolError
+    ├── QueueFull                 submit_nowait() found the queue at max_pending
+    ├── WorkerCrashedError        the worker running the job died (exit code / signal)
+    ├── JobTimeoutError           (also TimeoutError) the job ran past its limit
+    ├── JobKilledError            Pool.kill() stopped the job while it ran
+    ├── SerializationError        (also pickle.PicklingError) neither pickle nor cloudpickle could
+    │                             serialize the job, its result or its exception
+    ├── RemoteError               a job raised an exception that could not travel back as itself
+    └── InitializerError          (also BrokenExecutor) a worker could not start: the pool is broken
+
+A job's own exception is re-raised with its own type; the worker-side traceback is attached as
+its ``__cause__`` (a :class:`RemoteTraceback`), as ``concurrent.futures`` does.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal as _signal
+from concurrent.futures import BrokenExecutor
+from typing import Optional
+
+__all__ = [
+    "InitializerError",
+    "JobKilledError",
+    "JobTimeoutError",
+    "JobpoolError",
+    "QueueFull",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+    "WorkerCrashedError",
+]
+
+
+class JobpoolError(Exception):
+    """Base class of every error jobpool raises itself."""
+
+
+class QueueFull(JobpoolError):
+    """``submit_nowait`` found ``max_pending`` jobs already waiting; nothing was queued."""
+
+
+class WorkerCrashedError(JobpoolError):
+    """The worker process running this job died before it answered.
+
+    Only the job that worker held fails; the pool starts a replacement and goes on.
+    ``exitcode`` is the process exit status, ``signal`` the name of the signal that killed it
+    (``"SIGSEGV"``, ``"SIGKILL"``...) or ``None``.
+    """
+
+    def __init__(self, pid: Optional[int], exitcode: Optional[int], detail: str = "") -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal: Optional[str] = None
+        if exitcode is not None and exitcode < 0:
+            try:
+                self.signal = _signal.Signals(-exitcode).name
+            except ValueError:
+                self.signal = f"signal {-exitcode}"
+        if self.signal:
+            how = f"was killed by {self.signal} (exit code {exitcode})"
+        elif exitcode is None:
+            how = "died"
+        else:
+            how = f"exited with code {exitcode}"
+        message = f"worker process {pid} {how} while running this job"
+        if detail:
+            message += f"; {detail}"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.pid, self.exitcode))
+
+
+class JobTimeoutError(JobpoolError, TimeoutError):
+    """The job ran longer than its time limit (time spent waiting in the queue does not count).
+
+    On the process backend its worker was killed and replaced; on the thread backend the thread
+    cannot be stopped and runs on, but the future has failed and a late result is dropped.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"job ran longer than its timeout of {timeout:g} s")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.timeout,))
+
+
+class JobKilledError(JobpoolError):
+    """``Pool.kill(future)`` stopped this job while it was running."""
+
+
+class SerializationError(JobpoolError, pickle.PicklingError):
+    """Neither pickle nor cloudpickle could serialize part of a job.
+
+    ``path`` names the part that failed, e.g. ``"args[0].conn"``; the message says what it holds
+    and how to fix it. Raised by ``submit`` before anything is queued, so the pool stays usable.
+    """
+
+    def __init__(self, message: str, path: Optional[str] = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.path))
+
+
+class RemoteError(JobpoolError):
+    """A job raised an exception that could not be sent back as itself (it failed to pickle).
+
+    ``type_name`` is the qualified name of the original exception class and ``__cause__`` carries
+    the worker-side traceback.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.type_name, str(self).partition(": ")[2]))
+
+
+class InitializerError(JobpoolError, BrokenExecutor):
+    """A worker could not start (its initializer raised, or it died while starting).
+
+    The pool is broken: pending jobs fail with this error and new submissions raise it, instead
+    of restarting workers in an endless loop.
+    """
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised in a worker process."""
+
+    def __init__(self, tb: str) -> None:
+        self.tb = tb
+        super().__init__(tb)
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'

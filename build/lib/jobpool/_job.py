@@ -1,0 +1,389 @@
+"""What a job is while it travels: the work to run, its future, its limits, and its queue.
+
+A :class:`Job` is created by ``submit`` and resolved exactly once, by whoever gets there first:
+the worker's result, a timeout, a kill or a crash. :class:`Outcomes` is that single door; it
+swallows the loser of such a race, so a result that arrives after a timeout never overwrites it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
+from typing import Any, Callable, Optional
+
+from ._condition import FutureCondition
+from ._errors import QueueFull
+
+# concurrent.futures' names for the states of a started and a resolved future
+_PENDING = "PENDING"
+_RUNNING = "RUNNING"
+_FINISHED = "FINISHED"
+_job_ids = itertools.count()
+
+
+class Call:
+    """One call ``fn(*args, **kwargs)``."""
+
+    __slots__ = ("args", "fn", "kwargs")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    def run(self) -> Any:
+        return self.fn(*self.args, **self.kwargs)
+
+
+class ChunkResult:
+    """Per-item outcomes of a chunk: values in order, and the exceptions of the items that raised.
+
+    One bad item hides no others; ``elapsed`` (worker-side seconds) lets ``map`` size the next
+    chunk.
+    """
+
+    __slots__ = ("elapsed", "errors", "values")
+
+    def __init__(
+        self, values: list[Any], errors: Optional[dict[int, BaseException]], elapsed: float
+    ) -> None:
+        self.values = values
+        self.errors = errors
+        self.elapsed = elapsed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChunkResult, (self.values, self.errors, self.elapsed))
+
+
+def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> ChunkResult:
+    """Apply ``fn`` to every item (unpacking tuples when ``star``), keeping each outcome.
+
+    The items run through C-level ``map``; when one raises, its error is recorded and the rest
+    of the chunk continues after it, so each item runs exactly once.
+    """
+    values: list[Any] = []
+    errors: Optional[dict[int, BaseException]] = None
+    apply = itertools.starmap if star else map
+    start = time.perf_counter()
+    position = 0
+    total = len(items)
+    while position < total:
+        try:
+            rest = items if position == 0 else itertools.islice(items, position, None)
+            values.extend(apply(fn, rest))
+        except BaseException as exc:
+            if errors is None:
+                errors = {}
+            errors[len(values)] = exc
+            values.append(None)
+        position = len(values)
+    return ChunkResult(values, errors, time.perf_counter() - start)
+
+
+class Chunk:
+    """Several items of a ``map``, run by one worker in one go to save per-job overhead."""
+
+    __slots__ = ("fn", "items", "star")
+
+    def __init__(self, fn: Callable[..., Any], items: list[Any], star: bool) -> None:
+        self.fn = fn
+        self.items = items
+        self.star = star
+
+    def run(self) -> ChunkResult:
+        return run_chunk(self.fn, self.items, self.star)
+
+
+class JobFuture(Future[Any]):
+    """A :class:`~concurrent.futures.Future` whose waiter may fetch the reply itself.
+
+    While a process worker runs the job, ``result()`` and ``exception()`` read the worker's
+    reply in the waiting thread instead of sleeping until the dispatcher thread passes it on:
+    one thread wake-up fewer per round trip. Any backend that does not set ``_reader`` (and any
+    state but running) behaves exactly like the stdlib Future.
+    """
+
+    _reader: Optional[Callable[[JobFuture, Optional[float]], None]] = None
+    _worker: Any = None  # the process worker running this job, while it runs
+
+    def __init__(self) -> None:
+        # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
+        # whose Future keeps other attributes gets Future.__init__ and only the condition swapped.
+        if _SAME_ATTRIBUTES:
+            self._state = _PENDING
+            self._result = None
+            self._exception = None
+            self._waiters: list[Any] = []
+            self._done_callbacks: list[Callable[[Future[Any]], object]] = []
+        else:
+            Future.__init__(self)
+        self._condition = FutureCondition()  # type: ignore[assignment]
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        if self._reader is not None and self._state == _RUNNING:
+            timeout = self._read_reply(timeout)
+            if self._state == _FINISHED and self._exception is None:
+                return self._result  # set before the state, under the lock: safe to read
+        return _future_result(self, timeout)
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if self._reader is not None and self._state == _RUNNING:
+            timeout = self._read_reply(timeout)
+        return _future_exception(self, timeout)
+
+    def _read_reply(self, timeout: Optional[float]) -> Optional[float]:
+        """Let the backend read the reply here; the time left of ``timeout``."""
+        reader = self._reader
+        if reader is None:
+            return timeout
+        if timeout is None:
+            reader(self, None)
+            return None
+        deadline = time.monotonic() + timeout
+        reader(self, timeout)
+        return max(0.0, deadline - time.monotonic())
+
+
+# Called directly rather than through super(): result() is on every job's path.
+_future_result = Future.result
+_future_exception = Future.exception
+# JobFuture.__init__ sets these itself; where Future.__init__ sets others, it calls that instead.
+_SAME_ATTRIBUTES = set(vars(Future())) == {
+    "_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"
+}  # fmt: skip
+
+
+class Job:
+    """A unit of work plus everything the pool needs to run it and resolve it once."""
+
+    __slots__ = (
+        "abandoned",
+        "body",
+        "finished",
+        "fn_blobs",
+        "fn_bytes",
+        "fn_key",
+        "future",
+        "holds_slot",
+        "id",
+        "killed",
+        "timeout",
+        "work",
+    )
+
+    def __init__(self, work: Call | Chunk, timeout: Optional[float]) -> None:
+        self.future: JobFuture = JobFuture()
+        self.work = work
+        self.timeout = timeout
+        self.id = next(_job_ids)
+        self.holds_slot = False
+        # Filled by a backend that serializes (the process backend) in the submitting thread.
+        self.fn_bytes: Optional[bytes] = None
+        self.fn_key: Optional[int] = None
+        self.fn_blobs: tuple[tuple[int, Any], ...] = ()  # large values fn_bytes names by key
+        self.body: Optional[bytes] = None
+        # Thread backend: the job's thread was given up on (timeout / kill) / the job returned.
+        self.abandoned = False
+        self.finished = False
+        # Process backend: Pool.kill() failed this job while it waited behind another in a
+        # worker's pipe; it must not run (see _process/_ahead.py).
+        self.killed = False
+
+
+class Outcomes:
+    """Resolves jobs exactly once and keeps the counts that ``Pool.stats()`` reports."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.submitted = 0
+        self.started = 0
+        self.done = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.timed_out = 0
+        self.worker_restarts = 0
+
+    def count(self, field: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + n)
+
+    def count_submitted(self) -> None:
+        """``count("submitted")`` without looking the field up by name: once per submit."""
+        with self._lock:
+            self.submitted += 1
+
+    def start(self, job: Job) -> bool:
+        """Mark the job running; False if it was cancelled while it waited."""
+        if job.future.set_running_or_notify_cancel():
+            with self._lock:
+                self.started += 1
+            return True
+        with self._lock:
+            self.cancelled += 1
+        return False
+
+    def succeed(self, job: Job, value: Any) -> bool:
+        try:
+            job.future.set_result(value)
+        except InvalidStateError:
+            return False
+        with self._lock:
+            self.done += 1
+        return True
+
+    def fail(self, job: Job, exc: BaseException, timed_out: bool = False) -> bool:
+        try:
+            job.future.set_exception(exc)
+        except InvalidStateError:
+            return False
+        with self._lock:
+            self.failed += 1
+            if timed_out:
+                self.timed_out += 1
+        return True
+
+    def cancel_pending(self, job: Job) -> None:
+        """Cancel a job taken out of the queue before it started."""
+        future = job.future
+        if future.cancelled() or future.cancel():
+            # Nobody will dequeue it now: tell concurrent.futures.wait() and as_completed()
+            # waiters, which only hear of a cancel when the future is "notified".
+            try:
+                future.set_running_or_notify_cancel()
+            except RuntimeError:  # notified already
+                pass
+            with self._lock:
+                self.cancelled += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "submitted": self.submitted,
+                "running": max(0, self.started - self.done - self.failed),
+                "done": self.done,
+                "failed": self.failed,
+                "cancelled": self.cancelled,
+                "timed_out": self.timed_out,
+                "worker_restarts": self.worker_restarts,
+            }
+
+    def fail_pending(self, job: Job, exc: BaseException) -> None:
+        """Fail a job that never started (the pool broke or was terminated)."""
+        if job.future.set_running_or_notify_cancel():
+            with self._lock:
+                self.started += 1
+            self.fail(job, exc)
+        else:
+            with self._lock:
+                self.cancelled += 1
+
+
+class JobQueue:
+    """The jobs waiting for a worker; the one home of backpressure.
+
+    With ``max_pending`` set, ``put`` blocks (or raises :class:`QueueFull`) while that many jobs
+    wait. A slot frees when a worker takes the job, or at once when a waiting job is cancelled.
+    ``None`` in the queue tells thread workers to exit.
+    """
+
+    def __init__(self, max_pending: Optional[int]) -> None:
+        self._queue: queue.SimpleQueue[Optional[Job]] = queue.SimpleQueue()
+        self.max_pending = max_pending
+        self._slots = threading.Semaphore(max_pending) if max_pending else None
+        self._slot_lock = threading.Lock()
+        # ``None`` stop markers in the queue: not jobs, so qsize() (the pending count) skips them.
+        self._stop_markers = 0
+        # Jobs taken out and put back (put_back): first in line again.
+        self._front: deque[Job] = deque()
+
+    @property
+    def bounded(self) -> bool:
+        return self._slots is not None
+
+    def reserve(self, job: Job, block: bool) -> None:
+        """Take a queue slot for ``job``, waiting for one if ``block``."""
+        if self._slots is None:
+            return
+        if not self._slots.acquire(block):
+            raise QueueFull(
+                f"{self.max_pending} jobs are already waiting (max_pending={self.max_pending}); "
+                "use submit() to wait for a free slot, or raise max_pending"
+            )
+        job.holds_slot = True
+
+    def release(self, job: Job) -> None:
+        """Give back the job's slot (idempotent: a cancel and a dequeue may both call it)."""
+        if self._slots is None:
+            return
+        with self._slot_lock:
+            if not job.holds_slot:
+                return
+            job.holds_slot = False
+        self._slots.release()
+
+    def put(self, job: Optional[Job]) -> None:
+        if job is None:
+            with self._slot_lock:
+                self._stop_markers += 1
+        self._queue.put(job)
+
+    def put_back(self, job: Job) -> None:
+        """Return a job just taken (and not started) to the front of the line."""
+        self._front.appendleft(job)
+
+    def get(self) -> Optional[Job]:
+        if self._front:
+            return self._front.popleft()
+        job = self._queue.get()
+        if job is None:
+            with self._slot_lock:
+                self._stop_markers -= 1
+        elif job.holds_slot:
+            self.release(job)
+        return job
+
+    def get_nowait(self) -> Optional[Job]:
+        """Next waiting job, or None if there is none."""
+        if self._front:
+            try:
+                return self._front.popleft()
+            except IndexError:  # drained meanwhile by another thread
+                pass
+        try:
+            job = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if job is None:
+            with self._slot_lock:
+                self._stop_markers -= 1
+        elif job.holds_slot:
+            self.release(job)
+        return job
+
+    def drain(self) -> list[Job]:
+        """Remove and return every waiting job."""
+        jobs: list[Job] = []
+        while self._front:
+            try:
+                jobs.append(self._front.popleft())
+            except IndexError:
+                break
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is None:
+                with self._slot_lock:
+                    self._stop_markers -= 1
+            else:
+                self.release(job)
+                jobs.append(job)
+
+    def qsize(self) -> int:
+        return max(0, self._queue.qsize() - self._stop_markers) + len(self._front)

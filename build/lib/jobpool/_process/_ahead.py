@@ -1,0 +1,35 @@
+"""When the dispatcher sends a worker its next jobs before the running one ends ("send-ahead").
+
+Why: with one job per worker at a time, a worker that finishes a tiny job sleeps until the
+parent has read its reply and written the next job, and the parent pays a wake-up, a ``read``
+and a ``write`` per job. With a few jobs already waiting in its pipe, the worker goes straight
+on, and the parent reads several replies per wake-up. On trivial jobs that cuts the parent's
+time per job by about a third.
+
+The risk is head-of-line blocking: a job waiting behind one that turns out to be long would
+wait for it while another worker sits idle. So the dispatcher sends ahead only to a worker whose
+recent jobs were short and whose running job is still young, only small jobs (their bytes fit
+in the pipe without blocking the dispatcher), and it *recalls* them when the running job grows
+old: the worker's watch thread takes back every job it has not started and names them in a
+``GIVE_BACK`` message; the dispatcher runs them elsewhere. A worker that dies, is killed or
+times out hands its unstarted jobs back the same way (the dispatcher requeues them itself).
+
+A job sent ahead is marked running when it is sent, as ``ProcessPoolExecutor`` marks the jobs in
+its call queue: ``cancel()`` returns False for it. ``Pool.kill()`` on it fails it at once and
+recalls it; if the worker started it meanwhile, the worker is killed as for a running job.
+"""
+
+from __future__ import annotations
+
+# Jobs that may wait in one worker's pipe behind the one it runs.
+AHEAD_JOBS = 4
+# Send ahead only to a worker whose recent jobs took less than this, and whose running job
+# started less than this ago: longer jobs leave the parent's overhead small anyway.
+SHORT_JOB_SECONDS = 0.002
+# Take the waiting jobs back once the running job has run this long.
+RECALL_AFTER_SECONDS = 0.01
+# Only jobs this small (arguments and function bytes) are sent ahead: a worker busy with a job
+# does not read its pipe, and a write that filled the pipe would stall the dispatcher.
+MAX_AHEAD_BYTES = 8192
+# Weight of the newest job in a worker's running average of job times.
+JOB_TIME_WEIGHT = 0.25

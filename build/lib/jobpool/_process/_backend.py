@@ -1,0 +1,189 @@
+"""ProcessBackend: the parent-side face of the process backend (see the package docstring)."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from concurrent.futures import Future, wait
+from multiprocessing.context import BaseContext
+from types import FunctionType
+from typing import Any, Callable, Optional
+
+from .._errors import SerializationError
+from .._job import Job, JobQueue, Outcomes
+from .._serialization import PROTOCOL, dumps, explain_failure, pickle_plainly, serialize_job
+from . import _protocol as p
+from ._blobs import Blob, BlobTable, dumps_function
+from ._by_value import ByValueCache
+from ._dispatcher import Dispatcher
+
+# Functions that pickle by module and name, remembered with their bytes (see prepare_function).
+_BY_NAME_CACHE_SIZE = 256
+_BY_NAME_MAX_BYTES = 512
+
+# How long kill() waits for a killed worker's exit to fail its job (normally milliseconds).
+KILL_SETTLE_SECONDS = 30.0
+
+
+class FunctionKeys:
+    """Gives each large function pickle a key, the same key for the same bytes.
+
+    Keys follow content, not identity: a changed function (or a closure now holding other
+    values) pickles differently and gets a new key, so a worker never runs a stale copy. Lookup
+    compares bytes only against entries of the same length, so no hashing of large payloads.
+    """
+
+    def __init__(self, capacity: int = p.FUNCTION_CACHE_SIZE) -> None:
+        self._by_length: dict[int, list[tuple[bytes, int]]] = {}
+        self._order: list[tuple[bytes, int]] = []
+        self._capacity = capacity
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def key(self, data: bytes, keep: bool = False) -> Optional[int]:
+        """The key for ``data``; None (send it inline) if it is small, unless ``keep``."""
+        if len(data) < p.FUNCTION_CACHE_MIN_BYTES and not keep:
+            return None
+        with self._lock:
+            for known, key in self._by_length.get(len(data), ()):
+                if known == data:
+                    return key
+            key = self._next
+            self._next += 1
+            entry = (data, key)
+            self._by_length.setdefault(len(data), []).append(entry)
+            self._order.append(entry)
+            if len(self._order) > self._capacity:
+                old = self._order.pop(0)
+                siblings = self._by_length[len(old[0])]
+                siblings.remove(old)
+                if not siblings:
+                    del self._by_length[len(old[0])]
+            return key
+
+
+def worker_setup(
+    initializer: Optional[Callable[..., object]], initargs: tuple[Any, ...]
+) -> tuple[Any, tuple[Any, ...]]:
+    """What each worker receives to run its initializer.
+
+    ``initargs`` travel as ``Process`` arguments, as with the stdlib pools, so shared objects
+    that may only be passed at process creation (``multiprocessing.Value``, ``Lock``, ``Queue``)
+    work. The initializer itself is pre-serialized with cloudpickle when plain pickle cannot find
+    it again in a fresh process (a lambda, a closure, a function of ``__main__``).
+    """
+    if initializer is None:
+        return None, initargs
+    try:
+        data = pickle.dumps(initializer, PROTOCOL)
+    except Exception:
+        data = b"__main__"
+    if b"__main__" not in data:
+        return initializer, initargs
+    try:
+        return dumps(initializer, "initializer"), initargs
+    except SerializationError as exc:
+        raise SerializationError(f"the initializer must be serializable: {exc}", "initializer")
+
+
+class ProcessBackend:
+    name = "process"
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        outcomes: Outcomes,
+        workers: int,
+        context: BaseContext,
+        initializer: Optional[Callable[..., object]],
+        initargs: tuple[Any, ...],
+        max_jobs_per_worker: Optional[int],
+        on_broken: Callable[[BaseException], None],
+    ) -> None:
+        setup = worker_setup(initializer, tuple(initargs))
+        self._functions = FunctionKeys()
+        self._by_name: dict[Callable[..., Any], bytes] = {}
+        self._by_value = ByValueCache()
+        self._blobs = BlobTable()
+        self._dispatcher = Dispatcher(
+            context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
+        )
+        self._dispatcher.thread.start()
+        self._read_reply = self._dispatcher.read_reply
+
+    def prepare(self, job: Job) -> None:
+        """Serialize the job in the caller's thread, so a bad argument fails at submit.
+
+        ``map`` serializes its function once and sets ``fn_bytes`` on every chunk beforehand.
+        """
+        if job.fn_bytes is None:
+            try:
+                job.fn_bytes, job.fn_key, job.fn_blobs = self.prepare_function(job.work.fn)
+            except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
+                raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
+        serialize_job(job)
+        job.future._reader = self._read_reply
+
+    def prepare_function(
+        self, fn: Callable[..., Any]
+    ) -> tuple[bytes, Optional[int], tuple[Blob, ...]]:
+        """Serialize ``fn`` (once for a whole ``map`` call), its large values out of line.
+
+        A function that names blobs is always keyed, so each worker keeps its unpickled copy.
+        """
+        plain_function = type(fn) is FunctionType
+        if plain_function:
+            # Plain pickle stores a function by module and name, never by value, so those bytes
+            # cannot go stale: remember them rather than pickle on every submit().
+            by_name = self._by_name.get(fn)
+            if by_name is not None:
+                return by_name, self._functions.key(by_name), ()
+            # A __main__ function or a lambda: cloudpickled by value, remembered while valid.
+            # Keyed, so that each worker also keeps its unpickled copy.
+            by_value = self._by_value.get(fn)  # type: ignore[arg-type]
+            if by_value is not None:
+                return by_value, self._functions.key(by_value, keep=True), ()
+            by_name = pickle_plainly(fn, "fn")
+            if by_name is not None and len(by_name) <= _BY_NAME_MAX_BYTES:
+                if len(self._by_name) >= _BY_NAME_CACHE_SIZE:
+                    self._by_name.clear()
+                self._by_name[fn] = by_name
+                return by_name, self._functions.key(by_name), ()
+        fn_bytes, blobs = dumps_function(fn, self._blobs)
+        if plain_function and not blobs:
+            self._by_value.remember(fn, fn_bytes)  # type: ignore[arg-type]
+        return fn_bytes, self._functions.key(fn_bytes, keep=bool(blobs)), blobs
+
+    def offer(self, job: Job) -> bool:
+        return self._dispatcher.offer(job)
+
+    def notify(self) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher.idle_workers > 0 and not dispatcher.wake_pending:
+            dispatcher.wake()
+
+    def kill(self, future: Future[Any]) -> bool:
+        """Kill the worker running ``future``'s job; return once the future has failed.
+
+        The dispatcher fails the job when it sees the worker exit, a moment after the kill;
+        waiting for that here means that ``pool.kill(f)`` returning True implies ``f.done()``.
+        """
+        dispatcher = self._dispatcher
+        killed = bool(dispatcher.call(lambda: dispatcher.kill_job(future)))
+        if killed and threading.current_thread() is not dispatcher.thread:
+            wait([future], timeout=KILL_SETTLE_SECONDS)
+        return killed
+
+    def worker_count(self) -> int:
+        return self._dispatcher.worker_count()
+
+    def shutdown(self, wait: bool) -> None:
+        self._dispatcher.closing = True
+        self._dispatcher.wake()
+        if wait and threading.current_thread() is not self._dispatcher.thread:
+            self._dispatcher.thread.join()
+
+    def terminate(self) -> None:
+        self._dispatcher.terminate()
+        if threading.current_thread() is not self._dispatcher.thread:
+            self._dispatcher.thread.join()

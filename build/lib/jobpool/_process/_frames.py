@@ -1,0 +1,113 @@
+"""Reads and writes length-prefixed messages on a pipe with as few system calls as possible.
+
+``Connection.recv_bytes`` reads a message with two ``read`` calls (header, then body), and each
+one releases and retakes the GIL. In the parent that GIL hand-off is the expensive part: another
+Python thread (the one submitting jobs) is usually waiting for it. A :class:`FrameReader` takes
+whatever the pipe holds in one ``read`` and splits it into every complete message, which is one
+call per message, or fewer when several arrived together.
+
+The format is ``multiprocessing.Connection``'s, so the other end keeps using ``send_bytes``: a
+4-byte big-endian signed length, or ``-1`` followed by an 8-byte length for huge messages.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from multiprocessing.connection import wait
+
+_HEADER = struct.Struct("!i")
+_HUGE_HEADER = struct.Struct("!Q")
+READ_SIZE = 1 << 16
+SMALL_WRITE = 1 << 14  # below this, header and body go out in one write (a copy is cheaper)
+
+
+def write_frame(fd: int, data: bytes) -> None:
+    """``Connection.send_bytes`` in one call: the same format, without its layers of checks."""
+    size = len(data)
+    if size < SMALL_WRITE:  # the usual case: one copy, one write
+        frame = _HEADER.pack(size) + data
+        written = os.write(fd, frame)
+        if written == len(frame):
+            return
+        view = memoryview(frame)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
+        return
+    huge = size > 0x7FFFFFFF
+    header = _HEADER.pack(-1) + _HUGE_HEADER.pack(size) if huge else _HEADER.pack(size)
+    for part in (header, data):
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+class FrameReader:
+    """Buffers one pipe's bytes and yields its complete messages."""
+
+    __slots__ = ("_buffer", "_fd", "eof")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self.eof = False
+
+    def read(self) -> list[bytes]:
+        """One ``read`` (call when the fd is readable); the messages now complete, in order."""
+        try:
+            data = os.read(self._fd, max(READ_SIZE, self._missing()))
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            return []
+        if not self._buffer and len(data) >= 4:  # the usual case: exactly one whole message
+            (size,) = _HEADER.unpack_from(data)
+            if size + 4 == len(data):
+                return [data[4:]]
+        self._buffer += data
+        return self._split()
+
+    def read_ready(self) -> list[bytes]:
+        """Every message already waiting in the pipe, without ever blocking."""
+        messages: list[bytes] = []
+        while not self.eof and wait([self._fd], 0):
+            messages += self.read()
+        return messages
+
+    def _missing(self) -> int:
+        """Bytes still needed to complete the message at the front (0 if unknown)."""
+        buffer = self._buffer
+        if len(buffer) < 4:
+            return 0
+        (size,) = _HEADER.unpack_from(buffer)
+        start = 4
+        if size == -1:
+            if len(buffer) < 12:
+                return 0
+            (size,) = _HUGE_HEADER.unpack_from(buffer, 4)
+            start = 12
+        return max(0, int(start + size) - len(buffer))
+
+    def _split(self) -> list[bytes]:
+        buffer = self._buffer
+        messages: list[bytes] = []
+        position = 0
+        end = len(buffer)
+        while end - position >= 4:
+            (size,) = _HEADER.unpack_from(buffer, position)
+            start = position + 4
+            if size == -1:
+                if end - position < 12:
+                    break
+                (size,) = _HUGE_HEADER.unpack_from(buffer, start)
+                start += 8
+            if end - start < size:
+                break
+            messages.append(bytes(buffer[start : start + size]))
+            position = start + size
+        if position:
+            del buffer[:position]
+        return messages

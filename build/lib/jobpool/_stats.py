@@ -1,0 +1,32 @@
+"""PoolStats: a frozen snapshot of what a pool is doing, cheap enough to call in a loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Counts since the pool was created, plus what is happening right now.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Jobs accepted by ``submit``/``map`` (a ``map`` chunk counts as one job).
+    submitted: int
+    #: Jobs waiting in the queue for a worker (the queue depth).
+    pending: int
+    #: Jobs a worker is running now.
+    running: int
+    #: Jobs that returned a result.
+    done: int
+    #: Jobs that raised, crashed their worker, timed out or were killed.
+    failed: int
+    #: Jobs cancelled before they started.
+    cancelled: int
+    #: The part of ``failed`` that ran past its time limit.
+    timed_out: int
+    #: Worker processes (or abandoned threads) replaced: crashes, timeouts, kills and recycling.
+    worker_restarts: int
+    #: Workers the pool has now.
+    workers: int

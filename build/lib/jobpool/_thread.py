@@ -1,0 +1,181 @@
+"""The thread backend: N worker threads taking jobs from the pool's queue.
+
+Shaped after ``concurrent.futures.thread``: threads start lazily, one per submission until
+``workers`` exist, unless an idle one can take the job. A thread cannot be stopped, so a job
+that times out (or is killed) fails its future on time, and its thread is *abandoned*: it runs on
+until the function returns, then exits, while a fresh thread takes its place so the pool keeps
+``workers`` threads serving the queue.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+from ._deadlines import DeadlineTimer
+from ._errors import InitializerError, JobKilledError, JobTimeoutError
+from ._job import Job, JobQueue, Outcomes
+
+
+class ThreadBackend:
+    name = "thread"
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        outcomes: Outcomes,
+        workers: int,
+        initializer: Optional[Callable[..., object]],
+        initargs: tuple[Any, ...],
+        on_broken: Callable[[BaseException], None],
+    ) -> None:
+        self._queue = queue
+        self._outcomes = outcomes
+        self._workers = workers
+        self._initializer = initializer
+        self._initargs = initargs
+        self._on_broken = on_broken
+        self._threads: set[threading.Thread] = set()
+        self._current: dict[threading.Thread, Job] = {}
+        self._lock = threading.Lock()
+        self._idle = threading.Semaphore(0)
+        self._abandon_lock = threading.Lock()
+        self._timer: Optional[DeadlineTimer] = None
+        self._closing = False
+        self._serving = 0  # threads that serve the queue (abandoned ones excluded)
+
+    def prepare(self, job: Job) -> None:
+        """Threads share memory: nothing to serialize."""
+
+    def offer(self, job: Job) -> bool:
+        """Jobs always go through the queue, which the worker threads read directly."""
+        return False
+
+    def notify(self) -> None:
+        """A job was queued: wake an idle thread, or start one if fewer than ``workers`` serve."""
+        if self._serving >= self._workers:
+            return  # every thread exists and takes jobs from the queue: nothing to decide
+        if self._idle.acquire(timeout=0):
+            return
+        with self._lock:
+            if self._serving < self._workers and not self._closing:
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        self._serving += 1
+        thread = threading.Thread(
+            target=self._work, name=f"jobpool-thread-{len(self._threads)}", daemon=True
+        )
+        self._threads.add(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer(*self._initargs)
+            except BaseException as exc:
+                error = InitializerError(
+                    f"the pool's initializer raised {type(exc).__name__}: {exc}; "
+                    "the pool is broken and accepts no more jobs"
+                )
+                error.__cause__ = exc
+                self._on_broken(error)
+                return
+        queue, outcomes, me = self._queue, self._outcomes, threading.current_thread()
+        while True:
+            job = queue.get()
+            if job is None:
+                queue.put(None)  # let the other threads see it too
+                with self._lock:
+                    self._serving -= 1  # stats().workers: threads that still serve
+                return
+            if not outcomes.start(job):
+                continue
+            self._current[me] = job
+            if job.timeout is not None:
+                self._timer_for_jobs().add(job.timeout, functools.partial(self._expire, job))
+            try:
+                outcomes.succeed(job, job.work.run())
+            except BaseException as exc:
+                outcomes.fail(job, exc)
+            self._current.pop(me, None)
+            with self._abandon_lock:
+                job.finished = True
+                if job.abandoned:
+                    return
+            # Do not keep the finished job (its function, arguments and result) alive while
+            # this thread waits for the next one: callers expect them to be freed.
+            del job
+            if self._serving < self._workers:  # the idle count only matters while growing
+                self._idle.release()
+
+    def _timer_for_jobs(self) -> DeadlineTimer:
+        if self._timer is None:
+            with self._lock:
+                if self._timer is None:
+                    self._timer = DeadlineTimer("jobpool-thread-timeouts")
+        return self._timer
+
+    def _abandon(self, job: Job, error: BaseException, timed_out: bool) -> bool:
+        """Fail a running job now and replace its thread, which runs on until the call returns."""
+        with self._abandon_lock:
+            if job.finished or job.abandoned:
+                return False
+            job.abandoned = True
+        # The job may have returned just now (its result set, ``finished`` not yet): then it
+        # keeps its result and kill() reports False, but the thread is given up on all the same.
+        failed = self._outcomes.fail(job, error, timed_out=timed_out)
+        with self._lock:
+            self._serving -= 1
+            if not self._closing:
+                self._start_thread()
+                # PoolStats.worker_restarts counts abandoned threads replaced, as it counts
+                # worker processes replaced on the process backend.
+                self._outcomes.count("worker_restarts")
+        return failed
+
+    def _expire(self, job: Job) -> None:
+        assert job.timeout is not None
+        self._abandon(job, JobTimeoutError(job.timeout), timed_out=True)
+
+    def kill(self, future: Future[Any]) -> bool:
+        """Fail a running job with JobKilledError; its thread runs on, abandoned."""
+        for job in list(self._current.values()):
+            if job.future is future:
+                break
+        else:
+            return False
+        return self._abandon(
+            job,
+            JobKilledError("job killed by Pool.kill(); its thread runs on until the call returns"),
+            timed_out=False,
+        )
+
+    def worker_count(self) -> int:
+        return self._serving
+
+    def shutdown(self, wait: bool) -> None:
+        with self._lock:
+            self._closing = True
+            threads = list(self._threads)
+        self._queue.put(None)
+        if wait:
+            for thread in threads:
+                job = self._current.get(thread)
+                if job is not None and job.abandoned:
+                    continue
+                thread.join()
+        if self._timer is not None:
+            self._timer.close()
+
+    def terminate(self) -> None:
+        """Stop as fast as threads allow: fail what runs now, let the threads finish unobserved."""
+        with self._lock:
+            self._closing = True
+        self._queue.put(None)
+        for job in list(self._current.values()):
+            self._abandon(job, JobKilledError("the pool was terminated"), timed_out=False)
+        if self._timer is not None:
+            self._timer.close()
