@@ -144,6 +144,11 @@ def where_then_exit(handle: Any, x: int) -> None:
     os._exit(7)
 
 
+def where_to_file(handle: Any, path: str) -> None:
+    """In a process of its own: which instance the handle gives there, written to ``path``."""
+    Path(path).write_text(handle.where(0).uid, encoding="utf-8")
+
+
 def builds(directory: str) -> list[Build]:
     out = []
     for path in Path(directory).glob("build-*"):

@@ -9,6 +9,7 @@ test can count builds per worker and check closes without sharing memory with a 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pickle
 import subprocess
@@ -269,6 +270,38 @@ def test_callers_own_instance_is_closed_at_interpreter_exit(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr
     assert samples.closes(str(tmp_path)) == {done.stdout.strip()}
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_forked_child_neither_uses_nor_closes_its_parents_instances(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    records.mkdir()
+    recorder = per_worker(samples.Recorder, str(records))
+    ready, stop = threading.Event(), threading.Event()
+    parents: list[samples.Call] = []
+
+    def hold() -> None:  # a thread whose instance stays open while the child runs
+        parents.append(recorder.where(1))
+        ready.set()
+        stop.wait(WAIT)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert ready.wait(WAIT)
+    parents.append(recorder.where(2))  # and this thread's
+    answer = tmp_path / "child-uid"
+    child = multiprocessing.get_context("fork").Process(
+        target=samples.where_to_file, args=(recorder, str(answer))
+    )
+    child.start()
+    child.join(WAIT)
+    assert child.exitcode == 0
+    child_uid = answer.read_text(encoding="utf-8")
+    assert child_uid not in {call.uid for call in parents}  # it built its own
+    assert not samples.closes(str(records))  # and closed none of ours
+    stop.set()
+    thread.join(WAIT)
+    wait_until(lambda: parents[0].uid in samples.closes(str(records)), "the thread's close")
 
 
 # --- the handle itself --------------------------------------------------------------------------

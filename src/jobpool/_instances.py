@@ -40,7 +40,6 @@ _MISSING: Any = object()
 
 _local = threading.local()
 _process: Optional[Instances] = None  # set in a worker process: every thread there shares it
-_thread_ends: set[weakref.finalize[Any, Any]] = set()  # closes a thread's own at its end
 
 
 class Instances:
@@ -54,6 +53,7 @@ class Instances:
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
+        self._pid = os.getpid()
         self.built: dict[bytes, Any] = {}  # recipe token -> the instance jobs use
         self._recipes: list[Recipe] = []  # kept, so a worker restores each handle once
         self._closers: list[tuple[str, Callable[[], object]]] = []
@@ -87,6 +87,8 @@ class Instances:
         An error while closing one never stops the others, and is never raised: the worker is
         leaving, and nobody waits on it who could handle the error.
         """
+        if os.getpid() != self._pid:  # a forked child's copy: its parent's to close
+            return
         with self._lock:
             closers, self._closers = self._closers, []
             self.built.clear()
@@ -139,8 +141,7 @@ def _for_this_thread() -> Instances:
     # The marker lives in this thread's local storage only: it is freed, in this thread, when
     # the thread ends; the finalizer then closes the instances (at interpreter exit otherwise).
     marker = _ThreadEnd()
-    _thread_ends.difference_update([end for end in _thread_ends if not end.alive])
-    _thread_ends.add(weakref.finalize(marker, instances.close))
+    weakref.finalize(marker, instances.close)
     _local.instances = instances
     _local.end = marker
     return instances
@@ -191,11 +192,8 @@ def used_by_this_thread(instances: Optional[Instances]) -> Iterator[None]:
 
 
 def _forget_inherited() -> None:
-    """In a forked child: what the parent built is the parent's to close, not ours."""
+    """In a forked child: what the parent built is the parent's (``close`` checks the pid)."""
     global _local, _process
-    for end in _thread_ends:
-        end.detach()
-    _thread_ends.clear()
     _local = threading.local()
     _process = None
 
