@@ -144,6 +144,23 @@ def where_then_exit(handle: Any, x: int) -> None:
     os._exit(7)
 
 
+def where_from_threads(handle: Any, count: int) -> list[Call]:
+    """Calls through ``handle`` from ``count`` threads of this job at once."""
+    barrier = threading.Barrier(count, timeout=60)
+    calls: list[Call] = []
+
+    def call() -> None:
+        barrier.wait()
+        calls.append(handle.where(0))
+
+    threads = [threading.Thread(target=call) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return calls
+
+
 def where_to_file(handle: Any, path: str) -> None:
     """In a process of its own: which instance the handle gives there, written to ``path``."""
     Path(path).write_text(handle.where(0).uid, encoding="utf-8")

@@ -96,6 +96,18 @@ def test_recycled_worker_closes_its_instance(
     check_all_closed(str(tmp_path))
 
 
+@pytest.mark.parametrize("backend_name", PROCESS_BACKENDS)
+def test_threads_of_a_job_share_their_process_instance(
+    make_pool: MakePool, backend_name: str, tmp_path: Path
+) -> None:
+    recorder = per_worker(samples.Recorder, str(tmp_path))
+    pool = make_pool(backend_name, workers=1)
+    calls = pool.submit(samples.where_from_threads, recorder, 8).result(WAIT)
+    assert len(calls) == 8 and len({c.thread for c in calls}) == 8
+    assert len({c.uid for c in calls}) == 1  # built once, by whichever thread came first
+    assert len(samples.builds(str(tmp_path))) == 1
+
+
 def test_instance_holding_a_lock_and_an_open_file(
     make_pool: MakePool, backend_name: str, tmp_path: Path
 ) -> None:
@@ -142,11 +154,16 @@ def test_handle_called_as_a_function(make_pool: MakePool, backend_name: str) -> 
 # --- a factory that raises ----------------------------------------------------------------------
 
 
-def test_factory_that_raises_fails_only_its_job(
-    make_pool: MakePool, backend_name: str, tmp_path: Path
-) -> None:
+@pytest.fixture
+def flaky(tmp_path: Path) -> Any:
+    """A handle whose first build (in whichever worker) raises ValueError, the next ones work."""
     (tmp_path / "fail-1").touch()
-    flaky = per_worker(samples.FailingOnce, str(tmp_path))
+    return per_worker(samples.FailingOnce, str(tmp_path))
+
+
+def test_factory_that_raises_fails_only_its_job(
+    make_pool: MakePool, backend_name: str, tmp_path: Path, flaky: Any
+) -> None:
     pool = make_pool(backend_name, workers=1)
     worker = pool.submit(jobs.get_pid).result(WAIT)
     with pytest.raises(PerWorkerError) as caught:
@@ -171,11 +188,9 @@ def test_factory_that_raises_fails_only_its_job(
 
 
 def test_factory_that_raises_in_a_map_chunk_fails_only_that_item(
-    make_pool: MakePool, backend_name: str, tmp_path: Path
+    make_pool: MakePool, backend_name: str, tmp_path: Path, flaky: Any
 ) -> None:
     """A chunk looks the instance up once; if building fails, the next item tries again."""
-    (tmp_path / "fail-1").touch()
-    flaky = per_worker(samples.FailingOnce, str(tmp_path))
     pool = make_pool(backend_name, workers=1)
     errors: list[BaseException] = []
     results = list(pool.map(flaky.where, range(6), chunksize=6, on_error=errors.append))
@@ -424,10 +439,8 @@ def test_dask_one_instance_per_worker_closed_with_the_pool(
 
 
 def test_dask_factory_that_raises_and_unpicklable_instance(
-    dask_pool: MakePool, tmp_path: Path
+    dask_pool: MakePool, tmp_path: Path, flaky: Any
 ) -> None:
-    (tmp_path / "fail-1").touch()
-    flaky = per_worker(samples.FailingOnce, str(tmp_path))
     log = per_worker(samples.LockedLog, str(tmp_path / "log.txt"))
     pool = dask_pool(workers=1)
     with pytest.raises(PerWorkerError) as caught:

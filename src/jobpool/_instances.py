@@ -45,10 +45,11 @@ _process: Optional[Instances] = None  # set in a worker process: every thread th
 class Instances:
     """The objects one worker built from handles, and how to close each, in build order.
 
-    ``built`` is read without the lock (a dict lookup on every call through a handle); building
-    takes the lock, so two threads sharing a worker's instances (threads of a job, a Dask
-    worker's task threads) build each one once. The lock is reentrant: a factory may use
-    another handle.
+    ``built`` is read without a lock (a dict lookup on every call through a handle). Each
+    handle builds under its own lock, so threads that share a worker's instances (threads a job
+    started, a Dask worker's task threads) build it once, while a slow factory (a model that
+    loads for a minute) holds up no other handle. The locks are reentrant: a factory that ends
+    up calling through its own handle gets a RecursionError (a PerWorkerError), not a deadlock.
     """
 
     def __init__(self, owner: str) -> None:
@@ -57,7 +58,8 @@ class Instances:
         self.built: dict[bytes, Any] = {}  # recipe token -> the instance jobs use
         self._recipes: list[Recipe] = []  # kept, so a worker restores each handle once
         self._closers: list[tuple[str, Callable[[], object]]] = []
-        self._lock = threading.RLock()
+        self._building: dict[bytes, threading.RLock] = {}
+        self._lock = threading.Lock()  # guards the lists and dicts above
 
     def get(self, recipe: Recipe) -> Any:
         instance = self.built.get(recipe.token, _MISSING)
@@ -66,19 +68,23 @@ class Instances:
         return instance
 
     def _build(self, recipe: Recipe) -> Any:
+        token = recipe.token
         with self._lock:
-            instance = self.built.get(recipe.token, _MISSING)
-            if instance is not _MISSING:
+            building = self._building.setdefault(token, threading.RLock())
+        with building:
+            instance = self.built.get(token, _MISSING)
+            if instance is not _MISSING:  # another thread built it while we waited
                 return instance
             try:
                 factory, args, kwargs = recipe.load()
                 instance, closer = _opened(factory(*args, **kwargs))
             except Exception as exc:
                 raise PerWorkerError.from_factory(recipe.factory_name, self.owner, exc) from exc
-            if closer is not None:
-                self._closers.append((recipe.factory_name, closer))
-            self._recipes.append(recipe)
-            self.built[recipe.token] = instance
+            with self._lock:
+                if closer is not None:
+                    self._closers.append((recipe.factory_name, closer))
+                self._recipes.append(recipe)
+                self.built[token] = instance
             return instance
 
     def close(self) -> None:
@@ -93,6 +99,7 @@ class Instances:
             closers, self._closers = self._closers, []
             self.built.clear()
             self._recipes.clear()
+            self._building.clear()
         for name, closer in reversed(closers):
             try:
                 closer()
