@@ -28,7 +28,7 @@ import reprlib
 import threading
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, overload
 
 from . import _instances
 from ._errors import SerializationError
@@ -270,14 +270,14 @@ class WorkerMethod:
 PICKLED_ONCE = (PerWorker, WorkerMethod)
 
 
-def pickled_once(fn: Union[PerWorker, WorkerMethod]) -> bytes:
+def pickled_once(fn: Callable[..., Any]) -> bytes:
     """The bytes of a handle or a handle's method sent as a job's function: stable, made once.
 
     Stable bytes let the process backend key the function, so each worker unpickles it once.
     A handle called as a function travels as its instance's ``__call__``.
     """
     method = _recipe_of(fn).method("__call__") if type(fn) is PerWorker else fn
-    assert type(method) is WorkerMethod
+    assert type(method) is WorkerMethod, "only for the types in PICKLED_ONCE"
     try:
         return method.pickled()
     except Exception as exc:  # named from the handle: "fn.<per_worker args[0]>"

@@ -133,7 +133,7 @@ class ProcessBackend:
         A function that names blobs is always keyed, so each worker keeps its unpickled copy.
         """
         if type(fn) in PICKLED_ONCE:  # per_worker: the same small bytes, kept by each worker
-            data = pickled_once(fn)  # type: ignore[arg-type]
+            data = pickled_once(fn)
             return data, self._functions.key(data, keep=True), ()
         plain_function = type(fn) is FunctionType
         if plain_function:
