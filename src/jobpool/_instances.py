@@ -45,7 +45,8 @@ _process: Optional[Instances] = None  # set in a worker process: every thread th
 class Instances:
     """The objects one worker built from handles, and how to close each, in build order.
 
-    ``built`` is read without a lock (a dict lookup on every call through a handle). Each
+    ``built`` and ``methods`` are read without a lock (a dict lookup on every call through a
+    handle). Each
     handle builds under its own lock, so threads that share a worker's instances (threads a job
     started, a Dask worker's task threads) build it once, while a slow factory (a model that
     loads for a minute) holds up no other handle. The locks are reentrant: a factory that ends
@@ -56,6 +57,7 @@ class Instances:
         self.owner = owner
         self._pid = os.getpid()
         self.built: dict[bytes, Any] = {}  # recipe token -> the instance jobs use
+        self.methods: dict[Any, Callable[..., Any]] = {}  # WorkerMethod -> its bound method
         self._recipes: list[Recipe] = []  # kept, so a worker restores each handle once
         self._closers: list[tuple[str, Callable[[], object]]] = []
         self._building: dict[bytes, threading.RLock] = {}
@@ -98,6 +100,7 @@ class Instances:
         with self._lock:
             closers, self._closers = self._closers, []
             self.built.clear()
+            self.methods.clear()
             self._recipes.clear()
             self._building.clear()
         for name, closer in reversed(closers):

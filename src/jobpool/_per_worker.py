@@ -15,8 +15,9 @@ Pieces, and why they are shaped so:
   shadow; ``handle.name`` is a :class:`WorkerMethod`, made once per name.
 - A :class:`WorkerMethod` pickles to the same small bytes every time, so the process backend
   keys it like any function it has seen (``pickled_once``): each worker keeps its unpickled copy
-  and the per-job cost matches a plain module-level function's. Calling it looks up the calling
-  worker's instance by token (two dict lookups), building it on first use.
+  and the per-job cost matches a plain module-level function's. There is one per (recipe, name)
+  in a process, so it compares by identity, and calling it looks its bound method up in the
+  calling worker's instances by identity (building the instance on first use).
 - A ``map`` chunk looks the instance up once for all its items (:func:`bound`), so an item costs
   what a call of an ordinary bound method costs.
 """
@@ -227,25 +228,22 @@ class WorkerMethod:
         self._bytes: Optional[bytes] = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            instances = _instances._local.instances
-        except AttributeError:
-            instances = _instances.current()
-        return getattr(instances.get(self._recipe), self._name)(*args, **kwargs)
+        try:  # on every call: this thread's instances, and their method for this one
+            method = _instances._local.instances.methods[self]
+        except (AttributeError, KeyError):
+            method = self.bind()
+        return method(*args, **kwargs)
+
+    def bind(self) -> Callable[..., Any]:
+        """The calling worker's instance's method (building the instance on first use)."""
+        instances = _instances.current()
+        method: Callable[..., Any] = getattr(instances.get(self._recipe), self._name)
+        instances.methods[self] = method
+        return method
 
     @property
     def __name__(self) -> str:
         return self._name
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            type(other) is WorkerMethod
-            and other._name == self._name
-            and other._recipe.token == self._recipe.token
-        )
-
-    def __hash__(self) -> int:
-        return hash((self._recipe.token, self._name))
 
     def __repr__(self) -> str:
         return f"<per_worker method {self._name} of {self._recipe.factory_name}>"
@@ -293,7 +291,7 @@ def bound(fn: Callable[..., Any]) -> Callable[..., Any]:
     factory failed): the chunk then fails that item and looks again for the next.
     """
     if type(fn) is WorkerMethod:
-        return getattr(_instances.current().get(fn._recipe), fn._name)  # type: ignore[no-any-return]
+        return fn.bind()
     if type(fn) is PerWorker:
         return _instances.current().get(_recipe_of(fn))  # type: ignore[no-any-return]
     return fn
