@@ -54,3 +54,10 @@ def make_big_closure(size: int) -> Callable[[int], tuple[int, bool]]:
         return len(big) + x, fresh
 
     return job
+
+
+class Counter:
+    """The object behind a per_worker handle in the per_worker workload: ``inc`` as a method."""
+
+    def inc(self, x: int) -> int:
+        return x + 1

@@ -198,6 +198,18 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
             None if xi is None else xi <= 1.15,
         )
     )
+    ratios = {  # medians of paired ratios (see benchmarks/workloads/per_worker.py)
+        api: _get(w, "per_worker", f"jobpool[process] per_worker {api}", "x_function")
+        for api in ("submit", "map")
+    }
+    out.append(
+        _goal(
+            "per_worker method per-job cost",
+            "<= 1.10 x a module-level function (process; submit and map)",
+            ", ".join(f"{api} {_fmt(r, '{:.3f}')}x" for api, r in ratios.items()),
+            None if None in ratios.values() else all(r <= 1.10 for r in ratios.values() if r),
+        )
+    )
     for method in ("forkserver", "spawn", "fork"):
         a = _get(w, "startup", f"jobpool[process] @{method}", "first_result_ms")
         b = _get(w, "startup", f"cf.ProcessPoolExecutor @{method}", "first_result_ms")

@@ -9,8 +9,31 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import big_closure, cpu, crash, io, lazy, map_tiny, overhead, roundtrip, startup
+from . import (
+    big_closure,
+    cpu,
+    crash,
+    io,
+    lazy,
+    map_tiny,
+    overhead,
+    per_worker,
+    roundtrip,
+    startup,
+)
 
 ALL: dict[str, ModuleType] = {
-    m.NAME: m for m in (overhead, roundtrip, map_tiny, lazy, big_closure, cpu, io, startup, crash)
+    m.NAME: m
+    for m in (
+        overhead,
+        roundtrip,
+        map_tiny,
+        lazy,
+        big_closure,
+        cpu,
+        io,
+        startup,
+        crash,
+        per_worker,
+    )
 }

@@ -21,6 +21,7 @@ _PUBLIC = {
     "JobKilledError": "_errors",
     "JobTimeoutError": "_errors",
     "JobpoolError": "_errors",
+    "PerWorkerError": "_errors",
     "QueueFull": "_errors",
     "RemoteError": "_errors",
     "RemoteTraceback": "_errors",
@@ -29,6 +30,7 @@ _PUBLIC = {
     "JobOptions": "_pool",
     "Pool": "_pool",
     "PoolStats": "_stats",
+    "per_worker": "_per_worker",
 }
 
 if TYPE_CHECKING:
@@ -37,12 +39,14 @@ if TYPE_CHECKING:
         JobKilledError,
         JobpoolError,
         JobTimeoutError,
+        PerWorkerError,
         QueueFull,
         RemoteError,
         RemoteTraceback,
         SerializationError,
         WorkerCrashedError,
     )
+    from ._per_worker import per_worker
     from ._pool import JobOptions, Pool
     from ._stats import PoolStats
 
@@ -54,6 +58,7 @@ __all__ = [
     "JobOptions",
     "JobTimeoutError",
     "JobpoolError",
+    "PerWorkerError",
     "Pool",
     "PoolStats",
     "QueueFull",
@@ -61,6 +66,7 @@ __all__ = [
     "RemoteTraceback",
     "SerializationError",
     "WorkerCrashedError",
+    "per_worker",
 ]
 
 

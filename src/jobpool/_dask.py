@@ -54,6 +54,7 @@ from ._errors import (
 )
 from ._job import Call, Job, run_chunk
 from ._lifecycle import weak_callback
+from ._per_worker_dask import PoolInstances, pool_instances
 from ._remote import pack_exception, unpack_exception
 from ._serialization import dumps, serialize_job
 
@@ -162,9 +163,12 @@ def _load_function(fn_bytes: bytes) -> Callable[..., Any]:
 
 
 def run_on_worker(
-    token: Optional[str], kind: int, fn_bytes: bytes, body: bytes
+    token: Optional[str], kind: int, fn_bytes: bytes, body: bytes, instances: Optional[str] = None
 ) -> tuple[int, bytes]:
-    """The Dask task of every job: unpickle, run, and send the outcome back as bytes."""
+    """The Dask task of every job: unpickle, run, and send the outcome back as bytes.
+
+    ``instances`` names the pool whose per_worker instances the job uses (see _per_worker_dask).
+    """
     if token is not None:
         failure = init_outcome(token)
         if failure is not None:
@@ -172,7 +176,8 @@ def run_on_worker(
     try:
         fn = _load_function(fn_bytes)
         args = pickle.loads(body)
-        value = fn(*args[0], **args[1]) if kind == RUN_CALL else run_chunk(fn, *args)
+        with pool_instances(instances):
+            value = fn(*args[0], **args[1]) if kind == RUN_CALL else run_chunk(fn, *args)
         return OK, dumps(value, "the job's result")
     except BaseException as exc:
         return RAISED, pack_exception(exc)
@@ -286,6 +291,7 @@ class DaskBackend:
             self._client = _connect(address)
         else:
             self._cluster, self._client = _start_local_cluster(workers)
+        self._per_worker = PoolInstances(self._client, self._token)
         self._in_flight: dict[str, tuple[Job, Any]] = {}
         self._deadlines: dict[str, float] = {}
         self._events: SimpleQueue[Any] = SimpleQueue()
@@ -460,8 +466,9 @@ class DaskBackend:
         key = f"jobpool-{name or 'job'}-{self._token[:12]}-{job.id}"
         token = self._token if self._setup is not None else None
         try:
+            instances = self._per_worker.key()  # installs its plugin when handles travel
             task = self._client.submit(
-                run_on_worker, token, kind, job.fn_bytes, job.body, key=key, pure=False
+                run_on_worker, token, kind, job.fn_bytes, job.body, instances, key=key, pure=False
             )
         except Exception as exc:
             self._outcomes.fail(job, exc)
@@ -595,6 +602,7 @@ class DaskBackend:
             self._outcomes.fail_pending(job, error)
 
     def _close(self) -> None:
+        self._per_worker.close()  # closes the per_worker instances its jobs built
         self._remove_initializer()
         self._close_cluster()
 

@@ -8,6 +8,7 @@
     ├── SerializationError        (also pickle.PicklingError) neither pickle nor cloudpickle could
     │                             serialize the job, its result or its exception
     ├── RemoteError               a job raised an exception that could not travel back as itself
+    ├── PerWorkerError            a per_worker factory raised: only the job that needed it fails
     └── InitializerError          (also BrokenExecutor) a worker could not start: the pool is broken
 
 A job's own exception is re-raised with its own type; the worker-side traceback is attached as
@@ -26,6 +27,7 @@ __all__ = [
     "JobKilledError",
     "JobTimeoutError",
     "JobpoolError",
+    "PerWorkerError",
     "QueueFull",
     "RemoteError",
     "RemoteTraceback",
@@ -110,6 +112,49 @@ class RemoteError(JobpoolError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.type_name, str(self).partition(": ")[2]))
+
+
+class PerWorkerError(JobpoolError):
+    """A ``per_worker`` factory raised while a worker built its instance for a job.
+
+    Only that job fails; nothing is kept, so the next job on that worker that uses the handle
+    calls the factory again, and the pool goes on. ``factory`` names the factory;
+    ``exception`` is what it raised (``None`` if that could not travel back from the worker)
+    and ``__cause__`` carries its traceback (on processes and Dask, as the worker-side
+    traceback text, like any job's exception).
+    """
+
+    def __init__(
+        self, message: str, factory: str = "", exception: Optional[BaseException] = None
+    ) -> None:
+        self.factory = factory
+        self.exception = exception
+        super().__init__(message)
+
+    @classmethod
+    def from_factory(cls, factory: str, owner: str, exc: BaseException) -> PerWorkerError:
+        return cls(
+            f"the per_worker factory {factory} raised {type(exc).__name__}: {exc} (in {owner}); "
+            "this job fails, and the next job there that uses the handle calls the factory again",
+            factory,
+            exc,
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.factory, _if_it_travels(self.exception)))
+
+
+def _if_it_travels(exc: Optional[BaseException]) -> Optional[BaseException]:
+    """``exc`` if it pickles and unpickles; else None, so that the error carrying it still does."""
+    if exc is None:
+        return None
+    from ._serialization import dumps
+
+    try:
+        pickle.loads(dumps(exc, "exception"))
+    except Exception:
+        return None
+    return exc
 
 
 class InitializerError(JobpoolError, BrokenExecutor):

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from ._condition import FutureCondition
 from ._errors import QueueFull
+from ._per_worker import bound
 
 # concurrent.futures' names for the states of a started and a resolved future
 _PENDING = "PENDING"
@@ -105,7 +106,7 @@ def run_chunk(fn: Callable[..., Any], items: Sequence[Any], star: bool) -> Chunk
     while position < total:
         try:
             rest = items if position == 0 else itertools.islice(items, position, None)
-            values.extend(apply(fn, rest))
+            values.extend(apply(bound(fn), rest))  # a per_worker method: looked up once
         except BaseException as exc:
             if errors is None:
                 errors = {}

@@ -101,12 +101,13 @@ def serialize_job(job: Job) -> None:
 
 
 def explain_failure(obj: object, what: str, exc: BaseException) -> SerializationError:
+    from ._pickling_advice import how_to_fix  # per_worker for a method's object, say
+
     path, leaf = locate_unpicklable(obj, what)
     held = f"holds {_describe(leaf)}" if leaf is not None else "cannot be serialized"
     return SerializationError(
         f"cannot serialize {path}: it {held} ({type(exc).__name__}: {exc}). "
-        "Pass something picklable instead (e.g. create the resource inside the job, or give the "
-        "class __getstate__/__reduce__), or use backend='thread', which does not serialize.",
+        f"{how_to_fix(obj, what, path)}",
         path=path,
     )
 
@@ -181,6 +182,9 @@ def _children(obj: object, path: str) -> list[tuple[str, Any]]:
         return [(f"{path}[{k!r}]", v) for k, v in obj.items()]
     if isinstance(obj, (set, frozenset)):
         return [(f"{path}{{{v!r}}}", v) for v in obj]
+    parts = getattr(type(obj), "__jobpool_parts__", None)
+    if parts is not None:  # a per_worker handle travels as its factory and arguments
+        return parts(obj, path)  # type: ignore[no-any-return]
     func = getattr(obj, "__func__", None)
     owner = getattr(obj, "__self__", None)
     if func is not None and owner is not None:  # bound method: its instance is what travels

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 from ._backend import NOT_SERIALIZED, BackendSetup, PreparedFunction
 from ._deadlines import DeadlineTimer
 from ._errors import JobKilledError, JobTimeoutError, initializer_error
+from ._instances import for_worker_thread
 from ._job import Job
 
 
@@ -69,6 +70,10 @@ class ThreadBackend:
         thread.start()
 
     def _work(self) -> None:
+        with for_worker_thread():  # per_worker: this thread's own instances, closed as it ends
+            self._serve()
+
+    def _serve(self) -> None:
         if self._initializer is not None:
             try:
                 self._initializer(*self._initargs)

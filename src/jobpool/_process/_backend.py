@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 from .._backend import BackendSetup, PreparedFunction
 from .._errors import SerializationError
 from .._job import Job
+from .._per_worker import PICKLED_ONCE, pickled_once
 from .._serialization import dumps, explain_failure, pickle_plainly, serialize_job
 from . import _protocol as p
 from ._blobs import BlobTable, dumps_function
@@ -124,6 +125,9 @@ class ProcessBackend:
 
         A function that names blobs is always keyed, so each worker keeps its unpickled copy.
         """
+        if type(fn) in PICKLED_ONCE:  # per_worker: the same small bytes, kept by each worker
+            data = pickled_once(fn)
+            return data, self._functions.key(data, keep=True), ()
         plain_function = type(fn) is FunctionType
         if plain_function:
             # Plain pickle stores a function by module and name, never by value, so those bytes

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Optional
 
 from .. import _main_globals
+from .._instances import for_worker_process
 from .._job import run_chunk
 from .._remote import pack_exception
 from .._serialization import dumps
@@ -172,6 +173,7 @@ def worker_main(
     # A job may start a pool of its own: a worker is a daemon process only so that
     # multiprocessing stops it at the parent's exit, not to forbid it children.
     multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
+    instances = for_worker_process()  # what per_worker handles build here
     channel = _Channel(conn)
     _main_globals.adopt()
     with stderr_into(startup_stderr):
@@ -188,6 +190,7 @@ def worker_main(
             return
     channel.send((p.READY, os.getpid()))
     _serve(inbox, channel)
+    instances.close()  # a normal exit (STOP, or the parent closed the pipe): close them
     sys.stdout.flush()
     sys.stderr.flush()
 
