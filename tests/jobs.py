@@ -433,3 +433,9 @@ def held_blob_count() -> int:
     from jobpool._process import _worker
 
     return len(_worker.BLOBS)
+
+
+def task_states(marker: str, dask_worker: Any = None) -> dict[str, str]:
+    """On a Dask worker (``client.run``): the state of each task whose key contains ``marker``."""
+    tasks = dask_worker.state.tasks
+    return {str(key): task.state for key, task in tasks.items() if marker in str(key)}

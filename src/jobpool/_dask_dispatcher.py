@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import pickle
 import re
 import threading
@@ -81,7 +82,7 @@ KILLED_WAITING = "job killed by Pool.kill() before it started on its Dask worker
 
 # Events the dispatcher thread handles (besides None, "wake up").
 DONE, FETCHED, FETCHED_ONE, KILLED = "done", "fetched", "fetched-one", "killed"
-MEMBERS, SLOTS_SET, RECALLED = "members", "slots-set", "recalled"
+MEMBERS, SLOTS_SET, RECALLED, CALL = "members", "slots-set", "recalled", "call"
 
 
 def crash_error(dask_error: BaseException) -> WorkerCrashedError:
@@ -185,6 +186,14 @@ class DaskDispatcher:
         self._wake()
         if threading.current_thread() is not self._thread:
             self._thread.join()
+
+    def call(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Run ``fn`` in the dispatcher thread and return its result (its state is its alone)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        answer: Future[Any] = Future()
+        self._events.put((CALL, fn, answer))
+        return answer.result(timeout)
 
     def kill(self, future: Future[Any]) -> bool:
         """Fail the job of ``future`` if it has not started; False if it may be running.
@@ -293,12 +302,14 @@ class DaskDispatcher:
             self._members_due = time.monotonic() + MEMBERSHIP_SECONDS
 
     def _target(self) -> Optional[WorkerSlots]:
-        """The worker to send the next job to: most free slots, else most room to wait in."""
+        """The worker to send the next job to: most free slots, else fewest tasks per slot."""
         best: Optional[WorkerSlots] = None
-        best_rank = (0, 0)
+        best_rank = (0, -math.inf)
         for slots in self._slots.values():
-            rank = (slots.free_slots(), slots.room(self._round_trip))
-            if rank[1] > 0 and rank > best_rank:
+            if slots.room(self._round_trip) <= 0:
+                continue
+            rank = (slots.free_slots(), -len(slots.tasks) / slots.quota)
+            if best is None or rank > best_rank:
                 best, best_rank = slots, rank
         return best
 
@@ -396,6 +407,11 @@ class DaskDispatcher:
             self._slots_set(event[1], event[2])
         elif kind == RECALLED:
             self._recalled(event[1], event[2])
+        elif kind == CALL:
+            try:
+                event[2].set_result(event[1]())
+            except BaseException as exc:
+                event[2].set_exception(exc)
 
     def _done(self, task: Task) -> None:
         """Dask says the task is done: its slot is free now, and its result is to be fetched."""
