@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -495,6 +496,108 @@ def test_workers_joining_and_leaving_share_the_slots(gate: jobs.StartGate, marks
     finally:
         client.close()
         cluster.close()
+
+
+# --- scripts as people write them: no __main__ guard, stdin, -c (issue 13) ---------------------
+
+SCRIPT = """
+import os
+import time
+
+print("TOP LEVEL", os.getpid(), flush=True)  # must print once: workers never run the script
+
+from jobpool import Pool, WorkerCrashedError
+
+
+class MyError(Exception):
+    pass
+
+
+def square(x):
+    return x * x
+
+
+def fail(x):
+    raise MyError(f"bad {x}")
+
+
+def pids(pool):
+    return set(pool.map(lambda _: os.getpid(), range(20), chunksize=1))
+
+
+pool = Pool(2, backend="dask")
+print("RESULTS", list(pool.map(square, range(6))), flush=True)
+try:
+    pool.submit(fail, 3).result()
+except MyError as exc:  # the script's own class, raised in a worker
+    print("CAUGHT", exc, flush=True)
+before = pids(pool)
+try:
+    pool.submit(os._exit, 3).result()
+except WorkerCrashedError:
+    print("CRASHED", flush=True)
+deadline = time.monotonic() + 60
+while not pids(pool) - before:  # until the worker the nanny restarted runs jobs
+    assert time.monotonic() < deadline, "no restarted worker"
+print("RESTARTED", flush=True)
+for pid in sorted(before | pids(pool)):
+    print("WORKER", pid, flush=True)
+pool.shutdown()
+"""
+
+
+def _in_session(session: int) -> set[int]:
+    """The processes (not zombies) whose session is ``session``."""
+    members = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[3]) == session:
+            members.add(int(entry))
+    return members
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["file", "stdin", "-c"])
+def test_own_cluster_runs_guardless_scripts_from_a_file_stdin_and_c(
+    how: str, tmp_path: Any
+) -> None:
+    """The pool's own LocalCluster never runs the script in its workers, restarted ones too."""
+    script = tmp_path / "guardless.py"
+    script.write_text(SCRIPT)
+    command = {
+        "file": [sys.executable, str(script)],
+        "stdin": [sys.executable, "-"],
+        "-c": [sys.executable, "-c", SCRIPT],
+    }[how]
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        text=True,
+        start_new_session=True,  # its workers are in its session: none may outlive it
+    )
+    try:
+        out, err = child.communicate(SCRIPT if how == "stdin" else "", timeout=180)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, 9)
+            child.wait()
+    assert child.returncode == 0, err[-3000:]
+    lines = out.splitlines()
+    assert len([line for line in lines if line.startswith("TOP LEVEL")]) == 1, out
+    assert "RESULTS [0, 1, 4, 9, 16, 25]" in lines
+    assert "CAUGHT bad 3" in lines
+    assert "CRASHED" in lines and "RESTARTED" in lines
+    workers = {int(line.split()[1]) for line in lines if line.startswith("WORKER")}
+    assert len(workers) >= 3  # two at the start, one restarted after the crash
+    wait_until(lambda: not _in_session(child.pid), "the script's processes to exit")
 
 
 # --- the extra is missing -------------------------------------------------------------------------
