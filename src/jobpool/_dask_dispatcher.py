@@ -273,7 +273,7 @@ class DaskDispatcher:
         wake_at = [task.deadline for task in self._timed if task.deadline is not None]
         if any(slots.free_slots() for slots in self._slots.values()):  # else no use recalling
             wake_at += [at for s in self._slots.values() if (at := s.recall_at()) is not None]
-        if self._members_due is not None:
+        if self._members_due is not None and not self._asking_members:
             wake_at.append(self._members_due)
         if not wake_at:
             return None
@@ -567,10 +567,7 @@ class DaskDispatcher:
             self._drop(task, now)
             self._forget(task.job)
             self._outcomes.fail(task.job, error)
-        while self._returned:
-            job = self._returned.popleft()
-            self._forget(job)
-            self._outcomes.fail(job, error)
+        self._fail_returned(error)
 
     def _break(self, error: BaseException) -> None:
         if self._broken is not None:
@@ -580,6 +577,9 @@ class DaskDispatcher:
         self._on_broken(error)
         for job in self._queue.drain():
             self._outcomes.fail_pending(job, error)
+        self._fail_returned(error)
+
+    def _fail_returned(self, error: BaseException) -> None:
         while self._returned:
             job = self._returned.popleft()
             self._forget(job)
