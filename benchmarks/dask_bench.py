@@ -25,6 +25,7 @@ Standalone: needs jobpool and ``distributed`` only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -66,7 +67,9 @@ def raw_map(client: Any, fn: Callable[..., Any], args: list[Any]) -> list[Any]:
     return list(client.gather(client.map(fn, args, pure=False)))
 
 
-def pool_map(pool: Pool, fn: Callable[..., Any], args: list[Any], chunksize: Optional[int]) -> list[Any]:
+def pool_map(
+    pool: Pool, fn: Callable[..., Any], args: list[Any], chunksize: Optional[int]
+) -> list[Any]:
     return list(pool.map(fn, args, chunksize=chunksize))
 
 
@@ -100,13 +103,14 @@ def measure_against_raw(
             raw_n = min(n, sizes["raw_map_tiny"]) if name == "map_tiny" else n
             args = list(range(n)) if arg is None else [arg] * n
             raw_args = args[:raw_n]
+            run_raw: Callable[[], list[Any]]
+            run_pool: Callable[[], list[Any]]
             if chunksize is None:
-                run_raw: Callable[[], list[Any]] = lambda: raw_submit(client, fn, raw_args)
-                run_pool: Callable[[], list[Any]] = lambda: pool_submit(pool, fn, args)
-            else:
-                size = chunksize or None  # 0: let the pool choose its chunks
-                run_raw = lambda: raw_map(client, fn, raw_args)
-                run_pool = lambda: pool_map(pool, fn, args, size)
+                run_raw = functools.partial(raw_submit, client, fn, raw_args)
+                run_pool = functools.partial(pool_submit, pool, fn, args)
+            else:  # chunksize 0: let the pool choose its chunks
+                run_raw = functools.partial(raw_map, client, fn, raw_args)
+                run_pool = functools.partial(pool_map, pool, fn, args, chunksize or None)
             per_job = times.setdefault(name, {"raw": [], "pool": []})
             for rep in range(repeats):
                 order = [("raw", run_raw, raw_args), ("pool", run_pool, args)]
@@ -151,7 +155,7 @@ def verdicts(
         verdict = "met" if ratio <= goal else "NOT met"
         lines.append(f"- {name}: jobpool / raw Dask = {ratio:.2f}x (goal <= {goal}x): {verdict}")
     if baseline is None:
-        lines.append("- map: no baseline run to compare with (--baseline FILE)")
+        lines.append("- map: no baseline run of the same sizes to compare with (--baseline FILE)")
         return lines
     for name in ("map_10ms", "map_tiny"):
         before = _ratio(baseline["times"][name])
@@ -280,6 +284,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.baseline and os.path.exists(args.baseline):
         with open(args.baseline) as f:
             baseline = json.load(f)
+        if baseline.get("sizes") != sizes:  # e.g. --quick against a full run: not comparable
+            baseline = None
 
     cluster, client = start_cluster(args.processes, args.threads)
     try:
@@ -306,7 +312,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         process = run_backend("process", workers, sizes)
         dask = run_backend("dask", workers, sizes)
         print()
-        print(f"The Dask backend (its own LocalCluster) against the process backend, {workers} workers:")
+        print(f"The Dask backend (its own LocalCluster) against processes, {workers} workers:")
         print()
         print(process_table(sizes, process, dask))
     return 0
