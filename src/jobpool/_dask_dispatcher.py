@@ -28,7 +28,6 @@ import asyncio
 import itertools
 import logging
 import math
-import pickle
 import re
 import threading
 import time
@@ -40,17 +39,14 @@ from typing import Any, Callable, Optional
 import distributed.client
 
 from ._dask import (
-    INIT_FAILED,
-    OK,
-    RAISED,
     RUN_CALL,
     RUN_CHUNK,
     WITHDRAWN,
-    initializer_error,
     run_on_worker,
     set_slots,
     withdraw_tasks,
 )
+from ._dask_replies import crash_error, left_error, lost_result_error, settle_reply, task_error
 from ._dask_slots import (
     FIRST_ROUND_TRIP_SECONDS,
     ROUND_TRIP_WEIGHT,
@@ -62,13 +58,11 @@ from ._dask_slots import (
 from ._errors import (
     InitializerError,
     JobKilledError,
-    JobpoolError,
     JobTimeoutError,
     WorkerCrashedError,
 )
 from ._job import Call, Job, JobQueue, Outcomes
 from ._lifecycle import weak_callback
-from ._remote import unpack_exception
 
 _log = logging.getLogger("jobpool")
 # Waits (on the client's event loop) for a Dask future to be done, then calls back there.
@@ -83,33 +77,6 @@ KILLED_WAITING = "job killed by Pool.kill() before it started on its Dask worker
 # Events the dispatcher thread handles (besides None, "wake up").
 DONE, FETCHED, FETCHED_ONE, KILLED = "done", "fetched", "fetched-one", "killed"
 MEMBERS, SLOTS_SET, RECALLED, CALL = "members", "slots-set", "recalled", "call"
-
-
-def crash_error(dask_error: BaseException) -> WorkerCrashedError:
-    """Turn Dask's ``KilledWorker`` into the error the other backends raise for a dead worker."""
-    last = getattr(dask_error, "last_worker", None)
-    address = getattr(last, "address", last if isinstance(last, str) else None)
-    pid = getattr(last, "pid", None)
-    failures = getattr(dask_error, "allowed_failures", None)
-    error = WorkerCrashedError(pid if isinstance(pid, int) else None, None)
-    where = f"Dask worker {address}" if address else "a Dask worker"
-    if isinstance(pid, int):
-        where += f" (pid {pid})"
-    tries = (
-        f"; Dask ran it on {failures + 1} worker(s) in all "
-        f"(distributed.scheduler.allowed-failures={failures})"
-        if isinstance(failures, int)
-        else ""
-    )
-    error.args = (f"{where} died while running this job{tries}",)
-    error.__cause__ = dask_error
-    return error
-
-
-def left_error(address: str) -> WorkerCrashedError:
-    error = WorkerCrashedError(None, None)
-    error.args = (f"Dask worker {address} left the cluster while running this job",)
-    return error
 
 
 class DaskDispatcher:
@@ -457,12 +424,7 @@ class DaskDispatcher:
         self._drop(task, now)
         if isinstance(value, BaseException):  # its result was lost before it was fetched
             self._forget(job)
-            lost = WorkerCrashedError(None, None)
-            lost.args = (
-                f"the result of this job could not be fetched from its Dask worker: {value!r}",
-            )
-            lost.__cause__ = value
-            self._outcomes.fail(job, lost)
+            self._outcomes.fail(job, lost_result_error(value))
             return
         tag, data, seconds = value
         if tag == WITHDRAWN:
@@ -473,19 +435,9 @@ class DaskDispatcher:
         if task.running_since == task.sent_at:  # sent to a free slot: beyond the job's own
             round_trip = max(0.0, now - task.sent_at - seconds)  # time, it is the round trip
             self._round_trip += (round_trip - self._round_trip) * ROUND_TRIP_WEIGHT
-        if tag == OK:
-            try:
-                result = pickle.loads(data)
-            except BaseException as exc:
-                self._outcomes.fail(job, exc)
-            else:
-                self._outcomes.succeed(job, result)
-        elif tag == RAISED:
-            self._outcomes.fail(job, unpack_exception(data))
-        elif tag == INIT_FAILED:
-            error = initializer_error(data)
-            self._break(error)
-            self._outcomes.fail(job, error)
+        broken = settle_reply(self._outcomes, job, tag, data)
+        if broken is not None:
+            self._break(broken)
 
     def _failed_in_dask(self, task: Task) -> None:
         from distributed.scheduler import KilledWorker
@@ -499,18 +451,7 @@ class DaskDispatcher:
             return
         self._drop(task, time.monotonic())
         self._forget(task.job)
-        if task.future.status == "error":  # e.g. jobpool itself cannot be imported there
-            error = JobpoolError(
-                f"Dask could not run this job: {type(dask_error).__name__}: {dask_error} "
-                "(jobpool and the job's modules must be importable on every Dask worker)"
-            )
-            error.__cause__ = dask_error
-        else:
-            error = JobpoolError(
-                f"Dask dropped this job's task (status {task.future.status!r}): the client or "
-                "the scheduler went away, or someone cancelled it on the cluster"
-            )
-        self._outcomes.fail(task.job, error)
+        self._outcomes.fail(task.job, task_error(task.future.status, dask_error))
 
     def _worker_lost(self, slots: WorkerSlots, error: WorkerCrashedError) -> None:
         """A worker died or left: its running jobs fail, the ones waiting there run elsewhere."""
