@@ -72,6 +72,8 @@ class FakeBackend:
         return ran
 
     def kill(self, future: Future[Any]) -> bool:
+        if self.kill_limitation is not None:
+            return False  # like Dask: a running job cannot be stopped
         for job in self.started:
             if job.future is future:
                 self.started.remove(job)

@@ -446,3 +446,9 @@ def say_then_exit(code: int) -> None:
 
 def kill_self_in_initializer() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def task_states(marker: str, dask_worker: Any = None) -> dict[str, str]:
+    """On a Dask worker (``client.run``): the state of each task whose key contains ``marker``."""
+    tasks = dask_worker.state.tasks
+    return {str(key): task.state for key, task in tasks.items() if marker in str(key)}

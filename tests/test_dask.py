@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, wait
 from typing import Any, Callable
 
 import pytest
@@ -39,6 +41,7 @@ from jobpool import (
     RemoteTraceback,
     SerializationError,
     WorkerCrashedError,
+    _dask_slots,
 )
 
 WAIT = 60  # seconds; a ceiling that fails loudly instead of hanging
@@ -260,6 +263,341 @@ def test_terminate_fails_running_jobs(make_pool: Callable[..., Pool], tmp_path: 
     with pytest.raises(JobKilledError, match="terminated"):
         running.result(WAIT)
     release(tmp_path)  # the task itself runs on until it returns: Dask cannot stop it
+
+
+# --- jobs waiting on the cluster's workers ------------------------------------------------------
+# A worker whose jobs are short holds tasks beyond its slots (see jobpool/_dask_slots.py). The
+# shared cluster has 4 threads (2 workers x 2), more than the pools below have workers.
+
+
+@pytest.fixture
+def gate() -> Iterator[jobs.StartGate]:
+    with jobs.StartGate() as started:
+        yield started
+
+
+@pytest.fixture
+def marks(tmp_path: Any) -> str:
+    directory = tmp_path / "marks"
+    directory.mkdir()
+    return str(directory)
+
+
+def _dispatcher(pool: Pool) -> Any:
+    return pool._backend._dispatcher  # type: ignore[attr-defined]
+
+
+def _warm(pool: Pool) -> None:
+    """Run short jobs until every worker holding slots knows its jobs are short."""
+    dispatcher = _dispatcher(pool)
+
+    def warm() -> bool:
+        return all(s.job_seconds < 0.01 for s in dispatcher._slots.values() if s.quota)
+
+    for _ in range(100):
+        assert list(pool.map(jobs.square, range(20), chunksize=1)) == [i * i for i in range(20)]
+        if dispatcher.call(warm):
+            return
+    raise AssertionError("the pool's workers never ran short jobs")
+
+
+def _waiting(pool: Pool) -> list[Future[Any]]:
+    """The jobs sent to a worker that wait there behind running ones, worker by worker."""
+    dispatcher = _dispatcher(pool)
+    return dispatcher.call(  # type: ignore[no-any-return]
+        lambda: [t.job.future for s in dispatcher._slots.values() for t in s.waiting()]
+    )
+
+
+def _each_ran_once(futures: list[Future[Any]], marks: str, tags: list[int]) -> None:
+    assert [f.result(WAIT) for f in futures] == tags
+    assert sorted(jobs.runs_in(marks)) == sorted(str(tag) for tag in tags)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_at_most_workers_jobs_run_while_more_wait_on_the_cluster(
+    make_pool: Callable[..., Pool], cluster_address: str, tmp_path: Any, workers: int
+) -> None:
+    pool = make_pool(workers)
+    _warm(pool)
+    counter = str(tmp_path)
+    n = 3 * workers + 4
+    futures = [pool.submit(jobs.enter_and_wait_files, counter, i) for i in range(n)]
+    wait_until(lambda: jobs.read_count(counter) == workers, f"{workers} jobs to start")
+    wait_until(lambda: len(_waiting(pool)) == n - workers, "the other jobs to go to the workers")
+    # Every job is on a worker now, the waiting ones ready to run: the cluster has threads for
+    # more of them, and still runs no more than the pool's slots.
+    marker = f"-{pool._backend._token[:12]}-"  # type: ignore[attr-defined]
+    with Client(cluster_address, set_as_default=False) as client:
+
+        def states() -> list[str]:
+            per_worker = client.run(jobs.task_states, marker)
+            return [state for tasks in per_worker.values() for state in tasks.values()]
+
+        wait_until(lambda: len(states()) == n, "every task to reach its worker")
+        assert states().count("executing") == workers
+    assert jobs.read_count(counter, "high") == workers
+    assert pool.stats().workers == workers
+    (tmp_path / "release").touch()
+    assert [f.result(WAIT) for f in futures] == list(range(n))
+    assert jobs.read_count(counter, "high") == workers
+
+
+def test_killing_a_job_waiting_on_a_worker_means_it_never_runs(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str
+) -> None:
+    pool = make_pool(2)
+    _warm(pool)
+    held = [pool.submit(jobs.gate_job, gate.address, f"a{i}", i) for i in range(2)]
+    gate.wait_for("a0")
+    gate.wait_for("a1")
+    futures = [pool.submit(jobs.mark_run, marks, i, i) for i in range(6)]
+    wait_until(lambda: set(_waiting(pool)) == set(futures), "the jobs to wait on the workers")
+    victim = futures[3]
+    assert victim.running() and not victim.cancel()  # on a worker: as good as running
+    assert pool.kill(victim) is True
+    with pytest.raises(JobKilledError, match="before it started"):
+        victim.result(WAIT)
+    assert pool.kill(victim) is False
+    gate.release("a0")
+    gate.release("a1")
+    assert [f.result(WAIT) for f in held] == [0, 1]
+    _each_ran_once([f for f in futures if f is not victim], marks, [0, 1, 2, 4, 5])
+    assert pool.stats().failed == 1
+
+
+def test_time_limit_of_a_job_waiting_on_a_worker_starts_in_its_slot(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate
+) -> None:
+    pool = make_pool(1)
+    _warm(pool)
+    held = pool.submit(jobs.gate_job, gate.address, "a0", 0)
+    gate.wait_for("a0")
+    timed = pool.options(timeout=0.5).submit(jobs.square, 7)
+    wait_until(lambda: _waiting(pool) == [timed], "the timed job to wait on the worker")
+    done, _ = wait([timed], timeout=1.5)
+    assert not done, "its clock ran while it waited for a slot"
+    gate.release("a0")
+    assert held.result(WAIT) == 0
+    assert timed.result(WAIT) == 49
+
+
+def _worker_of(pool: Pool, future: Future[Any]) -> Any:
+    """The pool's record of the Dask worker that holds the job of ``future``."""
+    dispatcher = _dispatcher(pool)
+    return dispatcher.call(lambda: dispatcher._task_of[dispatcher._jobs[future].id].slots)
+
+
+def test_jobs_waiting_behind_a_long_job_move_to_a_free_slot(
+    make_pool: Callable[..., Pool],
+    gate: jobs.StartGate,
+    marks: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = make_pool(2)
+    _warm(pool)
+    monkeypatch.setattr(_dask_slots, "RECALL_MIN_SECONDS", 3600.0)  # place them first
+    long = pool.submit(jobs.gate_job, gate.address, "long", "long")
+    gate.wait_for("long")
+    short = [pool.submit(jobs.mark_run, marks, i, i) for i in range(20)]
+    slots = _worker_of(pool, long)
+    dispatcher = _dispatcher(pool)
+    stuck = dispatcher.call(lambda: [t.job.future for t in slots.waiting()])
+    assert stuck, "no job waits behind the long one: the test placed nothing there"
+    free = [f for f in short if f not in stuck]
+    done, _ = wait(free, timeout=WAIT)  # the other worker runs its own
+    assert done == set(free)
+    assert not any(f.done() for f in stuck)
+    monkeypatch.setattr(_dask_slots, "RECALL_MIN_SECONDS", 0.02)
+    dispatcher.call(lambda: None)  # a turn of its loop: it looks at the timers again
+    done, _ = wait(stuck, timeout=WAIT)
+    assert done == set(stuck), "jobs stayed behind the long job"
+    _each_ran_once(short, marks, list(range(20)))
+    assert not long.done()
+    gate.release("long")
+    assert long.result(WAIT) == "long"
+
+
+def test_jobs_waiting_behind_a_crash_run_elsewhere_once(
+    gate: jobs.StartGate, marks: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's own cluster: the job that kills its worker fails, the ones behind it do not."""
+    monkeypatch.setattr(_dask_slots, "RECALL_MIN_SECONDS", 3600.0)  # they stay behind it
+    with Pool(2, backend="dask") as pool:
+        try:
+            _warm(pool)
+            held = [pool.submit(jobs.gate_job, gate.address, f"a{i}", i) for i in range(2)]
+            gate.wait_for("a0")
+            gate.wait_for("a1")
+            crash = pool.submit(jobs.gate_then_exit, gate.address, "crash")
+            futures = [pool.submit(jobs.mark_run, marks, i, i) for i in range(8)]
+            wait_until(lambda: len(_waiting(pool)) == 9, "the jobs to wait on the workers")
+            gate.release("a0")
+            gate.release("a1")
+            gate.wait_for("crash")
+            assert [f.result(WAIT) for f in held] == [0, 1]  # their ends reached the scheduler
+            slots = _worker_of(pool, crash)
+            behind = _dispatcher(pool).call(lambda: len(slots.waiting()))
+            assert behind > 0, "no job waits behind the crash: the test placed nothing there"
+            gate.release("crash")
+            with pytest.raises(WorkerCrashedError, match="died while running this job"):
+                crash.result(WAIT)
+            _each_ran_once(futures, marks, list(range(8)))
+            stats = pool.stats()
+            assert (stats.failed, stats.worker_restarts) == (1, 1)
+            assert pool.submit(jobs.square, 4).result(WAIT) == 16
+        finally:
+            gate.close()  # before the pool waits for its jobs
+
+
+def test_workers_joining_and_leaving_share_the_slots(gate: jobs.StartGate, marks: str) -> None:
+    """A cluster of in-process workers (threads), grown and shrunk under the pool."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": False},
+    )
+    client = Client(cluster, set_as_default=False)
+    try:
+        with Pool(2, backend="dask", client=client) as pool:
+            try:
+                assert pool.stats().workers == 1
+                first = pool.submit(jobs.gate_job, gate.address, "first", "first")
+                gate.wait_for("first")
+                second = pool.submit(jobs.gate_job, gate.address, "second", "second")
+                cluster.scale(2)
+                gate.wait_for("second")  # the new worker got the pool's missing slot
+                assert pool.stats().workers == 2
+                gate.release("first")
+                gate.release("second")
+                assert [first.result(WAIT), second.result(WAIT)] == ["first", "second"]
+                _warm(pool)
+                held = [pool.submit(jobs.gate_job, gate.address, f"a{i}", i) for i in range(2)]
+                gate.wait_for("a0")
+                gate.wait_for("a1")
+                futures = [pool.submit(jobs.mark_run, marks, i, i) for i in range(6)]
+                wait_until(lambda: len(_waiting(pool)) == 6, "the jobs to wait on the workers")
+                leaving = _worker_of(pool, held[1])
+                behind = _dispatcher(pool).call(lambda: len(leaving.waiting()))
+                assert behind > 0, "no job waits on the worker that leaves"
+                client.retire_workers([leaving.address])
+                with pytest.raises(WorkerCrashedError, match="left the cluster"):
+                    held[1].result(WAIT)
+                assert pool.stats().workers == 1
+                gate.release("a0")
+                assert held[0].result(WAIT) == 0
+                _each_ran_once(futures, marks, list(range(6)))
+            finally:
+                gate.close()  # "a1" still waits there, in a thread of the worker that left
+    finally:
+        client.close()
+        cluster.close()
+
+
+# --- scripts as people write them: no __main__ guard, stdin, -c (issue 13) ---------------------
+
+SCRIPT = """
+import os
+import time
+
+print("TOP LEVEL", os.getpid(), flush=True)  # must print once: workers never run the script
+
+from jobpool import Pool, WorkerCrashedError
+
+
+class MyError(Exception):
+    pass
+
+
+def square(x):
+    return x * x
+
+
+def fail(x):
+    raise MyError(f"bad {x}")
+
+
+def pids(pool):
+    return set(pool.map(lambda _: os.getpid(), range(20), chunksize=1))
+
+
+pool = Pool(2, backend="dask")
+print("RESULTS", list(pool.map(square, range(6))), flush=True)
+try:
+    pool.submit(fail, 3).result()
+except MyError as exc:  # the script's own class, raised in a worker
+    print("CAUGHT", exc, flush=True)
+before = pids(pool)
+try:
+    pool.submit(os._exit, 3).result()
+except WorkerCrashedError:
+    print("CRASHED", flush=True)
+deadline = time.monotonic() + 60
+while not pids(pool) - before:  # until the worker the nanny restarted runs jobs
+    assert time.monotonic() < deadline, "no restarted worker"
+print("RESTARTED", flush=True)
+for pid in sorted(before | pids(pool)):
+    print("WORKER", pid, flush=True)
+pool.shutdown()
+"""
+
+
+def _in_session(session: int) -> set[int]:
+    """The processes (not zombies) whose session is ``session``."""
+    members = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[3]) == session:
+            members.add(int(entry))
+    return members
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["file", "stdin", "-c"])
+def test_own_cluster_runs_guardless_scripts_from_a_file_stdin_and_c(
+    how: str, tmp_path: Any
+) -> None:
+    """The pool's own LocalCluster never runs the script in its workers, restarted ones too."""
+    script = tmp_path / "guardless.py"
+    script.write_text(SCRIPT)
+    command = {
+        "file": [sys.executable, str(script)],
+        "stdin": [sys.executable, "-"],
+        "-c": [sys.executable, "-c", SCRIPT],
+    }[how]
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        text=True,
+        start_new_session=True,  # its workers are in its session: none may outlive it
+    )
+    try:
+        out, err = child.communicate(SCRIPT if how == "stdin" else "", timeout=180)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, 9)
+            child.wait()
+    assert child.returncode == 0, err[-3000:]
+    lines = out.splitlines()
+    assert len([line for line in lines if line.startswith("TOP LEVEL")]) == 1, out
+    assert "RESULTS [0, 1, 4, 9, 16, 25]" in lines
+    assert "CAUGHT bad 3" in lines
+    assert "CRASHED" in lines and "RESTARTED" in lines
+    workers = {int(line.split()[1]) for line in lines if line.startswith("WORKER")}
+    assert len(workers) >= 3  # two at the start, one restarted after the crash
+    wait_until(lambda: not _in_session(child.pid), "the script's processes to exit")
 
 
 # --- the extra is missing -------------------------------------------------------------------------

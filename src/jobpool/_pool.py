@@ -193,21 +193,25 @@ class Pool(JobMethods, Executor):
     def kill(self, future: Future[Any]) -> bool:
         """Stop a job: cancel it if it waits, stop it if it runs.
 
-        On the process backend a running job's worker is killed and replaced, and the future
-        fails with :class:`JobKilledError`. A thread cannot be stopped: the future fails at once
-        and the thread runs on until the call returns, its result dropped. On the Dask backend a
-        running job cannot be stopped: this raises ``NotImplementedError`` (a waiting job is
-        still cancelled). Returns False if the job had already finished. When it returns True,
-        the future is already done (cancelled, or failed with :class:`JobKilledError`).
+        On the process backend a running job's worker is killed and replaced (with every
+        program the job started, see :doc:`usage/programs`), and the future fails with
+        :class:`JobKilledError`. A thread cannot be stopped: the future fails at once and the
+        thread runs on until the call returns, its result dropped. On the Dask backend a job
+        waiting on a Dask worker fails with :class:`JobKilledError` and never runs, but a
+        running one cannot be stopped: this raises ``NotImplementedError`` saying so. Returns
+        False if the job had already finished. When it returns True, the future is already done
+        (cancelled, or failed with :class:`JobKilledError`).
         """
         if future.cancel():
             return True
         if future.done():
             return False
+        if self._backend.kill(future):
+            return True
         limitation = self._backend.kill_limitation
-        if limitation is not None:
+        if limitation is not None and not future.done():
             raise NotImplementedError(limitation)
-        return self._backend.kill(future)
+        return False
 
     def stats(self) -> PoolStats:
         """A snapshot of job counts, the queue depth and worker restarts (cheap)."""

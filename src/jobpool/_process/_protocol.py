@@ -32,17 +32,22 @@ asks for a GIVE_BACK, and its watch thread answers even while a job runs.
 
 from __future__ import annotations
 
-RUN_CALL = 1
-RUN_CHUNK = 2
+from .._execution import (  # the tags every worker of jobpool's own uses
+    FUNCTION_CACHE_MIN_BYTES,
+    FUNCTION_CACHE_SIZE,
+    INIT_FAILED,
+    OK,
+    RAISED,
+    RUN_CALL,
+    RUN_CHUNK,
+)
+
 DEFINE_FN = 3
 STOP = 4
 DEFINE_BLOB = 5
 FORGET_BLOB = 6
 
 READY = 10
-INIT_FAILED = 11
-OK = 12
-RAISED = 13
 LOG = 14
 GIVE_BACK = 15
 
@@ -50,7 +55,21 @@ GIVE_BACK = 15
 INIT_LOADING = 0
 INIT_RUNNING = 1
 
-# Keyed functions each side remembers; the oldest is forgotten first.
-FUNCTION_CACHE_SIZE = 16
-# Functions whose pickle is at least this large are keyed and cached instead of sent every time.
-FUNCTION_CACHE_MIN_BYTES = 4096
+__all__ = [
+    "DEFINE_BLOB",
+    "DEFINE_FN",
+    "FORGET_BLOB",
+    "FUNCTION_CACHE_MIN_BYTES",
+    "FUNCTION_CACHE_SIZE",
+    "GIVE_BACK",
+    "INIT_FAILED",
+    "INIT_LOADING",
+    "INIT_RUNNING",
+    "LOG",
+    "OK",
+    "RAISED",
+    "READY",
+    "RUN_CALL",
+    "RUN_CHUNK",
+    "STOP",
+]

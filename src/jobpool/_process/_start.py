@@ -31,6 +31,7 @@ import contextlib
 import io
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
@@ -48,31 +49,52 @@ STDERR_TAIL_BYTES = 8192
 _MAIN_ENTRIES = ("init_main_from_path", "init_main_from_name")
 
 
+_launching = threading.local()  # .without_main: starting a process of jobpool's own (Dask's)
+_install_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def starting_without_main() -> Iterator[None]:
+    """Start the processes started in this block, in this thread, without ``__main__``.
+
+    For processes jobpool starts under another name than its workers': the Dask backend's own
+    LocalCluster workers (see ``_dask_cluster``).
+    """
+    skip_main_in_workers()
+    _launching.without_main = True
+    try:
+        yield
+    finally:
+        _launching.without_main = False
+
+
 def skip_main_in_workers() -> None:
     """Have multiprocessing start jobpool's workers without importing the parent's ``__main__``.
 
     Installed once per process; a no-op when already installed. It wraps
     ``multiprocessing.spawn.get_preparation_data``, which the spawn and forkserver start methods
-    call with the new process's name; only names starting with :data:`WORKER_NAME_PREFIX` lose
-    their ``__main__`` entries.
+    call with the new process's name; only names starting with :data:`WORKER_NAME_PREFIX`, and
+    processes started inside :func:`starting_without_main`, lose their ``__main__`` entries.
     """
     from multiprocessing import spawn
 
-    original: Callable[[str], dict[str, Any]] = spawn.get_preparation_data
-    if getattr(original, "_jobpool_skips_main", False):
-        return
+    with _install_lock:
+        original: Callable[[str], dict[str, Any]] = spawn.get_preparation_data
+        if getattr(original, "_jobpool_skips_main", False):
+            return
 
-    def get_preparation_data(name: str) -> dict[str, Any]:
-        data = original(name)
-        if isinstance(name, str) and name.startswith(WORKER_NAME_PREFIX):
-            for entry in _MAIN_ENTRIES:
-                data.pop(entry, None)
-        return data
+        def get_preparation_data(name: str) -> dict[str, Any]:
+            data = original(name)
+            ours = isinstance(name, str) and name.startswith(WORKER_NAME_PREFIX)
+            if ours or getattr(_launching, "without_main", False):
+                for entry in _MAIN_ENTRIES:
+                    data.pop(entry, None)
+            return data
 
-    get_preparation_data._jobpool_skips_main = True  # type: ignore[attr-defined]
-    get_preparation_data.__doc__ = original.__doc__
-    get_preparation_data.__wrapped__ = original  # type: ignore[attr-defined]
-    spawn.get_preparation_data = get_preparation_data
+        get_preparation_data._jobpool_skips_main = True  # type: ignore[attr-defined]
+        get_preparation_data.__doc__ = original.__doc__
+        get_preparation_data.__wrapped__ = original  # type: ignore[attr-defined]
+        spawn.get_preparation_data = get_preparation_data
 
 
 class WorkerSetup:

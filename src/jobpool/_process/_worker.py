@@ -9,6 +9,7 @@ thread answers recalls: it hands back the jobs sent ahead that the worker has no
 from __future__ import annotations
 
 import faulthandler
+import functools
 import logging
 import multiprocessing
 import os
@@ -16,15 +17,14 @@ import pickle
 import signal
 import sys
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .. import _main_globals
+from .._execution import BrokenFunction, KeptFunctions, run_job
 from .._instances import for_worker_process
-from .._job import run_chunk
 from .._remote import pack_exception
-from .._serialization import dumps
 from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
@@ -34,22 +34,9 @@ EXIT_PARENT_DIED = 70
 # Where the platform has no pidfd: how often the watch thread compares os.getppid().
 PPID_POLL_SECONDS = 1.0
 
-# The keyed functions this worker holds, with the script's globals each came with.
-Functions = OrderedDict[int, tuple[Callable[..., Any], Optional[dict[str, Any]]]]
-
 # The blobs (large bytes/str of functions, see _blobs) this worker holds, by key; the parent
 # decides what is added and forgotten.
 BLOBS: dict[int, Any] = {}
-
-
-class _BrokenFunction:
-    """Stands in the function table for a function that failed to unpickle here."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise self.error
 
 
 class _Channel:
@@ -252,7 +239,7 @@ class _Inbox:
 
 
 def _serve(inbox: _Inbox, channel: _Channel) -> None:
-    functions: Functions = OrderedDict()
+    functions = KeptFunctions()
     blobs = BLOBS
     loads = _main_globals.loads
     while True:
@@ -264,7 +251,7 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
         if tag == p.STOP:
             return
         if tag == p.DEFINE_FN:
-            _define(functions, message[1], extra, blobs)
+            functions.keep(message[1], functools.partial(loads_function, extra, blobs))
             continue
         if tag == p.DEFINE_BLOB:
             blobs[message[1]] = pickle.loads(extra)
@@ -274,31 +261,11 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
             continue
         _, job_id, fn_key, fn_bytes, body = message
         try:
-            if fn_key is None:
-                fn = loads(fn_bytes)
-            else:
-                fn, script_globals = functions[fn_key]
-                functions.move_to_end(fn_key)
-                if script_globals:
-                    _main_globals.restore(script_globals)
-            args = loads(body)
-            if tag == p.RUN_CALL:
-                value = fn(*args[0], **args[1])
-            else:
-                value = run_chunk(fn, args[0], args[1])
-            reply = (p.OK, job_id, dumps(value, "the job's result", to_worker=False))
+            fn = loads(fn_bytes) if fn_key is None else functions.get(fn_key)
         except BaseException as exc:
-            reply = (p.RAISED, job_id, pack_exception(exc))
-        value = args = None
-        channel.send(reply)
-
-
-def _define(functions: Functions, key: int, data: bytes, blobs: dict[int, Any]) -> None:
-    """Keep function ``key``, with the script's globals it came with (see _main_globals)."""
-    try:
-        fn = loads_function(data, blobs)
-        functions[key] = (fn, _main_globals.globals_of(fn))
-    except BaseException as exc:
-        functions[key] = (_BrokenFunction(exc), None)
-    if len(functions) > p.FUNCTION_CACHE_SIZE:
-        functions.popitem(last=False)
+            fn = BrokenFunction(exc)
+        if fn is None:  # the parent and this worker disagree on what it holds: a bug
+            fn = BrokenFunction(KeyError(f"this worker does not hold function {fn_key}"))
+        result_tag, data = run_job(tag, fn, body)
+        fn = None
+        channel.send((result_tag, job_id, data))

@@ -1,0 +1,77 @@
+"""What a Dask task's outcome means for its job: the reply settled, or the error that says why not.
+
+A task sends back ``(tag, bytes, seconds)`` (see :func:`jobpool._dask.run_on_worker`); the job's
+own exception travels inside those bytes and is re-raised with its type and the worker's
+traceback. Everything else that can happen to a task is Dask's doing (its worker died or left,
+its result was lost, Dask could not run it at all) and is turned here into the errors the other
+backends raise, with what happened in the message.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ._dask import INIT_FAILED, OK, RAISED, initializer_error
+from ._errors import InitializerError, JobpoolError, WorkerCrashedError
+from ._job import Job, Outcomes
+from ._remote import settle_reply as settle_reply_bytes
+
+
+def settle_reply(outcomes: Outcomes, job: Job, tag: int, data: bytes) -> Optional[InitializerError]:
+    """Resolve ``job`` from its worker's reply; the error that breaks the pool, if any."""
+    if tag in (OK, RAISED):  # as on the process backend
+        settle_reply_bytes(outcomes, job, tag == RAISED, data)
+    elif tag == INIT_FAILED:
+        error = initializer_error(data)
+        outcomes.fail(job, error)
+        return error
+    return None
+
+
+def crash_error(dask_error: BaseException) -> WorkerCrashedError:
+    """Turn Dask's ``KilledWorker`` into the error the other backends raise for a dead worker."""
+    last = getattr(dask_error, "last_worker", None)
+    address = getattr(last, "address", last if isinstance(last, str) else None)
+    pid = getattr(last, "pid", None)
+    failures = getattr(dask_error, "allowed_failures", None)
+    error = WorkerCrashedError(pid if isinstance(pid, int) else None, None)
+    where = f"Dask worker {address}" if address else "a Dask worker"
+    if isinstance(pid, int):
+        where += f" (pid {pid})"
+    tries = (
+        f"; Dask ran it on {failures + 1} worker(s) in all "
+        f"(distributed.scheduler.allowed-failures={failures})"
+        if isinstance(failures, int)
+        else ""
+    )
+    error.args = (f"{where} died while running this job{tries}",)
+    error.__cause__ = dask_error
+    return error
+
+
+def left_error(address: str) -> WorkerCrashedError:
+    error = WorkerCrashedError(None, None)
+    error.args = (f"Dask worker {address} left the cluster while running this job",)
+    return error
+
+
+def lost_result_error(cause: BaseException) -> WorkerCrashedError:
+    error = WorkerCrashedError(None, None)
+    error.args = (f"the result of this job could not be fetched from its Dask worker: {cause!r}",)
+    error.__cause__ = cause
+    return error
+
+
+def task_error(status: str, dask_error: BaseException) -> JobpoolError:
+    """A task that Dask failed (status "error") or dropped (any other status)."""
+    if status == "error":  # e.g. jobpool itself cannot be imported there
+        error = JobpoolError(
+            f"Dask could not run this job: {type(dask_error).__name__}: {dask_error} "
+            "(jobpool and the job's modules must be importable on every Dask worker)"
+        )
+        error.__cause__ = dask_error
+        return error
+    return JobpoolError(
+        f"Dask dropped this job's task (status {status!r}): the client or the scheduler went "
+        "away, or someone cancelled it on the cluster"
+    )

@@ -1,0 +1,93 @@
+"""How a worker of jobpool's own runs a job and reports it: one code for process and Dask workers.
+
+Both kinds of worker receive a job as bytes (the function, and the pickled arguments or chunk),
+run it, and send back a tag and bytes: the pickled result, or the packed exception with its
+traceback (``_remote``). Both keep recent large functions unpickled (:class:`KeptFunctions`), so
+a ``map`` that sends the same function with every chunk unpickles it once per worker. The tags
+below are the same on both backends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any, Callable, Optional
+
+from . import _main_globals
+from ._job import run_chunk
+from ._remote import pack_exception
+from ._serialization import dumps
+
+# What a worker runs: one call, or a chunk of a map.
+RUN_CALL = 1
+RUN_CHUNK = 2
+# What it sends back.
+INIT_FAILED = 11
+OK = 12
+RAISED = 13
+
+# Functions a worker keeps unpickled; the oldest is forgotten first.
+FUNCTION_CACHE_SIZE = 16
+# Functions whose pickle is at least this large are kept (smaller ones unpickle cheaply).
+FUNCTION_CACHE_MIN_BYTES = 4096
+
+
+def run_job(kind: int, fn: Callable[..., Any], body: bytes) -> tuple[int, bytes]:
+    """Run one call or chunk (its arguments pickled in ``body``); ``(OK or RAISED, bytes)``."""
+    try:
+        args = _main_globals.loads(body)
+        value = fn(*args[0], **args[1]) if kind == RUN_CALL else run_chunk(fn, args[0], args[1])
+        return OK, dumps(value, "the job's result", to_worker=False)
+    except BaseException as exc:
+        return RAISED, pack_exception(exc)
+
+
+class BrokenFunction:
+    """Stands in for a function that failed to unpickle here: calling it raises why."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error
+
+
+class KeptFunctions:
+    """A worker's recent functions, unpickled, with the script's globals each came with.
+
+    Running a kept copy again first puts those globals back (``_main_globals.restore``): the
+    job sees the values of its own submit even if another function loaded since brought others.
+    """
+
+    def __init__(self, capacity: int = FUNCTION_CACHE_SIZE) -> None:
+        self._kept: OrderedDict[Hashable, tuple[Callable[..., Any], Optional[dict[str, Any]]]]
+        self._kept = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def keep(self, key: Hashable, load: Callable[[], Any]) -> Callable[..., Any]:
+        """Unpickle a function with ``load`` and keep it under ``key``; a failure is kept too."""
+        fn: Callable[..., Any]
+        try:
+            fn = load()
+            entry = (fn, _main_globals.globals_of(fn))
+        except BaseException as exc:
+            entry = (BrokenFunction(exc), None)
+        with self._lock:
+            self._kept[key] = entry
+            if len(self._kept) > self._capacity:
+                self._kept.popitem(last=False)
+        return entry[0]
+
+    def get(self, key: Hashable) -> Optional[Callable[..., Any]]:
+        """The kept function ``key``, its script's globals put back; None if not kept."""
+        with self._lock:
+            entry = self._kept.get(key)
+            if entry is None:
+                return None
+            self._kept.move_to_end(key)
+        fn, script_globals = entry
+        if script_globals:
+            _main_globals.restore(script_globals)
+        return fn
