@@ -28,6 +28,7 @@ from ._ahead import (
 )
 from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
 from ._frames import FrameReader, write_frame
+from ._stopping import kill_worker
 from ._worker import worker_main
 
 
@@ -74,6 +75,7 @@ class WorkerHandle:
         self.deadline: Optional[float] = None
         self.jobs_done = 0
         self.failure: Optional[BaseException] = None  # set when we killed it on purpose
+        self.killed = False  # its tree is being stopped (see _stopping); it exits last
         self.reaped = False
         # A thread waiting on this worker's job result reads the reply itself (see
         # Dispatcher.read_reply); meanwhile the dispatcher does not watch the pipe.
@@ -256,12 +258,13 @@ class WorkerHandle:
             pass
 
     def kill(self, failure: Optional[BaseException] = None) -> None:
+        """Kill the worker with every process it started; its exit (which fails its job) is
+        seen once they are all gone."""
         self.failure = failure
         self.retiring = True
-        try:
-            self.process.kill()
-        except (OSError, ValueError):
-            pass
+        if not self.killed:
+            self.killed = True
+            kill_worker(self.process, self.exit_fd if self._owns_exit_fd else None)
 
     def reap(self) -> Optional[int]:
         """Collect the exited process; returns its exit code (negative: killed by that signal).

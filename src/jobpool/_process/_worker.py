@@ -1,9 +1,11 @@
 """The worker process: receive a job on its own pipe, run it, send the outcome back, repeat.
 
-It imports only the protocol, serialization and the remote-exception helpers, so a fresh worker
-starts fast. It ignores SIGINT (the parent decides what Ctrl-C means and stops its workers), and a
-watch thread exits the process when the parent dies, even while a job still runs. The same
-thread answers recalls: it hands back the jobs sent ahead that the worker has not started.
+It imports only the protocol, serialization, the remote-exception helpers and _stopping, so a
+fresh worker starts fast. It leads a process group of its own and, on Linux, is a child subreaper,
+so that stopping it stops every program its jobs started (_stopping). It ignores SIGINT (the
+parent decides what Ctrl-C means and stops its workers), and a watch thread exits the process,
+with those programs, when the parent dies, even while a job still runs. The same thread answers
+recalls: it hands back the jobs sent ahead that the worker has not started.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from collections import OrderedDict, deque
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
@@ -26,6 +29,7 @@ from .._serialization import dumps
 from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
+from ._stopping import AdoptedZombies, exit_with_tree, prepare_worker
 
 EXIT_PARENT_DIED = 70
 
@@ -80,18 +84,21 @@ class _ForwardingHandler(logging.Handler):
 
 
 def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
-    """Exit when the parent process is gone, so no worker outlives a killed parent.
+    """Exit when the parent process is gone, so no worker outlives a killed parent, taking the
+    processes it started with it (_stopping).
 
-    Also answer the parent's recalls (see _ahead), which must be heard while a job runs.
+    Also answer the parent's recalls (see _ahead), which must be heard while a job runs, and
+    once a second reap the zombies this worker adopted (_stopping).
     """
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None) if parent is not None else None
     original_ppid = os.getppid()
     watched: list[Any] = [recall] if sentinel is None else [sentinel, recall]
+    zombies = AdoptedZombies()
     while True:
         ready = wait(watched, timeout=1.0) if watched else threading.Event().wait(1.0)
         if sentinel is not None and ready and sentinel in ready:  # type: ignore[operator]
-            os._exit(EXIT_PARENT_DIED)
+            exit_with_tree(EXIT_PARENT_DIED)
         if ready and recall in ready:  # type: ignore[operator]
             try:
                 recall.recv_bytes()
@@ -100,7 +107,9 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
             else:
                 channel.send((p.GIVE_BACK, inbox.give_back()))
         if os.getppid() != original_ppid:
-            os._exit(EXIT_PARENT_DIED)
+            exit_with_tree(EXIT_PARENT_DIED)
+        if not ready:
+            zombies.tick(time.monotonic())
 
 
 def _setup_logging(channel: _Channel, level: int) -> None:
@@ -115,6 +124,7 @@ def worker_main(
     conn: Connection, recall: Connection, setup: tuple[Any, tuple[Any, ...]], log_level: int
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
+    prepare_worker()  # its own process group; on Linux a child subreaper (_stopping)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
     channel = _Channel(conn)
