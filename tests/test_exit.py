@@ -8,22 +8,13 @@ for each one to exit (on a pidfd) and reaps it: no zombie is left either way.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import queue
-import select
 import signal
-import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO, Optional
 
 import pytest
 
-from conftest import WAIT
+from proctree import Child, assert_no_zombies, descendants, reap, subreaper, wait_exited
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="uses /proc and prctl(PR_SET_CHILD_SUBREAPER)"
@@ -31,7 +22,6 @@ pytestmark = pytest.mark.skipif(
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 START_METHODS = ["forkserver", "fork"]
-PR_SET_CHILD_SUBREAPER = 36
 
 CHILD = """
 import sys
@@ -64,163 +54,11 @@ if __name__ == "__main__":
 """
 
 
-# --- /proc helpers -------------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> Optional[tuple[str, int]]:
-    """(state, ppid) of ``pid``, or None if it no longer exists (reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
-    return fields[0], int(fields[1])
-
-
-def descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _stat(int(entry))
-            if stat is not None:
-                children.setdefault(stat[1], []).append(int(entry))
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (not exited): a zombie has exited, it only waits to be reaped."""
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def wait_exited(pids: set[int], timeout: float) -> set[int]:
-    """Wait until every pid has exited; returns those still running at the deadline."""
-    deadline = time.monotonic() + timeout
-    fds = {}
-    for pid in pids:
-        try:
-            fds[pid] = os.pidfd_open(pid)  # readable once the process has exited
-        except (ProcessLookupError, AttributeError, OSError):
-            pass
-    try:
-        running = {pid for pid in pids if alive(pid)}
-        while running and time.monotonic() < deadline:
-            watch = [fds[pid] for pid in running if pid in fds]
-            if watch:
-                select.select(watch, [], [], max(0.0, deadline - time.monotonic()))
-            else:  # no pidfd support: look again shortly
-                time.sleep(0.01)
-            running = {pid for pid in running if alive(pid)}
-        return running
-    finally:
-        for fd in fds.values():
-            os.close(fd)
-
-
-def reap(pids: set[int], timeout: float = WAIT) -> set[int]:
-    """Reap the pids that were re-parented to us; returns those that still exist at the end."""
-    deadline = time.monotonic() + timeout
-    left = set(pids)
-    while left and time.monotonic() < deadline:
-        wait_exited(left, max(0.0, deadline - time.monotonic()))
-        for pid in list(left):
-            stat = _stat(pid)
-            if stat is None:
-                left.discard(pid)
-            elif stat[0] == "Z" and stat[1] == os.getpid():
-                os.waitpid(pid, 0)
-                left.discard(pid)
-        if left:
-            time.sleep(0.01)  # a zombie whose re-parenting to us is still under way
-    return left
-
-
-def assert_no_zombies() -> None:
-    zombies = [pid for pid in descendants(os.getpid()) if (_stat(pid) or ("",))[0] == "Z"]
-    assert not zombies, f"zombie processes under the test run: {zombies}"
-
-
-@contextmanager
-def subreaper() -> Iterator[None]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        pytest.skip("prctl(PR_SET_CHILD_SUBREAPER) is not available")
-    try:
-        yield
-    finally:
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
-class Child:
-    """A child interpreter running ``CHILD``; its stdout is read line by line in a thread."""
-
-    def __init__(self, method: str, script: str = CHILD) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", script.format(tests=TESTS, method=method)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[Optional[str]] = queue.Queue()
-        self.stderr = ""
-        self._out = threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True)
-        self._err = threading.Thread(target=self._read_err, daemon=True)
-        self._out.start()
-        self._err.start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
-
-    def worker_pids(self, count: int) -> set[int]:
-        pids: set[int] = set()
-        waiting = False
-        deadline = time.monotonic() + WAIT
-        while len(pids) < count or not waiting:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"child printed no worker pids; stderr:\n{self.stderr}")
-            if line is None:
-                self.proc.wait(WAIT)
-                self._err.join(WAIT)
-                raise AssertionError(f"child ended early; stderr:\n{self.stderr}")
-            if line.startswith("WORKER "):
-                pids.add(int(line.split()[1]))
-            elif line == "WAITING":
-                waiting = True
-        return pids
-
-    def finish(self) -> int:
-        code = self.proc.wait(WAIT)
-        self._out.join(WAIT)
-        self._err.join(WAIT)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.finish()
-
-
 @pytest.mark.parametrize("script", [CHILD, CHILD_WITHOUT_WITH], ids=["with", "without-with"])
 @pytest.mark.parametrize("method", START_METHODS)
 def test_ctrl_c_stops_the_pool_and_the_interpreter_exits(method: str, script: str) -> None:
     with subreaper():
-        child = Child(method, script)
+        child = Child(script.format(tests=TESTS, method=method))
         family: set[int] = set()
         try:
             workers = child.worker_pids(2)
@@ -244,7 +82,7 @@ def test_ctrl_c_stops_the_pool_and_the_interpreter_exits(method: str, script: st
 @pytest.mark.parametrize("method", START_METHODS)
 def test_workers_exit_when_the_parent_is_killed(method: str) -> None:
     with subreaper():
-        child = Child(method)
+        child = Child(CHILD.format(tests=TESTS, method=method))
         family: set[int] = set()
         try:
             workers = child.worker_pids(2)
