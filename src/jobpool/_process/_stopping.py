@@ -37,14 +37,19 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
-from . import _tree
+if TYPE_CHECKING:
+    from ._tree import ProcInfo
 
 _log = logging.getLogger("jobpool")
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
-if _tree.CAN_LIST:
+# Where /proc can list a process tree. _tree itself is imported only when a tree is stopped or a
+# zombie reaped: a spawned worker does not pay for it at start.
+CAN_LIST = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
+
+if CAN_LIST:
     import ctypes  # imported here so the fork server and forked workers inherit it warm
 
 
@@ -77,7 +82,7 @@ def _detach_terminal_input() -> None:
 
 
 def _become_subreaper() -> None:
-    if not _tree.CAN_LIST:
+    if not CAN_LIST:
         return
     try:
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -92,20 +97,30 @@ def kill_worker(process: Any, exit_fd: Optional[int]) -> None:
     the dispatcher closes its own when it reaps the worker.
     """
     pid = process.pid
-    if not _tree.CAN_LIST or pid is None:
+    if not CAN_LIST or pid is None:
         _kill_group_or_process(process)
         return
     fd = os.dup(exit_fd) if exit_fd is not None else None
-    threading.Thread(
+    thread = threading.Thread(
         target=_stop_tree_in_thread, args=(pid, fd), name="jobpool-stop-tree", daemon=True
-    ).start()
+    )
+    try:
+        thread.start()
+    except RuntimeError:  # the interpreter is shutting down: no new threads, do it here
+        _stop_tree_in_thread(pid, fd)
 
 
 def _stop_tree_in_thread(pid: int, fd: Optional[int]) -> None:
     try:
+        from . import _tree
+
         _tree.stop_tree(pid, fd)
-    except BaseException:  # stop_tree has sent the worker its SIGKILL on the way out
+    except BaseException:
         _log.exception("jobpool could not stop the processes of worker %s", pid)
+        try:  # the worker at least (stop_tree sends this on its way out, unless it never ran)
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     finally:
         if fd is not None:
             os.close(fd)
@@ -130,7 +145,9 @@ def _kill_group_or_process(process: Any) -> None:
 def exit_with_tree(code: int) -> NoReturn:
     """Exit the worker (its parent died), taking every process it started with it."""
     try:
-        if _tree.CAN_LIST:
+        if CAN_LIST:
+            from . import _tree
+
             running = [p for p in _tree.descendants(os.getpid()) if not p.exited]
             if running and not _stop_from_outside():
                 _tree.stop_tree(os.getpid(), freeze=False)  # kills this process too, last
@@ -147,6 +164,8 @@ def _stop_from_outside() -> bool:
 
     It kills this process last, so this returns only if it could not: False then.
     """
+    from . import _tree
+
     executable = sys.executable
     loader = getattr(_tree, "__loader__", None)
     if not executable or getattr(sys, "frozen", False) or loader is None:
@@ -191,7 +210,7 @@ class AdoptedZombies:
         self._scanned_at = -math.inf
 
     def tick(self, now: float) -> None:
-        if not _tree.CAN_LIST:
+        if not CAN_LIST:
             return
         while True:
             child = self._first_zombie()
@@ -205,23 +224,29 @@ class AdoptedZombies:
             self.reap_all()
 
     @staticmethod
-    def _first_zombie() -> Optional[_tree.ProcInfo]:
+    def _first_zombie() -> Optional[ProcInfo]:
         try:
             status = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return None
-        return None if status is None else _tree.read_stat(status.si_pid)
+        if status is None:
+            return None
+        from ._tree import read_stat
+
+        return read_stat(status.si_pid)
 
     @staticmethod
     def reap_all() -> None:
         """Reap every adopted zombie child that cannot be this process's own child."""
+        from ._tree import descendants
+
         me = os.getpid()
-        for child in _tree.descendants(me):
+        for child in descendants(me):
             if child.ppid == me and _adopted(child):
                 _reap(child.pid)
 
 
-def _adopted(child: _tree.ProcInfo) -> bool:
+def _adopted(child: ProcInfo) -> bool:
     """Whether ``child``, a zombie, was adopted: it cannot have been forked by this process.
 
     A child forked here is in this process's session, or (after ``setsid``) leads its own; a

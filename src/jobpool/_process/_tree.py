@@ -39,7 +39,6 @@ from typing import NamedTuple, Optional
 STOP_SECONDS = 5.0
 MAX_ROUNDS = 100  # a backstop only: each round needs processes made after the last one
 
-CAN_LIST = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
 _pidfd_open = getattr(os, "pidfd_open", None)
 _pidfd_send_signal = getattr(signal, "pidfd_send_signal", None)
 
@@ -219,12 +218,13 @@ def stop_tree(
     """
     deadline = time.monotonic() + timeout
     seen: set[tuple[int, int]] = set()
-    targets: list[_Target] = []
     first = read_stat(root)
     leads_group = first is not None and first.pgid == root
     try:
         if first is None or first.exited:
-            return  # it died by itself: what it started was re-parented out of our reach
+            # It died by itself: what it started was re-parented out of our reach, but for what
+            # is still in its group, killed below (a group keeps its id while it has members).
+            return
         if freeze and not (leads_group and _killpg(root, signal.SIGSTOP)):
             _send(root, root_fd, signal.SIGSTOP)
         for _ in range(MAX_ROUNDS):
@@ -236,22 +236,24 @@ def stop_tree(
             pids = {info.pid for info in tree}
             for group in {i.pgid for i in fresh if _tree_owns_group(i, first, pids)}:
                 _killpg(group, signal.SIGKILL)
-            killed = [_Target(info) for info in fresh if not info.exited]
-            for target in killed:
-                target.send(signal.SIGKILL)
-            targets += killed
-            _wait_dead(killed, deadline)
+            _kill_and_wait([_Target(info) for info in fresh if not info.exited], deadline)
     finally:
-        try:
-            now = read_stat(root)
-            if leads_group and (not freeze or now is None or now.exited):
-                # Our own group at once (freeze=False), or the worker died by itself after we
-                # stopped its group: what we stopped must not stay stopped.
-                _killpg(root, signal.SIGKILL)
-            _send(root, root_fd, signal.SIGKILL)
-        finally:
-            for target in targets:
-                target.close()
+        now = read_stat(root)
+        if leads_group and (not freeze or now is None or now.exited):
+            # Our own group at once (freeze=False), or the worker died by itself after we
+            # stopped its group: what we stopped must not stay stopped.
+            _killpg(root, signal.SIGKILL)
+        _send(root, root_fd, signal.SIGKILL)
+
+
+def _kill_and_wait(targets: list[_Target], deadline: float) -> None:
+    try:
+        for target in targets:
+            target.send(signal.SIGKILL)
+        _wait_dead(targets, deadline)
+    finally:
+        for target in targets:
+            target.close()
 
 
 def _main(argv: list[str]) -> None:
