@@ -598,9 +598,10 @@ class Pool(Executor):
     def kill(self, future: Future[Any]) -> bool:
         """Stop a job: cancel it if it waits, stop it if it runs.
 
-        On the process backend a running job's worker is killed and replaced, and the future
-        fails with :class:`JobKilledError`. A thread cannot be stopped: the future fails at once
-        and the thread runs on until the call returns, its result dropped. On the Dask backend a
+        On the process backend a running job's worker is killed, with every program the job
+        started, and replaced; the future fails with :class:`JobKilledError` once they are gone.
+        A thread cannot be stopped: the future fails at once and the thread (and any program it
+        started) runs on until the call returns, its result dropped. On the Dask backend a
         running job cannot be stopped: this raises ``NotImplementedError`` (a waiting job is
         still cancelled). Returns False if the job had already finished. When it returns True,
         the future is already done (cancelled, or failed with :class:`JobKilledError`).
@@ -636,7 +637,10 @@ class Pool(Executor):
             _lifecycle.unregister(self)
 
     def terminate(self) -> None:
-        """Stop now: cancel waiting jobs, stop running ones (as :meth:`kill`), stop workers."""
+        """Stop now: cancel waiting jobs, stop running ones (as :meth:`kill`), stop workers.
+
+        On the process backend each worker is killed with every program it started.
+        """
         with self._lock:
             if self._state is PoolState.OPEN:
                 self._state = PoolState.CLOSED
