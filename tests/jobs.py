@@ -571,3 +571,8 @@ def reap_what_was_adopted() -> dict[str, Any]:
     report["own session"] = own_session.wait()
     os.waitpid(adopted["from a shell"], 0)  # ours to clean up
     return report
+
+
+def worker_placement(_: Any = None) -> tuple[bool, bool]:
+    """(whether this worker leads its own process group, whether its stdin is a terminal)."""
+    return os.getpgid(0) == os.getpid(), os.isatty(0)

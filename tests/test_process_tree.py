@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -247,3 +248,24 @@ def test_a_worker_reaps_only_the_zombies_that_cannot_be_its_own_children(method:
     assert report["from a shell"].state == "Z"  # left: it could have been a child of the job
     # The job's own children keep their exit status for it, in its session or their own.
     assert (report["own"], report["own session"]) == (7, 9)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_workers_lead_their_own_group_and_never_read_the_terminal(method: str) -> None:
+    """Out of the terminal's foreground group, a program reading the terminal would be stopped
+    (SIGTTIN): workers get /dev/null for a terminal on their standard input."""
+    script = (
+        f"import sys; sys.path.insert(0, {TESTS!r}); import jobs; from jobpool import Pool\n"
+        "if __name__ == '__main__':\n"
+        f"    with Pool(1, backend='process', start_method={method!r}) as pool:\n"
+        "        print(sys.stdin.isatty(), *pool.submit(jobs.worker_placement).result(60))\n"
+    )
+    terminal, tty = os.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], stdin=tty, capture_output=True, text=True, timeout=WAIT
+        )
+    finally:
+        os.close(tty)
+        os.close(terminal)
+    assert done.stdout.split() == ["True", "True", "False"], done.stderr
