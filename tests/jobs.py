@@ -452,3 +452,146 @@ def task_states(marker: str, dask_worker: Any = None) -> dict[str, str]:
     """On a Dask worker (``client.run``): the state of each task whose key contains ``marker``."""
     tasks = dask_worker.state.tasks
     return {str(key): task.state for key, task in tasks.items() if marker in str(key)}
+
+
+# --- programs a job starts (external processes), for the tests of stopping a job's tree -------
+
+# Each shape is one program (tree) a job may leave running; its value is the shell command.
+# ``echo $!`` prints the pid of a program started in the background, for the test to watch.
+PROGRAM_SHAPES = {
+    "sleep": "exec sleep 300",  # the job's own child
+    "grandchild": "sleep 300 & echo $!; wait",  # a child that started a child
+    "double-fork": "setsid sleep 300 & echo $!",  # detached: its own session, parent gone
+    # Keeps starting programs, in its group and detached, until it is killed.
+    "forker": "while :; do sleep 300 & setsid sleep 300 & echo started; sleep 0.01; done",
+}
+
+
+def start_programs(shapes: Any, env: dict[str, str]) -> list[int]:
+    """Start one program per shape (see PROGRAM_SHAPES; "setsid" is a child in a session of its
+    own), ``env`` added to their environment; return every pid the job knows of.
+
+    Each pid is of a program already running: the job waited for its launcher to report it.
+    """
+    import subprocess
+
+    environ = {**os.environ, **env}
+    pids: list[int] = []
+    for shape in shapes:
+        # Not holding the worker's stdout or stderr: a test reading a parent's output to its
+        # end would otherwise wait for every program the job leaves.
+        quiet = {"stdin": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        if shape == "setsid":
+            child = subprocess.Popen(
+                ["sleep", "300"],
+                env=environ,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+                **quiet,
+            )
+            pids.append(child.pid)
+            continue
+        child = subprocess.Popen(
+            ["sh", "-c", PROGRAM_SHAPES[shape]], env=environ, stdout=subprocess.PIPE, **quiet
+        )
+        assert child.stdout is not None
+        if shape != "double-fork":
+            pids.append(child.pid)
+        if shape == "forker":
+            for _ in range(10):  # it is forking by now, and goes on
+                child.stdout.readline()
+        elif shape != "sleep":
+            pids.append(int(child.stdout.readline()))
+        if shape == "double-fork":
+            child.wait()  # the launcher is gone: the program was re-parented to the worker
+    for pid in pids:
+        _wait_until_marked(pid, env)
+    return pids
+
+
+def _wait_until_marked(pid: int, env: dict[str, str]) -> None:
+    """Until ``pid`` shows ``env`` in /proc (not while it is half-way through exec, when its
+    environment reads empty), so that a test looking for it finds it."""
+    entries = {f"{name}={value}".encode() for name, value in env.items()}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if entries <= set(f.read().split(b"\0")):
+                    return
+        except OSError:
+            return  # gone: the test will see that
+        time.sleep(0.001)
+
+
+def programs_at_gate(
+    address: str, tag: Any, shapes: Any, env: dict[str, str], hold: bool = True
+) -> list[int]:
+    """Start programs (``start_programs``), report ``<tag>:<pid>,<pid>...`` to the test's
+    StartGate, and (``hold``) wait there, as a job that is still running."""
+    pids = start_programs(shapes, env)
+    gate_job(address, f"{tag}:{','.join(map(str, pids))}", hold=hold)
+    return pids
+
+
+def programs_then_sleep(shapes: Any, env: dict[str, str], seconds: float = 120) -> None:
+    """For a parent reading stdout: start programs, print ``PROGRAMS <pid>...``, stay busy."""
+    pids = start_programs(shapes, env)
+    os.write(1, ("PROGRAMS " + " ".join(map(str, pids)) + "\n").encode())
+    time.sleep(seconds)
+
+
+def keep_starting_programs(address: str, env: dict[str, str]) -> None:
+    """Start ``sleep`` programs from the job itself without end, detached ones among them;
+    report to the test's StartGate once ten are running."""
+    import subprocess
+
+    environ = {**os.environ, **env}
+    started = 0
+    while True:
+        subprocess.Popen(
+            ["sleep", "300"],
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=started % 2 == 1,
+        )
+        started += 1
+        if started == 10:
+            gate_job(address, "looping", hold=False)
+
+
+def reap_what_was_adopted() -> dict[str, Any]:
+    """In a worker: leave zombies of every kind, let the worker's reaper look once, report.
+
+    Two children of the worker's own (one in a session of its own) that it has not waited for,
+    and two programs it adopted: one a session leader left (it cannot be the worker's own child),
+    one a plain shell left (it could be, as far as the kernel shows).
+    """
+    import subprocess
+
+    from jobpool._process._stopping import AdoptedZombies
+    from jobpool._process._tree import read_stat
+
+    own = subprocess.Popen(["sh", "-c", "exit 7"])
+    own_session = subprocess.Popen(["sh", "-c", "exit 9"], start_new_session=True)
+    adopted = {}
+    for kind, command in (("from a session", ["setsid", "sh"]), ("from a shell", ["sh"])):
+        launcher = subprocess.Popen([*command, "-c", "sleep 300 & echo $!"], stdout=subprocess.PIPE)
+        assert launcher.stdout is not None
+        adopted[kind] = int(launcher.stdout.readline())
+        launcher.wait()  # gone: its sleep is re-parented to this worker
+        os.kill(adopted[kind], signal.SIGKILL)
+    for pid in (own.pid, own_session.pid, *adopted.values()):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # until it has exited; reaps nothing
+    AdoptedZombies().tick(time.monotonic())
+    report = {kind: read_stat(pid) for kind, pid in adopted.items()}
+    report["own"] = own.wait()
+    report["own session"] = own_session.wait()
+    os.waitpid(adopted["from a shell"], 0)  # ours to clean up
+    return report
+
+
+def worker_placement(_: Any = None) -> tuple[bool, bool]:
+    """(whether this worker leads its own process group, whether its stdin is a terminal)."""
+    return os.getpgid(0) == os.getpid(), os.isatty(0)

@@ -9,18 +9,12 @@ for each one to exit (on a pidfd) and reaps it: no zombie is left either way.
 from __future__ import annotations
 
 import os
-import queue
 import signal
-import subprocess
 import sys
-import threading
-import time
-from typing import IO, Optional
 
 import pytest
 
-from conftest import WAIT
-from processes import assert_no_zombies, descendants, reap, subreaper, wait_exited
+from proctree import Child, assert_no_zombies, descendants, reap, subreaper, wait_exited
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="uses /proc and prctl(PR_SET_CHILD_SUBREAPER)"
@@ -60,68 +54,11 @@ if __name__ == "__main__":
 """
 
 
-class Child:
-    """A child interpreter running ``CHILD``; its stdout is read line by line in a thread."""
-
-    def __init__(self, method: str, script: str = CHILD) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", script.format(tests=TESTS, method=method)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[Optional[str]] = queue.Queue()
-        self.stderr = ""
-        self._out = threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True)
-        self._err = threading.Thread(target=self._read_err, daemon=True)
-        self._out.start()
-        self._err.start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
-
-    def worker_pids(self, count: int) -> set[int]:
-        pids: set[int] = set()
-        waiting = False
-        deadline = time.monotonic() + WAIT
-        while len(pids) < count or not waiting:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"child printed no worker pids; stderr:\n{self.stderr}")
-            if line is None:
-                self.proc.wait(WAIT)
-                self._err.join(WAIT)
-                raise AssertionError(f"child ended early; stderr:\n{self.stderr}")
-            if line.startswith("WORKER "):
-                pids.add(int(line.split()[1]))
-            elif line == "WAITING":
-                waiting = True
-        return pids
-
-    def finish(self) -> int:
-        code = self.proc.wait(WAIT)
-        self._out.join(WAIT)
-        self._err.join(WAIT)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.finish()
-
-
 @pytest.mark.parametrize("script", [CHILD, CHILD_WITHOUT_WITH], ids=["with", "without-with"])
 @pytest.mark.parametrize("method", START_METHODS)
 def test_ctrl_c_stops_the_pool_and_the_interpreter_exits(method: str, script: str) -> None:
     with subreaper():
-        child = Child(method, script)
+        child = Child(script.format(tests=TESTS, method=method))
         family: set[int] = set()
         try:
             workers = child.worker_pids(2)
@@ -145,7 +82,7 @@ def test_ctrl_c_stops_the_pool_and_the_interpreter_exits(method: str, script: st
 @pytest.mark.parametrize("method", START_METHODS)
 def test_workers_exit_when_the_parent_is_killed(method: str) -> None:
     with subreaper():
-        child = Child(method)
+        child = Child(CHILD.format(tests=TESTS, method=method))
         family: set[int] = set()
         try:
             workers = child.worker_pids(2)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import START_METHODS, WAIT
-from processes import descendants, reap, subreaper
+from proctree import descendants, reap, subreaper
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="uses /proc and prctl(PR_SET_CHILD_SUBREAPER)"

@@ -193,10 +193,11 @@ class Pool(JobMethods, Executor):
     def kill(self, future: Future[Any]) -> bool:
         """Stop a job: cancel it if it waits, stop it if it runs.
 
-        On the process backend a running job's worker is killed and replaced (with every
-        program the job started, see :doc:`usage/programs`), and the future fails with
-        :class:`JobKilledError`. A thread cannot be stopped: the future fails at once and the
-        thread runs on until the call returns, its result dropped. On the Dask backend a job
+        On the process backend a running job's worker is killed, with every program the job
+        started (see :doc:`usage/programs`), and replaced; the future fails with
+        :class:`JobKilledError` once they are gone. A thread cannot be stopped: the future fails
+        at once and the thread (and any program it started) runs on until the call returns, its
+        result dropped. On the Dask backend a job
         waiting on a Dask worker fails with :class:`JobKilledError` and never runs, but a
         running one cannot be stopped: this raises ``NotImplementedError`` saying so. Returns
         False if the job had already finished. When it returns True, the future is already done
@@ -235,7 +236,10 @@ class Pool(JobMethods, Executor):
             _lifecycle.unregister(self)
 
     def terminate(self) -> None:
-        """Stop now: cancel waiting jobs, stop running ones (as :meth:`kill`), stop workers."""
+        """Stop now: cancel waiting jobs, stop running ones (as :meth:`kill`), stop workers.
+
+        On the process backend each worker is killed with every program it started.
+        """
         self._intake.close()
         self._intake.cancel_waiting()
         self._backend.terminate()

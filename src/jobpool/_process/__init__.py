@@ -17,7 +17,9 @@
       read the reply yourself <----------------------------------- send OK / RAISED
                                   worker exited? fail only its job,
                                   start a replacement
-                                  past its deadline? kill + replace
+                                  past its deadline? kill it with the
+                                  programs it started (_stopping),
+                                  then fail the job + replace it
                                   (jobs it had not started: requeue)
 
 Serializing in the caller's thread makes a bad argument fail at ``submit`` with the part named,

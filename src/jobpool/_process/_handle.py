@@ -35,6 +35,7 @@ from ._held import Held
 from ._lease import Lease
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
 from ._state import HOLDS_JOB, Move, WorkerState, next_state
+from ._stopping import kill_worker
 from ._worker import worker_main
 
 
@@ -246,14 +247,13 @@ class WorkerHandle:
             pass
 
     def kill(self, failure: Optional[BaseException] = None) -> None:
-        """Kill the process; ``failure`` is what its running job fails with (the first kill's)."""
-        if self.state is not WorkerState.KILLED:
-            self.failure = failure
+        """Kill the worker with every process it started; its exit (which fails its job with
+        ``failure``) is seen once they are all gone. Killing it again changes nothing."""
+        if self.state is WorkerState.KILLED:
+            return  # its tree is being stopped already; the first kill's reason stands
+        self.failure = failure
         self.move(Move.KILL)
-        try:
-            self.process.kill()
-        except (OSError, ValueError):
-            pass
+        kill_worker(self.process, self.exit_fd if self._owns_exit_fd else None)
 
     def reap(self) -> Optional[int]:
         """Collect the exited process; returns its exit code (negative: killed by that signal).

@@ -1,9 +1,11 @@
 """The worker process: receive a job on its own pipe, run it, send the outcome back, repeat.
 
-It imports only the protocol, serialization and the remote-exception helpers, so a fresh worker
-starts fast. It ignores SIGINT (the parent decides what Ctrl-C means and stops its workers), and a
-watch thread exits the process when the parent dies, even while a job still runs. The same
-thread answers recalls: it hands back the jobs sent ahead that the worker has not started.
+It imports only the protocol, serialization, the remote-exception helpers and _stopping, so a
+fresh worker starts fast. It leads a process group of its own and, on Linux, is a child subreaper,
+so that stopping it stops every program its jobs started (_stopping). It ignores SIGINT (the
+parent decides what Ctrl-C means and stops its workers), and a watch thread exits the process,
+with those programs, when the parent dies, even while a job still runs. The same thread answers
+recalls: it hands back the jobs sent ahead that the worker has not started.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any, Optional
@@ -29,10 +32,13 @@ from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
 from ._start import WorkerSetup, stderr_into
+from ._stopping import AdoptedZombies, exit_with_tree, prepare_worker
 
 EXIT_PARENT_DIED = 70
 # Where the platform has no pidfd: how often the watch thread compares os.getppid().
 PPID_POLL_SECONDS = 1.0
+# How often, at most, the worker reaps the zombies it adopted (between jobs).
+ZOMBIE_SECONDS = 1.0
 
 # The blobs (large bytes/str of functions, see _blobs) this worker holds, by key; the parent
 # decides what is added and forgotten.
@@ -75,7 +81,8 @@ class _ForwardingHandler(logging.Handler):
 
 
 def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
-    """Exit when the parent process is gone, so no worker outlives a killed parent.
+    """Exit when the parent process is gone, so no worker outlives a killed parent, taking the
+    processes it started with it (_stopping).
 
     Also answer the parent's recalls (see _ahead), which must be heard while a job runs. It
     sleeps on file descriptors only: a pidfd of the parent where the platform has one (Linux),
@@ -89,7 +96,7 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
     original_ppid = os.getppid()
     pidfd = _open_pidfd(parent.pid if parent is not None else original_ppid)
     if _parent_gone(sentinel, original_ppid):  # it died before we looked
-        os._exit(EXIT_PARENT_DIED)
+        exit_with_tree(EXIT_PARENT_DIED)
     deaths = [fd for fd in (pidfd, sentinel) if fd is not None]
     poll_seconds = None if pidfd is not None else PPID_POLL_SECONDS
     watched: list[Any] = [*deaths, recall]
@@ -98,7 +105,7 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
         if any(fd in ready for fd in deaths) or (
             poll_seconds is not None and os.getppid() != original_ppid
         ):
-            os._exit(EXIT_PARENT_DIED)
+            exit_with_tree(EXIT_PARENT_DIED)
         if recall in ready:
             try:
                 recall.recv_bytes()
@@ -156,6 +163,7 @@ def worker_main(
     startup_stderr: Optional[Connection] = None,
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
+    prepare_worker()  # its own process group; on Linux a child subreaper (_stopping)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A job may start a pool of its own: a worker is a daemon process only so that
     # multiprocessing stops it at the parent's exit, not to forbid it children.
@@ -242,7 +250,13 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
     functions = KeptFunctions()
     blobs = BLOBS
     loads = _main_globals.loads
+    zombies = AdoptedZombies()  # reaped between jobs, at most once a second (see _stopping)
+    next_reap = time.monotonic() + ZOMBIE_SECONDS
     while True:
+        now = time.monotonic()
+        if now >= next_reap:
+            zombies.tick(now)
+            next_reap = now + ZOMBIE_SECONDS
         try:
             message, extra = inbox.next()
         except (EOFError, OSError):
