@@ -49,6 +49,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 BACKENDS = ("thread", "process", "dask")
+# Buffers this large go through shared memory by default: below it the pipe is as fast.
+DEFAULT_SHARED_MEMORY_THRESHOLD = 1 << 20
 
 
 class PoolState(enum.Enum):
@@ -153,6 +155,14 @@ class Pool(Executor):
             multiprocessing context; process backend only. ``mp_context=`` is an alias.
         job_timeout: default time limit in seconds for each job, counted from when it starts.
         max_jobs_per_worker: replace a worker process after this many jobs (leaky libraries).
+        shared_memory_threshold: process backend: arguments and results holding buffers of at
+            least this many bytes (numpy arrays, ``bytes``, ``bytearray``, ``memoryview``) travel
+            through shared memory instead of the pipe. Default 1 MiB; ``None`` turns it off. See
+            [Large data](large-data.md).
+        writable_arguments: let workers write to argument arrays that came through shared memory
+            (each write copies the page it touches: the caller's data never changes). Default
+            False: they are read-only, so a job that modifies its argument fails loudly instead
+            of changing a copy the caller never sees.
         address, client: where the Dask backend finds its scheduler.
 
     Raises:
@@ -174,6 +184,8 @@ class Pool(Executor):
         mp_context: Optional[BaseContext] = None,
         job_timeout: Optional[float] = None,
         max_jobs_per_worker: Optional[int] = None,
+        shared_memory_threshold: Optional[int] = DEFAULT_SHARED_MEMORY_THRESHOLD,
+        writable_arguments: bool = False,
         address: Optional[str] = None,
         client: Any = None,
     ) -> None:
@@ -193,6 +205,11 @@ class Pool(Executor):
         workers = _check_positive_int("workers", workers)
         max_pending = _check_positive_int("max_pending", max_pending)
         max_jobs_per_worker = _check_positive_int("max_jobs_per_worker", max_jobs_per_worker)
+        shared_memory_threshold = _check_positive_int(
+            "shared_memory_threshold", shared_memory_threshold
+        )
+        if not isinstance(writable_arguments, bool):
+            raise TypeError(f"writable_arguments must be True or False, not {writable_arguments!r}")
         self._job_timeout = check_timeout("job_timeout", job_timeout)
         if initializer is not None:
             _check_callable("initializer", initializer)
@@ -225,6 +242,7 @@ class Pool(Executor):
             max_jobs_per_worker=max_jobs_per_worker,
             address=address,
             client=client,
+            shared_memory=(shared_memory_threshold, writable_arguments),
         )
         _lifecycle.register(self)
         finalizer = weakref.finalize(self, self._backend.shutdown, False)
@@ -261,6 +279,7 @@ class Pool(Executor):
         if backend == "process":
             from ._process._backend import ProcessBackend
             from ._process._context import get_context
+            from ._process._large_data import large_data
 
             return ProcessBackend(
                 self._queue,
@@ -271,6 +290,7 @@ class Pool(Executor):
                 options["initargs"],
                 options["max_jobs_per_worker"],
                 _lifecycle.weak_callback(self._mark_broken),
+                large_data(*options["shared_memory"]),
             )
         from ._dask_loader import load_dask_backend
 

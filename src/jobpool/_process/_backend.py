@@ -16,6 +16,7 @@ from . import _protocol as p
 from ._blobs import Blob, BlobTable, dumps_function
 from ._by_value import ByValueCache
 from ._dispatcher import Dispatcher
+from ._large_data import LargeData
 
 # Functions that pickle by module and name, remembered with their bytes (see prepare_function).
 _BY_NAME_CACHE_SIZE = 256
@@ -99,14 +100,17 @@ class ProcessBackend:
         initargs: tuple[Any, ...],
         max_jobs_per_worker: Optional[int],
         on_broken: Callable[[BaseException], None],
+        large: Optional[LargeData] = None,
     ) -> None:
         setup = worker_setup(initializer, tuple(initargs))
+        # Large buffers through shared memory (None: everything through the pipe).
+        self._large = large
         self._functions = FunctionKeys()
         self._by_name: dict[Callable[..., Any], bytes] = {}
         self._by_value = ByValueCache()
         self._blobs = BlobTable()
         self._dispatcher = Dispatcher(
-            context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken
+            context, queue, outcomes, workers, setup, max_jobs_per_worker, on_broken, large
         )
         self._dispatcher.thread.start()
         self._read_reply = self._dispatcher.read_reply
@@ -121,7 +125,10 @@ class ProcessBackend:
                 job.fn_bytes, job.fn_key, job.fn_blobs = self.prepare_function(job.work.fn)
             except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
                 raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
-        serialize_job(job)
+        if self._large is None:
+            serialize_job(job)
+        else:
+            self._large.prepare(job)
         job.future._reader = self._read_reply
 
     def prepare_function(

@@ -27,6 +27,7 @@ from .._job import Job, JobFuture, JobQueue, Outcomes
 from .._remote import unpack_exception
 from . import _protocol as p
 from ._handle import WorkerHandle
+from ._large_data import LargeData, receive
 from ._watch import FdWatch
 
 _log = logging.getLogger("jobpool")
@@ -46,8 +47,10 @@ class Dispatcher:
         setup: tuple[Any, tuple[Any, ...]],
         max_jobs_per_worker: Optional[int],
         on_broken: Callable[[BaseException], None],
+        large: Optional[LargeData] = None,
     ) -> None:
         self._context = context
+        self._large = large
         self._queue = queue
         self._outcomes = outcomes
         self._size = workers
@@ -220,7 +223,9 @@ class Dispatcher:
     # --- workers --------------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
-        handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
+        handle = WorkerHandle(
+            self._context, self._next_index, self._setup, self._log_level, self._large
+        )
         self._next_index += 1
         self._handles.append(handle)
         self._watch.add(handle.fd, functools.partial(self._on_message, handle))
@@ -317,6 +322,8 @@ class Dispatcher:
         """Act on one message; a job's reply is returned, for the caller to settle."""
         tag = message[0]
         reply = None
+        if tag == p.OK and type(message[2]) is tuple:  # its buffers wait in shared memory
+            message = (tag, message[1], receive(handle.segments, message[1], message[2]))
         if (tag == p.OK or tag == p.RAISED) and handle.failure is not None:
             # We killed this worker (timeout, Pool.kill): its job fails with that reason when
             # the exit is seen, even if a reply slipped out meanwhile; and it is replaced there,
@@ -363,7 +370,7 @@ class Dispatcher:
             self._outcomes.fail(job, unpack_exception(data))
             return
         try:
-            value = pickle.loads(data)
+            value = pickle.loads(data) if type(data) is bytes else data.load(writable=True)
         except BaseException as exc:
             self._outcomes.fail(job, exc)
         else:

@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import select
+import socket
 import time
 from collections import OrderedDict, deque
 from multiprocessing.context import BaseContext
@@ -28,6 +29,8 @@ from ._ahead import (
 )
 from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
 from ._frames import FrameReader, write_frame
+from ._large_data import LargeData
+from ._shared_memory import socket_pair
 from ._worker import worker_main
 
 
@@ -38,15 +41,22 @@ class WorkerHandle:
         index: int,
         setup: tuple[Any, tuple[Any, ...]],
         log_level: int,
+        large: Optional[LargeData] = None,
     ) -> None:
         self.index = index
         self.conn, child_conn = context.Pipe(duplex=True)
+        # Carries the descriptors of shared-memory segments, both ways (see _large_data).
+        self.segments: Optional[socket.socket] = None
+        child_segments = None
+        if large is not None:
+            self.segments, child_segments = socket_pair()
+        worker_large = None if large is None else LargeData(*large.settings, child_segments)
         # "Give back the jobs you have not started": read by the worker's watch thread, so it
         # is heard while the worker runs a job (see _ahead).
         recall_reader, self._recall = context.Pipe(duplex=False)
         self.process: Any = context.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_conn, recall_reader, setup, log_level),
+            args=(child_conn, recall_reader, setup, log_level, worker_large),
             name=f"jobpool-worker-{index}",
             daemon=True,
         )
@@ -57,6 +67,8 @@ class WorkerHandle:
             self.process.start()
         child_conn.close()
         recall_reader.close()
+        if child_segments is not None:
+            child_segments.close()
         self.fd = self.conn.fileno()
         self.reader = FrameReader(self.fd)
         self.exit_fd: int = _exit_fd(self.process)
@@ -145,7 +157,10 @@ class WorkerHandle:
                     self._functions.popitem(last=False)
             fn_bytes = None
         tag = p.RUN_CALL if isinstance(job.work, Call) else p.RUN_CHUNK
-        self._write(pickle.dumps((tag, job.id, key, fn_bytes, job.body), pickle.HIGHEST_PROTOCOL))
+        body: Any = job.body
+        if job.segment is not None:  # its descriptor first, then the message announcing it
+            body = job.segment.send(self.segments, job.id, body)
+        self._write(pickle.dumps((tag, job.id, key, fn_bytes, body), pickle.HIGHEST_PROTOCOL))
 
     def _write(self, data: bytes) -> None:
         write_frame(self.fd, data)
@@ -286,6 +301,8 @@ class WorkerHandle:
             os.close(self.exit_fd)
         self.conn.close()
         self._recall.close()
+        if self.segments is not None:
+            self.segments.close()
         if self._helper_wake is not None:
             for fd in self._helper_wake:
                 os.close(fd)

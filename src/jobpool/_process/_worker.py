@@ -18,7 +18,7 @@ import sys
 import threading
 from collections import OrderedDict, deque
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .._job import run_chunk
 from .._remote import pack_exception
@@ -26,6 +26,7 @@ from .._serialization import dumps
 from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
+from ._large_data import LargeData, discard, receive
 
 EXIT_PARENT_DIED = 70
 
@@ -112,13 +113,17 @@ def _setup_logging(channel: _Channel, level: int) -> None:
 
 
 def worker_main(
-    conn: Connection, recall: Connection, setup: tuple[Any, tuple[Any, ...]], log_level: int
+    conn: Connection,
+    recall: Connection,
+    setup: tuple[Any, tuple[Any, ...]],
+    log_level: int,
+    large: Optional[LargeData] = None,
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()
     channel = _Channel(conn)
-    inbox = _Inbox(conn)
+    inbox = _Inbox(conn, large)
     threading.Thread(
         target=_watch_parent,
         args=(recall, inbox, channel),
@@ -136,7 +141,7 @@ def worker_main(
         channel.send((p.INIT_FAILED, pack_exception(exc)))
         return
     channel.send((p.READY, os.getpid()))
-    _serve(inbox, channel)
+    _serve(inbox, channel, large)
     sys.stdout.flush()
     sys.stderr.flush()
 
@@ -147,7 +152,8 @@ class _Inbox:
     Shared with the watch thread, which may take back the jobs not yet started (give_back).
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, large: Optional[LargeData] = None) -> None:
+        self._segments = None if large is None else large.channel
         self._reader = FrameReader(conn.fileno())
         self._waiting: deque[bytes] = deque()
         self._lock = threading.Lock()
@@ -158,6 +164,8 @@ class _Inbox:
             message = pickle.loads(self._next_frame())
             if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
                 return message, self._next_frame()
+            if len(message) == 5 and type(message[4]) is tuple:  # buffers in shared memory
+                message = (*message[:4], receive(self._segments, message[1], message[4]))
             return message, None
 
     def _next_frame(self) -> bytes:
@@ -185,6 +193,8 @@ class _Inbox:
                 message = pickle.loads(data)
                 if message[0] == p.RUN_CALL or message[0] == p.RUN_CHUNK:
                     ids.append(message[1])
+                    if type(message[4]) is tuple:  # its segment's descriptor waits: close it
+                        discard(self._segments, message[1])
                     continue
                 kept.append(data)
                 if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
@@ -197,7 +207,7 @@ class _Inbox:
             self._lock.release()
 
 
-def _serve(inbox: _Inbox, channel: _Channel) -> None:
+def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData]) -> None:
     functions: OrderedDict[int, Callable[..., Any]] = OrderedDict()
     blobs = BLOBS
     loads = pickle.loads
@@ -225,12 +235,19 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
             else:
                 fn = functions[fn_key]
                 functions.move_to_end(fn_key)
-            args = loads(body)
+            if type(body) is bytes:
+                args = loads(body)
+            else:  # its buffers wait in shared memory (see _large_data)
+                args = body.load(large is not None and large.writable)
             if tag == p.RUN_CALL:
                 value = fn(*args[0], **args[1])
             else:
                 value = run_chunk(fn, args[0], args[1])
-            reply = (p.OK, job_id, dumps(value, "the job's result"))
+            reply: tuple[Any, ...]
+            if large is None:
+                reply = (p.OK, job_id, dumps(value, "the job's result"))
+            else:
+                reply = (p.OK, job_id, large.dump_result(value, job_id))
         except BaseException as exc:
             reply = (p.RAISED, job_id, pack_exception(exc))
         value = args = None
