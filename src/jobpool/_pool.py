@@ -363,25 +363,31 @@ class Pool(Executor):
         if self._state is not _OPEN:
             self._refuse()
         self._backend.prepare(job)
-        # Straight to an idle worker, nothing to queue. No pool lock needed: a backend that is
-        # shutting down refuses, and the job falls through to the refusal below.
-        if self._backend.offer(job):
-            self._outcomes.count_submitted()
-            return job.future
-        queue = self._queue
-        if queue.bounded:
-            queue.reserve(job, block)
+        try:
+            # Straight to an idle worker, nothing to queue. No pool lock needed: a backend that
+            # is shutting down refuses, and the job falls through to the refusal below.
+            if self._backend.offer(job):
+                self._outcomes.count_submitted()
+                return job.future
+            queue = self._queue
+            if queue.bounded:
+                queue.reserve(job, block)
 
-            def free_slot_if_cancelled(future: Future[Any]) -> None:
-                if future.cancelled():  # a cancelled job frees its slot now, not when dequeued
+                def free_slot_if_cancelled(future: Future[Any]) -> None:
+                    if future.cancelled():  # a cancelled job frees its slot now, not dequeued
+                        queue.release(job)
+
+                job.future.add_done_callback(free_slot_if_cancelled)
+            with self._lock:
+                if self._state is not _OPEN:
                     queue.release(job)
-
-            job.future.add_done_callback(free_slot_if_cancelled)
-        with self._lock:
-            if self._state is not _OPEN:
-                queue.release(job)
-                self._refuse()
-            queue.put(job)
+                    self._refuse()
+                queue.put(job)
+        except BaseException:
+            # Refused (QueueFull, closed, interrupted): nothing will run it, so what it holds
+            # (its shared memory, see _process/_large_data.py) is let go now, not at collection.
+            job.future.cancel()
+            raise
         self._outcomes.count_submitted()
         self._backend.notify()
         return job.future

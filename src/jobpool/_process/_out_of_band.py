@@ -27,7 +27,6 @@ import pickle
 import sys
 from typing import Any, Optional
 
-from .._errors import SerializationError
 from .._job import Call
 from .._serialization import PROTOCOL, _cloudpickle, explain_failure
 
@@ -56,14 +55,6 @@ class _Buffers:
 # --- reducers for the second pass ---------------------------------------------------------------
 
 
-def _rebuild_bytes(buffer: Any) -> bytes:
-    return bytes(buffer)
-
-
-def _rebuild_bytearray(buffer: Any) -> bytearray:
-    return bytearray(buffer)
-
-
 def _rebuild_memoryview(buffer: Any, format: str, shape: tuple[int, ...]) -> memoryview:
     view = memoryview(buffer)
     if view.format != "B":
@@ -76,11 +67,6 @@ def _rebuild_memoryview(buffer: Any, format: str, shape: tuple[int, ...]) -> mem
 def _reduce_large(obj: Any, threshold: int) -> Any:
     """How the second pass pickles ``obj``: its buffer out of band, or NotImplemented."""
     kind = type(obj)
-    if kind is bytes or kind is bytearray:
-        if len(obj) < threshold:
-            return NotImplemented
-        rebuild = _rebuild_bytes if kind is bytes else _rebuild_bytearray
-        return rebuild, (pickle.PickleBuffer(obj),)
     if kind is memoryview:
         # Any size: memoryview is not picklable at all otherwise.
         format = obj.format.lstrip("@")
@@ -100,11 +86,32 @@ def _reduce_large(obj: Any, threshold: int) -> Any:
     return NotImplemented
 
 
+# Pickle never asks ``reducer_override`` about exact ``bytes`` and ``bytearray`` (nor ints,
+# strs, lists...), but it asks ``persistent_id`` about everything: a large one becomes a
+# persistent id holding a PickleBuffer of it, which pickle then sends out of band like any other.
+_PERSISTENT_TYPES = {bytes: "jobpool.bytes", bytearray: "jobpool.bytearray"}
+_REBUILD = {"jobpool.bytes": bytes, "jobpool.bytearray": bytearray}
+
+
+def _persistent_id(obj: Any, threshold: int, seen: dict[int, Any]) -> Any:
+    tag = _PERSISTENT_TYPES.get(type(obj))
+    if tag is None or len(obj) < threshold:
+        return None
+    found = seen.get(id(obj))
+    if found is None:  # the same object twice: the same id object, which pickle memoizes
+        found = seen[id(obj)] = (tag, pickle.PickleBuffer(obj))
+    return found
+
+
 class _PlainPickler(pickle.Pickler):
     threshold = 0
+    seen: dict[int, Any]
 
     def reducer_override(self, obj: Any) -> Any:
         return _reduce_large(obj, self.threshold)
+
+    def persistent_id(self, obj: Any) -> Any:
+        return _persistent_id(obj, self.threshold, self.seen)
 
 
 def _cloud_pickler_type() -> Any:
@@ -112,12 +119,16 @@ def _cloud_pickler_type() -> Any:
 
     class CloudPickler(cloudpickle.Pickler):  # type: ignore[misc,name-defined]
         threshold = 0
+        seen: dict[int, Any]
 
         def reducer_override(self, obj: Any) -> Any:
             reduced = _reduce_large(obj, self.threshold)
             if reduced is NotImplemented:
                 return super().reducer_override(obj)
             return reduced
+
+        def persistent_id(self, obj: Any) -> Any:
+            return _persistent_id(obj, self.threshold, self.seen)
 
     return CloudPickler
 
@@ -129,35 +140,38 @@ def _dump_with(pickler_type: Any, obj: object, buffers: _Buffers) -> bytes:
     out = io.BytesIO()
     pickler = pickler_type(out, PROTOCOL, buffer_callback=buffers)
     pickler.threshold = buffers.threshold
+    pickler.seen = {}
     pickler.dump(obj)
     return out.getvalue()
 
 
-def dumps(obj: object, what: str, buffers: _Buffers, override: bool) -> bytes:
-    """Pickle ``obj`` (stdlib pickle, then cloudpickle), large buffers collected in ``buffers``.
+def _plain(obj: object, what: str, buffers: _Buffers) -> Optional[bytes]:
+    """The stdlib pickle, numpy's large buffers out of band; None when it needs more help."""
+    try:
+        data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers)
+    except _PICKLE_REFUSALS:
+        return None
+    except Exception as exc:  # an object whose __reduce__ raises something else
+        raise explain_failure(obj, what, exc) from exc
+    return None if _MAIN_MARKER in data else data
 
-    ``override``: the second pass, which also takes ``bytes``, ``bytearray``, ``memoryview``
-    and non-contiguous numpy arrays out of band.
-    """
+
+def _with_reducers(obj: object, what: str, buffers: _Buffers) -> bytes:
+    """The second pass: stdlib pickle, then cloudpickle, each with :func:`_reduce_large`."""
     global _CLOUD_PICKLER
     try:
-        if override:
-            data: Optional[bytes] = _dump_with(_PlainPickler, obj, buffers)
-        else:
-            data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers)
+        data: Optional[bytes] = _dump_with(_PlainPickler, obj, buffers)
     except _PICKLE_REFUSALS:
         data = None
-    except Exception as exc:  # an object whose __reduce__ raises something else
+    except Exception as exc:
         raise explain_failure(obj, what, exc) from exc
     if data is not None and _MAIN_MARKER not in data:
         return data
     buffers.views.clear()  # the stdlib attempt may have collected some
     try:
-        if override:
-            if _CLOUD_PICKLER is None:
-                _CLOUD_PICKLER = _cloud_pickler_type()
-            return _dump_with(_CLOUD_PICKLER, obj, buffers)
-        return _cloudpickle().dumps(obj, PROTOCOL, buffer_callback=buffers)  # type: ignore[no-any-return]
+        if _CLOUD_PICKLER is None:
+            _CLOUD_PICKLER = _cloud_pickler_type()
+        return _dump_with(_CLOUD_PICKLER, obj, buffers)
     except Exception as exc:
         raise explain_failure(obj, what, exc) from exc
 
@@ -167,30 +181,19 @@ def pickle_payload(
 ) -> tuple[bytes, list[memoryview]]:
     """The pickle of ``obj`` and its buffers of ``threshold`` bytes or more, kept out of band.
 
-    A plain pickle first; when it still comes out large (big ``bytes`` inside, say) or
-    ``override`` asks for it, again with the reducers that take those out of band too. A
-    payload that only the second pass can pickle (a ``memoryview``) gets it too; when neither
-    can, the plain pass's error is raised.
+    The plain stdlib pickle first. When it comes out large anyway (big ``bytes`` inside, say),
+    when it cannot do the job alone (a lambda, a ``memoryview``, an object of ``__main__``), or
+    when ``override`` asks for it, the payload is pickled again with the reducers, and with
+    cloudpickle behind them: a ``memoryview`` then always comes back a ``memoryview``, never the
+    ``bytes`` that cloudpickle alone would make of it.
     """
     if not override:
         buffers = _Buffers(threshold)
-        try:
-            data = dumps(obj, what, buffers, False)
-        except SerializationError as exc:
-            plain_error: Optional[SerializationError] = exc
-        else:
-            if len(data) < threshold:
-                return data, buffers.views
-            plain_error = None
-        buffers = _Buffers(threshold)
-        try:
-            return dumps(obj, what, buffers, True), buffers.views
-        except SerializationError:
-            if plain_error is None:
-                raise
-        raise plain_error
+        data = _plain(obj, what, buffers)
+        if data is not None and len(data) < threshold:
+            return data, buffers.views
     buffers = _Buffers(threshold)
-    return dumps(obj, what, buffers, True), buffers.views
+    return _with_reducers(obj, what, buffers), buffers.views
 
 
 def has_large_argument(call: Call, threshold: int) -> bool:
@@ -214,11 +217,10 @@ def loads(
     read-only (a view of a read-only argument), as the caller's own objects should be.
     """
     buffers = [] if mapped is None else [mapped[start : start + size] for start, size in spans]
-    if not writable or mapped is None or mapped.readonly:
-        return pickle.loads(stream, buffers=buffers)
     handout = _Handout(buffers)
+    unpickler = _WritableUnpickler if writable else _PayloadUnpickler
     try:
-        return _WritableUnpickler(io.BytesIO(stream), handout).load()
+        return unpickler(io.BytesIO(stream), handout).load()
     finally:
         handout.last = None
 
@@ -244,6 +246,27 @@ class _Handout:
         return self.last
 
 
+class _PayloadUnpickler(pickle.Unpickler):
+    """Unpickles a payload whose large ``bytes`` and ``bytearray`` travelled as persistent ids.
+
+    The same object twice arrives as the same id object (pickle's memo): it is rebuilt once.
+    """
+
+    def __init__(self, file: io.BytesIO, handout: _Handout) -> None:
+        super().__init__(file, buffers=handout)
+        self._handout = handout
+        self._rebuilt: dict[int, tuple[Any, Any]] = {}
+
+    def persistent_load(self, pid: Any) -> Any:
+        rebuild = _REBUILD.get(pid[0]) if type(pid) is tuple and len(pid) == 2 else None
+        if rebuild is None:
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        known = self._rebuilt.get(id(pid))
+        if known is None:
+            known = self._rebuilt[id(pid)] = (pid, rebuild(pid[1]))
+        return known[1]
+
+
 def _on_writable(handout: _Handout, rebuild: Any, buffer: Any, *args: Any) -> Any:
     last = handout.last
     if (
@@ -257,7 +280,7 @@ def _on_writable(handout: _Handout, rebuild: Any, buffer: Any, *args: Any) -> An
     return rebuild(buffer, *args)
 
 
-class _WritableUnpickler(pickle.Unpickler):
+class _WritableUnpickler(_PayloadUnpickler):
     """Rebuilds numpy arrays and memoryviews on the writable buffers it was given.
 
     Pickle marks a buffer that was read-only when pickled (``READONLY_BUFFER``) and hands the
@@ -266,10 +289,6 @@ class _WritableUnpickler(pickle.Unpickler):
     for ``_rebuild_memoryview``), so the buffer it receives is the one this unpickler handed out
     last, of which it holds a writable view.
     """
-
-    def __init__(self, file: io.BytesIO, handout: _Handout) -> None:
-        super().__init__(file, buffers=handout)
-        self._handout = handout
 
     def find_class(self, module: str, name: str) -> Any:
         found = super().find_class(module, name)
