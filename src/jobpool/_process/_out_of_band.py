@@ -89,7 +89,7 @@ def _reduce_large(obj: Any, threshold: int) -> Any:
 # Pickle never asks ``reducer_override`` about exact ``bytes`` and ``bytearray`` (nor ints,
 # strs, lists...), but it asks ``persistent_id`` about everything: a large one becomes a
 # persistent id holding a PickleBuffer of it, which pickle then sends out of band like any other.
-_PERSISTENT_TYPES = {bytes: "jobpool.bytes", bytearray: "jobpool.bytearray"}
+_PERSISTENT_TYPES: dict[type, str] = {bytes: "jobpool.bytes", bytearray: "jobpool.bytearray"}
 _REBUILD = {"jobpool.bytes": bytes, "jobpool.bytearray": bytearray}
 
 
