@@ -158,7 +158,7 @@ class Pool(Executor):
         shared_memory_threshold: process backend: arguments and results holding buffers of at
             least this many bytes (numpy arrays, ``bytes``, ``bytearray``, ``memoryview``) travel
             through shared memory instead of the pipe. Default 1 MiB; ``None`` turns it off. See
-            [Large data](large-data.md).
+            [Large data](usage/large-data.md).
         writable_arguments: let workers write to argument arrays that came through shared memory
             (each write copies the page it touches: the caller's data never changes). Default
             False: they are read-only, so a job that modifies its argument fails loudly instead
@@ -384,9 +384,11 @@ class Pool(Executor):
                     self._refuse()
                 queue.put(job)
         except BaseException:
-            # Refused (QueueFull, closed, interrupted): nothing will run it, so what it holds
-            # (its shared memory, see _process/_large_data.py) is let go now, not at collection.
-            job.future.cancel()
+            # Refused (QueueFull, closed, interrupted): its shared memory is let go now, not
+            # when the job object is collected (see _process/_large_data.py). A caller that
+            # tries again (asyncio's run) prepares it again.
+            if job.segment is not None:
+                job.segment.close()
             raise
         self._outcomes.count_submitted()
         self._backend.notify()

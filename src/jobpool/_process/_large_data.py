@@ -45,6 +45,9 @@ class Outgoing:
         self.segment = segment
         self.spans = spans
 
+    def close(self) -> None:
+        self.segment.close()
+
     def send(self, channel: socket.socket, key: int, stream: bytes) -> Wire:
         """Pass the descriptor (tagged ``key``) and return what the message carries instead."""
         fd = self.segment.fd
