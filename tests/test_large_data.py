@@ -79,9 +79,10 @@ def held_segments() -> dict[int, int]:
     return held
 
 
-def wait_until_freed() -> None:
-    """Every segment gone, within WAIT (a worker may still be letting go of a failed job's)."""
-    deadline = time.monotonic() + WAIT
+def wait_until_freed(seconds: float = 15.0) -> None:
+    """Every segment gone within ``seconds`` (a worker may still be letting go of a failed
+    job's, or exiting): a ceiling, reached only when something leaked."""
+    deadline = time.monotonic() + seconds
     while held_segments():
         if time.monotonic() > deadline:
             raise AssertionError(f"shared-memory segments still held: {held_segments()}")

@@ -27,9 +27,9 @@ import socket
 from typing import Any, Optional, Union
 
 from .._errors import SerializationError
-from .._job import Call, Job
+from .._job import Call, ChunkResult, Job
 from .._serialization import explain_failure
-from ._out_of_band import has_large_argument, loads, pickle_payload
+from ._out_of_band import loads, looks_large, pickle_payload
 from ._shared_memory import Segment, map_segment, receive_fd, send_fd, supported, write_segment
 
 Spans = list[tuple[int, int]]  # (offset, size) of each out-of-band buffer in the segment
@@ -53,6 +53,14 @@ class Outgoing:
         fd = self.segment.fd
         send_fd(channel, key, fd if fd >= 0 else None)
         return stream, self.spans, self.segment.size
+
+
+def _in_band(payload: Any, what: str) -> bytes:
+    """``payload`` pickled whole into the stream: no segment could be made."""
+    return pickle_payload(payload, what, _NEVER, likely_large=True)[0]
+
+
+_NEVER = 1 << 62  # a threshold no buffer reaches
 
 
 def _outgoing(views: list[memoryview]) -> Outgoing:
@@ -141,21 +149,25 @@ class LargeData:
         pipe as before.
         """
         work = job.work
+        threshold = self.threshold
         if type(work) is Call:
             payload: Any = (work.args, work.kwargs)
-            override = has_large_argument(work, self.threshold)
-        else:
-            payload = (work.items, work.star)  # type: ignore[union-attr]
-            override = False
+            likely = looks_large(work.args, threshold) or (
+                bool(work.kwargs) and looks_large(work.kwargs.values(), threshold)
+            )
+        else:  # a map chunk: its first item tells whether the items are large buffers
+            items, star = work.items, work.star  # type: ignore[union-attr]
+            payload = (items, star)
+            likely = bool(items) and looks_large(items[0] if star else items[:1], threshold)
         try:
-            body, views = pickle_payload(payload, "job", self.threshold, override)
+            body, views = pickle_payload(payload, "job", threshold, likely)
         except SerializationError as exc:  # named from the whole call: "args[0].conn"
             raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
         if views:
             try:
                 outgoing = _outgoing(views)
             except OSError:
-                body, views = pickle_payload(payload, "job", 1 << 62, False)
+                body = _in_band(payload, "job")
             else:
                 job.segment = outgoing
                 job.future.add_done_callback(outgoing.segment.close)
@@ -165,13 +177,19 @@ class LargeData:
 
     def dump_result(self, value: Any, key: int) -> Union[bytes, Wire]:
         """Pickle a job's result; large buffers go into a segment passed to the parent now."""
-        body, views = pickle_payload(value, "the job's result", self.threshold)
-        if not views or self.channel is None:
-            return body if not views else pickle_payload(value, "the job's result", 1 << 62)[0]
+        threshold = self.threshold
+        first = value.values[:1] if type(value) is ChunkResult else (value,)
+        body, views = pickle_payload(
+            value, "the job's result", threshold, looks_large(first, threshold)
+        )
+        if not views:
+            return body
         try:
+            if self.channel is None:
+                raise OSError("no shared-memory channel to the parent")
             outgoing = _outgoing(views)
         except OSError:
-            return pickle_payload(value, "the job's result", 1 << 62)[0]
+            return _in_band(value, "the job's result")
         try:
             return outgoing.send(self.channel, key, body)
         finally:

@@ -25,14 +25,13 @@ import functools
 import io
 import pickle
 import sys
+from collections.abc import Iterable
 from typing import Any, Optional
 
-from .._job import Call
-from .._serialization import PROTOCOL, _cloudpickle, explain_failure
+from .._serialization import PROTOCOL, _cloudpickle, dumps, explain_failure
 
 _PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError, RecursionError)
 _MAIN_MARKER = b"__main__"
-_CANDIDATES = (bytes, bytearray, memoryview)
 
 
 class _Buffers:
@@ -145,17 +144,6 @@ def _dump_with(pickler_type: Any, obj: object, buffers: _Buffers) -> bytes:
     return out.getvalue()
 
 
-def _plain(obj: object, what: str, buffers: _Buffers) -> Optional[bytes]:
-    """The stdlib pickle, numpy's large buffers out of band; None when it needs more help."""
-    try:
-        data = pickle.dumps(obj, PROTOCOL, buffer_callback=buffers)
-    except _PICKLE_REFUSALS:
-        return None
-    except Exception as exc:  # an object whose __reduce__ raises something else
-        raise explain_failure(obj, what, exc) from exc
-    return None if _MAIN_MARKER in data else data
-
-
 def _with_reducers(obj: object, what: str, buffers: _Buffers) -> bytes:
     """The second pass: stdlib pickle, then cloudpickle, each with :func:`_reduce_large`."""
     global _CLOUD_PICKLER
@@ -177,33 +165,39 @@ def _with_reducers(obj: object, what: str, buffers: _Buffers) -> bytes:
 
 
 def pickle_payload(
-    obj: object, what: str, threshold: int, override: bool = False
+    obj: object, what: str, threshold: int, likely_large: bool = False
 ) -> tuple[bytes, list[memoryview]]:
     """The pickle of ``obj`` and its buffers of ``threshold`` bytes or more, kept out of band.
 
-    The plain stdlib pickle first. When it comes out large anyway (big ``bytes`` inside, say),
-    when it cannot do the job alone (a lambda, a ``memoryview``, an object of ``__main__``), or
-    when ``override`` asks for it, the payload is pickled again with the reducers, and with
-    cloudpickle behind them: a ``memoryview`` then always comes back a ``memoryview``, never the
-    ``bytes`` that cloudpickle alone would make of it.
+    Today's pickle first (``_serialization.dumps``), so small payloads cost what they did: a
+    payload with no large buffer pickles small. When it comes out large, or ``likely_large``
+    says it will (see :func:`looks_large`), the payload is pickled with the reducers that take
+    large buffers out of band, stdlib pickle first and cloudpickle behind.
     """
-    if not override:
-        buffers = _Buffers(threshold)
-        data = _plain(obj, what, buffers)
-        if data is not None and len(data) < threshold:
-            return data, buffers.views
+    if not likely_large:
+        data = dumps(obj, what)
+        if len(data) < threshold:
+            return data, []
     buffers = _Buffers(threshold)
     return _with_reducers(obj, what, buffers), buffers.views
 
 
-def has_large_argument(call: Call, threshold: int) -> bool:
-    """Whether an argument itself is ``bytes``/``bytearray`` of ``threshold`` bytes or more, or
-    a ``memoryview``: then the plain first pass would only be thrown away."""
-    for value in call.args:
-        if type(value) in _CANDIDATES and (type(value) is memoryview or len(value) >= threshold):
-            return True
-    for value in call.kwargs.values():
-        if type(value) in _CANDIDATES and (type(value) is memoryview or len(value) >= threshold):
+_CANDIDATES = frozenset((bytes, bytearray, memoryview))
+_NDARRAY: Any = None
+
+
+def looks_large(values: Iterable[Any], threshold: int) -> bool:
+    """Whether one of ``values`` is itself a large buffer (or a ``memoryview``, which only the
+    reducers keep a ``memoryview``): then a plain first pickle would be thrown away."""
+    global _NDARRAY
+    if _NDARRAY is None and "numpy" in sys.modules:
+        _NDARRAY = sys.modules["numpy"].ndarray
+    for value in values:
+        kind = type(value)
+        if kind in _CANDIDATES:
+            if kind is memoryview or len(value) >= threshold:
+                return True
+        elif kind is _NDARRAY and value.nbytes >= threshold:
             return True
     return False
 
