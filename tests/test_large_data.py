@@ -381,6 +381,10 @@ def test_jobs_sent_ahead_and_given_back_keep_then_free_their_segments(
     gate.release("hold1")
     for future in held:
         future.result(WAIT)
+    # The worker that gave jobs back took their descriptors off its socket: the next ones it
+    # receives are its own jobs' (a stale one would fail the job as out of step).
+    again = [pool.submit(jobs.identity, jobs.bytes_of(4096)) for _ in range(8)]
+    assert all(f.result(WAIT) == jobs.bytes_of(4096) for f in again)
     wait_until_freed()
 
 

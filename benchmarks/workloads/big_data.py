@@ -71,6 +71,7 @@ def cached_array(size: int, stamp: int) -> Any:
 
     array = _CACHED.get(size)
     if array is None:
+        _CACHED.clear()  # one size at a time: the worker's RSS is that of one array
         array = _CACHED[size] = numpy.ones(size // 8)
     array[0] = stamp
     return array
@@ -132,7 +133,7 @@ def _floor_case(size: int, jobs: int, reps: int) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {"arguments_mb_s": [], "results_mb_s": []}
     arrays = [numpy.full(size // 8, float(i)) for i in range(jobs)]
-    for _ in range(reps):
+    for _ in range(reps):  # the same copy stands for both directions
         with Peaks() as peaks:
             start = time.perf_counter()
             copies = [a.copy() for a in arrays]
@@ -151,15 +152,22 @@ def _pool_case(adapter: Any, size: int, jobs: int, reps: int) -> dict[str, list[
 
     out: dict[str, list[float]] = {}
     arrays = [numpy.full(size // 8, float(i)) for i in range(jobs)]
+    pages = len(range(0, size // 8, PAGE_ITEMS))
+    worker = 0.0
     for _ in range(reps):
         with Peaks() as peaks:
             start = time.perf_counter()
             sums = adapter.run_all(read_pages, arrays)
             wall = time.perf_counter() - start
-        assert sums == [float(i) * len(range(0, size // 8, PAGE_ITEMS)) for i in range(jobs)]
+        assert sums == [float(i) * pages for i in range(jobs)], "an argument arrived damaged"
         out.setdefault("arguments_mb_s", []).append(size * jobs / MB / wall)
         out.setdefault("parent_peak_arguments_mb", []).append(peaks.parent or 0.0)
-        worker = [peaks.worker or 0.0]
+        worker = max(worker, peaks.worker or 0.0)
+    del arrays  # the results phase holds only the results
+    # Each worker makes its array of this size before the timing (as it would have its
+    # result ready): jobs that also wait a little, so that every worker gets some.
+    adapter.run_all(Stamped(size, pause=0.2), range(2 * WORKERS))
+    for _ in range(reps):
         with Peaks() as peaks:
             start = time.perf_counter()
             results = adapter.run_all(Stamped(size), range(jobs))
@@ -169,18 +177,25 @@ def _pool_case(adapter: Any, size: int, jobs: int, reps: int) -> dict[str, list[
         del results, checks
         out.setdefault("results_mb_s", []).append(size * jobs / MB / wall)
         out.setdefault("parent_peak_results_mb", []).append(peaks.parent or 0.0)
-        out.setdefault("worker_peak_mb", []).append(max(worker[0], peaks.worker or 0.0))
+        worker = max(worker, peaks.worker or 0.0)
+    out["worker_peak_mb"] = [worker]
     return out
 
 
 class Stamped:
-    """``partial(cached_array, size)``, picklable by reference on every pool."""
+    """``partial(cached_array, size)``, picklable by reference on every pool; ``pause``: then
+    sleep that long and return nothing (the warm-up)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, pause: float = 0.0) -> None:
         self.size = size
+        self.pause = pause
 
     def __call__(self, stamp: int) -> Any:
-        return cached_array(self.size, stamp)
+        array = cached_array(self.size, stamp)
+        if self.pause:
+            time.sleep(self.pause)
+            return None
+        return array
 
 
 def run(impl: str, params: dict[str, Any]) -> list[dict[str, Any]]:
