@@ -46,6 +46,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
 
     cases, pools, table = medians(results)
     meta = results.get("meta", {})
+    meta = meta.get("workload_runs", {}).get("big_data", meta)  # merged from its own run
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     width = 0.8 / max(1, len(pools))
     for ax, (metric, title) in zip(axes, PANELS):
@@ -67,13 +68,14 @@ def plot(results: dict[str, Any], out: Path) -> None:
         ax.set_title(f"large arrays as {title}")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("MB/s (higher is better)")
-    axes[1].legend(fontsize=8, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
     figure.suptitle(
         f"float64 arrays through a 2-worker pool - Python {meta.get('python', '?')}, "
         f"{meta.get('cpu_count', '?')} CPUs, {meta.get('started_utc', '')} UTC",
         fontsize=10,
     )
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
 

@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 
 from .._errors import SerializationError
 from .._job import Call, ChunkResult, Job
-from .._serialization import explain_failure
+from .._serialization import dumps, explain_failure
 from ._out_of_band import loads, looks_large, pickle_payload
 from ._shared_memory import Segment, map_segment, receive_fd, send_fd, supported, write_segment
 
@@ -151,8 +151,9 @@ class LargeData:
         work = job.work
         threshold = self.threshold
         if type(work) is Call:
-            payload: Any = (work.args, work.kwargs)
-            likely = looks_large(work.args, threshold) or (
+            args = work.args
+            payload: Any = (args, work.kwargs)
+            likely = looks_large(args, threshold) or (
                 bool(work.kwargs) and looks_large(work.kwargs.values(), threshold)
             )
         else:  # a map chunk: its first item tells whether the items are large buffers
@@ -160,7 +161,12 @@ class LargeData:
             payload = (items, star)
             likely = bool(items) and looks_large(items[0] if star else items[:1], threshold)
         try:
-            body, views = pickle_payload(payload, "job", threshold, likely)
+            if not likely:  # the usual case, inlined: today's pickle, small
+                body = dumps(payload, "job")
+                if len(body) < threshold:
+                    job.body = body
+                    return
+            body, views = pickle_payload(payload, "job", threshold, likely_large=True)
         except SerializationError as exc:  # named from the whole call: "args[0].conn"
             raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
         if views:
@@ -179,9 +185,11 @@ class LargeData:
         """Pickle a job's result; large buffers go into a segment passed to the parent now."""
         threshold = self.threshold
         first = value.values[:1] if type(value) is ChunkResult else (value,)
-        body, views = pickle_payload(
-            value, "the job's result", threshold, looks_large(first, threshold)
-        )
+        if not looks_large(first, threshold):  # the usual case, inlined: today's pickle, small
+            body = dumps(value, "the job's result")
+            if len(body) < threshold:
+                return body
+        body, views = pickle_payload(value, "the job's result", threshold, likely_large=True)
         if not views:
             return body
         try:

@@ -189,17 +189,25 @@ _NDARRAY: Any = None
 def looks_large(values: Iterable[Any], threshold: int) -> bool:
     """Whether one of ``values`` is itself a large buffer (or a ``memoryview``, which only the
     reducers keep a ``memoryview``): then a plain first pickle would be thrown away."""
-    global _NDARRAY
-    if _NDARRAY is None and "numpy" in sys.modules:
-        _NDARRAY = sys.modules["numpy"].ndarray
     for value in values:
         kind = type(value)
         if kind in _CANDIDATES:
             if kind is memoryview or len(value) >= threshold:
                 return True
-        elif kind is _NDARRAY and value.nbytes >= threshold:
+        elif (kind is _NDARRAY or (_NDARRAY is None and _numpy_array(kind))) and (
+            value.nbytes >= threshold
+        ):
             return True
     return False
+
+
+def _numpy_array(kind: type) -> bool:
+    """Whether ``kind`` is numpy's ndarray (learning that type once numpy is imported)."""
+    global _NDARRAY
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        _NDARRAY = numpy.ndarray
+    return kind is _NDARRAY
 
 
 def loads(
