@@ -4,9 +4,9 @@ Round trips of every buffer kind on every start method; what a worker and the ca
 with what they get; and, after each way a job can end (normal, raised, crashed, timed out,
 killed, cancelled, refused by a full queue, terminated, parent SIGKILLed), that no process of
 the test's family still holds a segment: neither a descriptor (``/proc/<pid>/fd``) nor a
-mapping (``/proc/<pid>/maps``). Segments are memfds named ``jobpool``, so no process of the
-family opens or maps anything in ``/dev/shm`` (multiprocessing's own semaphores aside); that is
-checked too, per process, since other programs on the machine may use ``/dev/shm`` meanwhile.
+mapping (``/proc/<pid>/maps``). Segments are memfds named ``jobpool``, so nothing of jobpool's
+is in ``/dev/shm``; no process of the family may hold a ``multiprocessing.shared_memory`` block
+there either (checked per process: other programs on the machine use ``/dev/shm`` meanwhile).
 
 numpy is optional: every test uses ``bytes``/``bytearray``/``memoryview``; the numpy ones skip
 when it is not installed.
@@ -51,9 +51,10 @@ MARK = "/memfd:jobpool"
 
 
 def _is_segment(path: str) -> bool:
-    if path.startswith(MARK):
-        return True
-    return path.startswith("/dev/shm/") and not path.startswith("/dev/shm/sem.")
+    """A jobpool segment, or a ``multiprocessing.shared_memory`` block (``/dev/shm/psm_*``),
+    which jobpool must never need. multiprocessing's own semaphores and heap arenas (``sem.*``,
+    ``pym-*``, from the tests' gates) are not segments."""
+    return path.startswith((MARK, "/dev/shm/psm_"))
 
 
 # --- where segments are held ---------------------------------------------------------------------
