@@ -11,6 +11,7 @@ from .impls import STDLIB_REFERENCE
 INFO_COLUMNS = {
     "lazy": ["stall", "lazy"],
     "big_closure": ["error"],
+    "big_data": ["arguments_mb_s / floor", "results_mb_s / floor"],
     "crash": ["crashed job", "other jobs", "same pool usable after", "graceful shutdown"],
 }
 
@@ -222,7 +223,43 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
                 None if r is None else r <= 1.2,
             )
         )
+    out += _big_data_goals(w)
     return out
+
+
+def _big_data_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 16: 2 GB/s each way, 3x mp.Pool and above joblib on arguments, parent RSS."""
+    case = "32 MB x 8"
+    mine = {m: _get(w, "big_data", f"jobpool[process] | {case}", m) for m in _BIG_METRICS}
+    mp = _get(w, "big_data", f"mp.Pool | {case}", "arguments_mb_s")
+    joblib = _get(w, "big_data", f"joblib(loky) | {case}", "arguments_mb_s")
+    args, results = mine["arguments_mb_s"], mine["results_mb_s"]
+    r = _ratio(args, mp)
+    data_mb = 32 * 8
+    peak = mine["parent_peak_arguments_mb"]
+    return [
+        _goal(
+            "large arrays, each way",
+            ">= 2,000 MB/s arguments and results (32 MB x 8)",
+            f"{_fmt(args, '{:,.0f}')} / {_fmt(results, '{:,.0f}')} MB/s",
+            None if args is None or results is None else min(args, results) >= 2000,
+        ),
+        _goal(
+            "large arrays as arguments vs peers",
+            ">= 3 x mp.Pool and > joblib auto-memmap",
+            f"{_fmt(r, '{:.2f}')}x mp.Pool; joblib {_fmt(joblib, '{:,.0f}')} MB/s",
+            None if r is None or joblib is None or args is None else r >= 3 and args > joblib,
+        ),
+        _goal(
+            "parent memory with large arguments",
+            f"peak RSS <= data ({data_mb} MB) + one copy + interpreter (~100 MB)",
+            f"{_fmt(peak, '{:,.0f}')} MB",
+            None if peak is None else peak <= 2 * data_mb + 100,
+        ),
+    ]
+
+
+_BIG_METRICS = ("arguments_mb_s", "results_mb_s", "parent_peak_arguments_mb")
 
 
 def goals_table(rows: list[dict[str, Any]]) -> str:

@@ -595,3 +595,50 @@ def reap_what_was_adopted() -> dict[str, Any]:
 def worker_placement(_: Any = None) -> tuple[bool, bool]:
     """(whether this worker leads its own process group, whether its stdin is a terminal)."""
     return os.getpgid(0) == os.getpid(), os.isatty(0)
+
+
+# --- large data (test_large_data.py) -----------------------------------------------------------
+
+
+def describe(value: Any) -> tuple[str, Any]:
+    """What a job received: type name, and whether it may be written (numpy / memoryview)."""
+    flags = getattr(value, "flags", None)
+    writable = flags.writeable if flags is not None else None
+    if isinstance(value, memoryview):
+        writable = not value.readonly
+    return type(value).__name__, writable
+
+
+def segments_mapped_here(value: Any = None) -> int:
+    """How many shared-memory segments this worker maps while it runs (its argument's, say)."""
+    with open("/proc/self/maps") as f:
+        return sum("/memfd:jobpool" in line for line in f)
+
+
+def write_first(value: Any) -> Any:
+    """Write into the argument in place and return it."""
+    value[0] = 7
+    return value
+
+
+def ones_array(n: int, dtype: str = "float64", order: str = "C") -> Any:
+    import numpy
+
+    return numpy.ones(n, dtype=dtype) if isinstance(n, int) else numpy.ones(n, dtype, order)
+
+
+def bytes_of(n: int, kind: str = "bytes") -> Any:
+    data = bytes(range(256)) * (n // 256)
+    return bytearray(data) if kind == "bytearray" else data
+
+
+def gate_then_return(address: str, tag: Any, value: Any) -> int:
+    """Wait at the gate holding a (large) argument; its size once released."""
+    gate_job(address, tag)
+    return len(memoryview(value).cast("B"))
+
+
+def gate_then_die(address: str, tag: Any, value: Any) -> None:
+    """Wait at the gate holding a (large) argument, then kill this worker with SIGKILL."""
+    gate_job(address, tag)
+    os.kill(os.getpid(), signal.SIGKILL)

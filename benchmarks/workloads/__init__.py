@@ -11,6 +11,7 @@ from types import ModuleType
 
 from . import (
     big_closure,
+    big_data,
     cpu,
     crash,
     io,
@@ -30,6 +31,7 @@ ALL: dict[str, ModuleType] = {
         map_tiny,
         lazy,
         big_closure,
+        big_data,
         cpu,
         io,
         startup,

@@ -93,9 +93,14 @@ def _thread(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
 def _process(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
     from ._process._backend import ProcessBackend
     from ._process._context import get_context
+    from ._process._large_data import large_data
 
+    threshold, writable = options.get("shared_memory", (None, False))
     return ProcessBackend(
-        setup, get_context(options.get("start_method")), options.get("max_jobs_per_worker")
+        setup,
+        get_context(options.get("start_method")),
+        options.get("max_jobs_per_worker"),
+        large_data(threshold, writable),
     )
 
 
@@ -120,8 +125,8 @@ OPTIONS_FOR = {
 def make_backend(name: str, setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
     """The backend called ``name``; an option it cannot honour is an error, never ignored."""
     for option, value in options.items():
-        allowed = OPTIONS_FOR[option]
-        if value is not None and name not in allowed:
+        allowed = OPTIONS_FOR.get(option)  # not listed: every backend takes it
+        if allowed is not None and value is not None and name not in allowed:
             names = " or ".join(repr(b) for b in allowed)
             raise ValueError(f"{option}= applies only to backend={names}, not backend={name!r}")
     return FACTORIES[name](setup, options)

@@ -27,18 +27,31 @@ INIT_FAILED = 11
 OK = 12
 RAISED = 13
 
+
+def dump_result(value: Any) -> bytes:
+    return dumps(value, "the job's result", to_worker=False)
+
+
 # Functions a worker keeps unpickled; the oldest is forgotten first.
 FUNCTION_CACHE_SIZE = 16
 # Functions whose pickle is at least this large are kept (smaller ones unpickle cheaply).
 FUNCTION_CACHE_MIN_BYTES = 4096
 
 
-def run_job(kind: int, fn: Callable[..., Any], body: bytes) -> tuple[int, bytes]:
-    """Run one call or chunk (its arguments pickled in ``body``); ``(OK or RAISED, bytes)``."""
+def run_job(
+    kind: int,
+    fn: Callable[..., Any],
+    body: Any,
+    load: Callable[[Any], Any] = _main_globals.loads,
+    dump: Callable[[Any], Any] = dump_result,
+) -> tuple[int, Any]:
+    """Run one call or chunk whose arguments ``load(body)`` gives; ``(OK, dump(result))`` or
+    ``(RAISED, packed exception)``. (The process backend loads and dumps large buffers its own
+    way, through shared memory.)"""
     try:
-        args = _main_globals.loads(body)
+        args = load(body)
         value = fn(*args[0], **args[1]) if kind == RUN_CALL else run_chunk(fn, args[0], args[1])
-        return OK, dumps(value, "the job's result", to_worker=False)
+        return OK, dump(value)
     except BaseException as exc:
         return RAISED, pack_exception(exc)
 

@@ -144,11 +144,26 @@ class Intake:
             self.refuse()
         backend = self.backend
         backend.prepare(job)
-        # Straight to an idle worker, nothing to queue. No lock needed: a backend that is
-        # shutting down refuses, and the job falls through to the refusal below.
-        if backend.offer(job):
-            self.outcomes.count_submitted()
-            return job.future
+        try:
+            # Straight to an idle worker, nothing to queue. No lock needed: a backend that is
+            # shutting down refuses, and the job falls through to the refusal below.
+            if backend.offer(job):
+                self.outcomes.count_submitted()
+                return job.future
+            self._put(job, block)
+        except BaseException:
+            # Refused (QueueFull, closed, interrupted): its shared memory is let go now, not
+            # when the job is collected (see _process/_large_data). A caller that tries again
+            # (asyncio's run) prepares it again.
+            if job.segment is not None:
+                job.segment.close()
+            raise
+        self.outcomes.count_submitted()
+        backend.notify()
+        return job.future
+
+    def _put(self, job: Job, block: bool) -> None:
+        """Queue ``job``, taking a slot of the bounded queue first (waiting for one if asked)."""
         queue = self.queue
         if queue.bounded:
             queue.reserve(job, block)
@@ -163,9 +178,6 @@ class Intake:
                 queue.release(job)
                 self.refuse()
             queue.put(job)
-        self.outcomes.count_submitted()
-        backend.notify()
-        return job.future
 
     def slot_waiter(self) -> ThreadPoolExecutor:
         """The pool's one helper thread that waits for queue slots for coroutines (``_async``);

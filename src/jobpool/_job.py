@@ -203,6 +203,7 @@ class Job:
         "holds_slot",
         "id",
         "killed",
+        "segment",
         "timeout",
         "work",
     )
@@ -218,6 +219,8 @@ class Job:
         self.fn_key: Optional[int] = None
         self.fn_blobs: tuple[tuple[int, Any], ...] = ()  # large values fn_bytes names by key
         self.body: Optional[bytes] = None
+        # Process backend: the shared memory holding the body's large buffers (_large_data).
+        self.segment: Any = None
         # Thread backend: the job's thread was given up on (timeout / kill) / the job returned.
         self.abandoned = False
         self.finished = False

@@ -29,6 +29,9 @@ from ._stats import PoolStats
 
 R = TypeVar("R")
 
+# Buffers this large go through shared memory by default: below it the pipe is as fast.
+DEFAULT_SHARED_MEMORY_THRESHOLD = 1 << 20
+
 
 def _check_arguments(
     workers: Optional[int],
@@ -83,6 +86,14 @@ class Pool(JobMethods, Executor):
             multiprocessing context; process backend only. ``mp_context=`` is an alias.
         job_timeout: default time limit in seconds for each job, counted from when it starts.
         max_jobs_per_worker: replace a worker process after this many jobs (leaky libraries).
+        shared_memory_threshold: process backend: arguments and results holding buffers of at
+            least this many bytes (numpy arrays, ``bytes``, ``bytearray``, ``memoryview``) travel
+            through shared memory instead of the pipe. Default 1 MiB; ``None`` turns it off. See
+            [Large data](usage/large-data.md). Accepted on every backend (others copy nothing).
+        writable_arguments: let workers write to argument arrays that came through shared memory
+            (each write copies the page it touches: the caller's data never changes). Default
+            False: they are read-only, so a job that modifies its argument fails loudly instead
+            of changing a copy the caller never sees.
         address, client: where the Dask backend finds its scheduler.
 
     Raises:
@@ -104,6 +115,8 @@ class Pool(JobMethods, Executor):
         mp_context: Optional[BaseContext] = None,
         job_timeout: Optional[float] = None,
         max_jobs_per_worker: Optional[int] = None,
+        shared_memory_threshold: Optional[int] = DEFAULT_SHARED_MEMORY_THRESHOLD,
+        writable_arguments: bool = False,
         address: Optional[str] = None,
         client: Any = None,
     ) -> None:
@@ -127,11 +140,17 @@ class Pool(JobMethods, Executor):
             tuple(initargs),
             _lifecycle.weak_callback(self._intake.mark_broken),
         )
+        if not isinstance(writable_arguments, bool):
+            raise TypeError(f"writable_arguments must be True or False, not {writable_arguments!r}")
         options = {
             "start_method": start_method if start_method is not None else mp_context,
             "max_jobs_per_worker": check_positive_int("max_jobs_per_worker", max_jobs_per_worker),
             "address": address,
             "client": client,
+            "shared_memory": (
+                check_positive_int("shared_memory_threshold", shared_memory_threshold),
+                writable_arguments,
+            ),
         }
         self._backend = make_backend(backend, setup, options)
         self._intake.backend = self._backend

@@ -17,6 +17,7 @@ from . import _protocol as p
 from ._blobs import BlobTable, dumps_function
 from ._by_value import ByValueCache
 from ._dispatcher import Dispatcher
+from ._large_data import LargeData
 from ._start import WorkerSetup
 
 # Functions that pickle by module and name, remembered with their bytes (see prepare_function).
@@ -88,9 +89,15 @@ class ProcessBackend:
     kill_limitation = None  # the worker running the job is killed and replaced
 
     def __init__(
-        self, setup: BackendSetup, context: BaseContext, max_jobs_per_worker: Optional[int]
+        self,
+        setup: BackendSetup,
+        context: BaseContext,
+        max_jobs_per_worker: Optional[int],
+        large: Optional[LargeData] = None,
     ) -> None:
         worker = worker_setup(setup.initializer, setup.initargs)
+        # Large buffers through shared memory (None: everything through the pipe).
+        self._large = large
         self._functions = FunctionKeys()
         self._by_name: dict[Callable[..., Any], bytes] = {}
         self._by_value = ByValueCache()
@@ -103,6 +110,7 @@ class ProcessBackend:
             worker,
             max_jobs_per_worker,
             setup.on_broken,
+            large,
         )
         self._dispatcher.thread.start()
         self._read_reply = self._dispatcher.lender.read_reply
@@ -117,7 +125,10 @@ class ProcessBackend:
                 job.fn_bytes, job.fn_key, job.fn_blobs = self.prepare_function(job.work.fn)
             except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
                 raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
-        serialize_job(job)
+        if self._large is None:
+            serialize_job(job)
+        else:
+            self._large.prepare(job)
         job.future._reader = self._read_reply
 
     def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 from .._errors import InitializerError, JobKilledError
 from .._job import Job, JobQueue, Outcomes
 from ._handle import WorkerHandle
+from ._large_data import LargeData
 from ._lending import ReplyLender
 from ._line import JobLine
 from ._messages import Messages
@@ -47,6 +48,7 @@ class Dispatcher:
         setup: WorkerSetup,
         max_jobs_per_worker: Optional[int],
         on_broken: Callable[[BaseException], None],
+        large: Optional[LargeData] = None,
     ) -> None:
         self._outcomes = outcomes
         self._watch: FdWatch[Event] = FdWatch()
@@ -54,7 +56,15 @@ class Dispatcher:
         self._watch.add(self._wake.read_fd, None)
         self.line = JobLine(queue, outcomes)
         self.workers = Workers(
-            context, setup, size, max_jobs_per_worker, self.line, outcomes, on_broken, self._watch
+            context,
+            setup,
+            size,
+            max_jobs_per_worker,
+            self.line,
+            outcomes,
+            on_broken,
+            self._watch,
+            large,
         )
         self._messages = Messages(self.workers, self.line, outcomes)
         self.lock = threading.Lock()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import socket
 import time
 from collections import deque
 from multiprocessing.context import BaseContext
@@ -32,7 +33,9 @@ from ._ahead import (
 )
 from ._frames import FrameReader, write_frame
 from ._held import Held
+from ._large_data import LargeData
 from ._lease import Lease
+from ._shared_memory import socket_pair
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
 from ._state import HOLDS_JOB, Move, WorkerState, next_state
 from ._stopping import kill_worker
@@ -40,10 +43,23 @@ from ._worker import worker_main
 
 
 class WorkerHandle:
-    def __init__(self, context: BaseContext, index: int, setup: WorkerSetup, log_level: int):
+    def __init__(
+        self,
+        context: BaseContext,
+        index: int,
+        setup: WorkerSetup,
+        log_level: int,
+        large: Optional[LargeData] = None,
+    ):
         self.index = index
         self.state = WorkerState.STARTING
         self.conn, child_conn = context.Pipe(duplex=True)
+        # Carries the descriptors of shared-memory segments, both ways (see _large_data).
+        self.segments: Optional[socket.socket] = None
+        child_segments = None
+        if large is not None:
+            self.segments, child_segments = socket_pair()
+        worker_large = None if large is None else LargeData(*large.settings, child_segments)
         # "Give back the jobs you have not started": read by the worker's watch thread, so it
         # is heard while the worker runs a job (see _ahead).
         recall_reader, self._recall = context.Pipe(duplex=False)
@@ -51,7 +67,7 @@ class WorkerHandle:
         stderr_reader, stderr_writer = context.Pipe(duplex=False)
         self.process: Any = context.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_conn, recall_reader, setup, log_level, stderr_writer),
+            args=(child_conn, recall_reader, setup, log_level, stderr_writer, worker_large),
             name=f"{WORKER_NAME_PREFIX}{index}",
             daemon=True,
         )
@@ -64,10 +80,14 @@ class WorkerHandle:
         except BaseException:
             for conn in (self.conn, self._recall, stderr_reader):
                 conn.close()
+            if self.segments is not None:
+                self.segments.close()
             raise
         finally:
             for conn in (child_conn, recall_reader, stderr_writer):
                 conn.close()
+            if child_segments is not None:
+                child_segments.close()
         self.startup_output = StartupOutput(os.dup(stderr_reader.fileno()))
         stderr_reader.close()
         self.fd = self.conn.fileno()
@@ -155,7 +175,11 @@ class WorkerHandle:
             self.held.send_function(key, fn_bytes, job.fn_blobs, self._write)
             fn_bytes = None
         tag = p.RUN_CALL if isinstance(job.work, Call) else p.RUN_CHUNK
-        self._write(pickle.dumps((tag, job.id, key, fn_bytes, job.body), pickle.HIGHEST_PROTOCOL))
+        body: Any = job.body
+        if job.segment is not None:  # its descriptor first, then the message announcing it
+            assert self.segments is not None
+            body = job.segment.send(self.segments, job.id, body)
+        self._write(pickle.dumps((tag, job.id, key, fn_bytes, body), pickle.HIGHEST_PROTOCOL))
 
     def _write(self, data: bytes) -> None:
         write_frame(self.fd, data)
@@ -281,6 +305,8 @@ class WorkerHandle:
             os.close(self.exit_fd)
         self.conn.close()
         self._recall.close()
+        if self.segments is not None:
+            self.segments.close()
         if self.lease is not None:
             self.lease.close()
 

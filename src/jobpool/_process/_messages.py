@@ -18,6 +18,7 @@ from .._job import Job, Outcomes
 from .._remote import settle_reply, unpack_exception
 from . import _protocol as p
 from ._handle import WorkerHandle
+from ._large_data import receive
 from ._line import JobLine
 from ._state import Move, WorkerState
 from ._workers import KILLED_WAITING, Workers
@@ -66,6 +67,9 @@ class Messages:
         return None
 
     def _reply(self, handle: WorkerHandle, message: tuple[Any, ...]) -> Optional[Reply]:
+        if message[0] == p.OK and type(message[2]) is tuple:  # its buffers wait in a segment
+            # Taken off the socket now, whatever happens to the reply, so none is left behind.
+            message = (p.OK, message[1], receive(handle.segments, message[1], message[2]))
         if handle.state is WorkerState.KILLED:
             # We killed this worker (timeout, Pool.kill): its job fails with that reason when
             # the exit is seen, even if a reply slipped out meanwhile; and it is replaced there,
@@ -84,6 +88,14 @@ class Messages:
     def settle(self, reply: Reply) -> None:
         """Resolve a replied job's future (outside the lock: its callbacks may use the pool)."""
         job, (tag, _, data) = reply
+        if type(data) is not bytes:  # a result whose buffers came through shared memory
+            try:
+                value = data.load(writable=True)
+            except BaseException as exc:
+                self._outcomes.fail(job, exc)
+            else:
+                self._outcomes.succeed(job, value)
+            return
         settle_reply(self._outcomes, job, tag == p.RAISED, data)
 
 

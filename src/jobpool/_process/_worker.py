@@ -31,6 +31,7 @@ from .._remote import pack_exception
 from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
+from ._large_data import Incoming, LargeData, discard, receive
 from ._start import WorkerSetup, stderr_into
 from ._stopping import AdoptedZombies, exit_with_tree, prepare_worker
 
@@ -161,6 +162,7 @@ def worker_main(
     setup: WorkerSetup,
     log_level: int,
     startup_stderr: Optional[Connection] = None,
+    large: Optional[LargeData] = None,
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     prepare_worker()  # its own process group; on Linux a child subreaper (_stopping)
@@ -173,7 +175,7 @@ def worker_main(
     _main_globals.adopt()
     with stderr_into(startup_stderr):
         faulthandler.enable()
-        inbox = _Inbox(conn)
+        inbox = _Inbox(conn, large)
         threading.Thread(
             target=_watch_parent,
             args=(recall, inbox, channel),
@@ -184,7 +186,7 @@ def worker_main(
         if not _initialize(setup, channel):
             return
     channel.send((p.READY, os.getpid()))
-    _serve(inbox, channel)
+    _serve(inbox, channel, large)
     instances.close()  # a normal exit (STOP, or the parent closed the pipe): close them
     sys.stdout.flush()
     sys.stderr.flush()
@@ -196,7 +198,8 @@ class _Inbox:
     Shared with the watch thread, which may take back the jobs not yet started (give_back).
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, large: Optional[LargeData] = None) -> None:
+        self._segments = None if large is None else large.channel
         self._reader = FrameReader(conn.fileno())
         self._waiting: deque[bytes] = deque()
         self._lock = threading.Lock()
@@ -207,6 +210,8 @@ class _Inbox:
             message = pickle.loads(self._next_frame())
             if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
                 return message, self._next_frame()
+            if len(message) == 5 and type(message[4]) is tuple:  # buffers in shared memory
+                message = (*message[:4], receive(self._segments, message[1], message[4]))
             return message, None
 
     def _next_frame(self) -> bytes:
@@ -234,6 +239,8 @@ class _Inbox:
                 message = pickle.loads(data)
                 if message[0] == p.RUN_CALL or message[0] == p.RUN_CHUNK:
                     ids.append(message[1])
+                    if type(message[4]) is tuple:  # its segment's descriptor waits: close it
+                        discard(self._segments, message[1])
                     continue
                 kept.append(data)
                 if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
@@ -246,7 +253,8 @@ class _Inbox:
             self._lock.release()
 
 
-def _serve(inbox: _Inbox, channel: _Channel) -> None:
+def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) -> None:
+    writable = large is not None and large.writable
     functions = KeptFunctions()
     blobs = BLOBS
     loads = _main_globals.loads
@@ -280,6 +288,16 @@ def _serve(inbox: _Inbox, channel: _Channel) -> None:
             fn = BrokenFunction(exc)
         if fn is None:  # the parent and this worker disagree on what it holds: a bug
             fn = BrokenFunction(KeyError(f"this worker does not hold function {fn_key}"))
-        result_tag, data = run_job(tag, fn, body)
-        fn = None
+        if large is None:
+            result_tag, data = run_job(tag, fn, body)
+        else:  # large buffers through shared memory, both ways (see _large_data)
+            load = loads if type(body) is bytes else functools.partial(_load_mapped, writable)
+            dump = functools.partial(large.dump_result, key=job_id)
+            result_tag, data = run_job(tag, fn, body, load, dump)
+        fn = body = None
         channel.send((result_tag, job_id, data))
+
+
+def _load_mapped(writable: bool, body: Incoming) -> Any:
+    """Arguments whose buffers wait in shared memory, mapped in place (read-only by default)."""
+    return _main_globals.loads(body.stream, lambda _: body.load(writable))

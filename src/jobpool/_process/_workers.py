@@ -25,6 +25,7 @@ from .._errors import (
 )
 from .._job import Outcomes
 from ._handle import WorkerHandle
+from ._large_data import LargeData
 from ._line import JobLine
 from ._start import WorkerSetup
 from ._state import WorkerState
@@ -53,8 +54,10 @@ class Workers:
         outcomes: Outcomes,
         on_broken: Callable[[BaseException], None],
         watch: FdWatch[Event],
+        large: Optional[LargeData] = None,
     ) -> None:
         self._context = context
+        self._large = large  # large buffers through shared memory, or None (_large_data)
         self._setup = setup
         self.size = size
         self.max_jobs = max_jobs_per_worker
@@ -102,7 +105,9 @@ class Workers:
 
     def _start(self) -> None:
         try:
-            handle = WorkerHandle(self._context, self._next_index, self._setup, self._log_level)
+            handle = WorkerHandle(
+                self._context, self._next_index, self._setup, self._log_level, self._large
+            )
         except Exception as exc:  # e.g. an initarg that cannot be pickled for a new process
             error = InitializerError(
                 f"could not start a worker process: {type(exc).__name__}: {exc}; {BROKEN}"

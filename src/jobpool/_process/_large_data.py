@@ -1,0 +1,213 @@
+"""Moving a job's large buffers through shared memory, and freeing them when the job is over.
+
+The parent's side (``prepare``, ``Outgoing.send``, ``receive`` + ``Incoming.load`` for results)
+and the worker's (``receive`` + ``load`` for arguments, ``dump_result``) meet in a handful of
+hooks in the backend, the worker handle, the dispatcher and the worker loop; the pickling is
+``_out_of_band``'s and the segments are ``_shared_memory``'s.
+
+Lifetime, which is the hard part, follows from who holds what:
+
+- An argument segment is created at ``submit`` and owned by the job: its descriptor is closed
+  by a done-callback when the job's future resolves, however that happens (result, failure,
+  crash, timeout, kill, cancel, terminate), or when the job object is dropped unsent (a full
+  queue, a closed pool). A job sent ahead and given back, or requeued after a crash, still
+  holds its segment, so it can be sent again.
+- A worker holds what it received only while it runs the job: it maps the segment, closes the
+  descriptor, and the mapping goes with the last argument object that uses it. A worker that
+  dies loses both with its life. Jobs given back unstarted have their descriptors closed then.
+- A result segment is written by the worker, passed, and closed there at once; the parent's
+  private mapping of it is the only holder left, and goes with the result object.
+- Descriptors in flight on a socket whose ends are all closed are freed by the kernel, and a
+  forked child closes the segment descriptors it inherited (``_shared_memory``).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Optional, Union
+
+from .._errors import SerializationError
+from .._job import Call, ChunkResult, Job
+from .._serialization import dumps, explain_failure
+from ._out_of_band import loads, looks_large, pickle_payload
+from ._shared_memory import Segment, map_segment, receive_fd, send_fd, supported, write_segment
+
+Spans = list[tuple[int, int]]  # (offset, size) of each out-of-band buffer in the segment
+Wire = tuple[bytes, Spans, int]  # what replaces the pickled bytes: (stream, spans, segment size)
+
+
+class Outgoing:
+    """A payload's segment on the sending side, and where its buffers lie in it."""
+
+    __slots__ = ("segment", "spans")
+
+    def __init__(self, segment: Segment, spans: Spans) -> None:
+        self.segment = segment
+        self.spans = spans
+
+    def close(self) -> None:
+        self.segment.close()
+
+    def send(self, channel: socket.socket, key: int, stream: bytes) -> Wire:
+        """Pass the descriptor (tagged ``key``) and return what the message carries instead."""
+        fd = self.segment.fd
+        send_fd(channel, key, fd if fd >= 0 else None)
+        return stream, self.spans, self.segment.size
+
+
+def _in_band(payload: Any, what: str, to_worker: bool) -> bytes:
+    """``payload`` pickled whole into the stream: no segment could be made."""
+    return pickle_payload(payload, what, _NEVER, likely_large=True, to_worker=to_worker)[0]
+
+
+_NEVER = 1 << 62  # a threshold no buffer reaches
+
+
+def _outgoing(views: list[memoryview]) -> Outgoing:
+    segment, offsets = write_segment(views)
+    return Outgoing(segment, [(offset, view.nbytes) for offset, view in zip(offsets, views)])
+
+
+class Incoming:
+    """A received payload whose buffers wait in a segment; ``load()`` maps it and unpickles.
+
+    The descriptor is closed once mapped (the mapping keeps the memory), or when this object is
+    dropped unloaded (a reply that came too late, a job given back).
+    """
+
+    __slots__ = ("error", "segment", "spans", "stream")
+
+    def __init__(
+        self, wire: Wire, segment: Optional[Segment], error: Optional[BaseException]
+    ) -> None:
+        self.stream, self.spans = wire[0], wire[1]
+        self.segment = segment
+        self.error = error
+
+    def load(self, writable: bool) -> Any:
+        segment, self.segment = self.segment, None
+        if segment is None:
+            raise self.error or RuntimeError(
+                "the shared memory holding this job's data was released before it could be "
+                "read (the job had already been resolved)"
+            )
+        try:
+            mapped = map_segment(segment.fd, segment.size, writable)
+        finally:
+            segment.close()
+        return loads(self.stream, mapped, self.spans, writable)
+
+
+def receive(channel: Optional[socket.socket], key: int, wire: Wire) -> Incoming:
+    """The payload announced by a message for ``key``: take its descriptor off ``channel``.
+
+    Never raises: a missing descriptor fails only this job, when it is loaded.
+    """
+    try:
+        if channel is None:
+            raise OSError("no shared-memory channel to this process")
+        fd = receive_fd(channel, key)
+    except OSError as exc:
+        return Incoming(wire, None, exc)
+    return Incoming(wire, None if fd is None else Segment(fd, wire[2]), None)
+
+
+def discard(channel: Optional[socket.socket], key: int) -> None:
+    """Take the descriptor announced for ``key`` off ``channel`` and close it (job given back)."""
+    receive(channel, key, (b"", [], 0))
+
+
+class LargeData:
+    """A pool's settings for large buffers; in a worker, also its end of the descriptor channel.
+
+    ``threshold``: buffers of at least this many bytes go through shared memory.
+    ``writable``: a worker's argument buffers are mapped copy-on-write instead of read-only.
+    """
+
+    __slots__ = ("channel", "threshold", "writable")
+
+    def __init__(
+        self, threshold: int, writable: bool, channel: Optional[socket.socket] = None
+    ) -> None:
+        self.threshold = threshold
+        self.writable = writable
+        self.channel = channel
+
+    @property
+    def settings(self) -> tuple[int, bool]:
+        return self.threshold, self.writable
+
+    def __reduce__(self) -> Any:  # travels to each worker with its end of the channel
+        return LargeData, (self.threshold, self.writable, self.channel)
+
+    # --- parent -------------------------------------------------------------------------------
+
+    def prepare(self, job: Job) -> None:
+        """Pickle ``job``'s arguments (or items) into ``job.body``; large buffers into a segment.
+
+        When no segment can be made (out of descriptors or memory), the job goes through the
+        pipe as before.
+        """
+        work = job.work
+        threshold = self.threshold
+        if type(work) is Call:
+            args = work.args
+            payload: Any = (args, work.kwargs)
+            likely = looks_large(args, threshold) or (
+                bool(work.kwargs) and looks_large(work.kwargs.values(), threshold)
+            )
+        else:  # a map chunk: its first item tells whether the items are large buffers
+            items, star = work.items, work.star  # type: ignore[union-attr]
+            payload = (items, star)
+            likely = bool(items) and looks_large(items[0] if star else items[:1], threshold)
+        try:
+            if not likely:  # the usual case, inlined: today's pickle, small
+                body = dumps(payload, "job")
+                if len(body) < threshold:
+                    job.body = body
+                    return
+            body, views = pickle_payload(payload, "job", threshold, likely_large=True)
+        except SerializationError as exc:  # named from the whole call: "args[0].conn"
+            raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
+        if views:
+            try:
+                outgoing = _outgoing(views)
+            except OSError:
+                body = _in_band(payload, "job", True)
+            else:
+                job.segment = outgoing
+                job.future.add_done_callback(outgoing.segment.close)
+        job.body = body
+
+    # --- worker -------------------------------------------------------------------------------
+
+    def dump_result(self, value: Any, key: int) -> Union[bytes, Wire]:
+        """Pickle a job's result; large buffers go into a segment passed to the parent now."""
+        threshold = self.threshold
+        first = value.values[:1] if type(value) is ChunkResult else (value,)
+        if not looks_large(first, threshold):  # the usual case, inlined: today's pickle, small
+            body = dumps(value, "the job's result", to_worker=False)
+            if len(body) < threshold:
+                return body
+        body, views = pickle_payload(
+            value, "the job's result", threshold, likely_large=True, to_worker=False
+        )
+        if not views:
+            return body
+        try:
+            if self.channel is None:
+                raise OSError("no shared-memory channel to the parent")
+            outgoing = _outgoing(views)
+        except OSError:
+            return _in_band(value, "the job's result", False)
+        try:
+            return outgoing.send(self.channel, key, body)
+        finally:
+            outgoing.segment.close()  # the descriptor in flight keeps the memory
+
+
+def large_data(threshold: Optional[int], writable: bool) -> Optional[LargeData]:
+    """The pool's settings, or None: off (``threshold=None``), or a platform without memfd."""
+    if threshold is None or not supported():
+        return None
+    return LargeData(threshold, writable)
