@@ -62,6 +62,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 def no_leftover_processes() -> Iterator[None]:
     """Every test that starts processes must leave none behind (the fork server excepted)."""
     yield
+    assert_no_leftover_processes()
+
+
+def assert_no_leftover_processes() -> None:
     leftovers = [
         child
         for child in multiprocessing.active_children()

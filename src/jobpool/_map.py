@@ -9,13 +9,14 @@ stays flat. With ``chunksize=None`` the chunk size adapts: it grows while chunks
 
 from __future__ import annotations
 
+import functools
 import itertools
 import queue
 import sys
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, Callable, Optional, cast
 
@@ -67,6 +68,13 @@ def _estimated_size(item: Any) -> int:
 
 
 SubmitChunk = Callable[[list[Any]], "Future[ChunkResult]"]
+#: How a consumer that limits each ``next()`` call waits for the next chunk (see
+#: ``jobpool._mp_pool._imap``). It gets ``ready(timeout)``, which waits at most ``timeout``
+#: seconds (None: no limit) and says whether the chunk is there, and returns an iterator that the
+#: map hands out in the chunk's place: one that raises while the wait runs out and ends once the
+#: chunk is there. An exception from it leaves the map where it was, so a later ``next()``
+#: waits again.
+NextWait = Callable[[Callable[[Optional[float]], bool]], Iterator[Any]]
 
 
 def windowed_map(
@@ -77,17 +85,37 @@ def windowed_map(
     window: int,
     ordered: bool,
     timeout: Optional[float],
+    next_wait: Optional[NextWait] = None,
 ) -> Iterator[Any]:
     """Submit the first window now (work starts at once, as with the stdlib), yield lazily."""
     sizer = ChunkSizer(chunksize)
     deadline = None if timeout is None else time.monotonic() + timeout
     if ordered:
-        return _ordered(submit_chunk, items, sizer, window, deadline)
-    return _unordered(submit_chunk, items, sizer, window, deadline)
+        return _ordered(submit_chunk, items, sizer, window, deadline, next_wait)
+    return _unordered(submit_chunk, items, sizer, window, deadline, next_wait)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _settled(future: Future[Any], timeout: Optional[float]) -> bool:
+    """Wait at most ``timeout`` for ``future``; whether it is done (``NextWait``'s ``ready``)."""
+    try:
+        future.exception(timeout)  # not result(): a failed chunk is for the map to raise
+    except (FuturesTimeoutError, CancelledError):
+        pass
+    return future.done()
+
+
+def _arrived(finished: queue.SimpleQueue[Any], timeout: Optional[float]) -> bool:
+    """Wait at most ``timeout`` for a finished chunk (``NextWait``'s ``ready``, unordered)."""
+    try:
+        future = finished.get(timeout=timeout)
+    except queue.Empty:
+        return False
+    finished.put(future)  # back for the map to take; finished chunks have no order among them
+    return True
 
 
 class MapIterator(itertools.chain):  # type: ignore[type-arg]
@@ -161,6 +189,7 @@ def _ordered(
     sizer: ChunkSizer,
     window: int,
     deadline: Optional[float],
+    next_wait: Optional[NextWait],
 ) -> Iterator[Any]:
     in_flight: deque[tuple[Future[ChunkResult], int]] = deque()
 
@@ -179,6 +208,8 @@ def _ordered(
         try:
             while in_flight:
                 future, count = in_flight[0]
+                if next_wait is not None and not future.done():
+                    yield next_wait(functools.partial(_settled, future))
                 result = future.result(_remaining(deadline))
                 in_flight.popleft()
                 del future  # hold no reference to a result already handed out
@@ -201,6 +232,7 @@ def _unordered(
     sizer: ChunkSizer,
     window: int,
     deadline: Optional[float],
+    next_wait: Optional[NextWait],
 ) -> Iterator[Any]:
     finished: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
     in_flight: dict[Future[ChunkResult], int] = {}
@@ -221,6 +253,8 @@ def _unordered(
         hand_out = _HandOut()
         try:
             while in_flight:
+                if next_wait is not None and finished.empty():
+                    yield next_wait(functools.partial(_arrived, finished))
                 try:
                     future = finished.get(timeout=_remaining(deadline))
                 except queue.Empty:

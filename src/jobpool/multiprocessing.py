@@ -1,0 +1,416 @@
+"""``multiprocessing.Pool`` and ``ThreadPool`` on jobpool: change the import, keep the code.
+
+.. code-block:: python
+
+    from jobpool.multiprocessing import Pool, ThreadPool
+
+    with Pool(processes=4) as pool:
+        print(pool.map(square, range(10)))
+
+The constructors, methods, return types and errors are the stdlib's; underneath is one
+:class:`jobpool.Pool`, which makes these pools better where the original hurts: lambdas, closures
+and bound methods run on processes; a worker that crashes fails only its own result (with
+:class:`~jobpool.WorkerCrashedError`) and the pool goes on; ``imap`` reads its input lazily; an
+argument that cannot be pickled fails at the call, naming the part; ``get()`` re-raises a job's
+exception with the worker's traceback; no worker outlives the pool, a Ctrl-C or a killed parent.
+"Coming from multiprocessing.Pool" in the docs lists every spelling.
+
+Every other name of the stdlib's ``multiprocessing`` (``cpu_count``, ``Queue``, ``Manager``...)
+is importable from here too, unchanged, so ``import jobpool.multiprocessing as multiprocessing``
+keeps a whole script working.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as _stdlib
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from multiprocessing.context import BaseContext
+from typing import Any, Callable, Optional, TypeVar, Union
+
+from ._mp_pool._callbacks import CallbackThread
+from ._mp_pool._chunks import chunk_submitter, stdlib_chunksize
+from ._mp_pool._imap import IMapIterator, imap
+from ._mp_pool._results import AsyncResult, MapResult, outcome
+from ._pool import Pool as _JobPool
+
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
+    "Pool",
+    "ThreadPool",
+    "TimeoutError",
+]
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+TimeoutError = _stdlib.TimeoutError  # what get(timeout) and next(timeout) raise
+ApplyResult = AsyncResult  # the stdlib's other name for it
+IMapUnorderedIterator = IMapIterator
+
+# The stdlib's names for a pool's states.
+INIT = "INIT"
+RUN = "RUN"
+CLOSE = "CLOSE"
+TERMINATE = "TERMINATE"
+
+
+class Pool:
+    """``multiprocessing.Pool``: ``processes`` worker processes running jobs for you.
+
+    Args:
+        processes: workers; ``None`` means the number of CPUs, as in the stdlib.
+        initializer, initargs: ``initializer(*initargs)`` runs in each worker when it starts.
+        maxtasksperchild: replace a worker after this many jobs (a chunk of a map is one job).
+        context: a start method name (``"fork"``, ``"spawn"``, ``"forkserver"``) or a
+            multiprocessing context. ``None`` means jobpool's default, ``"forkserver"`` on
+            POSIX (never ``fork`` unless asked; ``multiprocessing.get_context()`` follows
+            ``multiprocessing.set_start_method``).
+        backend: ``"process"``, or ``"dask"`` to run the same code on a Dask cluster (with
+            ``address=`` or ``client=``), or ``"thread"``.
+        job_timeout: a time limit in seconds for each job; with it, a map's items are sent one
+            by one unless ``chunksize`` is given, so the limit applies per item.
+        max_pending: at most this many jobs wait in the queue; submitting more blocks.
+
+    Raises:
+        ValueError: ``processes`` < 1, a bad ``maxtasksperchild``, or an option the backend
+            does not take.
+        TypeError: ``initializer`` is not callable.
+    """
+
+    def __init__(
+        self,
+        processes: Optional[int] = None,
+        initializer: Optional[Callable[..., object]] = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: Optional[int] = None,
+        context: Union[str, BaseContext, None] = None,
+        *,
+        backend: str = "process",
+        job_timeout: Optional[float] = None,
+        max_pending: Optional[int] = None,
+        address: Optional[str] = None,
+        client: Any = None,
+    ) -> None:
+        self._state = INIT
+        processes = _check_processes(processes)
+        _check_initializer(initializer)
+        if maxtasksperchild is not None and (
+            isinstance(maxtasksperchild, bool)
+            or not isinstance(maxtasksperchild, int)
+            or maxtasksperchild < 1
+        ):
+            raise ValueError(
+                f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
+            )
+        for name, value in (("context", context), ("maxtasksperchild", maxtasksperchild)):
+            if value is not None and backend != "process":
+                raise ValueError(f"{name}= applies only to backend='process', not {backend!r}")
+        jobs = _JobPool(
+            processes,
+            backend,
+            max_pending=max_pending,
+            initializer=initializer,
+            initargs=tuple(initargs),
+            start_method=context,
+            job_timeout=job_timeout,
+            max_jobs_per_worker=maxtasksperchild,
+            address=address,
+            client=client,
+        )
+        self._start(jobs, processes, job_timeout)
+
+    def _start(self, jobs: _JobPool, processes: int, job_timeout: Optional[float]) -> None:
+        self._jobs = jobs
+        self._processes = processes
+        self._job_timeout = job_timeout
+        self._callbacks = CallbackThread()
+        self._state = RUN
+
+    # --- one job ----------------------------------------------------------------------------
+
+    def apply(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Optional[Mapping[str, Any]] = None,
+    ) -> T:
+        """``func(*args, **kwds)`` in a worker; waits for it and returns its result."""
+        future = self._submit(func, args, kwds)
+        try:
+            result: T = outcome(future, None)
+        except BaseException:
+            future.cancel()  # interrupted while it waited: nobody will take its result
+            raise
+        return result
+
+    def apply_async(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Optional[Mapping[str, Any]] = None,
+        callback: Optional[Callable[[T], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+    ) -> AsyncResult[T]:
+        """Start ``func(*args, **kwds)`` in a worker; ``get()`` the result later.
+
+        ``callback(result)`` or ``error_callback(exception)`` runs in the pool's callback
+        thread, one at a time, in the order jobs finish, before ``get()`` returns.
+        """
+        if callback is not None or error_callback is not None:
+            _check_callbacks(callback, error_callback)
+            result = AsyncResult(self._submit(func, args, kwds))
+            result._call_back(self._callbacks, callback, error_callback)
+            return result
+        return AsyncResult(self._submit(func, args, kwds))
+
+    def _submit(
+        self, func: Callable[..., T], args: Iterable[Any], kwds: Optional[Mapping[str, Any]]
+    ) -> Any:
+        if self._state != RUN:
+            self._check_running()
+        if not callable(func):
+            raise TypeError(f"func must be a callable, got {func!r}")
+        if type(args) is not tuple:
+            args = _as_args(args)
+        if kwds:
+            return self._jobs.submit(func, *args, **kwds)
+        return self._jobs.submit(func, *args)
+
+    # --- maps that return a list ------------------------------------------------------------
+
+    def map(
+        self, func: Callable[[S], T], iterable: Iterable[S], chunksize: Optional[int] = None
+    ) -> list[T]:
+        """``[func(x) for x in iterable]``, in the workers; raises the first item's error.
+
+        As in the stdlib the input is read at once and cut into about four chunks per worker
+        (``chunksize`` chooses); every item runs, even after one failed. For input too large
+        to hold in memory, use :meth:`imap`.
+        """
+        return _gather(self._map_async("map", func, iterable, chunksize, False, None, None))
+
+    def map_async(
+        self,
+        func: Callable[[S], T],
+        iterable: Iterable[S],
+        chunksize: Optional[int] = None,
+        callback: Optional[Callable[[list[T]], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+    ) -> MapResult[T]:
+        """:meth:`map` without waiting: ``get()`` the list later."""
+        return self._map_async(
+            "map_async", func, iterable, chunksize, False, callback, error_callback
+        )
+
+    def starmap(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: Optional[int] = None,
+    ) -> list[T]:
+        """Like :meth:`map`, with each item unpacked as the arguments: ``func(*item)``."""
+        return _gather(self._map_async("starmap", func, iterable, chunksize, True, None, None))
+
+    def starmap_async(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: Optional[int] = None,
+        callback: Optional[Callable[[list[T]], object]] = None,
+        error_callback: Optional[Callable[[BaseException], object]] = None,
+    ) -> MapResult[T]:
+        """:meth:`starmap` without waiting: ``get()`` the list later."""
+        return self._map_async(
+            "starmap_async", func, iterable, chunksize, True, callback, error_callback
+        )
+
+    def _map_async(
+        self,
+        where: str,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: Optional[int],
+        star: bool,
+        callback: Optional[Callable[[Any], object]],
+        error_callback: Optional[Callable[[BaseException], object]],
+    ) -> MapResult[Any]:
+        self._check_running()
+        _check_callbacks(callback, error_callback)
+        items = iterable if hasattr(iterable, "__len__") else list(iterable)
+        if chunksize is None and self._job_timeout is None:
+            chunksize = stdlib_chunksize(len(items), self._processes)  # type: ignore[arg-type]
+        submit, plan = chunk_submitter(self._jobs, where, func, chunksize, star)
+        size = plan.chunksize or 1
+        chunks = []
+        rest = iter(items)
+        try:
+            chunk = list(itertools.islice(rest, size))
+            while chunk:
+                chunks.append(submit(chunk))
+                chunk = list(itertools.islice(rest, size))
+        except BaseException:
+            for submitted in chunks:  # this call failed: its chunks have nobody to report to
+                submitted.cancel()
+            raise
+        return MapResult(chunks, self._callbacks, callback, error_callback)
+
+    # --- lazy maps --------------------------------------------------------------------------
+
+    def imap(
+        self, func: Callable[[S], T], iterable: Iterable[S], chunksize: Optional[int] = None
+    ) -> IMapIterator[T]:
+        """Results in input order, lazily: the input is read only a bounded window ahead.
+
+        ``chunksize=None`` (the stdlib's default is 1) adapts the chunk size to how long items
+        take, so tiny items travel in batches and slow ones one by one; a number fixes it.
+        An item that raised raises when its turn comes, and the iteration can go on after it.
+        """
+        self._check_running()
+        return imap(self._jobs, "imap", func, iterable, chunksize, ordered=True)
+
+    def imap_unordered(
+        self, func: Callable[[S], T], iterable: Iterable[S], chunksize: Optional[int] = None
+    ) -> IMapIterator[T]:
+        """Like :meth:`imap`, with results in the order they finish."""
+        self._check_running()
+        return imap(self._jobs, "imap_unordered", func, iterable, chunksize, ordered=False)
+
+    # --- the pool's life --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Take no more jobs; the workers exit once the jobs already submitted are done."""
+        if self._state == RUN:
+            self._state = CLOSE
+            self._jobs.shutdown(wait=False)
+            self._callbacks.close()
+
+    def terminate(self) -> None:
+        """Stop now: jobs not started are cancelled, running ones killed (their results fail).
+
+        Threads cannot be stopped: on a ``ThreadPool`` a running job's result fails at once and
+        its thread finishes the call unobserved.
+        """
+        self._state = TERMINATE
+        self._jobs.terminate()
+        self._callbacks.close()
+
+    def join(self) -> None:
+        """Wait for the workers to exit, and the callbacks to run, after close or terminate."""
+        if self._state == RUN:
+            raise ValueError("Pool is still running: call close() or terminate() before join()")
+        self._jobs.shutdown(wait=True)
+        self._callbacks.join()
+
+    def _check_running(self) -> None:
+        if self._state != RUN:
+            how = "closed" if self._state == CLOSE else "terminated"
+            raise ValueError(f"Pool not running: it was {how}")
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()  # as the stdlib's: jobs still running are stopped
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+    def __repr__(self) -> str:
+        cls = type(self)
+        return (
+            f"<{cls.__module__}.{cls.__qualname__} state={self._state} "
+            f"pool_size={getattr(self, '_processes', 0)}>"
+        )
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+            self._callbacks.close()  # its jobpool.Pool stops its workers when it goes too
+
+
+class ThreadPool(Pool):
+    """``multiprocessing.pool.ThreadPool``: the same API, running jobs on ``processes`` threads.
+
+    Takes ``job_timeout`` and ``max_pending`` as :class:`Pool` does.
+    """
+
+    def __init__(
+        self,
+        processes: Optional[int] = None,
+        initializer: Optional[Callable[..., object]] = None,
+        initargs: Iterable[Any] = (),
+        *,
+        job_timeout: Optional[float] = None,
+        max_pending: Optional[int] = None,
+    ) -> None:
+        self._state = INIT
+        processes = _check_processes(processes)
+        _check_initializer(initializer)
+        jobs = _JobPool(
+            processes,
+            "thread",
+            max_pending=max_pending,
+            initializer=initializer,
+            initargs=tuple(initargs),
+            job_timeout=job_timeout,
+        )
+        self._start(jobs, processes, job_timeout)
+
+
+def _check_processes(processes: Optional[int]) -> int:
+    if processes is None:
+        count = getattr(os, "process_cpu_count", os.cpu_count)()  # the stdlib's, per version
+        return int(count or 1)
+    if isinstance(processes, bool) or not isinstance(processes, int):
+        raise TypeError(f"processes must be an int, not {type(processes).__name__}")
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    return processes
+
+
+def _check_initializer(initializer: object) -> None:
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be a callable, got {initializer!r}")
+
+
+def _check_callbacks(callback: object, error_callback: object) -> None:
+    for name, value in (("callback", callback), ("error_callback", error_callback)):
+        if value is not None and not callable(value):
+            raise TypeError(f"{name} must be a callable, got {value!r}")
+
+
+def _as_args(args: Iterable[Any]) -> tuple[Any, ...]:
+    try:
+        return tuple(args)
+    except TypeError:
+        raise TypeError(
+            f"args must be a tuple of arguments, not {type(args).__name__}; "
+            f"for a single argument write ({args!r},)"
+        ) from None
+
+
+def _gather(result: MapResult[T]) -> list[T]:
+    """``result.get()``; if that is interrupted, the chunks not started are cancelled."""
+    try:
+        return result.get()
+    except BaseException:
+        result.cancel()
+        raise
+
+
+def __getattr__(name: str) -> Any:
+    """Every other public name is the stdlib ``multiprocessing``'s (see the module docstring)."""
+    if not name.startswith("_"):
+        try:
+            return getattr(_stdlib, name)
+        except AttributeError:
+            pass
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
