@@ -12,6 +12,7 @@ INFO_COLUMNS = {
     "lazy": ["stall", "lazy"],
     "big_closure": ["error"],
     "crash": ["crashed job", "other jobs", "same pool usable after", "graceful shutdown"],
+    "mp_pool": ["speed x stdlib", "at least as fast"],
 }
 
 
@@ -207,6 +208,26 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
                 "<= 1.2 x ProcessPoolExecutor, same start method",
                 f"{_fmt(a, '{:.1f}')} vs {_fmt(b, '{:.1f}')} ms = {_fmt(r, '{:.2f}')}x",
                 None if r is None else r <= 1.2,
+            )
+        )
+    out += _mp_pool_goals(w)
+    return out
+
+
+def _mp_pool_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    """jobpool.multiprocessing against the stdlib pool it replaces, measure by measure."""
+    from .workloads.mp_pool import PAIRS, speed_ratios
+
+    rows = {r["impl"]: r for r in w.get("mp_pool", {}).get("rows", [])}
+    out = []
+    for mine, theirs in PAIRS.items():
+        ratios = speed_ratios(rows[mine], rows[theirs]) if mine in rows and theirs in rows else {}
+        out.append(
+            _goal(
+                f"{mine} vs {theirs}",
+                ">= 1x on apply_async overhead, map, imap and imap(chunksize=1000)",
+                ", ".join(f"{name} {r:.2f}x" for name, r in ratios.items()) or "-",
+                None if not ratios else all(r >= 1.0 for r in ratios.values()),
             )
         )
     return out

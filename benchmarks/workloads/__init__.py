@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import big_closure, cpu, crash, io, lazy, map_tiny, overhead, roundtrip, startup
+from . import big_closure, cpu, crash, io, lazy, map_tiny, mp_pool, overhead, roundtrip, startup
 
 ALL: dict[str, ModuleType] = {
-    m.NAME: m for m in (overhead, roundtrip, map_tiny, lazy, big_closure, cpu, io, startup, crash)
+    m.NAME: m
+    for m in (overhead, roundtrip, map_tiny, lazy, big_closure, cpu, io, startup, crash, mp_pool)
 }

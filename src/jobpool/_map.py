@@ -68,13 +68,13 @@ def _estimated_size(item: Any) -> int:
 
 
 SubmitChunk = Callable[[list[Any]], "Future[ChunkResult]"]
-#: How a consumer that limits each ``next()`` call waits for the next chunk (see
-#: ``jobpool._mp_pool._imap``). It gets ``ready(timeout)``, which waits at most ``timeout``
-#: seconds (None: no limit) and says whether the chunk is there, and returns an iterator that the
-#: map hands out in the chunk's place: one that raises while the wait runs out and ends once the
-#: chunk is there. An exception from it leaves the map where it was, so a later ``next()``
-#: waits again.
+#: How a resumable map waits for its next chunk (see ``windowed_map``). It gets
+#: ``ready(timeout)``, which waits at most ``timeout`` seconds (None: no limit) and says whether
+#: the chunk is there, and returns an iterator that the map hands out in the chunk's place: one
+#: that raises while the wait runs out and ends once the chunk is there. An exception from it
+#: leaves the map where it was, so a later ``next()`` waits again.
 NextWait = Callable[[Callable[[Optional[float]], bool]], Iterator[Any]]
+CANCELLED = "a chunk of this map was cancelled before it ran: its pool was shut down or terminated"
 
 
 def windowed_map(
@@ -85,18 +85,71 @@ def windowed_map(
     window: int,
     ordered: bool,
     timeout: Optional[float],
-    next_wait: Optional[NextWait] = None,
+    resumable: Optional[NextWait] = None,
 ) -> Iterator[Any]:
-    """Submit the first window now (work starts at once, as with the stdlib), yield lazily."""
+    """Submit the first window now (work starts at once, as with the stdlib), yield lazily.
+
+    A failed item raises when its turn comes and ends the map, as with ``Executor.map``.
+    ``resumable`` gives ``multiprocessing.Pool.imap``'s iterator instead: a failed item (or each
+    item of a chunk that failed as a whole, its worker crashed) raises at its turn and the next
+    ``next()`` goes on after it; each wait for a chunk goes through ``resumable``, so a caller
+    can limit how long one ``next()`` waits.
+    """
     sizer = ChunkSizer(chunksize)
     deadline = None if timeout is None else time.monotonic() + timeout
+    source = _Input(items, resumable is not None)
     if ordered:
-        return _ordered(submit_chunk, items, sizer, window, deadline, next_wait)
-    return _unordered(submit_chunk, items, sizer, window, deadline, next_wait)
+        return _ordered(submit_chunk, source, sizer, window, deadline, resumable)
+    return _unordered(submit_chunk, source, sizer, window, deadline, resumable)
+
+
+class _Input:
+    """The map's input, read a chunk at a time.
+
+    In a resumable map an exception from the input ends it there: the items read before it still
+    run, and the exception is raised after their results (``list.extend`` keeps the items it got
+    before the error, so this costs nothing per item).
+    """
+
+    __slots__ = ("_items", "_resumable", "error")
+
+    def __init__(self, items: Iterator[Any], resumable: bool) -> None:
+        self._items = items
+        self._resumable = resumable
+        self.error: Optional[Exception] = None
+
+    def take(self, size: int) -> list[Any]:
+        if not self._resumable:
+            return list(itertools.islice(self._items, size))
+        chunk: list[Any] = []
+        try:
+            chunk.extend(itertools.islice(self._items, size))
+        except Exception as exc:
+            self.error = exc
+            self._items = iter(())
+        return chunk
+
+    def last(self) -> Iterator[Any]:
+        """What a resumable map hands out after its last result: the input's exception."""
+        return _RaiseOnce(self.error)
 
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _chunk_result(
+    future: Future[ChunkResult], deadline: Optional[float], count: int, resumable: bool
+) -> ChunkResult:
+    """The chunk's result; in a resumable map a chunk that failed as a whole fails each item."""
+    try:
+        return future.result(_remaining(deadline))
+    except CancelledError:
+        raise CancelledError(CANCELLED) from None
+    except BaseException as exc:
+        if not resumable or not future.done():  # not the chunk's failure: the wait's
+            raise
+        return ChunkResult([None] * count, dict.fromkeys(range(count), exc), TARGET_CHUNK_SECONDS)
 
 
 def _settled(future: Future[Any], timeout: Optional[float]) -> bool:
@@ -151,21 +204,26 @@ class _HandOut:
     handed out (``close()``).
     """
 
-    __slots__ = ("_turns",)
+    __slots__ = ("_resumable", "_turns")
 
-    def __init__(self) -> None:
+    def __init__(self, resumable: bool) -> None:
         self._turns: list[list[Any]] = []
+        self._resumable = resumable
 
     def chunk(self, result: ChunkResult) -> Generator[Iterator[Any], None, None]:
         """Yield an iterator over ``result``'s values, then raise its first failed item's error.
 
         The error is raised through the chunks' generator (``yield from``), so it ends the
         ``map`` (as in ``Executor.map``) and that generator's cleanup cancels what is still
-        in flight. The caller drops its own reference to ``result`` before iterating.
+        in flight. The caller drops its own reference to ``result`` before iterating. In a
+        resumable map each failed item's error is handed out in its place instead.
         """
         errors = result.errors
         if errors is None:
             values, error = result.values, None
+        elif self._resumable:
+            yield from self._around(result.values, errors)
+            return
         else:
             first = min(errors)
             values, error = result.values[:first], errors[first]
@@ -176,8 +234,46 @@ class _HandOut:
         if error is not None:
             raise error
 
+    def _around(
+        self, values: list[Any], errors: dict[int, BaseException]
+    ) -> Generator[Iterator[Any], None, None]:
+        values.reverse()
+        position = 0
+        for index in sorted(errors):
+            self._turns = [values] * (index - position)
+            yield map(_pop, self._turns)
+            values.pop()  # the failed item's place
+            yield _RaiseOnce(errors[index])
+            position = index + 1
+        self._turns = [values] * len(values)
+        yield map(_pop, self._turns)
+
     def stop(self) -> None:
         self._turns.clear()
+
+
+class _RaiseOnce:
+    """An iterator that raises ``error`` at its first ``next()`` and ends at the second.
+
+    ``itertools.chain`` keeps an iterator that raised as its current one, so the map's next
+    ``next()`` ends this one and goes on with the rest. The traceback is reset at each raise:
+    one exception may stand for every item of a chunk that failed as a whole.
+    """
+
+    __slots__ = ("_error", "_traceback")
+
+    def __init__(self, error: Optional[BaseException]) -> None:
+        self._error = error
+        self._traceback = None if error is None else error.__traceback__
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        error, self._error = self._error, None
+        if error is None:
+            raise StopIteration
+        raise error.with_traceback(self._traceback)
 
 
 _pop = list.pop
@@ -185,17 +281,17 @@ _pop = list.pop
 
 def _ordered(
     submit_chunk: SubmitChunk,
-    items: Iterator[Any],
+    source: _Input,
     sizer: ChunkSizer,
     window: int,
     deadline: Optional[float],
-    next_wait: Optional[NextWait],
+    resumable: Optional[NextWait],
 ) -> Iterator[Any]:
     in_flight: deque[tuple[Future[ChunkResult], int]] = deque()
 
     def refill() -> None:
         while len(in_flight) < window:
-            chunk = list(itertools.islice(items, sizer.size))
+            chunk = source.take(sizer.size)
             if not chunk:
                 return
             sizer.weigh(chunk)
@@ -204,13 +300,13 @@ def _ordered(
     refill()
 
     def generate() -> Generator[Iterator[Any], None, None]:
-        hand_out = _HandOut()
+        hand_out = _HandOut(resumable is not None)
         try:
             while in_flight:
                 future, count = in_flight[0]
-                if next_wait is not None and not future.done():
-                    yield next_wait(functools.partial(_settled, future))
-                result = future.result(_remaining(deadline))
+                if resumable is not None and not future.done():
+                    yield resumable(functools.partial(_settled, future))
+                result = _chunk_result(future, deadline, count, resumable is not None)
                 in_flight.popleft()
                 del future  # hold no reference to a result already handed out
                 sizer.observe(count, result.elapsed)
@@ -218,6 +314,8 @@ def _ordered(
                 chunk = hand_out.chunk(result)
                 del result
                 yield from chunk
+            if source.error is not None:
+                yield source.last()
         finally:
             hand_out.stop()  # after close(), not even the rest of this chunk is handed out
             for future, _ in in_flight:
@@ -228,18 +326,18 @@ def _ordered(
 
 def _unordered(
     submit_chunk: SubmitChunk,
-    items: Iterator[Any],
+    source: _Input,
     sizer: ChunkSizer,
     window: int,
     deadline: Optional[float],
-    next_wait: Optional[NextWait],
+    resumable: Optional[NextWait],
 ) -> Iterator[Any]:
     finished: queue.SimpleQueue[Future[ChunkResult]] = queue.SimpleQueue()
     in_flight: dict[Future[ChunkResult], int] = {}
 
     def refill() -> None:
         while len(in_flight) < window:
-            chunk = list(itertools.islice(items, sizer.size))
+            chunk = source.take(sizer.size)
             if not chunk:
                 return
             sizer.weigh(chunk)
@@ -250,23 +348,25 @@ def _unordered(
     refill()
 
     def generate() -> Generator[Iterator[Any], None, None]:
-        hand_out = _HandOut()
+        hand_out = _HandOut(resumable is not None)
         try:
             while in_flight:
-                if next_wait is not None and finished.empty():
-                    yield next_wait(functools.partial(_arrived, finished))
+                if resumable is not None and finished.empty():
+                    yield resumable(functools.partial(_arrived, finished))
                 try:
                     future = finished.get(timeout=_remaining(deadline))
                 except queue.Empty:
                     raise FuturesTimeoutError("map() results were not ready within its timeout")
                 count = in_flight.pop(future)
-                result = future.result()
+                result = _chunk_result(future, None, count, resumable is not None)
                 del future
                 sizer.observe(count, result.elapsed)
                 refill()
                 chunk = hand_out.chunk(result)
                 del result
                 yield from chunk
+            if source.error is not None:
+                yield source.last()
         finally:
             hand_out.stop()  # after close(), not even the rest of this chunk is handed out
             for future in in_flight:

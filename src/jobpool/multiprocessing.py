@@ -27,13 +27,14 @@ import multiprocessing as _stdlib
 import os
 import warnings
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from ._mp_pool._callbacks import CallbackThread
-from ._mp_pool._chunks import chunk_submitter, stdlib_chunksize
 from ._mp_pool._imap import IMapIterator, imap
-from ._mp_pool._results import AsyncResult, MapResult, outcome
+from ._mp_pool._results import AsyncResult, CalledBack, MapResult, outcome
+from ._mp_pool._seam import chunk_submitter, stdlib_chunksize
 from ._pool import Pool as _JobPool
 
 __all__ = [
@@ -163,20 +164,17 @@ class Pool:
         ``callback(result)`` or ``error_callback(exception)`` runs in the pool's callback
         thread, one at a time, in the order jobs finish, before ``get()`` returns.
         """
-        if callback is not None or error_callback is not None:
-            _check_callbacks(callback, error_callback)
-            result = AsyncResult(self._submit(func, args, kwds))
-            result._call_back(self._callbacks, callback, error_callback)
-            return result
-        return AsyncResult(self._submit(func, args, kwds))
+        if callback is None and error_callback is None:
+            return AsyncResult(self._submit(func, args, kwds))
+        _check_callbacks(callback, error_callback)
+        future = self._submit(func, args, kwds)
+        return CalledBack(future, self._callbacks, callback, error_callback)
 
     def _submit(
         self, func: Callable[..., T], args: Iterable[Any], kwds: Optional[Mapping[str, Any]]
-    ) -> Any:
+    ) -> Future[T]:
         if self._state != RUN:
             self._check_running()
-        if not callable(func):
-            raise TypeError(f"func must be a callable, got {func!r}")
         if type(args) is not tuple:
             args = _as_args(args)
         if kwds:
@@ -264,23 +262,35 @@ class Pool:
     # --- lazy maps --------------------------------------------------------------------------
 
     def imap(
-        self, func: Callable[[S], T], iterable: Iterable[S], chunksize: Optional[int] = None
+        self,
+        func: Callable[[S], T],
+        iterable: Iterable[S],
+        chunksize: Optional[int] = None,
+        *,
+        buffersize: Optional[int] = None,
     ) -> IMapIterator[T]:
         """Results in input order, lazily: the input is read only a bounded window ahead.
 
         ``chunksize=None`` (the stdlib's default is 1) adapts the chunk size to how long items
-        take, so tiny items travel in batches and slow ones one by one; a number fixes it.
-        An item that raised raises when its turn comes, and the iteration can go on after it.
+        take, so tiny items travel in batches and slow ones one by one; a number fixes it. At
+        most ``buffersize`` chunks are in flight (default: twice the workers; at least 16 with
+        a fixed ``chunksize``). An item that raised raises when its turn comes, and the
+        iteration can go on after it; ``next(timeout)`` limits the wait for one result.
         """
         self._check_running()
-        return imap(self._jobs, "imap", func, iterable, chunksize, ordered=True)
+        return imap(self._jobs, "imap", func, iterable, chunksize, True, buffersize)
 
     def imap_unordered(
-        self, func: Callable[[S], T], iterable: Iterable[S], chunksize: Optional[int] = None
+        self,
+        func: Callable[[S], T],
+        iterable: Iterable[S],
+        chunksize: Optional[int] = None,
+        *,
+        buffersize: Optional[int] = None,
     ) -> IMapIterator[T]:
         """Like :meth:`imap`, with results in the order they finish."""
         self._check_running()
-        return imap(self._jobs, "imap_unordered", func, iterable, chunksize, ordered=False)
+        return imap(self._jobs, "imap_unordered", func, iterable, chunksize, False, buffersize)
 
     # --- the pool's life --------------------------------------------------------------------
 

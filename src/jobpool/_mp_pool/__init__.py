@@ -6,5 +6,5 @@ package holds what that needs besides the pool class itself, one job per module:
 - ``_results``: ``AsyncResult`` and ``MapResult`` (``get``, ``wait``, ``ready``, ``successful``);
 - ``_callbacks``: the thread that runs ``callback`` / ``error_callback``, one at a time;
 - ``_imap``: the lazy iterator of ``imap`` / ``imap_unordered``, with ``next(timeout)``;
-- ``_chunks``: submitting a map's chunks through ``jobpool.Pool`` (the one internal seam).
+- ``_seam``: submitting a map's chunks to a ``jobpool.Pool`` (the one internal seam).
 """

@@ -19,54 +19,24 @@ import itertools
 import multiprocessing
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar
 
 from .._map import windowed_map
-from .._progress import Failed, capture_failures
-from ._chunks import chunk_submitter
-from ._results import TERMINATED
+from ._seam import chunk_submitter
 
 if TYPE_CHECKING:
     from .._pool import Pool
 
 T = TypeVar("T")
-
-
-class _InputGuard:
-    """Reads the caller's input for the map; an exception from it ends the input there.
-
-    The exception is kept and raised after the results of every item read before it (the stdlib
-    loses the items of a chunk it was cutting when the input failed; they are run here).
-    """
-
-    __slots__ = ("error",)
-
-    def __init__(self) -> None:
-        self.error: Optional[Exception] = None
-
-    def read(self, items: Iterator[Any]) -> Iterator[Any]:
-        try:
-            yield from items
-        except Exception as exc:
-            self.error = exc
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        """After the last result: raise the input's exception once, then end."""
-        error, self.error = self.error, None
-        if error is None:
-            raise StopIteration
-        raise error
+FIXED_CHUNKS_WINDOW = 16
 
 
 class WaitLimit:
     """The limit of the ``next(timeout)`` call under way; the map waits for chunks through it.
 
-    It is the windowed map's ``NextWait``: while a chunk is awaited the map hands out a
-    :class:`_Turn` in its place, which waits until this deadline (none outside ``next(timeout)``).
+    It is the windowed map's ``NextWait`` (``resumable``): while a chunk is awaited the map hands
+    out a :class:`_Turn` in its place, which waits until this deadline (none outside
+    ``next(timeout)``).
     """
 
     __slots__ = ("deadline",)
@@ -98,27 +68,16 @@ class _Turn:
         raise multiprocessing.TimeoutError("the next result was not ready in time")
 
 
-class IMapIterator(Generic[T]):
-    """What ``imap`` and ``imap_unordered`` return: an iterator with ``next(timeout)``."""
+class IMapIterator(itertools.chain, Generic[T]):  # type: ignore[type-arg]
+    """What ``imap`` and ``imap_unordered`` return: an iterator with ``next(timeout)``.
 
-    __slots__ = ("__weakref__", "_items", "_limit")
+    It is ``itertools.chain`` over the windowed map, so taking a result runs no Python code;
+    only ``next(timeout)`` does.
+    """
 
-    def __init__(self, results: Iterator[Any], guard: _InputGuard, limit: WaitLimit) -> None:
-        self._items = itertools.chain(results, guard)
-        self._limit = limit
+    __slots__ = ("_limit",)
 
-    def __iter__(self) -> IMapIterator[T]:
-        return self
-
-    def __next__(self) -> T:
-        try:
-            value = next(self._items)
-        except CancelledError:
-            raise CancelledError(TERMINATED) from None
-        if type(value) is Failed:
-            raise value.error
-        result: T = value
-        return result
+    _limit: WaitLimit
 
     def next(self, timeout: Optional[float] = None) -> T:
         """The next result; ``multiprocessing.TimeoutError`` if not there within ``timeout``."""
@@ -130,6 +89,10 @@ class IMapIterator(Generic[T]):
         finally:
             self._limit.deadline = None
 
+    if TYPE_CHECKING:
+
+        def __next__(self) -> T: ...
+
 
 def imap(
     pool: Pool,
@@ -138,19 +101,29 @@ def imap(
     iterable: Iterable[Any],
     chunksize: Optional[int],
     ordered: bool,
+    buffersize: Optional[int],
 ) -> IMapIterator[Any]:
-    """Start a lazy map of ``fn`` over ``iterable`` on ``pool``; its first window is sent now."""
+    """Start a lazy map of ``fn`` over ``iterable`` on ``pool``; its first window is sent now.
+
+    At most ``buffersize`` chunks are in flight: by default twice the workers, and at least
+    :data:`FIXED_CHUNKS_WINDOW` when the caller fixed a chunk size (small fixed chunks need a
+    deeper pipeline to keep the workers busy; adaptive ones grow instead).
+    """
     items = iter(iterable)
-    submit, plan = chunk_submitter(pool, where, fn, chunksize, False)
-    guard = _InputGuard()
+    submit, plan = chunk_submitter(pool, where, fn, chunksize, False, buffersize)
+    window = (
+        plan.window if buffersize or chunksize is None else max(plan.window, FIXED_CHUNKS_WINDOW)
+    )
     limit = WaitLimit()
     results = windowed_map(
-        capture_failures(submit),
-        guard.read(items),
+        submit,
+        items,
         chunksize=plan.chunksize,
-        window=plan.window,
+        window=window,
         ordered=ordered,
         timeout=None,
-        next_wait=limit,
+        resumable=limit,
     )
-    return IMapIterator(results, guard, limit)
+    iterator: IMapIterator[Any] = IMapIterator(results)
+    iterator._limit = limit
+    return iterator

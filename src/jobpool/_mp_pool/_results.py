@@ -38,16 +38,14 @@ def not_ready(timeout: Optional[float]) -> multiprocessing.TimeoutError:
 def outcome(future: Future[Any], timeout: Optional[float]) -> Any:
     """``future.result(timeout)`` with the stdlib pool's errors for waiting and termination."""
     try:
-        try:
-            return future.result(timeout)
-        except FuturesTimeoutError:
-            if not future.done():
-                raise not_ready(timeout) from None
-            return future.result()  # done after all; or the job's own TimeoutError
-    except CancelledError:
+        return future.result(timeout)
+    except (FuturesTimeoutError, CancelledError):
+        # The wait ran out, the pool cancelled the job, or the job raised one of these itself.
         if future.cancelled():
             raise CancelledError(TERMINATED) from None
-        raise
+        if not future.done():
+            raise not_ready(timeout) from None
+        return future.result()
 
 
 def error_of(future: Future[Any]) -> Optional[BaseException]:
@@ -60,26 +58,12 @@ def error_of(future: Future[Any]) -> Optional[BaseException]:
 class AsyncResult(Generic[T]):
     """The result of ``apply_async``: ``get``, ``wait``, ``ready`` and ``successful``."""
 
-    __slots__ = ("_callback", "_error_callback", "_future", "_ready")
+    __slots__ = ("_future",)
+
+    _ready: Optional[threading.Event] = None  # set once the callbacks ran (CalledBack)
 
     def __init__(self, future: Future[T]) -> None:
         self._future = future
-        self._ready: Optional[threading.Event] = None  # set after the callbacks ran, if any
-        self._callback: Optional[ResultCallback] = None
-        self._error_callback: Optional[ErrorCallback] = None
-
-    def _call_back(
-        self,
-        callbacks: CallbackThread,
-        callback: Optional[ResultCallback],
-        error_callback: Optional[ErrorCallback],
-    ) -> None:
-        """Have ``callbacks`` run ``callback(value)`` or ``error_callback(exc)`` once done."""
-        self._callback = callback
-        self._error_callback = error_callback
-        self._ready = threading.Event()
-        callbacks.expect()
-        self._future.add_done_callback(lambda _: callbacks.put(self))
 
     def ready(self) -> bool:
         """Whether the job has finished (and its callback, if any, has run)."""
@@ -114,6 +98,30 @@ class AsyncResult(Generic[T]):
         value: T = outcome(self._future, timeout)
         return value
 
+    def __repr__(self) -> str:
+        state = "ready" if self.ready() else "pending"
+        return f"<{type(self).__module__}.{type(self).__qualname__} {state}>"
+
+
+class CalledBack(AsyncResult[T]):
+    """An ``AsyncResult`` with callbacks: ready once its callback ran in the callback thread."""
+
+    __slots__ = ("_callback", "_error_callback", "_ready")
+
+    def __init__(
+        self,
+        future: Future[T],
+        callbacks: CallbackThread,
+        callback: Optional[ResultCallback],
+        error_callback: Optional[ErrorCallback],
+    ) -> None:
+        self._future = future
+        self._callback = callback
+        self._error_callback = error_callback
+        self._ready = threading.Event()
+        callbacks.expect()
+        future.add_done_callback(lambda _: callbacks.put(self))
+
     def deliver(self) -> None:
         """Run the callback that applies; then the result is ready (in the callback thread)."""
         try:
@@ -129,10 +137,6 @@ class AsyncResult(Generic[T]):
             assert self._ready is not None
             self._ready.set()
 
-    def __repr__(self) -> str:
-        state = "ready" if self.ready() else "pending"
-        return f"<{type(self).__module__}.{type(self).__qualname__} {state}>"
-
 
 class MapResult(AsyncResult[list[T]]):
     """The result of ``map_async`` / ``starmap_async``: every item's value, in input order.
@@ -141,7 +145,16 @@ class MapResult(AsyncResult[list[T]]):
     ``get()`` then raises the exception of the first item that failed, in input order.
     """
 
-    __slots__ = ("_all_done", "_chunks", "_done", "_left", "_lock", "_outcome")
+    __slots__ = (
+        "_all_done",
+        "_callback",
+        "_chunks",
+        "_done",
+        "_error_callback",
+        "_left",
+        "_lock",
+        "_outcome",
+    )
 
     def __init__(
         self,

@@ -1,12 +1,12 @@
-"""Submitting a map's chunks through ``jobpool.Pool``: the one seam into its internals.
+"""Submitting a map's chunks to a ``jobpool.Pool``: the one seam into its internals.
 
-``jobpool.Pool.map`` serializes the function once for all of a map's chunks (``Pool._plan_map``
-returns that ``MapPlan``) and sends each chunk as one job (``MapPlan.chunk_job``, queued by
+``Pool.map`` serializes the function once for all of a map's chunks (``Pool._plan_map`` returns
+that ``MapPlan``) and sends each chunk as one job (``MapPlan.chunk_job``, queued by
 ``Pool._enqueue``) whose result holds every item's value or exception (``ChunkResult``).
 ``map_async`` and ``imap`` need exactly those jobs, without the lazy iterator ``Pool.map`` wraps
-them in (``map_async`` submits every chunk at once, as the stdlib does) or with a per-item
-error that does not end the iteration (``imap``). Those three names are all this package uses
-of ``jobpool.Pool`` besides its public API.
+them in (``map_async`` submits every chunk at once, as the stdlib does) or with per-item errors
+that do not end the iteration (``imap``, through ``windowed_map(resumable=...)``). These names
+are all this package uses of jobpool's internals; single calls go through ``Pool.submit``.
 """
 
 from __future__ import annotations
@@ -28,15 +28,21 @@ def stdlib_chunksize(items: int, workers: int) -> int:
 
 
 def chunk_submitter(
-    pool: Pool, where: str, fn: Callable[..., Any], chunksize: Optional[int], star: bool
+    pool: Pool,
+    where: str,
+    fn: Callable[..., Any],
+    chunksize: Optional[int],
+    star: bool,
+    buffersize: Optional[int] = None,
 ) -> tuple[SubmitChunk, MapPlan]:
     """A function that submits one chunk of ``fn``'s items, and the plan it follows.
 
     ``plan.chunksize`` is the size to cut chunks at (None: adapt it, as ``Pool.map`` does);
     with a job time limit and no chunksize given it is 1, so the limit applies per item.
-    Raises what ``Pool.map`` raises for a bad function or chunksize, or a pool shut down.
+    ``plan.window`` is ``buffersize``, or ``Pool.map``'s default window. Raises what
+    ``Pool.map`` raises for a bad function, chunksize or buffersize, or a pool shut down.
     """
-    plan = pool._plan_map(where, fn, ((),), None, chunksize, None, None, None, None, None)
+    plan = pool._plan_map(where, fn, ((),), None, chunksize, buffersize, None, None, None, None)
     enqueue = pool._enqueue
     chunk_job = plan.chunk_job
 
