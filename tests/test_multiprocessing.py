@@ -26,6 +26,7 @@ import jobpool.multiprocessing as jmp
 import jobs
 from conftest import LOCAL_BACKENDS, START_METHODS, WAIT, assert_no_leftover_processes
 from jobpool import (
+    InitializerError,
     JobKilledError,
     JobTimeoutError,
     RemoteTraceback,
@@ -433,6 +434,34 @@ def test_terminate_stops_running_jobs_and_leaves_no_process(
             with pytest.raises((CancelledError, JobKilledError), match="terminated"):
                 result.get(0)
             assert not result.successful()
+
+
+@pytest.mark.parametrize("backend", ["thread", "process-forkserver"])
+def test_results_ended_by_terminate_reach_their_error_callback(
+    make_mp: MakePool, backend: str
+) -> None:
+    pool = make_mp(backend, 1)
+    errors: list[BaseException] = []
+    with StartGate() as gate:
+        running = pool.apply_async(
+            jobs.gate_job, (gate.address, "held"), error_callback=errors.append
+        )
+        gate.wait_for("held")
+        waiting = pool.map_async(jobs.square, range(3), error_callback=errors.append)
+        pool.terminate()
+        pool.join()  # the callbacks ran
+        assert sorted(type(e).__name__ for e in errors) == ["CancelledError", "JobKilledError"]
+        assert not running.successful() and not waiting.successful()
+
+
+def test_a_failing_initializer_fails_the_results_instead_of_restarting_forever(
+    make_mp: MakePool,
+) -> None:
+    pool = make_mp("process-forkserver", 2, initializer=jobs.fail_initializer)
+    with pytest.raises(InitializerError, match="initializer says no"):
+        pool.apply_async(jobs.square, (1,)).get(WAIT)
+    with pytest.raises(InitializerError):
+        pool.map(jobs.square, range(3))
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)

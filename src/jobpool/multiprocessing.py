@@ -412,7 +412,7 @@ def _gather(result: MapResult[T]) -> list[T]:
     try:
         return result.get()
     except BaseException:
-        result.cancel()
+        result._cancel()
         raise
 
 

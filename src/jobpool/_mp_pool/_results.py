@@ -223,7 +223,7 @@ class MapResult(AsyncResult[list[T]]):
         finally:
             self._all_done.set()
 
-    def cancel(self) -> None:
+    def _cancel(self) -> None:
         """Cancel the chunks that have not started (nobody will ask for this result)."""
         for chunk in self._chunks:
             chunk.cancel()
