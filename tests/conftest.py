@@ -78,6 +78,17 @@ def assert_no_leftover_processes() -> None:
         pytest.fail(f"processes left behind: {leftovers}")
 
 
+def skipped_case(reason: str) -> Any:
+    """A unittest case that is skipped with ``reason`` (for the stdlib suites' exclusions)."""
+    import unittest
+
+    @unittest.skip(reason)
+    def test(self: Any) -> None:  # pragma: no cover - never runs
+        pass
+
+    return test
+
+
 def pytest_configure(config: pytest.Config) -> None:
     threading.excepthook = _fail_on_thread_exception
 

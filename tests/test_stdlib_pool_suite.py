@@ -42,7 +42,7 @@ import multiprocessing
 
 import jobpool
 import jobpool.multiprocessing as jobpool_mp
-from conftest import assert_no_leftover_processes
+from conftest import assert_no_leftover_processes, skipped_case
 
 sqr = stdlib_tests.sqr
 exception_throwing_generator = stdlib_tests.exception_throwing_generator
@@ -126,20 +126,12 @@ EXCLUDED_WORKER_LIFETIME = {
 #    _TestPool family; tests/test_multiprocessing.py covers initializers and a 50-process pool.
 
 
-def _skipped(reason: str) -> Any:
-    @unittest.skip(reason)
-    def test(self: Any) -> None:  # pragma: no cover - never runs
-        pass
-
-    return test
-
-
 def _build(name: str, bases: tuple[type, ...], excluded: dict[str, str], **extra: Any) -> None:
     """A test class of ``bases``; an excluded case is skipped unless ``bases[0]`` ports it."""
     namespace: dict[str, Any] = {"__module__": __name__, **extra}
     for method, reason in excluded.items():
         if method not in vars(bases[0]):
-            namespace[method] = _skipped(reason)
+            namespace[method] = skipped_case(reason)
     globals()[name] = type(name, bases, namespace)
 
 

@@ -36,6 +36,7 @@ from ._mp_pool._imap import IMapIterator, imap
 from ._mp_pool._results import AsyncResult, CalledBack, MapResult, outcome
 from ._mp_pool._seam import chunk_submitter, stdlib_chunksize
 from ._pool import Pool as _JobPool
+from ._pool import _check_positive_int
 
 __all__ = [
     "ApplyResult",
@@ -379,11 +380,7 @@ def _check_processes(processes: Optional[int]) -> int:
     if processes is None:
         count = getattr(os, "process_cpu_count", os.cpu_count)()  # the stdlib's, per version
         return int(count or 1)
-    if isinstance(processes, bool) or not isinstance(processes, int):
-        raise TypeError(f"processes must be an int, not {type(processes).__name__}")
-    if processes < 1:
-        raise ValueError(f"processes must be at least 1, got {processes}")
-    return processes
+    return int(_check_positive_int("processes", processes, allow_none=False))  # type: ignore[arg-type]
 
 
 def _check_initializer(initializer: object) -> None:
