@@ -11,6 +11,8 @@ are all this package uses of jobpool's internals; single calls go through ``Pool
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -50,3 +52,32 @@ def chunk_submitter(
         return enqueue(chunk_job(chunk, star), True)
 
     return submit, plan
+
+
+def submit_chunks(
+    pool: Pool,
+    where: str,
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    chunksize: Optional[int],
+    star: bool,
+) -> list[Future[ChunkResult]]:
+    """Submit all of ``items`` at once, in chunks (``map_async``); their futures, in order.
+
+    If one cannot be submitted (an item that cannot be pickled), those already submitted are
+    cancelled: the call fails, so nobody would ever ask for their results.
+    """
+    submit, plan = chunk_submitter(pool, where, fn, chunksize, star)
+    size = plan.chunksize or 1
+    chunks: list[Future[ChunkResult]] = []
+    rest = iter(items)
+    try:
+        chunk = list(itertools.islice(rest, size))
+        while chunk:
+            chunks.append(submit(chunk))
+            chunk = list(itertools.islice(rest, size))
+    except BaseException:
+        for submitted in chunks:
+            submitted.cancel()
+        raise
+    return chunks
