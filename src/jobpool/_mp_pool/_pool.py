@@ -126,8 +126,10 @@ class Pool:
         ``callback(result)`` or ``error_callback(exception)`` runs in the pool's callback
         thread, one at a time, in the order jobs finish, before ``get()`` returns.
         """
-        if callback is None and error_callback is None:
-            return AsyncResult(self._submit(func, args, kwds))
+        if callback is None and error_callback is None:  # the common case, kept short
+            if self._state != RUN or type(args) is not tuple or kwds:
+                return AsyncResult(self._submit(func, args, kwds))
+            return AsyncResult(self._jobs.submit(func, *args))
         check_callbacks(callback, error_callback)
         future = self._submit(func, args, kwds)
         return CalledBack(future, self._callbacks, callback, error_callback)

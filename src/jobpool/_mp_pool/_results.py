@@ -40,12 +40,17 @@ def outcome(future: Future[Any], timeout: Optional[float]) -> Any:
     try:
         return future.result(timeout)
     except (FuturesTimeoutError, CancelledError):
-        # The wait ran out, the pool cancelled the job, or the job raised one of these itself.
-        if future.cancelled():
-            raise CancelledError(TERMINATED) from None
-        if not future.done():
-            raise not_ready(timeout) from None
-        return future.result()
+        return settle(future, timeout)
+
+
+def settle(future: Future[Any], timeout: Optional[float]) -> Any:
+    """After ``result(timeout)`` raised one of these: the wait ran out, the pool cancelled the
+    job, or the job raised one of them itself."""
+    if future.cancelled():
+        raise CancelledError(TERMINATED) from None
+    if not future.done():
+        raise not_ready(timeout) from None
+    return future.result()
 
 
 def error_of(future: Future[Any]) -> Optional[BaseException]:
@@ -95,7 +100,10 @@ class AsyncResult(Generic[T]):
         """
         if self._ready is not None and not self._ready.wait(timeout):
             raise not_ready(timeout)
-        value: T = outcome(self._future, timeout)
+        try:  # outcome(), inlined: get() is on every job's path
+            value: T = self._future.result(timeout)
+        except (FuturesTimeoutError, CancelledError):
+            value = settle(self._future, timeout)
         return value
 
     def __repr__(self) -> str:
