@@ -33,7 +33,7 @@ def tasks(quick: bool, cpu_n: int) -> list[Task]:
     if quick:
         params = {"apply_n": 200, "map_n": 2_000, "imap_n": 200, "reps": 2}
     else:
-        params = {"apply_n": 5_000, "map_n": 200_000, "imap_n": 20_000, "reps": 3}
+        params = {"apply_n": 5_000, "map_n": 200_000, "imap_n": 20_000, "reps": 5}
     return [Task(NAME, impl, params, timeout=300) for impl in IMPLS]
 
 
