@@ -215,6 +215,24 @@ class MpThreadPoolAdapter(_MpPoolAdapter):
         self.pool = multiprocessing.pool.ThreadPool(workers)
 
 
+class JobpoolMpAdapter(_MpPoolAdapter):
+    """``jobpool.multiprocessing.Pool`` / ``ThreadPool``: the stdlib's API, jobpool underneath."""
+
+    def __init__(self, flavour: str) -> None:
+        super().__init__()
+        self.flavour = flavour
+        self.name = "jobpool.mp.Pool" if flavour == "process" else "jobpool.mp.ThreadPool"
+        self.start_method = "forkserver (default)" if flavour == "process" else "-"
+
+    def open(self, workers: int, start_method: Optional[str] = None) -> None:
+        from jobpool.multiprocessing import Pool, ThreadPool
+
+        if self.flavour == "process":
+            self.pool = Pool(workers, context=start_method)
+        else:
+            self.pool = ThreadPool(workers)
+
+
 # --- loky ---------------------------------------------------------------------------------------
 
 
@@ -402,6 +420,8 @@ FACTORIES: dict[str, Callable[[], Adapter]] = {
     "cf.ProcessPoolExecutor": ProcessPoolExecutorAdapter,
     "mp.ThreadPool": MpThreadPoolAdapter,
     "mp.Pool": MpPoolAdapter,
+    "jobpool.mp.ThreadPool": lambda: JobpoolMpAdapter("thread"),
+    "jobpool.mp.Pool": lambda: JobpoolMpAdapter("process"),
     "loky": LokyAdapter,
     "mpire(threading)": lambda: MpireAdapter("thread"),
     "mpire": lambda: MpireAdapter("process"),

@@ -13,6 +13,7 @@ INFO_COLUMNS = {
     "big_closure": ["error"],
     "big_data": ["arguments_mb_s / floor", "results_mb_s / floor"],
     "crash": ["crashed job", "other jobs", "same pool usable after", "graceful shutdown"],
+    "mp_pool": ["speed x stdlib", "at least as fast"],
 }
 
 
@@ -224,6 +225,26 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     out += _big_data_goals(w)
+    out += _mp_pool_goals(w)
+    return out
+
+
+def _mp_pool_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    """jobpool.multiprocessing against the stdlib pool it replaces, measure by measure."""
+    from .workloads.mp_pool import PAIRS, speed_ratios
+
+    rows = {r["impl"]: r for r in w.get("mp_pool", {}).get("rows", [])}
+    out = []
+    for mine, theirs in PAIRS.items():
+        ratios = speed_ratios(rows[mine], rows[theirs]) if mine in rows and theirs in rows else {}
+        out.append(
+            _goal(
+                f"{mine} vs {theirs}",
+                ">= 1x on apply_async overhead, map, imap and imap(chunksize=1000)",
+                ", ".join(f"{name} {r:.2f}x" for name, r in ratios.items()) or "-",
+                None if not ratios else all(r >= 1.0 for r in ratios.values()),
+            )
+        )
     return out
 
 

@@ -63,6 +63,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 def no_leftover_processes() -> Iterator[None]:
     """Every test that starts processes must leave none behind (the fork server excepted)."""
     yield
+    assert_no_leftover_processes()
+
+
+def assert_no_leftover_processes() -> None:
     leftovers = [
         child
         for child in multiprocessing.active_children()
@@ -73,6 +77,17 @@ def no_leftover_processes() -> Iterator[None]:
             child.kill()
             child.join(5)
         pytest.fail(f"processes left behind: {leftovers}")
+
+
+def skipped_case(reason: str) -> Any:
+    """A unittest case that is skipped with ``reason`` (for the stdlib suites' exclusions)."""
+    import unittest
+
+    @unittest.skip(reason)
+    def test(self: Any) -> None:  # pragma: no cover - never runs
+        pass
+
+    return test
 
 
 # --- an exception in any thread fails the test it happened in -----------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import unittest
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -39,6 +38,7 @@ try:
 except ImportError as exc:  # a Python built without its test package
     pytest.skip(f"the stdlib test package is not installed: {exc}", allow_module_level=True)
 
+from conftest import skipped_case
 from jobpool import Pool
 
 
@@ -157,14 +157,6 @@ EXCLUDED_PROCESS_SHUTDOWN = {
 KNOWN_BUGS: dict[str, str] = {}
 
 
-def _skipped(reason: str) -> Any:
-    @unittest.skip(reason)
-    def test(self: Any) -> None:  # pragma: no cover - never runs
-        pass
-
-    return test
-
-
 # The fork start method runs the whole suite again: slow, run by CI (see conftest.py).
 SLOW_LABELS = ("Fork",)
 
@@ -174,7 +166,7 @@ def _build(name: str, bases: tuple[type, ...], excluded: dict[str, str], **extra
     if name.startswith(SLOW_LABELS) and not name.startswith("Forkserver"):
         namespace["pytestmark"] = [pytest.mark.slow]
     for method, reason in excluded.items():
-        namespace[method] = _skipped(reason)
+        namespace[method] = skipped_case(reason)
     for method, reason in KNOWN_BUGS.items():
         inherited = next((getattr(b, method) for b in bases if hasattr(b, method)), None)
         if inherited is not None:

@@ -17,6 +17,7 @@ from . import (
     io,
     lazy,
     map_tiny,
+    mp_pool,
     overhead,
     per_worker,
     roundtrip,
@@ -37,5 +38,6 @@ ALL: dict[str, ModuleType] = {
         startup,
         crash,
         per_worker,
+        mp_pool,
     )
 }

@@ -58,7 +58,14 @@ class ChunkResult:
         self.elapsed = elapsed
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ChunkResult, (self.values, self.errors, self.elapsed))
+        if not self.errors:
+            return (ChunkResult, (self.values, self.errors, self.elapsed))
+        # Each failed item's exception travels as a single job's does (see _remote.py): with
+        # its worker-side traceback, and as a RemoteError if it cannot be pickled itself.
+        from ._remote import pack_exception
+
+        packed = {i: pack_exception(exc) for i, exc in self.errors.items()}
+        return (_unpack_chunk_result, (self.values, packed, self.elapsed))
 
     def outcomes(self) -> Iterator[tuple[bool, Any]]:
         """``(True, value)`` or ``(False, exception)`` for each item, in order."""
@@ -80,6 +87,14 @@ class ChunkResult:
             return self.values, None
         first = min(errors)
         return self.values[:first], errors[first]
+
+
+def _unpack_chunk_result(
+    values: list[Any], packed: dict[int, bytes], elapsed: float
+) -> ChunkResult:
+    from ._remote import unpack_exception
+
+    return ChunkResult(values, {i: unpack_exception(data) for i, data in packed.items()}, elapsed)
 
 
 def chunk_outcomes(future: Future[ChunkResult], count: int) -> Iterator[tuple[bool, Any]]:

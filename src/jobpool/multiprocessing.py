@@ -1,0 +1,59 @@
+"""``multiprocessing.Pool`` and ``ThreadPool`` on jobpool: change the import, keep the code.
+
+.. code-block:: python
+
+    from jobpool.multiprocessing import Pool, ThreadPool
+
+    with Pool(processes=4) as pool:
+        print(pool.map(square, range(10)))
+
+The constructors, methods, return types and errors are the stdlib's; underneath is one
+:class:`jobpool.Pool`, which makes these pools better where the original hurts: lambdas, closures
+and bound methods run on processes; a worker that crashes fails only its own result (with
+:class:`~jobpool.WorkerCrashedError`) and the pool goes on; ``imap`` reads its input lazily; an
+argument that cannot be pickled fails at the call, naming the part; ``get()`` re-raises a job's
+exception with the worker's traceback; no worker outlives the pool, a Ctrl-C or a killed parent.
+"Coming from multiprocessing.Pool" in the docs lists every spelling.
+
+Every other name of the stdlib's ``multiprocessing`` (``cpu_count``, ``Queue``, ``Manager``...)
+is importable from here too, unchanged, so ``import jobpool.multiprocessing as multiprocessing``
+keeps a whole script working.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as _stdlib
+from typing import Any
+
+from ._mp_pool._imap import IMapIterator
+from ._mp_pool._pool import Pool, ThreadPool
+from ._mp_pool._results import AsyncResult, MapResult
+
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
+    "Pool",
+    "ThreadPool",
+    "TimeoutError",
+]
+
+TimeoutError = _stdlib.TimeoutError  # what get(timeout) and next(timeout) raise
+ApplyResult = AsyncResult  # the stdlib's other name for it
+IMapUnorderedIterator = IMapIterator
+
+for _public in (Pool, ThreadPool, AsyncResult, MapResult, IMapIterator):
+    _public.__module__ = __name__  # reprs and docs say jobpool.multiprocessing.Pool
+del _public
+
+
+def __getattr__(name: str) -> Any:
+    """Every other public name is the stdlib ``multiprocessing``'s (see the module docstring)."""
+    if not name.startswith("_"):
+        try:
+            return getattr(_stdlib, name)
+        except AttributeError:
+            pass
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
