@@ -244,6 +244,19 @@ class MarkedPrograms:
                 found.add(int(entry))
         return found
 
+    def wait_running(self, pids: set[int]) -> bool:
+        """Whether every one of ``pids`` shows as a running marked program, within ``WAIT``.
+
+        A program that has just been started can read as unmarked for a moment (/proc shows it
+        half-way through exec): the check is repeated until it holds or the deadline passes.
+        """
+        deadline = time.monotonic() + WAIT
+        while not pids <= self.running():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)  # polling /proc for a state: there is nothing to wait on
+        return True
+
     def kill_all(self) -> None:
         """Kill every marked process still running (clean-up, whatever the test found)."""
         for _ in range(100):  # a program that keeps forking may need a few passes

@@ -44,6 +44,9 @@ from jobpool import (
     _dask_slots,
 )
 
+# A Dask cluster costs seconds per scenario: run by CI (see conftest.py), and with -m slow.
+pytestmark = pytest.mark.slow
+
 WAIT = 60  # seconds; a ceiling that fails loudly instead of hanging
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -126,8 +126,9 @@ def run_script(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         pytest.fail(f"{path.name} did not finish within {TIMEOUT} s:\n{exc.stdout}\n{exc.stderr}")
 
 
-# Scripts and pages that start a Dask cluster take seconds each: run by CI (see conftest.py).
-SLOW = {"dask_cluster.py", "dask.md"}
+# Scripts and pages that start a Dask cluster take seconds each, and the examples repeat what
+# the pages show: run by CI (see conftest.py).
+SLOW = {"dask.md", *(path.name for path in EXAMPLES)}
 
 
 def _params(paths: list[Path], ids: list[str]) -> list[Any]:

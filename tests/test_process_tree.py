@@ -33,6 +33,9 @@ from proctree import (
     wait_exited,
 )
 
+# Spawn repeats forkserver's scenarios at several times the cost: run by CI (see conftest.py).
+METHODS = [pytest.param(m, marks=[pytest.mark.slow] if m == "spawn" else []) for m in START_METHODS]
+
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc; Linux is the tested platform"
 )
@@ -70,7 +73,7 @@ def start_at_gate(pool: Any, gate: jobs.StartGate, programs: MarkedPrograms, **k
 # --- the pool stops a job ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_a_timed_out_job_leaves_no_program_running(method: str, programs: MarkedPrograms) -> None:
     with Pool(1, backend="process", start_method=method) as pool, jobs.StartGate() as gate:
         future = start_at_gate(pool.options(timeout=TIMEOUT), gate, programs)
@@ -80,12 +83,13 @@ def test_a_timed_out_job_leaves_no_program_running(method: str, programs: Marked
         assert pool.submit(jobs.square, 3).result(timeout=WAIT) == 9
 
 
-@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_a_killed_job_leaves_no_program_running(method: str, programs: MarkedPrograms) -> None:
     with Pool(1, backend="process", start_method=method) as pool, jobs.StartGate() as gate:
         future = start_at_gate(pool, gate, programs)
         pids = reported(gate)
-        assert pids <= programs.running()  # they run, and the marker finds them
+        # They run, and the marker finds them.
+        assert programs.wait_running(pids), (pids, programs.running())
         assert pool.kill(future) is True  # returns once the future has failed
         assert isinstance(future.exception(timeout=0), JobKilledError)
         assert_all_gone(programs, pids)
@@ -120,14 +124,14 @@ def test_terminate_stops_the_programs_of_every_worker(programs: MarkedPrograms) 
             left = pool.submit(jobs.start_programs, ("sleep",), programs.env).result(timeout=WAIT)
             running = [start_at_gate(pool, gate, programs) for _ in range(2)]
             pids = reported(gate) | reported(gate) | set(left)
-            assert pids <= programs.running()
+            assert programs.wait_running(pids), (pids, programs.running())
         finally:
             pool.terminate()  # returns once the workers have exited
     assert all(isinstance(f.exception(timeout=0), JobKilledError) for f in running)
     assert_all_gone(programs, pids)
 
 
-@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_programs_left_by_a_finished_job_survive_recycling_and_shutdown(
     method: str, programs: MarkedPrograms
 ) -> None:
@@ -136,7 +140,8 @@ def test_programs_left_by_a_finished_job_survive_recycling_and_shutdown(
         left = set(pool.submit(jobs.start_programs, EVERY_SHAPE, programs.env).result(WAIT))
         assert pool.submit(jobs.square, 4).result(timeout=WAIT) == 16  # on a new worker
         assert pool.stats().worker_restarts >= 1
-    assert left <= programs.running()  # after recycling, and after shutdown()
+    # After recycling, and after shutdown().
+    assert programs.wait_running(left), (left, programs.running())
 
 
 def test_a_timed_out_thread_job_leaves_its_program_running(programs: MarkedPrograms) -> None:
@@ -145,7 +150,7 @@ def test_a_timed_out_thread_job_leaves_its_program_running(programs: MarkedProgr
         future = start_at_gate(pool, gate, programs, shapes=("sleep",))
         pids = reported(gate)
         assert isinstance(future.exception(timeout=WAIT), JobTimeoutError)
-        assert pids <= programs.running()
+        assert programs.wait_running(pids), (pids, programs.running())
         programs.kill_all()  # the thread, released by its gate, returns
         gate.release_all()
 
@@ -186,14 +191,14 @@ def run_child(programs: MarkedPrograms, method: str, script: str = CHILD) -> Chi
     )
 
 
-@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_ctrl_c_stops_every_program(method: str, programs: MarkedPrograms) -> None:
     child = run_child(programs, method)
     family: set[int] = set()
     try:
         pids = child.read_pids("PROGRAMS", 2)
         family = descendants(child.proc.pid)
-        assert pids <= programs.running()
+        assert programs.wait_running(pids), (pids, programs.running())
         os.killpg(child.proc.pid, signal.SIGINT)  # as a terminal does: to its foreground group
         code = child.finish()  # the pool is terminated, then the interpreter exits
         assert_all_gone(programs, pids)
@@ -220,7 +225,7 @@ def test_a_killed_parent_takes_every_program_with_it(
     try:
         pids = child.read_pids("PROGRAMS", 2)
         family = descendants(child.proc.pid)  # workers, programs, fork server, tracker
-        assert pids <= programs.running()
+        assert programs.wait_running(pids), (pids, programs.running())
         child.proc.kill()  # SIGKILL: nothing runs in the parent
         assert child.finish() == -signal.SIGKILL
         still = wait_exited(family, 5.0)
@@ -240,7 +245,7 @@ def test_a_killed_parent_takes_every_program_with_it(
 # --- a worker is a child subreaper: what it reaps --------------------------------------------
 
 
-@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_a_worker_reaps_only_the_zombies_that_cannot_be_its_own_children(method: str) -> None:
     with Pool(1, backend="process", start_method=method) as pool:
         report = pool.submit(jobs.reap_what_was_adopted).result(timeout=WAIT)
@@ -250,7 +255,7 @@ def test_a_worker_reaps_only_the_zombies_that_cannot_be_its_own_children(method:
     assert (report["own"], report["own session"]) == (7, 9)
 
 
-@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_workers_lead_their_own_group_and_never_read_the_terminal(method: str) -> None:
     """Out of the terminal's foreground group, a program reading the terminal would be stopped
     (SIGTTIN): workers get /dev/null for a terminal on their standard input."""

@@ -129,6 +129,8 @@ EXCLUDED_WORKER_LIFETIME = {
 def _build(name: str, bases: tuple[type, ...], excluded: dict[str, str], **extra: Any) -> None:
     """A test class of ``bases``; an excluded case is skipped unless ``bases[0]`` ports it."""
     namespace: dict[str, Any] = {"__module__": __name__, **extra}
+    if name.startswith(("Spawn", "Fork")) and not name.startswith("Forkserver"):
+        namespace["pytestmark"] = [pytest.mark.slow]  # run by CI (see conftest.py)
     for method, reason in excluded.items():
         if method not in vars(bases[0]):
             namespace[method] = skipped_case(reason)

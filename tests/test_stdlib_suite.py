@@ -157,13 +157,14 @@ EXCLUDED_PROCESS_SHUTDOWN = {
 KNOWN_BUGS: dict[str, str] = {}
 
 
-# The fork start method runs the whole suite again: slow, run by CI (see conftest.py).
+# The process start methods run the whole suite again: slow, run by CI (see conftest.py). The
+# thread classes run in a plain `pytest` too.
 SLOW_LABELS = ("Fork",)
 
 
 def _build(name: str, bases: tuple[type, ...], excluded: dict[str, str], **extra: Any) -> None:
     namespace: dict[str, Any] = {"__module__": __name__, **extra}
-    if name.startswith(SLOW_LABELS) and not name.startswith("Forkserver"):
+    if name.startswith(SLOW_LABELS):  # Fork... and Forkserver...
         namespace["pytestmark"] = [pytest.mark.slow]
     for method, reason in excluded.items():
         namespace[method] = skipped_case(reason)
