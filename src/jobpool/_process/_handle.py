@@ -53,6 +53,30 @@ class WorkerHandle:
     ):
         self.index = index
         self.state = WorkerState.STARTING
+        self._start_process(context, setup, log_level, large)
+        self.fd = self.conn.fileno()
+        self.reader = FrameReader(self.fd)
+        self.exit_fd: int = _exit_fd(self.process)
+        self._owns_exit_fd = self.exit_fd != self.process.sentinel
+        self.pid: Optional[int] = self.process.pid
+        self.held = Held()
+        # A thread waiting for this worker's job result may read the reply itself (_lending).
+        self.lease: Optional[Lease] = None
+        self.job: Optional[Job] = None  # the job it runs (as far as the parent knows)
+        self.ahead: deque[Job] = deque()  # sent behind it, in the order the worker runs them
+        self.started_at = 0.0  # when self.job started: its reply to the job before came in
+        self.recalled_at = 0.0  # when the last recall was answered
+        self.job_seconds = math.inf  # running average of its recent job times (none yet)
+        self.deadline: Optional[float] = None
+        self.jobs_done = 0
+        self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
+        self.moved_on = False  # KILLED, yet it replied to its job: it started the next one
+        self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
+
+    def _start_process(
+        self, context: BaseContext, setup: WorkerSetup, log_level: int, large: Optional[LargeData]
+    ) -> None:
+        """Start the worker process with its pipes; the child's ends are closed here after."""
         self.conn, child_conn = context.Pipe(duplex=True)
         # Carries the descriptors of shared-memory segments, both ways (see _large_data).
         self.segments: Optional[socket.socket] = None
@@ -68,7 +92,7 @@ class WorkerHandle:
         self.process: Any = context.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(child_conn, recall_reader, setup, log_level, stderr_writer, worker_large),
-            name=f"{WORKER_NAME_PREFIX}{index}",
+            name=f"{WORKER_NAME_PREFIX}{self.index}",
             daemon=True,
         )
         try:
@@ -90,24 +114,6 @@ class WorkerHandle:
                 child_segments.close()
         self.startup_output = StartupOutput(os.dup(stderr_reader.fileno()))
         stderr_reader.close()
-        self.fd = self.conn.fileno()
-        self.reader = FrameReader(self.fd)
-        self.exit_fd: int = _exit_fd(self.process)
-        self._owns_exit_fd = self.exit_fd != self.process.sentinel
-        self.pid: Optional[int] = self.process.pid
-        self.held = Held()
-        # A thread waiting for this worker's job result may read the reply itself (_lending).
-        self.lease: Optional[Lease] = None
-        self.job: Optional[Job] = None  # the job it runs (as far as the parent knows)
-        self.ahead: deque[Job] = deque()  # sent behind it, in the order the worker runs them
-        self.started_at = 0.0  # when self.job started: its reply to the job before came in
-        self.recalled_at = 0.0  # when the last recall was answered
-        self.job_seconds = math.inf  # running average of its recent job times (none yet)
-        self.deadline: Optional[float] = None
-        self.jobs_done = 0
-        self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
-        self.moved_on = False  # KILLED, yet it replied to its job: it started the next one
-        self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
 
     def move(self, move: Move) -> None:
         """Apply ``move`` (raises ``WorkerStateError`` if the state does not allow it)."""
