@@ -24,6 +24,9 @@ from ._start import WorkerSetup
 _BY_NAME_CACHE_SIZE = 256
 _BY_NAME_MAX_BYTES = 512
 
+# How long the first submit waits for the first workers to be forked (see notify).
+FIRST_FORK_SECONDS = 30.0
+
 # How long kill() waits for a killed worker's exit to fail its job (normally milliseconds).
 KILL_SETTLE_SECONDS = 30.0
 
@@ -96,6 +99,7 @@ class ProcessBackend:
         large: Optional[LargeData] = None,
     ) -> None:
         worker = worker_setup(setup.initializer, setup.initargs)
+        self._forks = context.get_start_method() == "fork"
         # Large buffers through shared memory (None: everything through the pipe).
         self._large = large
         self._functions = FunctionKeys()
@@ -170,6 +174,15 @@ class ProcessBackend:
         workers = dispatcher.workers
         if (workers.idle_count > 0 or not workers.started) and not dispatcher.wake_pending:
             dispatcher.wake()
+        if (
+            self._forks
+            and not dispatcher.first_workers.is_set()
+            and threading.current_thread() is not dispatcher.thread
+        ):
+            # With fork, the first workers are forked while this (submitting) thread waits,
+            # not while it goes on: a fork copies whatever locks the thread holds at that
+            # moment (an import, a stream it prints to), and a worker needing one would hang.
+            dispatcher.first_workers.wait(FIRST_FORK_SECONDS)
 
     def kill(self, future: Future[Any]) -> bool:
         """Kill the worker running ``future``'s job; return once the future has failed.

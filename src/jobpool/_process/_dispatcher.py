@@ -74,6 +74,7 @@ class Dispatcher:
         self._requests: list[tuple[Callable[[], Any], threading.Event, list[Any]]] = []
         self._requests_lock = threading.Lock()
         self._events_stale = False
+        self.first_workers = threading.Event()  # set once the first workers were started
         self.thread = threading.Thread(target=self._run, name="jobpool-dispatcher", daemon=True)
         self.lender.dispatcher = self.thread
 
@@ -153,6 +154,7 @@ class Dispatcher:
             while workers.handles or not workers.closing or workers.needs_first_workers():
                 if workers.needs_first_workers():
                     workers.start_first()
+                    self.first_workers.set()
                 # Count before assigning: a submitter that reads 0 idle workers (and so does not
                 # wake us) queued its job before this count, so assign_jobs below sees it.
                 workers.count_idle()
@@ -169,6 +171,7 @@ class Dispatcher:
             for handle in list(workers.handles):
                 handle.reap()
         finally:
+            self.first_workers.set()  # nobody waits for workers that will not come
             workers.idle_count = 0
             self.line.fail_returned(workers.broken or JobKilledError(TERMINATED))
             self.lock.release()
