@@ -295,7 +295,7 @@ def _warm(pool: Pool) -> None:
     dispatcher = _dispatcher(pool)
 
     def warm() -> bool:
-        return all(s.job_seconds < 0.01 for s in dispatcher._slots.values() if s.quota)
+        return all(s.job_seconds < 0.01 for s in dispatcher.workers.slots.values() if s.quota)
 
     for _ in range(100):
         assert list(pool.map(jobs.square, range(20), chunksize=1)) == [i * i for i in range(20)]
@@ -308,7 +308,7 @@ def _waiting(pool: Pool) -> list[Future[Any]]:
     """The jobs sent to a worker that wait there behind running ones, worker by worker."""
     dispatcher = _dispatcher(pool)
     return dispatcher.call(  # type: ignore[no-any-return]
-        lambda: [t.job.future for s in dispatcher._slots.values() for t in s.waiting()]
+        lambda: [t.job.future for s in dispatcher.workers.slots.values() for t in s.waiting()]
     )
 
 
@@ -369,6 +369,56 @@ def test_killing_a_job_waiting_on_a_worker_means_it_never_runs(
     assert pool.stats().failed == 1
 
 
+class _ReleasedFuture:
+    """Stands for a Dask future the books let go of."""
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_job_killed_while_it_waits_to_go_again_is_not_sent() -> None:
+    """The books: a job given back (taken back from its worker) and then killed is forgotten
+    when the dispatcher comes to send it again, without a task and without waiting.
+
+    Pool.kill() can land between the moment the line hands the job out and the moment it is
+    sent; the books check under their lock, and must not take that lock twice.
+    """
+    import asyncio
+
+    from jobpool._dask_inbox import Inbox
+    from jobpool._dask_slots import WorkerSlots
+    from jobpool._dask_tasks import Tasks
+    from jobpool._job import Call, Job, Outcomes
+
+    loop = asyncio.new_event_loop()
+    try:
+        outcomes = Outcomes()
+        tasks = Tasks(None, outcomes, Inbox(loop))
+        slots = WorkerSlots("tcp://127.0.0.1:1", 1)
+        slots.quota = 1
+        job = Job(Call(jobs.square, (3,), {}), None)
+        assert outcomes.start(job)
+        task = tasks.send(job, slots, "first", _ReleasedFuture)
+        assert task is not None and tasks.task_of(job.future) is task
+        tasks.drop(task, time.monotonic())  # taken back from its worker: held, no task
+        assert tasks.kill(job.future) is True
+        sent: list[Any] = []
+
+        def send_again() -> None:
+            sent.append(tasks.send(job, slots, "second", lambda: pytest.fail("submitted")))
+
+        sender = threading.Thread(target=send_again, daemon=True)
+        sender.start()
+        sender.join(WAIT)
+        assert not sender.is_alive(), "sending a killed job again never returned"
+        assert sent == [None] and not slots.tasks and not tasks
+        assert tasks.kill(job.future) is False  # forgotten: nothing holds it any more
+        with pytest.raises(JobKilledError, match="before it started"):
+            job.future.result(0)
+    finally:
+        loop.close()
+
+
 def test_time_limit_of_a_job_waiting_on_a_worker_starts_in_its_slot(
     make_pool: Callable[..., Pool], gate: jobs.StartGate
 ) -> None:
@@ -388,7 +438,7 @@ def test_time_limit_of_a_job_waiting_on_a_worker_starts_in_its_slot(
 def _worker_of(pool: Pool, future: Future[Any]) -> Any:
     """The pool's record of the Dask worker that holds the job of ``future``."""
     dispatcher = _dispatcher(pool)
-    return dispatcher.call(lambda: dispatcher._task_of[dispatcher._jobs[future].id].slots)
+    return dispatcher.call(lambda: dispatcher.tasks.task_of(future).slots)
 
 
 def test_jobs_waiting_behind_a_long_job_move_to_a_free_slot(

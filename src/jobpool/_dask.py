@@ -239,6 +239,24 @@ def _connect(address: str) -> Any:
         raise OSError(f"cannot connect to the Dask scheduler at {address!r}: {exc}") from exc
 
 
+def _check_cluster_arguments(address: Optional[str], client: Any) -> None:
+    """Refuse ``address=`` and ``client=`` together, or either of the wrong kind."""
+    from distributed import Client
+
+    if address is not None and client is not None:
+        raise TypeError("pass address= or client=, not both: client= is already connected")
+    if address is not None and not isinstance(address, str):
+        raise TypeError(
+            f"address must be a scheduler address such as 'tcp://10.0.0.5:8786', "
+            f"not {type(address).__name__}"
+        )
+    if client is not None:
+        if not isinstance(client, Client):
+            raise TypeError(f"client must be a distributed.Client, not {type(client).__name__}")
+        if client.status not in ("running", "newly-created"):
+            raise ValueError(f"client= is not connected (its status is {client.status!r})")
+
+
 def initializer_error(
     failure: bytes, worker: Optional[str] = None, at_start: bool = False
 ) -> InitializerError:
@@ -255,23 +273,10 @@ class DaskBackend:
     def __init__(
         self, setup: BackendSetup, *, address: Optional[str] = None, client: Any = None
     ) -> None:
-        from distributed import Client
-
         from ._dask_cluster import start_local_cluster
         from ._dask_dispatcher import DaskDispatcher
 
-        if address is not None and client is not None:
-            raise TypeError("pass address= or client=, not both: client= is already connected")
-        if address is not None and not isinstance(address, str):
-            raise TypeError(
-                f"address must be a scheduler address such as 'tcp://10.0.0.5:8786', "
-                f"not {type(address).__name__}"
-            )
-        if client is not None:
-            if not isinstance(client, Client):
-                raise TypeError(f"client must be a distributed.Client, not {type(client).__name__}")
-            if client.status not in ("running", "newly-created"):
-                raise ValueError(f"client= is not connected (its status is {client.status!r})")
+        _check_cluster_arguments(address, client)
         workers, initializer, initargs = setup.workers, setup.initializer, setup.initargs
         self._token = uuid.uuid4().hex
         self._setup: Optional[bytes] = None

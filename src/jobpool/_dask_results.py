@@ -1,0 +1,131 @@
+"""Results: what happens to a Dask task once it is sent, until its job is settled.
+
+Each task is *watched* by a coroutine on the client's event loop, which tells the dispatcher
+thread (through the inbox) the moment Dask says the task is done: its slot is free then, and the
+next task waiting on that worker is running. Its result is fetched off the dispatcher thread, in
+one request for all the tasks that ended since the last one came back (the client merges
+fetches that overlap), so a burst of short jobs costs a request per batch, not per job.
+
+A result settles its job (see :mod:`jobpool._dask_replies`), or gives it back to the line when
+its worker had taken it back before it started. A task that Dask failed is a worker that died
+(``KilledWorker``: the workers lose it, with the jobs running there) or a task Dask could not
+run; a result that could not be fetched fails its job alone.
+
+Calls go down only: to the workers, the line, the books (:class:`Tasks`) and the inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+import distributed.client
+
+from ._dask import WITHDRAWN
+from ._dask_parts import Below, Part
+from ._dask_replies import crash_error, lost_result_error, settle_reply, task_error
+from ._dask_slots import Task
+from ._dask_workers import CLOSE_TIMEOUT_SECONDS, DaskWorkers
+from ._job import Outcomes
+
+# Waits (on the client's event loop) for a Dask future to be done, then calls back there.
+_done_callback: Any = distributed.client.done_callback
+
+
+class Results(Part):
+    def __init__(self, below: Below, workers: DaskWorkers, outcomes: Outcomes) -> None:
+        super().__init__(below)
+        self._loop = below.client.loop.asyncio_loop
+        self._outcomes = outcomes
+        self._workers = workers
+        self._to_fetch: list[Task] = []  # the tasks that ended since the last request
+        self._fetch_pending = False
+        self._watchers: set[asyncio.Future[Any]] = set()  # touched on the client's loop only
+
+    def watch(self, tasks: list[Task]) -> None:
+        """Have the dispatcher told when each of ``tasks`` is done."""
+        self._loop.call_soon_threadsafe(self._watch_all, tasks)
+
+    def _watch_all(self, tasks: list[Task]) -> None:
+        """On the client's loop: report each task to the dispatcher when Dask says it is done."""
+        for task in tasks:
+            watcher = asyncio.ensure_future(_done_callback(task.future, self._reporter(task)))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
+
+    def _reporter(self, task: Task) -> Callable[[Any], None]:
+        return lambda _: self._inbox.put(lambda: self._done(task))
+
+    def _done(self, task: Task) -> None:
+        """Dask says the task is done: its slot is free now, and its result is to be fetched."""
+        if not self._tasks.holds(task) or self._tasks.fetching(task):
+            return  # settled already (timed out, killed, worker gone), or being fetched
+        if task.future.status != "finished":
+            self._failed_in_dask(task)
+            return
+        self._tasks.ended(task)
+        self._to_fetch.append(task)
+
+    def fetch(self) -> None:
+        """Ask for the results of the tasks that ended, in one request.
+
+        One request at a time: the tasks that end meanwhile wait for it to come back and go in
+        the next one, so a burst of short jobs costs a request per batch, not per job.
+        """
+        if self._to_fetch and not self._fetch_pending:
+            tasks, self._to_fetch = self._to_fetch, []
+            asking = self._client.gather([task.future for task in tasks], asynchronous=True)
+            self._fetch_pending = True
+            self._inbox.ask(asking, self._fetched, tasks)
+
+    def _fetched(self, tasks: list[Task], values: Any) -> None:
+        self._fetch_pending = False
+        self._settle_all(tasks, values)
+
+    def _settle_all(self, tasks: list[Task], values: Any) -> None:
+        if isinstance(values, BaseException):  # one of them could not be fetched: each alone
+            if len(tasks) > 1:
+                for task in tasks:
+                    asking = self._client.gather([task.future], asynchronous=True)
+                    self._inbox.ask(asking, self._settle_all, [task])
+                return
+            values = [values]
+        now = time.monotonic()
+        for task, value in zip(tasks, values):
+            if self._tasks.holds(task):
+                self._settle(task, value, now)
+
+    def _settle(self, task: Task, value: Any, now: float) -> None:
+        job = task.job
+        if isinstance(value, BaseException):  # its result was lost before it was fetched
+            self._tasks.fail(task, lost_result_error(value), now)
+            return
+        self._tasks.drop(task, now)
+        tag, data, seconds = value
+        if tag == WITHDRAWN:
+            self._line.give_back(job)
+            return
+        self._tasks.forget(job)
+        task.slots.finished(seconds)
+        if task.running_since == task.sent_at:  # sent to a free slot: beyond the job's own
+            round_trip = max(0.0, now - task.sent_at - seconds)  # time, it is the round trip
+            self._workers.round_trip_seen(round_trip)
+        broken = settle_reply(self._outcomes, job, tag, data)
+        if broken is not None:
+            self._line.break_pool(broken)
+
+    def _failed_in_dask(self, task: Task) -> None:
+        from distributed.scheduler import KilledWorker
+
+        try:
+            dask_error = task.future.exception(timeout=CLOSE_TIMEOUT_SECONDS)
+        except BaseException as exc:  # cancelled: no exception to ask for
+            dask_error = exc
+        if isinstance(dask_error, KilledWorker):
+            self._workers.lost(task.slots, crash_error(dask_error))
+            return
+        # Its status is read before the task is dropped: dropping releases the future, after
+        # which the client may mark it cancelled.
+        error = task_error(task.future.status, dask_error)
+        self._tasks.fail(task, error, time.monotonic())
