@@ -25,6 +25,10 @@ import enum
 
 
 class WorkerState(enum.Enum):
+    # Members are singletons: hashing by identity is right, and C-fast (a move looks its
+    # (state, move) pair up on every job; Enum's own __hash__ is Python code).
+    __hash__ = object.__hash__
+
     STARTING = "starting"  # the process runs; it has not said READY yet
     IDLE = "idle"  # ready, holds no job: the next job may go to it
     BUSY = "busy"  # runs a job; short jobs may wait in its pipe behind it (_ahead)
@@ -36,6 +40,8 @@ class WorkerState(enum.Enum):
 
 
 class Move(enum.Enum):
+    __hash__ = object.__hash__  # as WorkerState's
+
     READY = "ready"  # it said READY
     RUN = "run"  # an idle worker was sent a job
     RUN_AHEAD = "run_ahead"  # a busy worker was sent a job to run after the ones it holds
