@@ -24,10 +24,10 @@ Pieces, and why they are shaped so:
 
 from __future__ import annotations
 
+import os
 import pickle
 import reprlib
 import threading
-import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, overload
 
@@ -100,7 +100,7 @@ def per_worker(factory: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any
             f"{type(factory).__qualname__} object. Pass e.g. per_worker(Database, 'path.db'), "
             "not per_worker(Database('path.db')): each worker builds its own"
         )
-    recipe = Recipe(uuid.uuid4().bytes, _name_of(factory), (factory, args, kwargs))
+    recipe = Recipe(os.urandom(16), _name_of(factory), (factory, args, kwargs))
     _recipes[recipe.token] = recipe  # so that a copy unpickled here is this very handle
     return PerWorker(recipe)
 
