@@ -50,6 +50,12 @@ def _cell(value: Any) -> str:
     return f"`{text}`" if "<" in text or "*" in text else text
 
 
+def _table_text(cell: str) -> str:
+    """A cell as markdown that renders as printed: no column break, and no ``[a] [b]`` pair
+    (such as ``jobpool[thread] [cs=1000]``) that a docs build would read as a reference link."""
+    return cell.replace("|", "/").replace("] [", "] \\[")
+
+
 def _fmt(value: Optional[float], fmt: str) -> str:
     if value is None:
         return "-"
@@ -84,7 +90,7 @@ def workload_table(module: ModuleType, data: dict[str, Any]) -> str:
         cells.append(_fmt(r.get("speed_x_ref"), "{:.2f}"))
         cells.append(r.get("ref") or "-")
         cells += [_cell(r["info"].get(key, "")) for key in info]
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        lines.append("| " + " | ".join(_table_text(c) for c in cells) + " |")
     for skip in data["skipped"]:
         lines.append(f"- skipped {skip['impl']}: {skip['reason']}")
     lines.append("")
