@@ -24,6 +24,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 START_METHODS = ["forkserver", "fork"]
 
 CHILD = """
+import os
 import sys
 sys.path.insert(0, {tests!r})
 import jobs
@@ -32,7 +33,7 @@ from jobpool import Pool
 if __name__ == "__main__":
     with Pool(2, backend="process", start_method={method!r}) as pool:
         futures = [pool.submit(jobs.announce_and_sleep, 120) for _ in range(2)]
-        print("WAITING", flush=True)
+        os.write(1, b"WAITING\\n")  # one write, so that no worker line splits it
         futures[0].result()
     print("NOT REACHED", flush=True)
 """
@@ -40,6 +41,7 @@ if __name__ == "__main__":
 # The same without a ``with`` block: the pool is closed by jobpool's interpreter-exit hook, which
 # must stop at once on Ctrl-C rather than first run the jobs still queued.
 CHILD_WITHOUT_WITH = """
+import os
 import sys
 sys.path.insert(0, {tests!r})
 import jobs
@@ -48,7 +50,7 @@ from jobpool import Pool
 if __name__ == "__main__":
     pool = Pool(2, backend="process", start_method={method!r})
     futures = [pool.submit(jobs.announce_and_sleep, 120) for _ in range(4)]
-    print("WAITING", flush=True)
+    os.write(1, b"WAITING\\n")  # one write, so that no worker line splits it
     futures[0].result()
     print("NOT REACHED", flush=True)
 """

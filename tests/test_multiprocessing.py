@@ -665,6 +665,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = textwrap.dedent(
     """
+    import os
     import sys
     sys.path.insert(0, {tests!r})
     import jobs
@@ -673,7 +674,7 @@ CHILD = textwrap.dedent(
     if __name__ == "__main__":
         with Pool(2, context={method!r}) as pool:
             results = [pool.apply_async(jobs.announce_and_sleep, (120,)) for _ in range(2)]
-            print("WAITING", flush=True)
+            os.write(1, b"WAITING\\n")  # one write, so that no worker line splits it
             results[0].get()
         print("NOT REACHED", flush=True)
     """

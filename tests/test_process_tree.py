@@ -158,6 +158,7 @@ def test_a_timed_out_thread_job_leaves_its_program_running(programs: MarkedProgr
 # --- the program that owns the pool ends ------------------------------------------------------
 
 CHILD = """
+import os
 import sys
 sys.path.insert(0, {tests!r})
 import jobs
@@ -168,7 +169,7 @@ if __name__ == "__main__":
         futures = [
             pool.submit(jobs.programs_then_sleep, {shapes!r}, {env!r}) for _ in range(2)
         ]
-        print("WAITING", flush=True)
+        os.write(1, b"WAITING\\n")  # one write, so that no worker line splits it
         futures[0].result()
     print("NOT REACHED", flush=True)
 """
