@@ -176,7 +176,7 @@ def _stolen() -> float:
         with open("/proc/stat") as f:
             fields = f.readline().split()
         return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError, AttributeError):  # no /proc/stat, or no sysconf
         return 0.0
 
 
