@@ -161,11 +161,29 @@ KNOWN_BUGS: dict[str, str] = {}
 # thread classes run in a plain `pytest` too.
 SLOW_LABELS = ("Fork",)
 
+# Cases that wait seconds by design (the stdlib's own sleeps and timeouts): on threads too, they
+# run with the slow tests, so a plain `pytest` stays short.
+SLOW_CASES = frozenset(
+    {
+        "test_map_timeout",
+        "test_first_exception",
+        "test_duplicate_futures",
+        "test_first_exception_one_already_failed",
+        "test_first_exception_some_already_complete",
+        "test_first_completed_some_already_completed",
+        "test_first_completed",
+    }
+)
+
 
 def _build(name: str, bases: tuple[type, ...], excluded: dict[str, str], **extra: Any) -> None:
     namespace: dict[str, Any] = {"__module__": __name__, **extra}
     if name.startswith(SLOW_LABELS):  # Fork... and Forkserver...
         namespace["pytestmark"] = [pytest.mark.slow]
+    for method in SLOW_CASES:
+        inherited = next((getattr(b, method) for b in bases if hasattr(b, method)), None)
+        if inherited is not None:
+            namespace[method] = pytest.mark.slow(inherited)
     for method, reason in excluded.items():
         namespace[method] = skipped_case(reason)
     for method, reason in KNOWN_BUGS.items():
