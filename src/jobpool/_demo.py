@@ -171,7 +171,7 @@ def _speed(value: float) -> str:
 
 def format_table(kinds: list[Kind]) -> str:
     """The last measurement of each kind: one job's time, and speeds (one at a time = 1)."""
-    rows = [("kind of job", "one job", "on threads", "on processes")]
+    rows: list[tuple[str, ...]] = [("kind of job", "one job", "on threads", "on processes")]
     for kind in kinds:
         advice = kind.advice[-1]
         cells = [kind.what, f"{advice.call_wall * 1e3:.0f} ms"]

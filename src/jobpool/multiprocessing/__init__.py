@@ -3,6 +3,9 @@
 .. code-block:: python
 
     from jobpool.multiprocessing import Pool, ThreadPool
+    # or, as the stdlib spells them:
+    from jobpool.multiprocessing.pool import Pool, ThreadPool
+    from jobpool.multiprocessing.dummy import Pool as ThreadPool
 
     with Pool(processes=4) as pool:
         print(pool.map(square, range(10)))
@@ -17,7 +20,8 @@ exception with the worker's traceback; no worker outlives the pool, a Ctrl-C or 
 
 Every other name of the stdlib's ``multiprocessing`` (``cpu_count``, ``Queue``, ``Manager``...)
 is importable from here too, unchanged, so ``import jobpool.multiprocessing as multiprocessing``
-keeps a whole script working.
+keeps a whole script working. The submodules ``pool`` and ``dummy`` are the stdlib's module
+layout: each has jobpool's pools and the stdlib's other names.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ from __future__ import annotations
 import multiprocessing as _stdlib
 from typing import Any
 
-from ._mp_pool._imap import IMapIterator
-from ._mp_pool._pool import Pool, ThreadPool
-from ._mp_pool._results import AsyncResult, MapResult
+from .._mp_pool._imap import IMapIterator
+from .._mp_pool._pool import Pool, ThreadPool
+from .._mp_pool._results import AsyncResult, MapResult
 
 __all__ = [
     "ApplyResult",
@@ -47,6 +51,11 @@ IMapUnorderedIterator = IMapIterator
 for _public in (Pool, ThreadPool, AsyncResult, MapResult, IMapIterator):
     _public.__module__ = __name__  # reprs and docs say jobpool.multiprocessing.Pool
 del _public
+
+# The stdlib's submodule names, jobpool's here: imported now, so that the attribute
+# ``jobpool.multiprocessing.pool`` never falls through to the stdlib's module below.
+from . import dummy as dummy  # noqa: E402
+from . import pool as pool  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:
