@@ -64,6 +64,6 @@ def test_the_version_is_written_in_one_place() -> None:
     pyproject = (root / "pyproject.toml").read_text()
     assert re.search(r'^dynamic = \["version"\]', pyproject, re.MULTILINE)
     assert 'version = { attr = "jobpool.__version__" }' in pyproject
-    assert not re.search(r"^version\s*=", pyproject, re.MULTILINE)
+    assert not re.search(r"^version\s*=\s*\"", pyproject, re.MULTILINE)  # no literal
     assert re.fullmatch(r"\d+\.\d+\.\d+((a|b|rc)\d+)?(\.dev\d+)?", jobpool.__version__)
     assert "## Unreleased" in (root / "CHANGELOG.md").read_text()
