@@ -293,6 +293,26 @@ seen.append("script")
 print("MUTATED", pool.submit(bump, 0).result())
 conn = "script's"
 print("REBOUND", pool.submit(bump, 0).result())
+HANDLERS = {"double": lambda x: 2 * x}  # pickled by cloudpickle, compared by its pickle
+BIG = list(range(100_000))  # its pickle is over 64 KiB: not compared, written with each new copy
+
+def use_handlers(x):
+    HANDLERS.setdefault("calls", 0)
+    HANDLERS["calls"] += 1
+    return HANDLERS["double"](x), HANDLERS["calls"]
+
+def grow_big(_):
+    BIG.append(-1)
+    return len(BIG)
+
+def big_len(_):
+    return len(BIG)
+
+print("CLOUD", [pool.submit(use_handlers, 3).result() for _ in range(2)])
+# A large function is kept by the worker and rerun without a new copy of BIG; another function
+# brings its own copy, which replaces the worker's.
+grown = [pool.submit(grow_big, 0).result() for _ in range(2)]
+print("LARGE", grown, pool.submit(big_len, 0).result())
 pool.shutdown()
 before = state
 pickle.loads(dumps(job, "fn"))  # unpickled where it was made: writes nothing
@@ -307,6 +327,8 @@ SCRIPT_STATE_EXPECTED = [
     "KEPT (8, [0, 1, 2], 'connected')",
     "MUTATED (8, ['script', 1], 'connected')",
     "REBOUND (8, ['script', 1, 2], \"script's\")",
+    "CLOUD [(6, 1), (6, 2)]",
+    "LARGE [100001, 100002] 100000",
     "SAME True",
 ]
 

@@ -19,12 +19,14 @@ name with ``global``, and later jobs read it):
 
 To tell whether the script's value changed, each global travels with something to compare:
 
-- an immutable value (numbers, strings, tuples of such) or one pickled by name (modules,
-  importable functions and classes) travels as itself, compared by type and equality;
+- an immutable value (numbers, strings, tuples of such up to :data:`MAX_ITEMS_WALKED` items) or
+  one pickled by name (modules, importable functions and classes) travels as itself, compared by
+  type and equality;
 - any other value (a dict, a list, an instance) travels as its own pickle, whose bytes are
   compared (and which is unpickled only when they differ); one whose pickle is larger than
   :data:`MAX_COMPARED_BYTES`, or that pickles only with the sending pickler's own machinery,
-  travels inline and is written whenever it arrives, unless code in the worker rebound the name;
+  travels inline and is written whenever a copy arrives, unless code in the worker rebound the
+  name;
 - the script's own functions and classes travel inline and are written whenever they arrive,
   unless code in the worker rebound the name (so a redefined function is seen).
 
@@ -52,6 +54,8 @@ MISSING = object()  # a name not there (is_stable counts it as stable)
 MARKER = b"jobpool._main_globals"
 #: A global whose pickle is larger than this travels inline (see the module docstring).
 MAX_COMPARED_BYTES = 64 * 1024
+#: A tuple or frozenset with more items than this is compared by its pickle, not item by item.
+MAX_ITEMS_WALKED = 64
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 # How a global travels (see the module docstring): compared as itself, compared by its pickle's
@@ -144,7 +148,7 @@ def _reduce_script_function(
 
 def _entry(pickler: Any, name: str, value: Any) -> tuple[int, Any]:
     """How ``value`` travels (EQUAL, BYTES or WRITTEN), and what travels for it."""
-    if is_stable(value):
+    if _comparable_as_itself(value):
         return EQUAL, value
     if not isinstance(value, (types.FunctionType, type)):
         data = _own_pickle(pickler, value)
@@ -196,6 +200,14 @@ def _own_pickle(pickler: Any, value: Any) -> Optional[bytes]:
     except Exception:
         return None
     return buffer.getvalue()
+
+
+def _comparable_as_itself(value: Any) -> bool:
+    """Stable, and cheap to check so: a long tuple is compared by its pickle instead (made in C,
+    where walking its items in Python on every submit would cost more than pickling it)."""
+    if type(value) in (tuple, frozenset) and len(value) > MAX_ITEMS_WALKED:
+        return False
+    return is_stable(value)
 
 
 def is_stable(value: Any, depth: int = 0) -> bool:
@@ -265,7 +277,7 @@ def adopt() -> None:
         _written.update(space)
         _received.clear()
         for name, value in space.items():
-            if is_stable(value):
+            if _comparable_as_itself(value):
                 _received[name] = (EQUAL, value)
                 continue
             sent = _sent.get(name)
