@@ -207,3 +207,20 @@ def test_process_executor_does_better_than_the_stdlibs(method: str) -> None:
         assert len(pids) >= 3  # no worker ran more than two jobs
         assert isinstance(executor, jobpool.Pool)
         assert repr(executor).startswith("<jobpool.concurrent.futures.ProcessPoolExecutor")
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_get_context_pool_is_jobpools(method: str) -> None:
+    """``multiprocessing.get_context(m).Pool(...)``, a common spelling, gets jobpool's pool."""
+    from multiprocessing.context import BaseContext
+
+    import jobpool.multiprocessing as mp
+
+    context = mp.get_context(method)
+    assert isinstance(context, BaseContext) and context.get_start_method() == method
+    assert type(context).__mro__[1] is type(multiprocessing.get_context(method))
+    with context.Pool(2) as pool:
+        assert isinstance(pool, mp.Pool)
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+        assert pool.apply(lambda: 7) == 7  # jobpool's: a lambda travels
+    pool.join()

@@ -27,7 +27,9 @@ layout: each has jobpool's pools and the stdlib's other names.
 from __future__ import annotations
 
 import multiprocessing as _stdlib
-from typing import Any
+from collections.abc import Iterable
+from multiprocessing.context import BaseContext
+from typing import Any, Callable, Optional
 
 from .._mp_pool._imap import IMapIterator
 from .._mp_pool._pool import Pool, ThreadPool
@@ -42,6 +44,7 @@ __all__ = [
     "Pool",
     "ThreadPool",
     "TimeoutError",
+    "get_context",
 ]
 
 TimeoutError = _stdlib.TimeoutError  # what get(timeout) and next(timeout) raise
@@ -56,6 +59,37 @@ del _public
 # ``jobpool.multiprocessing.pool`` never falls through to the stdlib's module below.
 from . import dummy as dummy  # noqa: E402
 from . import pool as pool  # noqa: E402
+
+_CONTEXT_CLASSES: dict[type, type] = {}
+
+
+def get_context(method: Optional[str] = None) -> BaseContext:
+    """``multiprocessing.get_context(method)``, whose ``Pool`` is jobpool's.
+
+    The context is the stdlib's own (``Process``, ``Queue``, ``Lock``... are its), of a subclass
+    whose ``Pool(processes, initializer, initargs, maxtasksperchild)`` makes a
+    :class:`jobpool.multiprocessing.Pool` with this context: code that writes
+    ``multiprocessing.get_context("spawn").Pool(4)`` gets jobpool's pool too.
+    """
+    context = _stdlib.get_context(method)
+    cls = type(context)
+    ours = _CONTEXT_CLASSES.get(cls)
+    if ours is None:
+        ours = type(cls.__name__, (cls,), {"Pool": _context_pool, "__module__": __name__})
+        _CONTEXT_CLASSES[cls] = ours
+    made: BaseContext = ours()
+    return made
+
+
+def _context_pool(
+    self: BaseContext,
+    processes: Optional[int] = None,
+    initializer: Optional[Callable[..., object]] = None,
+    initargs: Iterable[Any] = (),
+    maxtasksperchild: Optional[int] = None,
+) -> Pool:
+    """Returns a process pool object (jobpool's, with this context)."""
+    return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
 
 
 def __getattr__(name: str) -> Any:
