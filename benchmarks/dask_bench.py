@@ -268,7 +268,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         import distributed
     except ImportError:
-        print('needs the distributed package: pip install "jobpool[dask]"', file=sys.stderr)
+        print(
+            'needs the distributed package: pip install "jobpool[dask]" '
+            '(from a checkout of jobpool: pip install ".[dask]")',
+            file=sys.stderr,
+        )
         return 2
     if args.quick:
         sizes = {"submit_10ms": 10, "submit_trivial": 20, "map_10ms": 10, "map_tiny": 2_000}

@@ -40,6 +40,12 @@ def connect_to_database() -> None:
 
 
 def main() -> None:
+    print(
+        "Two jobs below crash their worker process on purpose. The one that segfaults makes\n"
+        "Python print 'Fatal Python error: Segmentation fault' and a traceback on stderr: that\n"
+        "dump is expected, and the pool goes on.\n",
+        flush=True,
+    )
     with Pool(2, backend="process") as pool:
         good = [pool.submit(work, x) for x in range(6)]
         bad = [pool.submit(segfault), pool.submit(exit_hard)]

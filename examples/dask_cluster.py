@@ -1,8 +1,8 @@
 """The same Pool on a Dask cluster: here a LocalCluster of 2 worker processes on this machine.
 
 On a real cluster only the address changes: start ``dask scheduler`` and ``dask worker`` on your
-machines (see docs/dask.md) and pass ``address="tcp://scheduler-host:8786"``. Needs the extra:
-pip install "jobpool[dask]".
+machines (see docs/dask.md) and pass ``address="tcp://scheduler-host:8786"``. Needs the Dask
+extra: pip install "jobpool[dask]" (from a checkout of jobpool: pip install ".[dask]").
 
 Run: python examples/dask_cluster.py
 """
@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import os
 
-from distributed import Client, LocalCluster
+try:
+    from distributed import Client, LocalCluster
+except ImportError:
+    raise SystemExit(
+        "this example needs the Dask extra (the distributed package): "
+        'pip install "jobpool[dask]", or from a checkout of jobpool: pip install ".[dask]"'
+    ) from None
 
 from jobpool import Pool
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -25,13 +26,19 @@ to be or not to be that is the question
 all that glitters is not gold""".splitlines()
 
 
+def say(line: str) -> None:
+    """Print from a worker: one write per line, so lines of two workers never mix."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 class WordIndex:
     """Counts words into a shared SQLite file over its own connection (not picklable)."""
 
     def __init__(self, path: str) -> None:
         self.connection = sqlite3.connect(path, timeout=30)
         self.lock = threading.Lock()
-        print(f"  process {os.getpid()}: connected to {os.path.basename(path)}")
+        say(f"  process {os.getpid()}: connected to {os.path.basename(path)}")
 
     def add(self, line: str) -> tuple[int, int]:
         words = line.split()
@@ -42,7 +49,7 @@ class WordIndex:
         return os.getpid(), len(words)
 
     def close(self) -> None:
-        print(f"  process {os.getpid()}: closing its connection")
+        say(f"  process {os.getpid()}: closing its connection")
         self.connection.close()
 
 

@@ -1,6 +1,7 @@
 """A progress bar over pool.map, callbacks for your own UI, and a bar over submitted futures.
 
-Needs tqdm: pip install "jobpool[progress]". Runs in about a second.
+Needs tqdm, the progress extra: pip install "jobpool[progress]" (from a checkout of jobpool:
+pip install ".[progress]"); without it, the first map says so. Runs in about a second.
 """
 
 from __future__ import annotations

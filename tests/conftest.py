@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -79,11 +80,14 @@ def assert_no_leftover_processes() -> None:
         pytest.fail(f"processes left behind: {leftovers}")
 
 
+EXCLUDED = "excluded on purpose: "
+
+
 def skipped_case(reason: str) -> Any:
     """A unittest case that is skipped with ``reason`` (for the stdlib suites' exclusions)."""
     import unittest
 
-    @unittest.skip(reason)
+    @unittest.skip(EXCLUDED + reason)
     def test(self: Any) -> None:  # pragma: no cover - never runs
         pass
 
@@ -125,10 +129,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     selected with ``-m slow``; a plain ``python -m pytest -q`` leaves them out."""
     if RUN_SLOW or "slow" in (config.getoption("markexpr", "") or ""):
         return
-    skip = pytest.mark.skip(reason="slow: set JOBPOOL_RUN_SLOW=1 (CI does) or select -m slow")
+    skip = pytest.mark.skip(reason=SLOW_REASON)
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+SLOW_REASON = "slow: set JOBPOOL_RUN_SLOW=1 (CI does) or select -m slow"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Skips in a few lines, none left out: the slow tests and the stdlib suites' deliberate
+    exclusions as one count each, every other skip with its reason and how many share it.
+
+    pyproject's ``addopts`` lists only failures and errors one per line (``-rfE``); ``-rs``
+    still lists every skip."""
+    slow = excluded = 0
+    others: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        if not isinstance(longrepr, tuple) or len(longrepr) != 3:
+            continue
+        path, line, reason = longrepr
+        reason = str(reason).removeprefix("Skipped: ")
+        if reason == SLOW_REASON:
+            slow += 1
+        elif reason.startswith(EXCLUDED):
+            excluded += 1
+        else:
+            where = f"{Path(str(path)).name}:{line + 1}"
+            key = f"{reason} ({where})"
+            others[key] = others.get(key, 0) + 1
+    if not (slow or excluded or others):
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("skipped", sep="-")
+    if slow:
+        write(f"{slow} slow tests not run: set JOBPOOL_RUN_SLOW=1 to run them (CI does)")
+    if excluded:
+        write(
+            f"{excluded} cases of CPython's own test suites excluded on purpose, each with its "
+            "reason: pytest -rs tests/test_stdlib_suite.py tests/test_stdlib_pool_suite.py"
+        )
+    for key, count in sorted(others.items()):
+        write(f"{count} skipped: {key}")
 
 
 # --- one Dask cluster for the whole run --------------------------------------------------------

@@ -145,6 +145,41 @@ def test_example_runs(script: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, f"exit code {done.returncode}\n{done.stdout}\n{done.stderr}"
 
 
+@pytest.mark.slow
+def test_worker_lines_stay_whole(tmp_path: Path) -> None:
+    """Two workers print at once: each line is written whole, never mixed with another's."""
+    done = run_script(ROOT / "examples" / "per_worker_database.py", tmp_path)
+    assert done.returncode == 0, done.stderr
+    workers = [line for line in done.stdout.splitlines() if "process " in line]
+    assert len(workers) >= 4, done.stdout
+    for line in workers:
+        assert re.fullmatch(r"  process \d+: (connected to words\.db|closing its connection)", line)
+
+
+@pytest.mark.slow
+def test_expected_crash_output_is_announced(tmp_path: Path) -> None:
+    done = run_script(ROOT / "examples" / "crash_isolation.py", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Two jobs below crash their worker process on purpose.")
+    assert "Fatal Python error: Segmentation fault" in done.stdout  # named before it comes
+
+
+def test_an_example_that_needs_an_extra_says_which(tmp_path: Path) -> None:
+    """Without the distributed package, the Dask example names the extra to install."""
+    hide = "import sys, runpy; sys.modules['distributed'] = None; runpy.run_path(sys.argv[1])"
+    done = subprocess.run(
+        [sys.executable, "-c", hide, str(ROOT / "examples" / "dask_cluster.py")],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert 'pip install "jobpool[dask]"' in done.stderr, done.stderr
+    assert 'pip install ".[dask]"' in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 PAGES_WITH_CODE = [p for p in PAGES if runnable_blocks(p)]
 
 

@@ -53,3 +53,17 @@ def test_errors_survive_pickling() -> None:
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
+
+
+def test_the_version_is_written_in_one_place() -> None:
+    """pyproject.toml reads it from jobpool.__version__; nothing else spells it out."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pyproject = (root / "pyproject.toml").read_text()
+    assert re.search(r'^dynamic = \["version"\]', pyproject, re.MULTILINE)
+    assert 'version = { attr = "jobpool.__version__" }' in pyproject
+    assert not re.search(r"^version\s*=\s*\"", pyproject, re.MULTILINE)  # no literal
+    assert re.fullmatch(r"\d+\.\d+\.\d+((a|b|rc)\d+)?(\.dev\d+)?", jobpool.__version__)
+    assert "## Unreleased" in (root / "CHANGELOG.md").read_text()

@@ -251,3 +251,94 @@ def test_a_kept_function_sees_the_globals_of_its_own_submit(method: str, tmp_pat
     done = run_child(["-c", GLOBALS_AT_SUBMIT.replace("METHOD", repr(method))], None, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[1, 100, 1]"]
+
+
+# A script's module-level state, as users of the stdlib pools keep per-worker state: the worker's
+# own changes (a dict its initializer filled, a counter a job bumps, a name rebound with
+# `global`) stay; a change the script makes between two submits reaches the next job.
+SCRIPT_STATE = """
+import pickle
+import jobpool
+from jobpool._serialization import dumps
+
+state = {}
+seen = []
+conn = None
+OFFSET = 1
+
+def init():
+    global conn
+    state["v"] = 7
+    conn = "connected"
+
+def job(_):
+    return state.get("v")
+
+def bump(_):
+    seen.append(len(seen))
+    return state.get("v"), list(seen), conn
+
+def add(x):
+    return x + OFFSET
+
+pool = jobpool.Pool(1, backend="process", start_method=METHOD, initializer=init)
+print("INIT", pool.submit(job, 0).result())
+print("KEPT", [pool.submit(bump, 0).result() for _ in range(2)])
+OFFSET = 100
+print("REBOUND", pool.submit(add, 1).result())
+state["v"] = 8
+print("MUTATED", pool.submit(job, 0).result(), list(pool.map(job, range(2))))
+print("KEPT", pool.submit(bump, 0).result())
+seen.append("script")
+print("MUTATED", pool.submit(bump, 0).result())
+conn = "script's"
+print("REBOUND", pool.submit(bump, 0).result())
+HANDLERS = {"double": lambda x: 2 * x}  # pickled by cloudpickle, compared by its pickle
+BIG = list(range(100_000))  # its pickle is over 64 KiB: not compared, written with each new copy
+
+def use_handlers(x):
+    HANDLERS.setdefault("calls", 0)
+    HANDLERS["calls"] += 1
+    return HANDLERS["double"](x), HANDLERS["calls"]
+
+def grow_big(_):
+    BIG.append(-1)
+    return len(BIG)
+
+def big_len(_):
+    return len(BIG)
+
+print("CLOUD", [pool.submit(use_handlers, 3).result() for _ in range(2)])
+# A large function is kept by the worker and rerun without a new copy of BIG; another function
+# brings its own copy, which replaces the worker's.
+grown = [pool.submit(grow_big, 0).result() for _ in range(2)]
+print("LARGE", grown, pool.submit(big_len, 0).result())
+pool.shutdown()
+before = state
+pickle.loads(dumps(job, "fn"))  # unpickled where it was made: writes nothing
+print("SAME", state is before)
+"""
+
+SCRIPT_STATE_EXPECTED = [
+    "INIT 7",
+    "KEPT [(7, [0], 'connected'), (7, [0, 1], 'connected')]",
+    "REBOUND 101",
+    "MUTATED 8 [8, 8]",
+    "KEPT (8, [0, 1, 2], 'connected')",
+    "MUTATED (8, ['script', 1], 'connected')",
+    "REBOUND (8, ['script', 1, 2], \"script's\")",
+    "CLOUD [(6, 1), (6, 2)]",
+    "LARGE [100001, 100002] 100000",
+    "SAME True",
+]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_workers_own_state_stays_and_the_scripts_changes_arrive(
+    method: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "state.py"
+    path.write_text(SCRIPT_STATE.replace("METHOD", repr(method)))
+    done = run_child([str(path)], None, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == SCRIPT_STATE_EXPECTED, done.stderr

@@ -1,9 +1,10 @@
 """CPython's own ``multiprocessing.Pool`` tests, run against ``jobpool.multiprocessing``.
 
 The ``_TestPool``-family classes of the *installed* ``test._test_multiprocessing`` (Python 3.13+)
-are combined with mixins whose ``Pool`` is ``jobpool.multiprocessing.Pool`` under the fork,
-forkserver and spawn start methods, or ``jobpool.multiprocessing.ThreadPool``, as the stdlib
-combines them with its own. ``_TestPoolWorkerErrors`` and ``_TestPoolWorkerLifetime`` build
+are combined with mixins whose ``Pool`` is ``jobpool.multiprocessing.pool.Pool`` under the fork,
+forkserver and spawn start methods, or ``jobpool.multiprocessing.dummy.Pool`` (a ``ThreadPool``),
+as the stdlib combines them with its own ``multiprocessing.pool.Pool`` and
+``multiprocessing.dummy.Pool``. ``_TestPoolWorkerErrors`` and ``_TestPoolWorkerLifetime`` build
 ``multiprocessing.Pool(...)`` by name, so while they run that name is jobpool's ``Pool``.
 
 Nothing is left out silently: a case that inspects the stdlib pool's internals, or that asserts
@@ -41,7 +42,8 @@ except ImportError as exc:  # a Python built without its test package
 import multiprocessing
 
 import jobpool
-import jobpool.multiprocessing as jobpool_mp
+import jobpool.multiprocessing.dummy
+import jobpool.multiprocessing.pool
 from conftest import assert_no_leftover_processes, skipped_case
 
 sqr = stdlib_tests.sqr
@@ -57,16 +59,18 @@ def _mixin(label: str, base: type, pool: Callable[..., Any]) -> type:
     return type(f"{label}Mixin", (base,), {"Pool": staticmethod(pool)})
 
 
+# Each pool under the name the stdlib's own mixins use: multiprocessing.pool.Pool for processes
+# (what multiprocessing.Pool makes), multiprocessing.dummy.Pool for threads.
 MIXINS = {
     **{
         m.capitalize(): _mixin(
             m.capitalize(),
             stdlib_tests.ProcessesMixin,
-            functools.partial(jobpool_mp.Pool, context=m),
+            functools.partial(jobpool.multiprocessing.pool.Pool, context=m),
         )
         for m in START_METHODS
     },
-    "Thread": _mixin("Thread", stdlib_tests.ThreadsMixin, jobpool_mp.ThreadPool),
+    "Thread": _mixin("Thread", stdlib_tests.ThreadsMixin, jobpool.multiprocessing.dummy.Pool),
 }
 
 

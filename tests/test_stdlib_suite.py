@@ -1,19 +1,26 @@
-"""CPython's own ``test.test_concurrent_futures`` executor tests, run against ``jobpool.Pool``.
+"""CPython's own ``test.test_concurrent_futures`` executor tests, run against jobpool.
 
+Twice: against ``jobpool.Pool`` itself (classes named ``Thread...``, ``Forkserver...``,
+``Fork...``) and against the stdlib dialect ``jobpool.concurrent.futures``'s
+``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` (the same names with ``Dialect`` in front).
 The test classes are built from the mixins of the *installed* stdlib test package (Python 3.13+)
-with an ``executor_type`` that makes a jobpool Pool on the thread backend, or on the process
-backend under the forkserver and fork start methods. Only cases that inspect the stdlib
-executors' internals (or test stdlib-only behaviour) are excluded; each exclusion is a skip with
-its reason, so ``pytest -rs`` lists them. A few cases that hard-code a stdlib class in a child
-interpreter's script are *ported*: the same script with ``jobpool.Pool`` in it.
+with an ``executor_type`` that makes a jobpool pool on the thread backend, or on the process
+backend under the forkserver and fork start methods. The stdlib cases that build
+``concurrent.futures.ThreadPoolExecutor`` by name run with that name bound to jobpool's. Only
+cases that inspect the stdlib executors' internals (or test stdlib-only behaviour) are
+excluded; each exclusion is a skip with its reason, so ``pytest -rs`` lists them. A few cases
+that hard-code a stdlib class in a child interpreter's script are *ported*: the same script with
+jobpool's class in it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any, Optional
+from unittest import mock
 
 import pytest
 
@@ -38,8 +45,11 @@ try:
 except ImportError as exc:  # a Python built without its test package
     pytest.skip(f"the stdlib test package is not installed: {exc}", allow_module_level=True)
 
+import concurrent.futures
+
 from conftest import skipped_case
 from jobpool import Pool
+from jobpool.concurrent import futures as dialect
 
 
 class StdlibNames(Pool):
@@ -76,20 +86,33 @@ class ProcessPool(StdlibNames):
         )
 
 
-class ThreadMixin(util.ExecutorMixin):
-    executor_type = ThreadPool
+class DialectThreadPool(StdlibNames, dialect.ThreadPoolExecutor):
+    """jobpool's ``ThreadPoolExecutor``, and the threads the stdlib's tests count."""
+
+    @property
+    def _threads(self) -> set[threading.Thread]:
+        return set(self._backend._threads)  # type: ignore[attr-defined]
 
 
-class ForkserverMixin(util.ProcessPoolForkserverMixin):
-    executor_type = ProcessPool
+class DialectProcessPool(StdlibNames, dialect.ProcessPoolExecutor):
+    """jobpool's ``ProcessPoolExecutor``."""
 
 
-class ForkMixin(util.ProcessPoolForkMixin):
-    executor_type = ProcessPool
+def _mixins(thread_pool: type, process_pool: type) -> dict[str, type]:
+    return {
+        "Thread": type("ThreadMixin", (util.ExecutorMixin,), {"executor_type": thread_pool}),
+        "Forkserver": type(
+            "ForkserverMixin", (util.ProcessPoolForkserverMixin,), {"executor_type": process_pool}
+        ),
+        "Fork": type("ForkMixin", (util.ProcessPoolForkMixin,), {"executor_type": process_pool}),
+    }
 
 
-PROCESS_MIXINS = {"Forkserver": ForkserverMixin, "Fork": ForkMixin}
-ALL_MIXINS = {"Thread": ThreadMixin, **PROCESS_MIXINS}
+# Class name prefix -> (label -> mixin): the Pool adapters, and the stdlib dialect's classes.
+TARGETS = {
+    "": _mixins(ThreadPool, ProcessPool),
+    "Dialect": _mixins(DialectThreadPool, DialectProcessPool),
+}
 
 # --- exclusions: (test method name -> reason), per group of test classes ----------------------
 
@@ -141,6 +164,15 @@ EXCLUDED_PROCESS_SHUTDOWN = {
     "test_del_shutdown": f"{INTERNALS} (_executor_manager_thread, _call_queue, _processes)",
     "test_shutdown_no_wait": f"{INTERNALS} (_executor_manager_thread, _call_queue, _processes)",
 }
+# The dialect's ThreadPoolExecutor has the stdlib's ``_max_workers`` and the adapter above its
+# ``_threads``, and raises the stdlib's message for max_workers <= 0: these run against it.
+RUN_ON_DIALECT_THREADS = {
+    "test_max_workers_negative",
+    "test_default_workers",
+    "test_saturation",
+    "test_idle_thread_reuse",
+}
+RUN_ON_DIALECT_PROCESSES = {"test_max_workers_negative"}
 # Not run at all (documented here so the list is complete):
 #  * test_deadlock.py: injects crashes into ProcessPoolExecutor's call/result queues and its
 #    _ExecutorManagerThread, and expects BrokenProcessPool; jobpool's crash handling is covered
@@ -149,8 +181,9 @@ EXCLUDED_PROCESS_SHUTDOWN = {
 #    stops the stdlib resource tracker.
 #  * test_future.py: tests concurrent.futures.Future alone, no executor.
 #  * ThreadPoolShutdownTest's own methods (test_threads_terminate, test_context_manager_shutdown,
-#    test_del_shutdown, test_shutdown_no_wait, test_thread_names_*): executor._threads or a
-#    hard-coded ThreadPoolExecutor; the shared ExecutorShutdownTest cases run instead.
+#    test_del_shutdown, test_shutdown_no_wait, test_thread_names_*) against jobpool.Pool:
+#    executor._threads or a hard-coded ThreadPoolExecutor; they run against the dialect's
+#    ThreadPoolExecutor (DialectThreadShutdownTest), with that name bound to it.
 
 
 # Known jobpool bugs the stdlib suite finds: strict expected failures, so a fix shows up.
@@ -178,7 +211,7 @@ SLOW_CASES = frozenset(
 
 def _build(name: str, bases: tuple[type, ...], excluded: dict[str, str], **extra: Any) -> None:
     namespace: dict[str, Any] = {"__module__": __name__, **extra}
-    if name.startswith(SLOW_LABELS):  # Fork... and Forkserver...
+    if name.removeprefix("Dialect").startswith(SLOW_LABELS):  # Fork... and Forkserver...
         namespace["pytestmark"] = [pytest.mark.slow]
     for method in SLOW_CASES:
         inherited = next((getattr(b, method) for b in bases if hasattr(b, method)), None)
@@ -197,7 +230,12 @@ def _build(name: str, bases: tuple[type, ...], excluded: dict[str, str], **extra
 
 
 def _pool_expr(test: Any, workers: int) -> str:
+    """The pool the test's class is about, as a child interpreter's script builds it."""
     ctx = getattr(test, "ctx", None)
+    if type(test).__name__.startswith("Dialect"):
+        if ctx is None:
+            return f"futures.ThreadPoolExecutor({workers})"
+        return f"futures.ProcessPoolExecutor({workers}, mp_context={ctx!r})"
     if ctx is None:
         return f"Pool({workers}, backend='thread')"
     return f"Pool({workers}, backend='process', start_method={ctx!r})"
@@ -223,6 +261,7 @@ class PortedShutdownCases:
             "-c",
             f"""if 1:
             from jobpool import Pool
+            from jobpool.concurrent import futures
             from test.test_concurrent_futures.test_shutdown import sleep_and_print
             if __name__ == "__main__":
                 t = {_pool_expr(self, 5)}
@@ -246,6 +285,7 @@ class PortedShutdownCases:
                     print("runtime-error")
                     raise
             from jobpool import Pool
+            from jobpool.concurrent import futures
             if __name__ == "__main__":
                 t = {_pool_expr(self, 5)}
                 t.submit(id, 42).result()
@@ -262,6 +302,7 @@ class PortedShutdownCases:
             "-c",
             f"""if True:
             from jobpool import Pool
+            from jobpool.concurrent import futures
             from test.test_concurrent_futures.test_shutdown import sleep_and_print
             if __name__ == "__main__":
                 t = {_pool_expr(self, 3)}
@@ -276,13 +317,19 @@ class PortedShutdownCases:
 class PortedThreadShutdownCases:
     def test_cancel_futures_wait_false(self: Any) -> None:
         _quiesce(self)
+        pool = (
+            "futures.ThreadPoolExecutor()"
+            if type(self).__name__.startswith("Dialect")
+            else "Pool(backend='thread')"
+        )
         _rc, out, err = assert_python_ok(
             "-c",
-            """if True:
+            f"""if True:
             from jobpool import Pool
+            from jobpool.concurrent import futures
             from test.test_concurrent_futures.test_shutdown import sleep_and_print
             if __name__ == "__main__":
-                t = Pool(backend="thread")
+                t = {pool}
                 t.submit(sleep_and_print, .1, "apple")
                 t.shutdown(wait=False, cancel_futures=True)
             """,
@@ -309,54 +356,98 @@ class FailingInitializerAdapter:
 
 # --- the test classes ---------------------------------------------------------------------------
 
-for _label, _mixin in ALL_MIXINS.items():
-    _thread = _label == "Thread"
-    _build(
-        f"{_label}ExecutorTest",
-        (
-            (test_thread_pool.ThreadPoolExecutorTest,)
-            if _thread
-            else (test_process_pool.ProcessPoolExecutorTest, _mixin, util.BaseTestCase)
-        ),
-        {**EXCLUDED_COMMON, **(EXCLUDED_THREAD if _thread else EXCLUDED_PROCESS)},
-        **({"executor_type": ThreadPool} if _thread else {}),
-    )
-    _build(
-        f"{_label}WaitTest",
-        (
-            (test_wait.ThreadPoolWaitTests,)
-            if _thread
-            else (test_wait.WaitTests, _mixin, util.BaseTestCase)
-        ),
-        {},
-        **({"executor_type": ThreadPool} if _thread else {}),
-    )
-    _build(
-        f"{_label}AsCompletedTest",
-        (test_as_completed.AsCompletedTests, _mixin, util.BaseTestCase),
-        {},
-    )
-    _build(
-        f"{_label}ShutdownTest",
-        (
-            PortedShutdownCases,
-            *((PortedThreadShutdownCases,) if _thread else ()),
-            *(() if _thread else (test_shutdown.ProcessPoolShutdownTest,)),
-            test_shutdown.ExecutorShutdownTest,
-            _mixin,
-            util.BaseTestCase,
-        ),
-        {} if _thread else EXCLUDED_PROCESS_SHUTDOWN,
-    )
-    _build(
-        f"{_label}InitializerTest",
-        (test_init.InitializerMixin, _mixin, util.BaseTestCase),
-        {},
-    )
-    _build(
-        f"{_label}FailingInitializerTest",
-        (FailingInitializerAdapter, test_init.FailingInitializerMixin, _mixin, util.BaseTestCase),
-        {},
-    )
 
-del _label, _mixin, _thread
+class DialectThreadName:
+    """While a case runs, ``concurrent.futures.ThreadPoolExecutor`` (which it calls by name) is
+    jobpool's; so is the executor class its child interpreters import."""
+
+    def setUp(self: Any) -> None:
+        patcher = mock.patch.object(concurrent.futures, "ThreadPoolExecutor", DialectThreadPool)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        super().setUp()  # type: ignore[misc]
+
+
+def _classes(prefix: str, mixins: dict[str, type]) -> None:
+    for label, mixin in mixins.items():
+        thread = label == "Thread"
+        name = f"{prefix}{label}"
+        executor_type = {"executor_type": mixin.executor_type} if thread else {}  # type: ignore[attr-defined]
+        excluded = {**EXCLUDED_COMMON, **(EXCLUDED_THREAD if thread else EXCLUDED_PROCESS)}
+        if prefix:
+            runs = RUN_ON_DIALECT_THREADS if thread else RUN_ON_DIALECT_PROCESSES
+            excluded = {k: v for k, v in excluded.items() if k not in runs}
+        _build(
+            f"{name}ExecutorTest",
+            (
+                (test_thread_pool.ThreadPoolExecutorTest,)
+                if thread
+                else (test_process_pool.ProcessPoolExecutorTest, mixin, util.BaseTestCase)
+            ),
+            excluded,
+            **executor_type,
+        )
+        _build(
+            f"{name}WaitTest",
+            (
+                (test_wait.ThreadPoolWaitTests,)
+                if thread
+                else (test_wait.WaitTests, mixin, util.BaseTestCase)
+            ),
+            {},
+            **executor_type,
+        )
+        _build(
+            f"{name}AsCompletedTest",
+            (test_as_completed.AsCompletedTests, mixin, util.BaseTestCase),
+            {},
+        )
+        if thread and prefix:  # the stdlib's own thread shutdown cases, on jobpool's class
+            shutdown_bases: tuple[type, ...] = (
+                PortedShutdownCases,
+                PortedThreadShutdownCases,
+                DialectThreadName,
+                test_shutdown.ThreadPoolShutdownTest,
+            )
+        elif thread:
+            shutdown_bases = (
+                PortedShutdownCases,
+                PortedThreadShutdownCases,
+                test_shutdown.ExecutorShutdownTest,
+                mixin,
+                util.BaseTestCase,
+            )
+        else:
+            shutdown_bases = (
+                PortedShutdownCases,
+                test_shutdown.ProcessPoolShutdownTest,
+                test_shutdown.ExecutorShutdownTest,
+                mixin,
+                util.BaseTestCase,
+            )
+        _build(
+            f"{name}ShutdownTest",
+            shutdown_bases,
+            {} if thread else EXCLUDED_PROCESS_SHUTDOWN,
+            **({"executor_type": mixin.executor_type} if thread and prefix else {}),  # type: ignore[attr-defined]
+        )
+        _build(
+            f"{name}InitializerTest",
+            (test_init.InitializerMixin, mixin, util.BaseTestCase),
+            {},
+        )
+        _build(
+            f"{name}FailingInitializerTest",
+            (
+                FailingInitializerAdapter,
+                test_init.FailingInitializerMixin,
+                mixin,
+                util.BaseTestCase,
+            ),
+            {},
+        )
+
+
+for _prefix, _mixins_of in TARGETS.items():
+    _classes(_prefix, _mixins_of)
+del _prefix, _mixins_of

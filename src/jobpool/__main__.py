@@ -15,10 +15,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
-        help="measure threads vs processes on this machine, on I/O-bound and CPU-bound work",
+        help="threads or processes? measured on this machine, for jobs that wait and jobs that "
+        "compute",
     )
     demo.add_argument("--workers", type=int, default=None, help="workers per pool (default: cpus)")
-    demo.add_argument("--quick", action="store_true", help="smaller workloads (a few seconds)")
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter measurements of the same jobs, with the same verdicts (about 10 s)",
+    )
     advise = commands.add_parser(
         "advise",
         help="time your function serially, on threads and on processes; recommend a backend",

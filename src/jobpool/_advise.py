@@ -260,13 +260,16 @@ def advise(
     budget: float = 1.0,
     workers: Optional[int] = None,
     target: str = "",
+    on_batch: Optional[Callable[[str], None]] = None,
 ) -> Advice:
     """Measure ``fn(*args, **kwargs)`` serially and on each local backend; recommend one.
 
     ``budget`` is the rough wall time, in seconds, of the serial measurement (split into
     :data:`ROUNDS` batches interleaved with the pooled ones); ``workers`` the worker count to
-    compare backends at (default: the CPUs this process may use, at least 2).
+    compare backends at (default: the CPUs this process may use, at least 2). ``on_batch`` is
+    told what is about to be measured (``"serial"``, ``"2 threads"``...), for a progress line.
     """
+    step = on_batch or _quiet
     timed = Timed(fn, args, kwargs or {})
     cpus = usable_cpus()
     base = max(2, workers or cpus)
@@ -276,7 +279,7 @@ def advise(
     calls = min(200, max(2, math.ceil(budget / ROUNDS / max(first_wall, 1e-6))))
     pickle_seconds, pickle_bytes, pickle_error = _pickle_cost(timed, result)
     serial_runs, thread_runs, process_runs, startup = _measure(
-        timed, calls, base, with_processes=pickle_error is None
+        timed, calls, base, with_processes=pickle_error is None, step=step
     )
     serial = _best(serial_runs, None)
     cpu_ratio = min(1.0, serial.cpu / serial.net) if serial.net > 0 else 1.0
@@ -284,7 +287,7 @@ def advise(
     runs = [serial, threads]
     best_thread = threads
     if threads.estimate >= 0.75 * threads.workers and cpu_ratio < 0.5:
-        more = _many_threads(timed, calls, base, serial)
+        more = _many_threads(timed, calls, base, serial, step)
         runs.append(more)
         if more.estimate > best_thread.estimate:
             best_thread = more
@@ -314,8 +317,12 @@ def advise(
     return advice
 
 
+def _quiet(_: str) -> None:
+    pass
+
+
 def _measure(
-    timed: Timed, calls: int, base: int, with_processes: bool
+    timed: Timed, calls: int, base: int, with_processes: bool, step: Callable[[str], None] = _quiet
 ) -> tuple[list[Run], list[Run], list[Run], float]:
     """Serial, thread and process batches, interleaved; and the process pool's start-up."""
     pooled_calls = _round_up(calls, base)
@@ -328,23 +335,30 @@ def _measure(
         list(thread_pool.map(timed, range(base), chunksize=1))  # start the threads
         process_pool: Optional[Pool] = None
         if with_processes:
+            step(f"starting {base} worker processes")
             start = time.perf_counter()
             process_pool = stack.enter_context(Pool(base, backend="process"))
             list(process_pool.map(timed, range(base), chunksize=1))  # each worker imports fn
             startup = time.perf_counter() - start
         # Interleaved rounds, best of each: a burst of other load on the machine then spoils
         # one batch of each kind, not the whole comparison.
-        for _ in range(ROUNDS):
+        for round_ in range(1, ROUNDS + 1):
+            step(f"one at a time, round {round_} of {ROUNDS}")
             serial_runs.append(_serial(timed, calls))
+            step(f"on {base} threads, round {round_} of {ROUNDS}")
             thread_runs.append(_pooled(thread_pool, timed, pooled_calls))
             if process_pool is not None:
+                step(f"on {base} processes, round {round_} of {ROUNDS}")
                 process_runs.append(_pooled(process_pool, timed, pooled_calls))
     return serial_runs, thread_runs, process_runs, startup
 
 
-def _many_threads(timed: Timed, calls: int, base: int, serial: Run) -> Run:
+def _many_threads(
+    timed: Timed, calls: int, base: int, serial: Run, step: Callable[[str], None] = _quiet
+) -> Run:
     """Calls that mostly wait may scale past one thread per CPU: try many more threads."""
     many = min(MAX_THREADS, 8 * base)
+    step(f"on {many} threads")
     with Pool(many, backend="thread") as pool:
         return _best([_pooled(pool, timed, _round_up(calls, many)) for _ in range(2)], serial)
 

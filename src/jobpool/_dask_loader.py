@@ -13,7 +13,8 @@ def load_dask_backend() -> type[DaskBackend]:
         import distributed  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            "backend='dask' needs the 'distributed' package: pip install \"jobpool[dask]\""
+            "backend='dask' needs the 'distributed' package: pip install \"jobpool[dask]\" "
+            '(from a checkout of jobpool: pip install ".[dask]")'
         ) from exc
     from ._dask import DaskBackend
 

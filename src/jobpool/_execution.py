@@ -69,12 +69,12 @@ class BrokenFunction:
 class KeptFunctions:
     """A worker's recent functions, unpickled, with the script's globals each came with.
 
-    Running a kept copy again first puts those globals back (``_main_globals.restore``): the
+    Running a kept copy again first settles those globals again (``_main_globals.settle``): the
     job sees the values of its own submit even if another function loaded since brought others.
     """
 
     def __init__(self, capacity: int = FUNCTION_CACHE_SIZE) -> None:
-        self._kept: OrderedDict[Hashable, tuple[Callable[..., Any], Optional[dict[str, Any]]]]
+        self._kept: OrderedDict[Hashable, tuple[Callable[..., Any], tuple[Any, ...]]]
         self._kept = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
@@ -82,11 +82,13 @@ class KeptFunctions:
     def keep(self, key: Hashable, load: Callable[[], Any]) -> Callable[..., Any]:
         """Unpickle a function with ``load`` and keep it under ``key``; a failure is kept too."""
         fn: Callable[..., Any]
+        entry: tuple[Callable[..., Any], tuple[Any, ...]]
         try:
-            fn = load()
-            entry = (fn, _main_globals.globals_of(fn))
+            with _main_globals.collecting() as script_globals:
+                fn = load()
+            entry = (fn, tuple(script_globals))
         except BaseException as exc:
-            entry = (BrokenFunction(exc), None)
+            entry = (BrokenFunction(exc), ())
         with self._lock:
             self._kept[key] = entry
             if len(self._kept) > self._capacity:
@@ -102,5 +104,5 @@ class KeptFunctions:
             self._kept.move_to_end(key)
         fn, script_globals = entry
         if script_globals:
-            _main_globals.restore(script_globals)
+            _main_globals.settle(script_globals)
         return fn

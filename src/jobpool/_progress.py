@@ -28,7 +28,9 @@ from ._map import TARGET_CHUNK_SECONDS, SubmitChunk
 
 R = TypeVar("R")
 
-INSTALL_HINT = 'pip install "jobpool[progress]"'
+INSTALL_HINT = (
+    'pip install "jobpool[progress]" (from a checkout of jobpool: pip install ".[progress]")'
+)
 
 
 class ProgressBar(Protocol):

@@ -24,6 +24,8 @@ from ._job import Job
 class ThreadBackend:
     name = "thread"
     kill_limitation = None  # a running job's future fails at once; its thread runs on
+    #: Worker threads are named this and a number (ThreadPoolExecutor sets its own).
+    name_prefix = "jobpool-thread-"
 
     def __init__(self, setup: BackendSetup) -> None:
         self._queue = setup.queue
@@ -64,7 +66,7 @@ class ThreadBackend:
     def _start_thread(self) -> None:
         self._serving += 1
         thread = threading.Thread(
-            target=self._work, name=f"jobpool-thread-{len(self._threads)}", daemon=True
+            target=self._work, name=f"{self.name_prefix}{len(self._threads)}", daemon=True
         )
         self._threads.add(thread)
         thread.start()

@@ -21,10 +21,9 @@ import sys
 import types
 from typing import Any, Callable, Optional
 
-from .._main_globals import code_global_names
+from .._main_globals import MISSING, code_global_names
+from .._main_globals import is_stable as _stable
 
-_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range, type(Ellipsis))
-_MISSING = object()
 CACHE_SIZE = 256
 
 
@@ -70,7 +69,7 @@ class ByValueCache:
             fn.__qualname__,
             fn.__module__,
             fn.__doc__,
-            tuple(_Same(namespace.get(name, _MISSING)) for name in names),
+            tuple(_Same(namespace.get(name, MISSING)) for name in names),
             tuple(_Same(value) for value in fn.__defaults__ or ()),
             tuple((name, _Same(value)) for name, value in (fn.__kwdefaults__ or {}).items()),
             tuple((name, _Same(value)) for name, value in fn.__annotations__.items()),
@@ -101,31 +100,3 @@ class _Same:
 
     def __hash__(self) -> int:
         return id(self.value)
-
-
-def _stable(value: Any, depth: int = 0) -> bool:
-    """Whether the same object always pickles the same: immutable, or pickled by name."""
-    if value is _MISSING or type(value) in _IMMUTABLE:
-        return True
-    if type(value) in (tuple, frozenset):
-        return depth < 4 and all(_stable(item, depth + 1) for item in value)
-    if isinstance(value, types.ModuleType):
-        name = value.__name__
-        return name != "__main__" and sys.modules.get(name) is value
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)):
-        return _importable(value)
-    return False
-
-
-def _importable(value: Any) -> bool:
-    """Whether cloudpickle pickles ``value`` by name: found under its module and name."""
-    module_name = getattr(value, "__module__", None)
-    qualname = getattr(value, "__qualname__", None)
-    if not isinstance(module_name, str) or not isinstance(qualname, str):
-        return False
-    if module_name == "__main__" or "<locals>" in qualname or "<lambda>" in qualname:
-        return False
-    found: Any = sys.modules.get(module_name)
-    for part in qualname.split("."):
-        found = getattr(found, part, _MISSING)
-    return found is value
