@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import sys
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -136,15 +135,30 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_import_fork_lock)
 
 
-def _cloudpickle() -> Any:
-    """Imported on first use: most jobs never need it, and workers start faster without it."""
-    module = sys.modules.get("cloudpickle")
-    if module is None:
-        with IMPORT_FORK_LOCK:
-            import cloudpickle
+_CLOUDPICKLE: Any = None
 
-            module = cloudpickle
+
+def _cloudpickle() -> Any:
+    """Imported on first use: most jobs never need it, and workers start faster without it.
+
+    The module is remembered only once its import has finished, under the lock: a module found
+    in ``sys.modules`` may still be half-initialized by another thread (eight threads making
+    their first submit at once got ``partially initialized module 'cloudpickle'``), whereas the
+    ``import`` statement waits for the thread that is importing it.
+    """
+    module = _CLOUDPICKLE
+    if module is None:
+        module = _import_cloudpickle()
     return module
+
+
+def _import_cloudpickle() -> Any:
+    global _CLOUDPICKLE
+    with IMPORT_FORK_LOCK:
+        import cloudpickle
+
+        _CLOUDPICKLE = cloudpickle
+    return cloudpickle
 
 
 def _serializable(obj: object) -> bool:

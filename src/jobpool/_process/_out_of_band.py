@@ -75,7 +75,8 @@ def _reduce_large(obj: Any, threshold: int) -> Any:
         data = obj if obj.c_contiguous else memoryview(obj.tobytes())
         return _rebuild_memoryview, (pickle.PickleBuffer(data), format, obj.shape)
     numpy = sys.modules.get("numpy")
-    if numpy is not None and kind is numpy.ndarray:
+    # getattr: another thread may be importing numpy, its module not yet holding ndarray
+    if numpy is not None and kind is getattr(numpy, "ndarray", None):
         flags = obj.flags
         if (
             obj.nbytes >= threshold
@@ -207,10 +208,9 @@ def looks_large(values: Iterable[Any], threshold: int) -> bool:
 def _numpy_array(kind: type) -> bool:
     """Whether ``kind`` is numpy's ndarray (learning that type once numpy is imported)."""
     global _NDARRAY
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        _NDARRAY = numpy.ndarray
-    return kind is _NDARRAY
+    # Kept only once found: a numpy that another thread is still importing may lack it yet.
+    _NDARRAY = getattr(sys.modules.get("numpy"), "ndarray", None)
+    return _NDARRAY is not None and kind is _NDARRAY
 
 
 def loads(
