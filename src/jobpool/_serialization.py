@@ -100,14 +100,28 @@ def serialize_job(job: Job) -> None:
 
 
 def explain_failure(obj: object, what: str, exc: BaseException) -> SerializationError:
+    """The error for ``obj`` (named ``what``) failing to serialize with ``exc``, saying what
+    happened: a part that pickle refuses (found and named), a part whose own pickling code
+    raised, or a process that ran out of memory, which says nothing about the object."""
+    if isinstance(exc, MemoryError):  # walking the object to blame a part would only guess
+        detail = f": {exc}" if str(exc) else ""
+        return SerializationError(
+            f"cannot serialize {what}: the process ran out of memory while pickling it "
+            f"(MemoryError{detail}). That is not a part that cannot be pickled: give the "
+            "process more memory, or return or pass less data at once.",
+            path=what,
+        )
     from ._pickling_advice import how_to_fix  # per_worker for a method's object, say
 
     path, leaf = locate_unpicklable(obj, what)
-    held = f"holds {_describe(leaf)}" if leaf is not None else "cannot be serialized"
+    failure = f"{type(exc).__name__}: {exc}"
+    if is_plain_pickle_refusal(exc):
+        held = f"holds {_describe(leaf)}" if leaf is not None else "cannot be serialized"
+        happened = f"it {held} ({failure})"
+    else:  # its own __reduce__ / __getstate__ raised
+        happened = f"pickling {_describe(leaf)} raised {failure}"
     return SerializationError(
-        f"cannot serialize {path}: it {held} ({type(exc).__name__}: {exc}). "
-        f"{how_to_fix(obj, what, path)}",
-        path=path,
+        f"cannot serialize {path}: {happened}. {how_to_fix(obj, what, path)}", path=path
     )
 
 
