@@ -108,7 +108,7 @@ def _unpack_chunk_result(
 
 
 #: What rebuilds a ChunkResult from its pickle: given items that could not be loaded, they keep
-#: them, so that only those items fail (see ``_remote.load_result``).
+#: them, so that only those items fail (see ``_remote.load_failed``).
 CHUNK_REBUILDERS = (ChunkResult, _unpack_chunk_result)
 
 

@@ -26,7 +26,7 @@ from ._serialization import dumps
 if TYPE_CHECKING:  # imported when a result fails to load: workers import this module to start
     from ._salvage import Failed, FailedIn
 
-#: How loading a result again, part by part, is done (see :func:`load_result`): given the
+#: How loading a result again, part by part, is done (see :func:`load_failed`): given the
 #: callables that may take failed parts, it returns the value and how to find those parts.
 Salvage = Callable[[tuple[Any, ...]], "tuple[Any, FailedIn]"]
 RESULT = "the job's result"
@@ -101,31 +101,27 @@ def settle_reply(outcomes: Outcomes, job: Job, raised: bool, data: bytes) -> Non
     if raised:
         outcomes.fail(job, unpack_exception(data))
         return
-    succeeded, value = load_result(
-        job, functools.partial(pickle.loads, data), functools.partial(_salvage, data)
-    )
-    if succeeded:
-        outcomes.succeed(job, value)
-    else:
-        outcomes.fail(job, value)
-
-
-def load_result(job: Job, load: Callable[[], Any], salvage: Salvage) -> tuple[bool, Any]:
-    """``(True, value)`` of ``load()``; or, when loading fails here, ``(False, ResultLoadError)``
-    naming the part that failed and why.
-
-    A ``map`` chunk whose result does not load is loaded again part by part (``salvage``): its
-    items that load are kept, and each one that does not fails alone. A single result is loaded
-    again the same way to find the part that failed (or, if the failure was passing, such as a
-    MemoryError, to load it after all). Only called on that failure: the fast path is
-    ``load()``.
-    """
     try:
-        return True, load()
+        value = pickle.loads(data)
     except BaseException as exc:
-        if not isinstance(exc, Exception):  # Ctrl-C in a caller reading its own reply
-            return False, exc
-        error = exc
+        succeeded, value = load_failed(job, exc, functools.partial(_salvage, data))
+        if not succeeded:
+            outcomes.fail(job, value)
+            return
+    outcomes.succeed(job, value)
+
+
+def load_failed(job: Job, error: BaseException, salvage: Salvage) -> tuple[bool, Any]:
+    """After loading ``job``'s result raised ``error``: ``(False, ResultLoadError)`` naming the
+    part that failed and why; or ``(True, value)`` when the result loads after all.
+
+    A ``map`` chunk is loaded again part by part (``salvage``): its items that load are kept,
+    and each one that does not fails alone. A single result is loaded again the same way to
+    find the part that failed (or, if the failure was passing, such as a MemoryError, to load it
+    after all). Only called on that failure: the fast path is the plain load.
+    """
+    if not isinstance(error, Exception):  # Ctrl-C in a caller reading its own reply
+        return False, error
     chunk = type(job.work) is Chunk
     try:
         value, failed_in = salvage(CHUNK_REBUILDERS if chunk else ())

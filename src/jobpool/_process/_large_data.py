@@ -29,7 +29,7 @@ from typing import Any, Optional, Union
 
 from .._errors import SerializationError
 from .._job import Call, ChunkResult, Job
-from .._remote import load_result
+from .._remote import load_failed
 from .._serialization import dumps, explain_failure
 from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
 from ._shared_memory import Segment, map_segment, receive_fd, send_fd, supported, write_segment
@@ -90,18 +90,17 @@ class Incoming:
         return loads(self.stream, self._map(writable), self.spans, writable)
 
     def load_result(self, job: Job) -> tuple[bool, Any]:
-        """The job's result, ``(True, value)``; or ``(False, error)`` as ``_remote.load_result``
+        """The job's result, ``(True, value)``; or ``(False, error)`` as ``_remote.load_failed``
         gives it for a result that does not load (a map chunk keeps the items that do)."""
         try:
             mapped = self._map(writable=True)
         except BaseException as exc:
             return False, exc
-        stream, spans = self.stream, self.spans
-        return load_result(
-            job,
-            functools.partial(loads, stream, mapped, spans, True),
-            functools.partial(salvage_loads, stream, mapped, spans, True),
-        )
+        try:
+            return True, loads(self.stream, mapped, self.spans, True)
+        except BaseException as exc:
+            salvage = functools.partial(salvage_loads, self.stream, mapped, self.spans, True)
+            return load_failed(job, exc, salvage)
 
     def _map(self, writable: bool) -> memoryview:
         segment, self.segment = self.segment, None
