@@ -101,9 +101,11 @@ class Salvager(pickle._Unpickler):
         else:
             self.append(self.find_class(*key))
 
-    def _made(self, fn: Any, make: Callable[[], Any], parts: tuple[Any, ...]) -> Any:
+    def _made(
+        self, fn: Any, make: Callable[[], Any], parts: tuple[Any, ...], step: str = ""
+    ) -> Any:
         """``make()``, or a Failed if ``fn`` or a part is one (unless ``fn`` accepts it), or if
-        it raises."""
+        it raises (``step`` says what it was doing; by default, calling ``fn``)."""
         if not any(fn is accepted for accepted in self.accept):
             failed = self._failed_part(parts)
             if failed is not None:
@@ -111,7 +113,8 @@ class Salvager(pickle._Unpickler):
         try:
             return make()
         except Exception as exc:
-            return Failed(f"calling {qualified_name(fn)}", qualified_name(fn), exc)
+            name = qualified_name(fn)
+            return Failed(step or f"calling {name}", name, exc)
 
     def _failed_part(self, parts: tuple[Any, ...]) -> Optional[Failed]:
         found = find_failed(parts, "", self._marked)
@@ -194,11 +197,16 @@ class Salvager(pickle._Unpickler):
     def load_appends(self) -> None:
         items = self.pop_mark()
         target = self.stack[-1]
-        extend = getattr(target, "extend", None)
-        if extend is not None:
-            self._fill(target, lambda: extend(items), items)
-        else:
-            self._fill(target, lambda: [target.append(item) for item in items], items)
+
+        def fill() -> None:
+            extend = getattr(target, "extend", None)  # pickle's fallback: append() each
+            if extend is not None:
+                extend(items)
+            else:
+                for item in items:
+                    target.append(item)
+
+        self._fill(target, fill, items)
 
     def load_setitem(self) -> None:
         value = self.stack.pop()
@@ -219,19 +227,25 @@ class Salvager(pickle._Unpickler):
     def load_additems(self) -> None:
         items = self.pop_mark()
         target = self.stack[-1]
-        if isinstance(target, set):
-            self._fill(target, lambda: target.update(items), items)
-        else:
-            self._fill(target, lambda: [target.add(item) for item in items], items)
+
+        def fill() -> None:
+            if isinstance(target, set):
+                target.update(items)
+            else:
+                for item in items:
+                    target.add(item)
+
+        self._fill(target, fill, items)
 
     def load_dict(self) -> None:
         items = self.pop_mark()
         make = lambda: {items[i]: items[i + 1] for i in range(0, len(items), 2)}  # noqa: E731
-        self.append(self._made(dict, make, ()))
+        self.append(self._made(dict, make, (), "hashing the keys of a dict"))
 
     def load_frozenset(self) -> None:
         items = self.pop_mark()
-        self.append(self._made(frozenset, lambda: frozenset(items), ()))
+        make = lambda: frozenset(items)  # noqa: E731
+        self.append(self._made(frozenset, make, (), "hashing the members of a frozenset"))
 
     dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)
     for _opcode, _handler in (
