@@ -2,9 +2,10 @@
 
 Both kinds of worker receive a job as bytes (the function, and the pickled arguments or chunk),
 run it, and send back a tag and bytes: the pickled result, or the packed exception with its
-traceback (``_remote``). Both keep recent large functions unpickled (:class:`KeptFunctions`), so
-a ``map`` that sends the same function with every chunk unpickles it once per worker. The tags
-below are the same on both backends.
+traceback (``_remote``). A ``map`` chunk whose results do not pickle together goes back with
+the items that pickle alone, the others failed with their own error. Both keep recent large
+functions unpickled (:class:`KeptFunctions`), so a ``map`` that sends the same function with
+every chunk unpickles it once per worker. The tags below are the same on both backends.
 """
 
 from __future__ import annotations
