@@ -642,3 +642,118 @@ def gate_then_die(address: str, tag: Any, value: Any) -> None:
     """Wait at the gate holding a (large) argument, then kill this worker with SIGKILL."""
     gate_job(address, tag)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- results that cannot be loaded in the caller ------------------------------------------------
+
+WORKER_ONLY_MODULE = "jobpool_tests_worker_only"
+
+
+def worker_only_object(x: Any) -> Any:
+    """An object of a class whose module exists only in this worker process: its pickle names
+    ``jobpool_tests_worker_only.Thing``, which the caller cannot import."""
+    import types
+
+    module = sys.modules.get(WORKER_ONLY_MODULE)
+    if module is None:
+        module = types.ModuleType(WORKER_ONLY_MODULE)
+        module.Thing = type("Thing", (), {"__module__": WORKER_ONLY_MODULE})  # type: ignore[attr-defined]
+        sys.modules[WORKER_ONLY_MODULE] = module
+    thing = module.Thing()
+    thing.x = x
+    return thing
+
+
+def _refuse_to_rebuild(x: Any) -> Any:
+    raise RuntimeError(f"refusing to rebuild {x!r} here")
+
+
+class RebuildFails:
+    """Pickles fine; rebuilding it raises (wherever it is loaded)."""
+
+    def __init__(self, x: Any) -> None:
+        self.x = x
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_to_rebuild, (self.x,))
+
+
+def unloadable_at(x: int, bad: int = 500, how: str = "module") -> Any:
+    """``x``, except at ``bad``: a result the caller cannot load (``how``: its class's module
+    exists only in the worker, or rebuilding it raises)."""
+    if x != bad:
+        return x
+    return worker_only_object(x) if how == "module" else RebuildFails(x)
+
+
+def lock_at(x: int, bad: int = 500) -> Any:
+    """``x``, except at ``bad``: a lock, which cannot be pickled."""
+    return threading.Lock() if x == bad else x
+
+
+def big_text_under_memory_limit(size: int, headroom: int) -> str:
+    """A ``size``-character str made under an address-space limit ``headroom`` bytes above what
+    this process holds with it: pickling it (one more copy) then runs out of memory."""
+    import resource
+
+    text = "x" * size
+    with open("/proc/self/statm") as statm:
+        held = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (held + headroom, resource.RLIM_INFINITY))
+    return text
+
+
+def raise_long_message(size: int) -> None:
+    raise ValueError("x" * size)
+
+
+def long_text(size: int) -> str:
+    return "x" * size
+
+
+def with_large_buffer(fn: Any, x: Any, size: int) -> tuple[Any, bytes]:
+    """``(fn(x), size bytes)``: a result that travels through shared memory."""
+    return fn(x), bytes_of(size)
+
+
+def nested_worker_only(x: Any) -> list[Any]:
+    """A result whose part ``[1]['x']`` cannot be loaded in the caller."""
+    return [x, {"x": worker_only_object(x), "y": 2}]
+
+
+def raise_module_not_found() -> None:
+    raise ModuleNotFoundError("No module named 'raised_by_the_job'")
+
+
+class ReduceRaises:
+    """Its own pickling code raises (not a type pickle refuses)."""
+
+    def __reduce__(self) -> Any:
+        raise ValueError("not in this state")
+
+
+class Valued:
+    """An ordinary object with state, equal by its state."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Valued and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(repr(self.value))
+
+
+class StateRefused:
+    """Pickles with its state; setting that state raises when loaded."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __setstate__(self, state: Any) -> None:
+        raise RuntimeError("refusing this state")
+
+
+class Items(list):  # type: ignore[type-arg]
+    """A list of the caller's own kind: pickle fills it by calling its extend()."""

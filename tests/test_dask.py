@@ -14,6 +14,7 @@ no memory with the test), and every wait has a deadline that fails loudly instea
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import subprocess
@@ -39,6 +40,7 @@ from jobpool import (
     Pool,
     RemoteError,
     RemoteTraceback,
+    ResultLoadError,
     SerializationError,
     WorkerCrashedError,
     _dask_slots,
@@ -114,6 +116,33 @@ def test_unpicklable_argument_names_the_part(make_pool: Callable[..., Pool]) -> 
     with pytest.raises(SerializationError, match="result"):
         pool.submit(jobs.return_lock).result(WAIT)
     assert pool.submit(jobs.square, 4).result(WAIT) == 16
+
+
+@pytest.mark.parametrize("how", ["lock", "module", "rebuild"])
+def test_a_result_that_cannot_travel_fails_only_its_item(
+    make_pool: Callable[..., Pool], how: str
+) -> None:
+    """As on processes: an item whose result cannot be pickled on the Dask worker, or loaded
+    in the caller, fails alone with an error that says so; a single job's result too."""
+    pool = make_pool()
+    if how == "lock":
+        fn: Any = jobs.lock_at
+        kind: type[SerializationError] = SerializationError
+    else:
+        fn = functools.partial(jobs.unloadable_at, how=how)
+        kind = ResultLoadError
+    errors: list[BaseException] = []
+    got = list(pool.map(fn, range(1000), chunksize=1000, on_error=errors.append, timeout=WAIT))
+    assert got == [i for i in range(1000) if i != 500]
+    assert [type(error) for error in errors] == [kind]
+    assert isinstance(errors[0], SerializationError)
+    assert errors[0].path == "the item's result"
+    with pytest.raises(kind) as info:
+        pool.submit(fn, 500).result(WAIT)
+    assert info.value.path == "the job's result"
+    if kind is ResultLoadError:
+        assert "in the caller" in str(info.value)
+        assert isinstance(info.value.__cause__, (ModuleNotFoundError, RuntimeError))
 
 
 def test_job_timeout(make_pool: Callable[..., Pool]) -> None:

@@ -19,6 +19,7 @@ def test_public_names() -> None:
         "QueueFull",
         "RemoteError",
         "RemoteTraceback",
+        "ResultLoadError",
         "SerializationError",
         "WorkerCrashedError",
     }
@@ -32,6 +33,7 @@ def test_errors_subclass_what_users_already_catch() -> None:
 
     assert issubclass(jobpool.JobTimeoutError, TimeoutError)
     assert issubclass(jobpool.SerializationError, pickle.PicklingError)
+    assert issubclass(jobpool.ResultLoadError, jobpool.SerializationError)
     assert issubclass(jobpool.InitializerError, BrokenExecutor)
     for name in jobpool.__all__:
         obj = getattr(jobpool, name)
@@ -49,10 +51,12 @@ def test_errors_survive_pickling() -> None:
         jobpool.JobTimeoutError(1.5),
         jobpool.SerializationError("cannot", "args[0]"),
         jobpool.RemoteError("mod.Type", "message"),
+        jobpool.ResultLoadError("cannot load", "the job's result", "mod.Type"),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
+        assert vars(copy) == vars(error)
 
 
 def test_the_version_is_written_in_one_place() -> None:

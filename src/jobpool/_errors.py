@@ -6,7 +6,8 @@
     ├── JobTimeoutError           (also TimeoutError) the job ran past its limit
     ├── JobKilledError            Pool.kill() stopped the job while it ran
     ├── SerializationError        (also pickle.PicklingError) neither pickle nor cloudpickle could
-    │                             serialize the job, its result or its exception
+    │   │                         serialize the job, its result or its exception
+    │   └── ResultLoadError       a result came back but cannot be loaded in the caller
     ├── RemoteError               a job raised an exception that could not travel back as itself
     ├── PerWorkerError            a per_worker factory raised: only the job that needed it fails
     └── InitializerError          (also BrokenExecutor) a worker could not start: the pool is broken
@@ -31,6 +32,7 @@ __all__ = [
     "QueueFull",
     "RemoteError",
     "RemoteTraceback",
+    "ResultLoadError",
     "SerializationError",
     "WorkerCrashedError",
 ]
@@ -97,6 +99,24 @@ class SerializationError(JobpoolError, pickle.PicklingError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.path))
+
+
+class ResultLoadError(SerializationError):
+    """A job's result (or a ``map`` item's) was made and sent back, but cannot be loaded here.
+
+    Its pickle names a class or function that cannot be imported in the caller (a module only
+    the worker has), or rebuilding one of its objects raised. ``path`` names the part
+    (``"the job's result[2]"``), ``type_name`` the class or function that failed
+    (``"workeronly.Thing"``; None when it could not be told) and ``__cause__`` is the exception
+    loading raised. In a ``map`` only that item fails.
+    """
+
+    def __init__(self, message: str, path: Optional[str] = None, type_name: Optional[str] = None):
+        self.type_name = type_name
+        super().__init__(message, path)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.path, self.type_name))
 
 
 class RemoteError(JobpoolError):

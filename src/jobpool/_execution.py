@@ -2,9 +2,10 @@
 
 Both kinds of worker receive a job as bytes (the function, and the pickled arguments or chunk),
 run it, and send back a tag and bytes: the pickled result, or the packed exception with its
-traceback (``_remote``). Both keep recent large functions unpickled (:class:`KeptFunctions`), so
-a ``map`` that sends the same function with every chunk unpickles it once per worker. The tags
-below are the same on both backends.
+traceback (``_remote``). A ``map`` chunk whose results do not pickle together goes back with
+the items that pickle alone, the others failed with their own error. Both keep recent large
+functions unpickled (:class:`KeptFunctions`), so a ``map`` that sends the same function with
+every chunk unpickles it once per worker. The tags below are the same on both backends.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import Hashable
 from typing import Any, Callable, Optional
 
 from . import _main_globals
-from ._job import run_chunk
-from ._remote import pack_exception
+from ._job import ChunkResult, run_chunk
+from ._remote import ITEM_RESULT, pack_exception
 from ._serialization import dumps
 
 # What a worker runs: one call, or a chunk of a map.
@@ -48,10 +49,38 @@ def run_job(
     """Run one call or chunk whose arguments ``load(body)`` gives; ``(OK, dump(result))`` or
     ``(RAISED, packed exception)``. (The process backend loads and dumps large buffers its own
     way, through shared memory.)"""
+    value = None
     try:
         args = load(body)
         value = fn(*args[0], **args[1]) if kind == RUN_CALL else run_chunk(fn, args[0], args[1])
         return OK, dump(value)
+    except BaseException as exc:
+        if kind == RUN_CHUNK and type(value) is ChunkResult:  # the chunk ran; it did not dump
+            return _dump_by_item(value, dump, exc)
+        return RAISED, pack_exception(exc)
+
+
+def _dump_by_item(
+    result: ChunkResult, dump: Callable[[Any], Any], error: BaseException
+) -> tuple[int, Any]:
+    """A chunk whose values do not serialize together: each item that does not serialize alone
+    fails with its own SerializationError, and the rest go back as usual.
+
+    Only after the whole chunk failed to dump, so the fast path pickles it once.
+    """
+    failures: dict[int, BaseException] = {}
+    for index, value in enumerate(result.values):
+        if result.errors and index in result.errors:
+            continue
+        try:
+            dumps(value, ITEM_RESULT, to_worker=False)
+        except BaseException as exc:
+            failures[index] = exc
+    if not failures:  # no single item is to blame (out of memory, say): the chunk fails
+        return RAISED, pack_exception(error)
+    result.fail_items(failures)
+    try:
+        return OK, dump(result)
     except BaseException as exc:
         return RAISED, pack_exception(exc)
 

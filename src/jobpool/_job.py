@@ -67,6 +67,16 @@ class ChunkResult:
         packed = {i: pack_exception(exc) for i, exc in self.errors.items()}
         return (_unpack_chunk_result, (self.values, packed, self.elapsed))
 
+    def fail_items(self, failures: dict[int, BaseException]) -> None:
+        """Fail these items after all (their results could not be loaded in the caller)."""
+        if not failures:
+            return
+        if self.errors is None:
+            self.errors = {}
+        for index, error in failures.items():
+            self.errors[index] = error
+            self.values[index] = None
+
     def outcomes(self) -> Iterator[tuple[bool, Any]]:
         """``(True, value)`` or ``(False, exception)`` for each item, in order."""
         errors = self.errors
@@ -95,6 +105,11 @@ def _unpack_chunk_result(
     from ._remote import unpack_exception
 
     return ChunkResult(values, {i: unpack_exception(data) for i, data in packed.items()}, elapsed)
+
+
+#: What rebuilds a ChunkResult from its pickle: given items that could not be loaded, they keep
+#: them, so that only those items fail (see ``_remote.load_failed``).
+CHUNK_REBUILDERS = (ChunkResult, _unpack_chunk_result)
 
 
 def chunk_outcomes(future: Future[ChunkResult], count: int) -> Iterator[tuple[bool, Any]]:

@@ -75,13 +75,12 @@ def namespace() -> dict[str, Any]:
     found = getattr(main, "__dict__", None)
     if isinstance(found, dict):
         return found
-    global _fallback
-    if _fallback is None:
-        _fallback = {"__name__": "__main__"}
-    return _fallback
+    return _FALLBACK
 
 
-_fallback: dict[str, Any] | None = None
+# The namespace where there is no ``__main__`` module; made at import, so that threads asking
+# for it at once all get the same one.
+_FALLBACK: dict[str, Any] = {"__name__": "__main__"}
 
 
 class _MainGlobals(dict):  # type: ignore[type-arg]

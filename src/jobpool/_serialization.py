@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import sys
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -101,14 +100,28 @@ def serialize_job(job: Job) -> None:
 
 
 def explain_failure(obj: object, what: str, exc: BaseException) -> SerializationError:
+    """The error for ``obj`` (named ``what``) failing to serialize with ``exc``, saying what
+    happened: a part that pickle refuses (found and named), a part whose own pickling code
+    raised, or a process that ran out of memory, which says nothing about the object."""
+    if isinstance(exc, MemoryError):  # walking the object to blame a part would only guess
+        detail = f": {exc}" if str(exc) else ""
+        return SerializationError(
+            f"cannot serialize {what}: the process ran out of memory while pickling it "
+            f"(MemoryError{detail}). That is not a part that cannot be pickled: give the "
+            "process more memory, or return or pass less data at once.",
+            path=what,
+        )
     from ._pickling_advice import how_to_fix  # per_worker for a method's object, say
 
     path, leaf = locate_unpicklable(obj, what)
-    held = f"holds {_describe(leaf)}" if leaf is not None else "cannot be serialized"
+    failure = f"{type(exc).__name__}: {exc}"
+    if is_plain_pickle_refusal(exc):
+        held = f"holds {_describe(leaf)}" if leaf is not None else "cannot be serialized"
+        happened = f"it {held} ({failure})"
+    else:  # its own __reduce__ / __getstate__ raised
+        happened = f"pickling {_describe(leaf)} raised {failure}"
     return SerializationError(
-        f"cannot serialize {path}: it {held} ({type(exc).__name__}: {exc}). "
-        f"{how_to_fix(obj, what, path)}",
-        path=path,
+        f"cannot serialize {path}: {happened}. {how_to_fix(obj, what, path)}", path=path
     )
 
 
@@ -136,15 +149,30 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_import_fork_lock)
 
 
-def _cloudpickle() -> Any:
-    """Imported on first use: most jobs never need it, and workers start faster without it."""
-    module = sys.modules.get("cloudpickle")
-    if module is None:
-        with IMPORT_FORK_LOCK:
-            import cloudpickle
+_CLOUDPICKLE: Any = None
 
-            module = cloudpickle
+
+def _cloudpickle() -> Any:
+    """Imported on first use: most jobs never need it, and workers start faster without it.
+
+    The module is remembered only once its import has finished, under the lock: a module found
+    in ``sys.modules`` may still be half-initialized by another thread (eight threads making
+    their first submit at once got ``partially initialized module 'cloudpickle'``), whereas the
+    ``import`` statement waits for the thread that is importing it.
+    """
+    module = _CLOUDPICKLE
+    if module is None:
+        module = _import_cloudpickle()
     return module
+
+
+def _import_cloudpickle() -> Any:
+    global _CLOUDPICKLE
+    with IMPORT_FORK_LOCK:
+        import cloudpickle
+
+        _CLOUDPICKLE = cloudpickle
+    return cloudpickle
 
 
 def _serializable(obj: object) -> bool:

@@ -23,13 +23,15 @@ Lifetime, which is the hard part, follows from who holds what:
 
 from __future__ import annotations
 
+import functools
 import socket
 from typing import Any, Optional, Union
 
 from .._errors import SerializationError
 from .._job import Call, ChunkResult, Job
+from .._remote import load_failed
 from .._serialization import dumps, explain_failure
-from ._out_of_band import loads, looks_large, pickle_payload
+from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
 from ._shared_memory import Segment, map_segment, receive_fd, send_fd, supported, write_segment
 
 Spans = list[tuple[int, int]]  # (offset, size) of each out-of-band buffer in the segment
@@ -85,6 +87,22 @@ class Incoming:
         self.error = error
 
     def load(self, writable: bool) -> Any:
+        return loads(self.stream, self._map(writable), self.spans, writable)
+
+    def load_result(self, job: Job) -> tuple[bool, Any]:
+        """The job's result, ``(True, value)``; or ``(False, error)`` as ``_remote.load_failed``
+        gives it for a result that does not load (a map chunk keeps the items that do)."""
+        try:
+            mapped = self._map(writable=True)
+        except BaseException as exc:
+            return False, exc
+        try:
+            return True, loads(self.stream, mapped, self.spans, True)
+        except BaseException as exc:
+            salvage = functools.partial(salvage_loads, self.stream, mapped, self.spans, True)
+            return load_failed(job, exc, salvage)
+
+    def _map(self, writable: bool) -> memoryview:
         segment, self.segment = self.segment, None
         if segment is None:
             raise self.error or RuntimeError(
@@ -92,10 +110,9 @@ class Incoming:
                 "read (the job had already been resolved)"
             )
         try:
-            mapped = map_segment(segment.fd, segment.size, writable)
+            return map_segment(segment.fd, segment.size, writable)
         finally:
             segment.close()
-        return loads(self.stream, mapped, self.spans, writable)
 
 
 def receive(channel: Optional[socket.socket], key: int, wire: Wire) -> Incoming:

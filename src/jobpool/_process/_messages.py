@@ -89,12 +89,11 @@ class Messages:
         """Resolve a replied job's future (outside the lock: its callbacks may use the pool)."""
         job, (tag, _, data) = reply
         if type(data) is not bytes:  # a result whose buffers came through shared memory
-            try:
-                value = data.load(writable=True)
-            except BaseException as exc:
-                self._outcomes.fail(job, exc)
-            else:
+            succeeded, value = data.load_result(job)
+            if succeeded:
                 self._outcomes.succeed(job, value)
+            else:
+                self._outcomes.fail(job, value)
             return
         settle_reply(self._outcomes, job, tag == p.RAISED, data)
 

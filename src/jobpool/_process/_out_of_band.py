@@ -26,10 +26,13 @@ import io
 import pickle
 import sys
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._main_globals import share_main_globals
 from .._serialization import PROTOCOL, _cloudpickle, dumps, explain_failure
+
+if TYPE_CHECKING:  # imported when a result fails to load (see salvage_loads)
+    from .._salvage import FailedIn
 
 _PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError, RecursionError)
 _MAIN_MARKER = b"__main__"
@@ -75,7 +78,8 @@ def _reduce_large(obj: Any, threshold: int) -> Any:
         data = obj if obj.c_contiguous else memoryview(obj.tobytes())
         return _rebuild_memoryview, (pickle.PickleBuffer(data), format, obj.shape)
     numpy = sys.modules.get("numpy")
-    if numpy is not None and kind is numpy.ndarray:
+    # getattr: another thread may be importing numpy, its module not yet holding ndarray
+    if numpy is not None and kind is getattr(numpy, "ndarray", None):
         flags = obj.flags
         if (
             obj.nbytes >= threshold
@@ -207,10 +211,9 @@ def looks_large(values: Iterable[Any], threshold: int) -> bool:
 def _numpy_array(kind: type) -> bool:
     """Whether ``kind`` is numpy's ndarray (learning that type once numpy is imported)."""
     global _NDARRAY
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        _NDARRAY = numpy.ndarray
-    return kind is _NDARRAY
+    # Kept only once found: a numpy that another thread is still importing may lack it yet.
+    _NDARRAY = getattr(sys.modules.get("numpy"), "ndarray", None)
+    return _NDARRAY is not None and kind is _NDARRAY
 
 
 def loads(
@@ -221,13 +224,37 @@ def loads(
     ``writable`` (results): numpy arrays come back writable even when the worker's array was
     read-only (a view of a read-only argument), as the caller's own objects should be.
     """
-    buffers = [] if mapped is None else [mapped[start : start + size] for start, size in spans]
-    handout = _Handout(buffers)
+    handout = _Handout(_views(mapped, spans))
     unpickler = _WritableUnpickler if writable else _PayloadUnpickler
     try:
         return unpickler(io.BytesIO(stream), handout).load()
     finally:
         handout.last = None
+
+
+def salvage_loads(
+    stream: bytes,
+    mapped: Optional[memoryview],
+    spans: list[tuple[int, int]],
+    writable: bool,
+    accept: tuple[Any, ...],
+) -> tuple[Any, FailedIn]:
+    """:func:`loads` again, part by part, after it failed (see ``_salvage``)."""
+    from .._salvage import Salvager
+
+    loading = _WritableLoading if writable else _PayloadLoading
+    salvaging = type("PayloadSalvager", (loading, Salvager), {})
+    handout = _Handout(_views(mapped, spans))
+    salvager = salvaging(io.BytesIO(stream), handout)
+    salvager.accept = accept
+    try:
+        return salvager.load(), salvager.failed_in
+    finally:
+        handout.last = None
+
+
+def _views(mapped: Optional[memoryview], spans: list[tuple[int, int]]) -> list[memoryview]:
+    return [] if mapped is None else [mapped[start : start + size] for start, size in spans]
 
 
 class _Handout:
@@ -251,14 +278,15 @@ class _Handout:
         return self.last
 
 
-class _PayloadUnpickler(pickle.Unpickler):
+class _PayloadLoading:
     """Unpickles a payload whose large ``bytes`` and ``bytearray`` travelled as persistent ids.
 
     The same object twice arrives as the same id object (pickle's memo): it is rebuilt once.
+    Mixed into the C unpickler (:class:`_PayloadUnpickler`) and into the salvaging one.
     """
 
     def __init__(self, file: io.BytesIO, handout: _Handout) -> None:
-        super().__init__(file, buffers=handout)
+        super().__init__(file, buffers=handout)  # type: ignore[call-arg]
         self._handout = handout
         self._rebuilt: dict[int, tuple[Any, Any]] = {}
 
@@ -285,7 +313,7 @@ def _on_writable(handout: _Handout, rebuild: Any, buffer: Any, *args: Any) -> An
     return rebuild(buffer, *args)
 
 
-class _WritableUnpickler(_PayloadUnpickler):
+class _WritableLoading(_PayloadLoading):
     """Rebuilds numpy arrays and memoryviews on the writable buffers it was given.
 
     Pickle marks a buffer that was read-only when pickled (``READONLY_BUFFER``) and hands the
@@ -296,7 +324,15 @@ class _WritableUnpickler(_PayloadUnpickler):
     """
 
     def find_class(self, module: str, name: str) -> Any:
-        found = super().find_class(module, name)
+        found = super().find_class(module, name)  # type: ignore[misc]
         if found is _rebuild_memoryview or (name == "_frombuffer" and module.startswith("numpy")):
             return functools.partial(_on_writable, self._handout, found)
         return found
+
+
+class _PayloadUnpickler(_PayloadLoading, pickle.Unpickler):
+    pass
+
+
+class _WritableUnpickler(_WritableLoading, pickle.Unpickler):
+    pass
