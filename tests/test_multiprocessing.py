@@ -256,6 +256,7 @@ def test_callbacks_run_in_one_thread_in_completion_order_before_get_returns(
     assert not [t for t in threading.enumerate() if t.name == "jobpool-callbacks"]
 
 
+@pytest.mark.logs_errors
 def test_a_callback_that_raises_is_logged_and_the_result_still_arrives(
     make_mp: MakePool, caplog: pytest.LogCaptureFixture
 ) -> None:
