@@ -161,10 +161,23 @@ class TestShutdown:
         assert waiting.cancelled()
 
     def test_shutdown_twice_is_harmless(self, make_pool: MakePool, backend: str) -> None:
-        pool = make_pool(backend)
-        pool.submit(jobs.square, 2).result(WAIT)
+        pool = make_pool(backend, workers=1)
+        with jobs.StartGate() as gate:
+            held = pool.submit(jobs.gate_job, gate.address, "held", -1)
+            gate.wait_for("held")
+            queued = [pool.submit(jobs.square, i) for i in range(5)]
+            pool.shutdown(wait=False)
+            gate.release("held")
+            pool.shutdown()  # the second call still waits for every job and worker
+            assert all(f.done() for f in [held, *queued])
+        assert [f.result(0) for f in [held, *queued]] == [-1, 0, 1, 4, 9, 16]
+        stats = pool.stats()
+        assert stats.done == 6 and stats.running == 0 and stats.workers == 0
         pool.shutdown()
-        pool.shutdown()
+        pool.shutdown(wait=False, cancel_futures=True)
+        assert pool.stats() == stats
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(jobs.square, 1)
 
 
 def test_kwargs_named_like_options_go_to_the_function(make_pool: MakePool, backend: str) -> None:
@@ -173,7 +186,7 @@ def test_kwargs_named_like_options_go_to_the_function(make_pool: MakePool, backe
     assert args == (1,) and kwargs == {"fn": 2, "timeout": 3}
 
 
-def test_max_workers_alias(make_pool: MakePool) -> None:
+def test_max_workers_alias() -> None:
     pool = Pool(max_workers=3)
     try:
         assert pool.workers == 3

@@ -189,7 +189,17 @@ def test_callbacks_may_use_the_pool_from_the_waiting_thread(
 
 
 @pytest.mark.parametrize("backend", PROCESS)
-def test_many_threads_waiting_for_their_own_replies(make_pool: Any, backend: str) -> None:
+def test_many_threads_waiting_for_their_own_replies(
+    make_pool: Any, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readers: list[str] = []  # the thread of each wait for a reply read in the waiting thread
+    original = Lease.wait
+
+    def wait_for_reply(self: Lease, timeout: Any) -> bool:
+        readers.append(threading.current_thread().name)
+        return original(self, timeout)
+
+    monkeypatch.setattr(Lease, "wait", wait_for_reply)
     pool = make_pool(backend)
     rounds = 150
 
@@ -203,12 +213,15 @@ def test_many_threads_waiting_for_their_own_replies(make_pool: Any, backend: str
                 values.append(pool.submit(jobs.add, k, i).result(timeout=WAIT))
         return values
 
-    with ThreadPoolExecutor(4) as clients:
-        results = list(clients.map(client, range(4)))
+    with ThreadPoolExecutor(4, thread_name_prefix="client") as clients:
+        results = list(clients.map(client, range(4), timeout=WAIT))
     for k, values in enumerate(results):
         assert values == [k + i for i in range(rounds) if i % 7]
     stats = pool.stats()
     assert stats.done + stats.failed == 4 * rounds and stats.running == 0
+    # Replies were read by the threads waiting for them (each of them lends the pipe in about a
+    # fifth of its rounds: the others find a job queued or their reply in already).
+    assert len(set(readers)) >= 2 and all(r.startswith("client") for r in readers), readers
 
 
 @pytest.fixture(params=["epoll", "selectors"])
