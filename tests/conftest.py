@@ -17,6 +17,7 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -92,6 +93,57 @@ def skipped_case(reason: str) -> Any:
     return test
 
 
+# --- what the tests need is there, or the run fails ---------------------------------------------
+
+
+def _require_test_dependencies(config: pytest.Config) -> None:
+    """Every package of the project's ``test`` extra is installed, or the run stops at once.
+
+    A test that skipped itself for a missing declared dependency would pass the run without
+    testing what it names (the Dask backend, typing, progress bars, numpy buffers).
+    """
+    project = Path(str(config.inipath or ""))
+    if project.name != "pyproject.toml":  # run with another config file: use the project's own
+        project = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    missing = missing_requirements(project, "test")
+    if missing:
+        raise pytest.UsageError(
+            "the tests need packages that are not installed: "
+            + ", ".join(missing)
+            + f' (declared in the "test" extra of {project}; install them with'
+            ' python -m pip install ".[test]")'
+        )
+
+
+def missing_requirements(project: Path, extra: str) -> list[str]:
+    """The requirements of ``extra`` in the ``project`` file that the environment lacks."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pytest depends on tomli before 3.11, and on packaging
+        import tomli as tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    if not project.is_file():
+        return []
+    with project.open("rb") as file:
+        extras = tomllib.load(file).get("project", {}).get("optional-dependencies", {})
+    missing = []
+    for line in extras.get(extra, []):
+        requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            missing.append(line)
+            continue
+        if not requirement.specifier.contains(version, prereleases=True):
+            missing.append(f"{line} (found {version})")
+    return missing
+
+
 # --- an exception in any thread fails the test it happened in -----------------------------------
 #
 # A helper thread that raises reaches threading.excepthook. pytest owns that hook (from 8.4 on it
@@ -116,6 +168,7 @@ _pool_errors = _ErrorRecords()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _require_test_dependencies(config)
     logging.getLogger("jobpool").addHandler(_pool_errors)
 
 
@@ -204,7 +257,6 @@ def dask_address() -> Iterator[str]:
     Starting a cluster takes seconds, and one kept in this process would show its worker
     processes to the leftover-process guard of every test.
     """
-    pytest.importorskip("distributed")
     env = dict(os.environ)
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env["PYTHONPATH"] = os.pathsep.join([tests_dir, *filter(None, [env.get("PYTHONPATH")])])

@@ -25,9 +25,6 @@ from concurrent.futures import Future, wait
 from typing import Any, Callable
 
 import pytest
-
-pytest.importorskip("distributed")
-
 from distributed import Client
 
 import jobs
@@ -44,8 +41,8 @@ from jobpool import (
     _dask_slots,
 )
 
-# A Dask cluster costs seconds per scenario: run by CI (see conftest.py), and with -m slow.
-pytestmark = pytest.mark.slow
+# Tests on the run's shared cluster are quick and run always; a test that starts a cluster of its
+# own costs seconds, and is marked slow (run by CI, see conftest.py, and with -m slow).
 
 WAIT = 60  # seconds; a ceiling that fails loudly instead of hanging
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -116,15 +113,38 @@ def test_unpicklable_argument_names_the_part(make_pool: Callable[..., Pool]) -> 
     assert pool.submit(jobs.square, 4).result(WAIT) == 16
 
 
-def test_job_timeout(make_pool: Callable[..., Pool]) -> None:
+def test_job_timeout(make_pool: Callable[..., Pool], gate: jobs.StartGate) -> None:
     pool = make_pool()
-    started = time.monotonic()
+    held = pool.options(timeout=0.5).submit(jobs.gate_job, gate.address, "held", "returned")
+    gate.wait_for("held")
+    # The task waits at the gate until the test releases it: only its time limit can end it.
     with pytest.raises(JobTimeoutError, match=r"timeout of 0\.5 s"):
-        pool.options(timeout=0.5).submit(jobs.sleep_for, 3).result(WAIT)
-    assert time.monotonic() - started < 2.5  # failed on time, not when the task returned
+        held.result(WAIT)
     assert pool.stats().timed_out == 1
-    # The slot was freed: the pool goes on while the task runs out on its worker.
+    gate.release("held")  # the task returns; its result is dropped
     assert pool.submit(jobs.square, 5).result(WAIT) == 25
+
+
+@pytest.mark.slow  # it waits 10 s for a job that does not come while the bug stands
+@pytest.mark.xfail(
+    strict=True,
+    reason="a task that timed out and still runs holds the pool's Dask slot until it returns; "
+    "docs/dask.md says its slot goes to the next job",
+)
+def test_the_slot_of_a_job_that_timed_out_goes_to_the_next_job(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate
+) -> None:
+    pool = make_pool()
+    held = pool.options(timeout=0.5).submit(jobs.gate_job, gate.address, "held", "returned")
+    gate.wait_for("held")
+    with pytest.raises(JobTimeoutError):
+        held.result(WAIT)
+    try:
+        # The pool goes on while the task still runs on its worker (a slot frees: it is
+        # quick when it does, so a short deadline only shortens the failure).
+        assert pool.submit(jobs.square, 5).result(10) == 25
+    finally:
+        gate.release("held")
 
 
 def test_pool_job_timeout_applies_per_map_item(make_pool: Callable[..., Pool]) -> None:
@@ -175,6 +195,7 @@ def test_failing_initializer_is_an_initializer_error(make_pool: Callable[..., Po
     assert make_pool().submit(jobs.square, 2).result(WAIT) == 4
 
 
+@pytest.mark.slow  # a cluster of its own
 def test_initializer_failing_on_a_restarted_worker_breaks_the_pool(tmp_path: Any) -> None:
     """The pool's own cluster of one worker: it crashes, and its replacement cannot initialize."""
     marker = str(tmp_path / "now-fail")
@@ -223,6 +244,7 @@ def test_bad_cluster_arguments(cluster_address: str) -> None:
         Pool(backend="thread", address=cluster_address)
 
 
+@pytest.mark.slow  # a cluster of its own
 def test_own_cluster_crash_and_cleanup() -> None:
     """The pool's own LocalCluster: a crash fails one job, and shutdown leaves no process."""
     before = {p.pid for p in multiprocessing.active_children()}
@@ -246,6 +268,7 @@ def test_own_cluster_crash_and_cleanup() -> None:
             os.kill(pid, 0)
 
 
+@pytest.mark.slow  # a cluster of its own
 def test_own_cluster_shutdown_without_wait_finishes_queued_jobs() -> None:
     pool = Pool(1, backend="dask")
     futures = [pool.submit(jobs.sleep_for, 0.05) for _ in range(4)]
@@ -471,6 +494,7 @@ def test_jobs_waiting_behind_a_long_job_move_to_a_free_slot(
     assert long.result(WAIT) == "long"
 
 
+@pytest.mark.slow  # a cluster of its own
 def test_jobs_waiting_behind_a_crash_run_elsewhere_once(
     gate: jobs.StartGate, marks: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -503,6 +527,7 @@ def test_jobs_waiting_behind_a_crash_run_elsewhere_once(
             gate.close()  # before the pool waits for its jobs
 
 
+@pytest.mark.slow  # a cluster of its own
 def test_workers_joining_and_leaving_share_the_slots(gate: jobs.StartGate, marks: str) -> None:
     """A cluster of in-process workers (threads), grown and shrunk under the pool."""
     from distributed import LocalCluster

@@ -151,3 +151,34 @@ def test_a_dispatcher_that_dies_fails_its_test(tmp_path: Path) -> None:
         "the pool logged errors",
         "jobpool dispatcher failed",
     )
+
+
+def test_a_test_that_hangs_fails_instead(tmp_path: Path) -> None:
+    run = run_pytest(
+        tmp_path,
+        """
+        import threading
+
+        def test_hangs():
+            threading.Event().wait()  # no deadline: only the per-test timeout ends it
+        """,
+        "-o",
+        "timeout=2",
+    )
+    assert run.returncode == 1
+    assert_outcome(run, "1 failed", "test_hangs", "Timeout")
+
+
+def test_a_missing_test_dependency_fails_the_run(tmp_path: Path) -> None:
+    config = tmp_path / "pyproject.toml"
+    config.write_text(
+        PYPROJECT.read_text().replace(
+            'test = [\n    "pytest>=7",',
+            'test = [\n    "pytest>=7",\n    "jobpool-no-such-package",',
+        )
+    )
+    assert "jobpool-no-such-package" in config.read_text()
+    run = run_pytest(tmp_path, "def test_nothing():\n    pass\n", config=config)
+    assert run.returncode == 4  # a usage error: no test ran
+    assert_outcome(run, "not installed: jobpool-no-such-package", 'pip install ".[test]"')
+    assert "passed" not in run.stdout

@@ -8,8 +8,8 @@ mapping (``/proc/<pid>/maps``). Segments are memfds named ``jobpool``, so nothin
 is in ``/dev/shm``; no process of the family may hold a ``multiprocessing.shared_memory`` block
 there either (checked per process: other programs on the machine use ``/dev/shm`` meanwhile).
 
-numpy is optional: every test uses ``bytes``/``bytearray``/``memoryview``; the numpy ones skip
-when it is not installed.
+Every test uses ``bytes``/``bytearray``/``memoryview``; the numpy ones numpy arrays too (numpy is
+in the ``test`` extra: without it the run fails at start, see conftest.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from concurrent.futures import CancelledError
 from typing import Any, Callable
 
+import numpy
 import pytest
 
 import jobs
@@ -103,10 +104,6 @@ def gate() -> Any:
         yield started
 
 
-def numpy_or_skip() -> Any:
-    return pytest.importorskip("numpy")
-
-
 # --- round trips ---------------------------------------------------------------------------------
 
 
@@ -149,7 +146,6 @@ def test_every_buffer_kind_goes_and_comes_back(make_pool: MakePool, start_method
 def test_numpy_arrays_of_every_layout_go_and_come_back(
     make_pool: MakePool, start_method: str
 ) -> None:
-    numpy = numpy_or_skip()
     pool = make_pool(f"process-{start_method}")
     base = numpy.arange(SIZE // 4, dtype=numpy.float64).reshape(256, -1)
     arrays = [
@@ -178,7 +174,6 @@ def test_numpy_arrays_of_every_layout_go_and_come_back(
 def test_results_are_the_callers_own_writable_objects_after_shutdown(
     start_method: str,
 ) -> None:
-    numpy = numpy_or_skip()
     with Pool(2, backend="process", start_method=start_method) as pool:
         made = pool.submit(jobs.ones_array, SIZE // 8).result(WAIT)
         argument = numpy.arange(SIZE // 8, dtype=numpy.float64)
@@ -202,7 +197,6 @@ def test_results_are_the_callers_own_writable_objects_after_shutdown(
 
 
 def test_workers_see_large_arguments_read_only(make_pool: MakePool) -> None:
-    numpy = numpy_or_skip()
     pool = make_pool("process-forkserver")
     big = numpy.zeros(SIZE // 8)
     assert pool.submit(jobs.describe, big).result(WAIT) == ("ndarray", False)
@@ -219,7 +213,6 @@ def test_workers_see_large_arguments_read_only(make_pool: MakePool) -> None:
 
 
 def test_writable_arguments_copy_on_write(make_pool: MakePool) -> None:
-    numpy = numpy_or_skip()
     pool = make_pool("process-forkserver", writable_arguments=True)
     big = numpy.zeros(SIZE // 8)
     assert pool.submit(jobs.describe, big).result(WAIT) == ("ndarray", True)

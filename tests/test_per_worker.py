@@ -405,7 +405,6 @@ class _Unpicklable(Exception):
 
 @pytest.fixture
 def dask_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
-    pytest.importorskip("distributed")
     address = request.getfixturevalue("dask_address")
     pools: list[Pool] = []
 
