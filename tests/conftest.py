@@ -15,10 +15,12 @@ import select
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import pytest
 
@@ -35,6 +37,71 @@ LOCAL_BACKENDS = ["thread", *(f"process-{m}" for m in START_METHODS)]
 BACKENDS = ["thread", "process-forkserver", "process-fork"]
 
 WAIT = 60  # seconds; a generous ceiling that fails loudly instead of hanging
+
+T = TypeVar("T")
+
+
+def join_or_fail(thread: threading.Thread, seconds: float = WAIT) -> None:
+    """``thread.join()`` with a deadline: the test fails, naming the thread, if it is not over."""
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"thread {thread.name!r} did not end within {seconds} s")
+
+
+def within(call: Callable[..., T], *args: Any, seconds: float = WAIT, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)`` with a deadline, for a blocking call that takes no timeout (the
+    multiprocessing API's ``map``, ``apply``, ``join``; ``list`` of an iterator).
+
+    The call runs in a helper thread; its result or exception comes back here. If it is not done
+    in time, the test fails, naming the call (the helper thread is left to the timeout).
+    """
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(*args, **kwargs)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    name = getattr(call, "__qualname__", repr(call))
+    helper = threading.Thread(target=run, name=f"within {name}", daemon=True)
+    helper.start()
+    helper.join(seconds)
+    if not outcome:
+        pytest.fail(f"{name}() did not return within {seconds} s")
+    returned, value = outcome[0]
+    if not returned:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def wait_blocked_in(thread: threading.Thread, function: str, seconds: float = WAIT) -> None:
+    """Wait until ``thread`` waits for a lock inside ``function``; fail if it gets past it.
+
+    "Still blocked" judged by how long a thread has not returned says nothing on a busy machine:
+    it may not have reached the call yet. This looks at the thread's stack instead: it is
+    blocked once it sits in a ``threading`` wait with ``function`` among its callers.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        frame = sys._current_frames().get(thread.ident or -1)
+        if frame is None or not thread.is_alive():
+            pytest.fail(f"thread {thread.name!r} ended instead of waiting in {function}()")
+        if _waiting_in(frame, function):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"thread {thread.name!r} did not wait in {function}() within {seconds} s")
+        time.sleep(0.001)  # a poll of the thread's state, with the deadline above
+
+
+def _waiting_in(frame: Any, function: str) -> bool:
+    if frame.f_code.co_filename != threading.__file__ or frame.f_code.co_name != "wait":
+        return False  # not blocked in Condition.wait (which Semaphore and Event use)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def pool_kwargs(backend: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT
+from conftest import WAIT, join_or_fail, wait_blocked_in
 from gates import Gate
 from jobpool import Pool, QueueFull
 from jobpool._job import JobQueue
@@ -45,12 +45,10 @@ def test_submit_blocks_until_a_slot_frees(make_pool: MakePool, backend: str) -> 
     results = []
     submitter = threading.Thread(target=lambda: results.append(pool.submit(jobs.square, 6)))
     submitter.start()
-    submitter.join(0.3)
-    assert submitter.is_alive(), "submit() should wait for a free slot"
+    wait_blocked_in(submitter, "reserve")  # submit() waits for a free slot
     assert not results
     gate.release.set()
-    submitter.join(WAIT)
-    assert not submitter.is_alive()
+    join_or_fail(submitter)
     assert running.result(WAIT) == 0
     assert queued.result(WAIT) == 25
     assert results[0].result(WAIT) == 36
@@ -73,7 +71,9 @@ def test_cancelling_a_waiting_job_frees_its_slot(make_pool: MakePool, backend: s
 
 def test_map_respects_max_pending(make_pool: MakePool, backend: str) -> None:
     pool = make_pool(backend, workers=2, max_pending=3)
-    assert list(pool.map(jobs.square, range(200), chunksize=1)) == [i * i for i in range(200)]
+    assert list(pool.map(jobs.square, range(200), chunksize=1, timeout=WAIT)) == [
+        i * i for i in range(200)
+    ]
 
 
 def test_shutdown_with_cancel_releases_blocked_submitters(

@@ -93,7 +93,7 @@ def test_exception_keeps_its_type_and_remote_traceback(make_pool: Callable[..., 
     with pytest.raises(RemoteError, match="UnpicklableError"):
         pool.submit(jobs.raise_unpicklable_error).result(WAIT)
     # One bad item of a map raises when its turn comes; the others are not lost.
-    results = pool.map(lambda x: 1 // (x - 3), range(5), chunksize=5)
+    results = pool.map(lambda x: 1 // (x - 3), range(5), chunksize=5, timeout=WAIT)
     assert [next(results) for _ in range(3)] == [-1, -1, -1]
     with pytest.raises(ZeroDivisionError):
         next(results)
@@ -149,7 +149,7 @@ def test_the_slot_of_a_job_that_timed_out_goes_to_the_next_job(
 
 def test_pool_job_timeout_applies_per_map_item(make_pool: Callable[..., Pool]) -> None:
     pool = make_pool(job_timeout=0.5)
-    results = pool.map(jobs.sleep_for, [0.01, 3, 0.01])
+    results = pool.map(jobs.sleep_for, [0.01, 3, 0.01], timeout=WAIT)
     assert next(results) == 0.01
     with pytest.raises(JobTimeoutError):
         next(results)
@@ -179,7 +179,9 @@ def test_initializer_runs_once_per_worker(
 ) -> None:
     record = str(tmp_path / "pids")
     pool = make_pool(2, initializer=jobs.append_pid, initargs=(record,))
-    assert list(pool.map(jobs.square, range(20), chunksize=1)) == [x * x for x in range(20)]
+    assert list(pool.map(jobs.square, range(20), chunksize=1, timeout=WAIT)) == [
+        x * x for x in range(20)
+    ]
     with open(record) as f:
         pids = f.read().split()
     with Client(cluster_address, set_as_default=False) as client:
@@ -230,7 +232,7 @@ def test_address_mode_leaves_the_cluster_running(cluster_address: str) -> None:
 def test_client_mode_leaves_the_client_open(cluster_address: str) -> None:
     with Client(cluster_address, set_as_default=False) as client:
         with Pool(2, backend="dask", client=client) as pool:
-            assert list(pool.map(jobs.square, range(5))) == [0, 1, 4, 9, 16]
+            assert list(pool.map(jobs.square, range(5), timeout=WAIT)) == [0, 1, 4, 9, 16]
         assert client.status == "running"
         assert client.submit(jobs.add, 2, 3).result(WAIT) == 5
 
@@ -259,7 +261,7 @@ def test_own_cluster_crash_and_cleanup() -> None:
         assert pool.stats().failed == 1
         assert pool.stats().worker_restarts == 1
         # The other jobs go on (the dead worker is restarted by its nanny).
-        assert list(pool.map(jobs.square, range(10))) == [x * x for x in range(10)]
+        assert list(pool.map(jobs.square, range(10), timeout=WAIT)) == [x * x for x in range(10)]
     finally:
         pool.shutdown(wait=True)
     assert not {p.pid for p in multiprocessing.active_children()} - before
@@ -321,7 +323,9 @@ def _warm(pool: Pool) -> None:
         return all(s.job_seconds < 0.01 for s in dispatcher.workers.slots.values() if s.quota)
 
     for _ in range(100):
-        assert list(pool.map(jobs.square, range(20), chunksize=1)) == [i * i for i in range(20)]
+        assert list(pool.map(jobs.square, range(20), chunksize=1, timeout=WAIT)) == [
+            i * i for i in range(20)
+        ]
         if dispatcher.call(warm):
             return
     raise AssertionError("the pool's workers never ran short jobs")

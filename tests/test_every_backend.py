@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT, pool_kwargs
+from conftest import WAIT, join_or_fail, pool_kwargs, wait_blocked_in
 from gates import wait_until
 from jobpool import Pool, QueueFull, RemoteTraceback, SerializationError
 
@@ -64,17 +64,21 @@ def test_submit_and_results(pool_on: MakePool) -> None:
 
 def test_map_ordered_unordered_zip_and_starmap(pool_on: MakePool) -> None:
     pool = pool_on()
-    assert list(pool.map(jobs.square, range(300))) == [i * i for i in range(300)]
-    assert list(pool.map(jobs.square, range(30), chunksize=4)) == [i * i for i in range(30)]
-    assert sorted(pool.map(jobs.square, range(300), ordered=False)) == [i * i for i in range(300)]
-    assert list(pool.map(jobs.add, range(5), range(10, 99))) == [10, 12, 14, 16, 18]
-    assert list(pool.starmap(jobs.add, [(1, 2), (3, 4)])) == [3, 7]
-    assert list(pool.map(jobs.square, [])) == []
+    assert list(pool.map(jobs.square, range(300), timeout=WAIT)) == [i * i for i in range(300)]
+    assert list(pool.map(jobs.square, range(30), chunksize=4, timeout=WAIT)) == [
+        i * i for i in range(30)
+    ]
+    assert sorted(pool.map(jobs.square, range(300), ordered=False, timeout=WAIT)) == [
+        i * i for i in range(300)
+    ]
+    assert list(pool.map(jobs.add, range(5), range(10, 99), timeout=WAIT)) == [10, 12, 14, 16, 18]
+    assert list(pool.starmap(jobs.add, [(1, 2), (3, 4)], timeout=WAIT)) == [3, 7]
+    assert list(pool.map(jobs.square, [], timeout=WAIT)) == []
 
 
 def test_a_failing_item_raises_at_its_turn(pool_on: MakePool) -> None:
     pool = pool_on()
-    results = pool.map(jobs.fail_on_odd, [0, 2, 4, 5, 6], chunksize=2)
+    results = pool.map(jobs.fail_on_odd, [0, 2, 4, 5, 6], chunksize=2, timeout=WAIT)
     assert [next(results) for _ in range(3)] == [0, 2, 4]
     with pytest.raises(ValueError):
         next(results)
@@ -90,7 +94,7 @@ def test_endless_input_is_read_a_bounded_window_ahead(pool_on: MakePool) -> None
             pulled += 1
             yield i
 
-    results = pool.map(jobs.identity, source(), chunksize=1, buffersize=4)
+    results = pool.map(jobs.identity, source(), chunksize=1, buffersize=4, timeout=WAIT)
     assert list(itertools.islice(results, 25)) == list(range(25))
     assert pulled <= 25 + 4
     results.close()  # type: ignore[attr-defined]
@@ -120,10 +124,10 @@ def test_backpressure_and_queue_full_lose_nothing(pool_on: MakePool, tmp_path: P
     blocked: list[Any] = []
     submitter = threading.Thread(target=lambda: blocked.append(pool.submit(jobs.square, 5)))
     submitter.start()
-    submitter.join(0.2)
-    assert submitter.is_alive(), "submit() should wait while max_pending jobs are queued"
+    wait_blocked_in(submitter, "reserve")  # submit() waits while max_pending jobs are queued
+    assert not blocked
     (tmp_path / "release").touch()
-    submitter.join(WAIT)
+    join_or_fail(submitter)
     assert running.result(WAIT) == 0
     assert [f.result(WAIT) for f in queued] == [4, 9]
     assert blocked[0].result(WAIT) == 25
@@ -146,7 +150,7 @@ def test_lambdas_closures_and_bound_methods(pool_on: MakePool) -> None:
     offset = 100
     assert pool.submit(lambda x: x + offset, 1).result(WAIT) == 101
     assert pool.submit(jobs.Counter(5).add, 1).result(WAIT) == 6
-    assert list(pool.map(lambda x: x * offset, range(3))) == [0, 100, 200]
+    assert list(pool.map(lambda x: x * offset, range(3), timeout=WAIT)) == [0, 100, 200]
 
 
 def test_unserializable_arguments_are_named_at_submit(pool_on: MakePool, any_backend: str) -> None:

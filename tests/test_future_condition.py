@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT
+from conftest import WAIT, join_or_fail
 from jobpool import Pool
 from jobpool._condition import FutureCondition
 from jobpool._job import JobFuture
@@ -41,7 +41,7 @@ def test_many_threads_waiting_on_one_future_all_wake() -> None:
     waiting.wait(WAIT)
     future.set_result("done")
     for thread in threads:
-        thread.join(WAIT)
+        join_or_fail(thread)
     assert results == ["done"] * 8
 
 

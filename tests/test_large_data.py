@@ -138,7 +138,7 @@ def test_every_buffer_kind_goes_and_comes_back(make_pool: MakePool, start_method
         _assert_same(got.result(WAIT), sent)
     nested = {"a": kinds[:3], "b": (kinds[0], kinds[1])}
     assert pool.submit(jobs.identity, nested).result(WAIT) == nested
-    assert list(pool.map(jobs.identity, kinds[:2])) == kinds[:2]
+    assert list(pool.map(jobs.identity, kinds[:2], timeout=WAIT)) == kinds[:2]
     assert pool.submit(jobs.echo_kwargs, data=kinds[0]).result(WAIT) == ((), {"data": kinds[0]})
 
 
@@ -166,7 +166,7 @@ def test_numpy_arrays_of_every_layout_go_and_come_back(
         got = future.result(WAIT)
         assert got.dtype == sent.dtype and got.shape == sent.shape
         assert numpy.array_equal(got, sent)
-    items = list(pool.map(jobs.identity, [base, base[::3]]))
+    items = list(pool.map(jobs.identity, [base, base[::3]], timeout=WAIT))
     assert numpy.array_equal(items[0], base) and numpy.array_equal(items[1], base[::3])
 
 

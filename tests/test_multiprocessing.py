@@ -24,7 +24,15 @@ import pytest
 
 import jobpool.multiprocessing as jmp
 import jobs
-from conftest import LOCAL_BACKENDS, START_METHODS, WAIT, assert_no_leftover_processes
+from conftest import (
+    LOCAL_BACKENDS,
+    START_METHODS,
+    WAIT,
+    assert_no_leftover_processes,
+    join_or_fail,
+    wait_blocked_in,
+    within,
+)
 from jobpool import (
     InitializerError,
     JobKilledError,
@@ -57,7 +65,7 @@ def make_mp() -> Iterator[MakePool]:
     yield make
     for pool in pools:
         pool.terminate()
-        pool.join()
+        within(pool.join)
 
 
 def outcomes(iterator: Iterator[Any]) -> list[Any]:
@@ -79,30 +87,36 @@ def outcomes(iterator: Iterator[Any]) -> list[Any]:
 def test_every_method_returns_what_the_stdlib_returns(make_mp: MakePool, backend: str) -> None:
     pool = make_mp(backend)
     squares = [i * i for i in range(10)]
-    assert pool.apply(jobs.add, (2, 3)) == 5
-    assert pool.apply(jobs.echo_kwargs, [1], {"k": 2}) == ((1,), {"k": 2})
+    assert within(pool.apply, jobs.add, (2, 3)) == 5
+    assert within(pool.apply, jobs.echo_kwargs, [1], {"k": 2}) == ((1,), {"k": 2})
     result = pool.apply_async(jobs.square, (4,))
     assert isinstance(result, jmp.AsyncResult)
     assert result.get(WAIT) == 16
     assert result.ready() and result.successful()
     result.wait(WAIT)
-    assert pool.map(jobs.square, range(10)) == squares
-    assert pool.map(jobs.square, iter(range(10)), chunksize=3) == squares
+    assert within(pool.map, jobs.square, range(10)) == squares
+    assert within(pool.map, jobs.square, iter(range(10)), chunksize=3) == squares
     mapped = pool.map_async(jobs.square, range(10))
     assert isinstance(mapped, jmp.MapResult)
     assert mapped.get(WAIT) == squares and mapped.ready() and mapped.successful()
-    assert pool.starmap(jobs.add, [(1, 2), (3, 4)]) == [3, 7]
+    assert within(pool.starmap, jobs.add, [(1, 2), (3, 4)]) == [3, 7]
     assert pool.starmap_async(jobs.add, [(1, 2)], 1).get(WAIT) == [3]
     iterator = pool.imap(jobs.square, range(10))
     assert isinstance(iterator, jmp.IMapIterator)
-    assert list(iterator) == squares
-    assert list(pool.imap(jobs.square, range(10), 3)) == squares
-    assert sorted(pool.imap_unordered(jobs.square, range(10))) == squares
-    assert sorted(pool.imap_unordered(jobs.square, range(10), chunksize=4)) == squares
-    assert pool.map(jobs.square, []) == [] and pool.map_async(jobs.square, []).get(WAIT) == []
-    assert list(pool.imap(jobs.square, [])) == [] == list(pool.imap_unordered(jobs.square, []))
+    assert within(list, iterator) == squares
+    assert within(list, pool.imap(jobs.square, range(10), 3)) == squares
+    assert within(sorted, pool.imap_unordered(jobs.square, range(10))) == squares
+    assert within(sorted, pool.imap_unordered(jobs.square, range(10), chunksize=4)) == squares
+    assert (
+        within(pool.map, jobs.square, []) == [] and pool.map_async(jobs.square, []).get(WAIT) == []
+    )
+    assert (
+        within(list, pool.imap(jobs.square, []))
+        == []
+        == within(list, pool.imap_unordered(jobs.square, []))
+    )
     with pytest.raises(ValueError, match="still running"):
-        pool.join()
+        within(pool.join)
     pool.close()
     calls: list[Callable[[], object]] = [
         lambda: pool.apply(jobs.square, (1,)),
@@ -117,20 +131,20 @@ def test_every_method_returns_what_the_stdlib_returns(make_mp: MakePool, backend
     for call in calls:
         with pytest.raises(ValueError, match="Pool not running: it was closed"):
             call()
-    pool.join()
+    within(pool.join)
     assert mapped.get(0) == squares  # results stay readable after the pool is gone
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_with_block_terminates_the_pool(make_mp: MakePool, backend: str) -> None:
     with make_mp(backend) as pool:
-        assert pool.map(jobs.square, range(3)) == [0, 1, 4]
+        assert within(pool.map, jobs.square, range(3)) == [0, 1, 4]
     assert "state=TERMINATE" in repr(pool)
     with pytest.raises(ValueError, match="terminated"):
-        pool.apply(jobs.square, (1,))
+        within(pool.apply, jobs.square, (1,))
     with pytest.raises(ValueError), pool:
         pass
-    pool.join()
+    within(pool.join)
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
@@ -181,7 +195,7 @@ def test_map_runs_every_item_and_raises_the_first_error(
         return jobs.mark_run(directory, i, i)
 
     with pytest.raises(ValueError, match="item 2"):
-        pool.map(mark_or_fail, range(6), chunksize=1)
+        within(pool.map, mark_or_fail, range(6), chunksize=1)
     # As in the stdlib, map is over when every item is: the others all ran, once.
     assert sorted(jobs.runs_in(directory)) == ["0", "1", "3", "5"]
     result = pool.map_async(jobs.raise_value_error, ["x"])
@@ -252,7 +266,7 @@ def test_callbacks_run_in_one_thread_in_completion_order_before_get_returns(
     assert [str(e) for e in errors] == ["bad", "worse"]
     assert len(seen) == 3
     pool.close()
-    pool.join()
+    within(pool.join)
     assert not [t for t in threading.enumerate() if t.name == "jobpool-callbacks"]
 
 
@@ -329,8 +343,8 @@ def test_imap_item_errors_raise_at_their_turn_and_the_iteration_goes_on(
         return 1 / (x - 2) if x != 4 else 1 / 0
 
     for chunksize in (1, 3, None):
-        assert outcomes(pool.imap(f, range(6), chunksize)) == expected
-    got = outcomes(pool.imap_unordered(f, range(6), 2))
+        assert within(outcomes, pool.imap(f, range(6), chunksize)) == expected
+    got = within(outcomes, pool.imap_unordered(f, range(6), 2))
     assert sorted(map(str, got)) == sorted(map(str, expected))
 
 
@@ -348,11 +362,11 @@ def test_lambdas_closures_and_bound_methods_run_on_processes(
         return x + offset
 
     counter = jobs.Counter(100)
-    assert pool.apply(lambda: 42) == 42
+    assert within(pool.apply, lambda: 42) == 42
     assert pool.apply_async(lambda x, y: x * y, (6, 7)).get(WAIT) == 42
-    assert pool.map(add_offset, range(3)) == [10, 11, 12]
-    assert pool.starmap(lambda a, b: a - b, [(5, 3)]) == [2]
-    assert list(pool.imap(counter.add, range(3))) == [100, 101, 102]
+    assert within(pool.map, add_offset, range(3)) == [10, 11, 12]
+    assert within(pool.starmap, lambda a, b: a - b, [(5, 3)]) == [2]
+    assert within(list, pool.imap(counter.add, range(3))) == [100, 101, 102]
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
@@ -372,10 +386,10 @@ def test_a_crashed_worker_fails_only_its_own_result(make_mp: MakePool, backend: 
         return x
 
     with pytest.raises(WorkerCrashedError):
-        pool.map(exit_at_3, range(6), chunksize=1)
-    results = outcomes(pool.imap(exit_at_3, range(6), chunksize=1))
+        within(pool.map, exit_at_3, range(6), chunksize=1)
+    results = within(outcomes, pool.imap(exit_at_3, range(6), chunksize=1))
     assert results == [0, 1, 2, WorkerCrashedError, 4, 5]
-    assert pool.map(jobs.square, range(4)) == [0, 1, 4, 9]  # and the pool goes on
+    assert within(pool.map, jobs.square, range(4)) == [0, 1, 4, 9]  # and the pool goes on
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
@@ -387,10 +401,10 @@ def test_an_argument_that_cannot_be_pickled_fails_at_the_call(
         pool.apply_async(jobs.identity, (jobs.Unpicklable(),))
     assert info.value.path == "args[0].conn"
     with pytest.raises(SerializationError, match=r"items\[0\]\.conn"):
-        pool.map(jobs.identity, [1, 2, jobs.Unpicklable()], chunksize=2)
+        within(pool.map, jobs.identity, [1, 2, jobs.Unpicklable()], chunksize=2)
     with pytest.raises(SerializationError, match=r"items\[0\]\.conn"):
-        list(pool.imap(jobs.identity, [jobs.Unpicklable()]))
-    assert pool.map(jobs.square, range(3)) == [0, 1, 4]
+        within(list, pool.imap(jobs.identity, [jobs.Unpicklable()]))
+    assert within(pool.map, jobs.square, range(3)) == [0, 1, 4]
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
@@ -424,7 +438,7 @@ def test_terminate_stops_running_jobs_and_leaves_no_process(
         waiting = [pool.apply_async(jobs.square, (i,)) for i in range(20)]
         mapped = pool.map_async(jobs.square, range(100))
         pool.terminate()
-        pool.join()
+        within(pool.join)
         if backend != "thread":
             assert_no_leftover_processes()
         # Each result fails at once: a running job was killed, a waiting one never ran.
@@ -450,7 +464,7 @@ def test_results_ended_by_terminate_reach_their_error_callback(
         gate.wait_for("held")
         waiting = pool.map_async(jobs.square, range(3), error_callback=errors.append)
         pool.terminate()
-        pool.join()  # the callbacks ran
+        within(pool.join)  # the callbacks ran
         assert sorted(type(e).__name__ for e in errors) == ["CancelledError", "JobKilledError"]
         assert not running.successful() and not waiting.successful()
 
@@ -462,7 +476,7 @@ def test_a_failing_initializer_fails_the_results_instead_of_restarting_forever(
     with pytest.raises(InitializerError, match="initializer says no"):
         pool.apply_async(jobs.square, (1,)).get(WAIT)
     with pytest.raises(InitializerError):
-        pool.map(jobs.square, range(3))
+        within(pool.map, jobs.square, range(3))
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
@@ -471,7 +485,7 @@ def test_leaving_a_with_block_kills_the_running_jobs(make_mp: MakePool, backend:
         with make_mp(backend) as pool:
             running = pool.apply_async(jobs.gate_job, (gate.address, "held"))
             gate.wait_for("held")
-        pool.join()
+        within(pool.join)
         assert_no_leftover_processes()
         with pytest.raises(JobKilledError):
             running.get(0)
@@ -509,10 +523,10 @@ def test_processes_default_to_the_cpu_count(backend: str) -> None:
     try:
         cpus = getattr(os, "process_cpu_count", os.cpu_count)()
         assert f"pool_size={cpus}" in repr(pool)
-        assert pool.map(jobs.square, range(3)) == [0, 1, 4]
+        assert within(pool.map, jobs.square, range(3)) == [0, 1, 4]
     finally:
         pool.terminate()
-        pool.join()
+        within(pool.join)
 
 
 @pytest.mark.parametrize("method", [m for m in START_METHODS if m != "fork"])
@@ -525,27 +539,27 @@ def test_context_chooses_the_start_method(make_mp: MakePool, method: str, as_obj
             context = multiprocessing.get_context(start) if as_object else start
             pool = jmp.Pool(1, context=context)
             try:
-                assert (pool.apply(jobs.get_state) == "parent") is inherits
+                assert (within(pool.apply, jobs.get_state) == "parent") is inherits
             finally:
                 pool.terminate()
-                pool.join()
+                within(pool.join)
     finally:
         jobs.set_state(None)
 
 
 def test_maxtasksperchild_initializer_and_job_timeout(make_mp: MakePool) -> None:
     pool = make_mp("process-forkserver", 1, maxtasksperchild=2)
-    pids = [pool.apply(jobs.get_pid) for _ in range(6)]
+    pids = [within(pool.apply, jobs.get_pid) for _ in range(6)]
     assert len(set(pids)) == 3 and pids[0] == pids[1] != pids[2] == pids[3]
 
     pool = make_mp("process-forkserver", 1, initializer=jobs.set_state, initargs=["ready"])
-    assert pool.apply(jobs.get_state) == "ready"
+    assert within(pool.apply, jobs.get_state) == "ready"
 
     pool = make_mp("process-forkserver", 2, job_timeout=0.5)
     with pytest.raises(JobTimeoutError):
         pool.apply_async(jobs.sleep_for, (30,)).get(WAIT)
     with pytest.raises(JobTimeoutError):  # a map's time limit applies per item
-        pool.map(jobs.sleep_for, [0, 30, 0])
+        within(pool.map, jobs.sleep_for, [0, 30, 0])
 
 
 def test_max_pending_makes_submitting_wait(make_mp: MakePool) -> None:
@@ -563,22 +577,23 @@ def test_max_pending_makes_submitting_wait(make_mp: MakePool) -> None:
 
         thread = threading.Thread(target=submit_third)
         thread.start()
-        assert not submitted.wait(0.1)  # the queue holds one job: the third waits for a slot
+        wait_blocked_in(thread, "reserve")  # the queue holds one job: the third waits for a slot
+        assert not submitted.is_set()
         gate.release("run")
-        thread.join(WAIT)
+        join_or_fail(thread)
         assert [running.get(WAIT), queued.get(WAIT), third[0].get(WAIT)] == [1, 4, 9]
 
 
 def test_dask_backend_runs_the_same_code(dask_address: str) -> None:
     with jmp.Pool(2, backend="dask", address=dask_address) as pool:
-        assert pool.apply(jobs.add, (1, 2)) == 3
-        assert pool.map(jobs.square, range(5)) == [0, 1, 4, 9, 16]
-        assert list(pool.imap(lambda x: x + 1, range(3))) == [1, 2, 3]
+        assert within(pool.apply, jobs.add, (1, 2)) == 3
+        assert within(pool.map, jobs.square, range(5)) == [0, 1, 4, 9, 16]
+        assert within(list, pool.imap(lambda x: x + 1, range(3))) == [1, 2, 3]
         seen: list[int] = []
         assert pool.apply_async(jobs.square, (6,), callback=seen.append).get(WAIT) == 36
         assert seen == [36]
         pool.close()
-        pool.join()
+        within(pool.join)
 
 
 # --- the module -----------------------------------------------------------------------------------
@@ -598,7 +613,7 @@ def test_the_module_stands_in_for_multiprocessing() -> None:
             __import__("pickle").dumps(pool)
     finally:
         pool.close()
-        pool.join()
+        within(pool.join)
 
 
 def test_a_pool_dropped_while_running_warns() -> None:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import LOCAL_BACKENDS, WAIT
+from conftest import LOCAL_BACKENDS, WAIT, join_or_fail
 from gates import Gate
 from jobpool import Pool
 
@@ -31,7 +31,7 @@ def test_every_start_method_runs_lambdas_and_closures(
     pool = make_pool(backend_name)
     offset = 10
     assert pool.submit(lambda x: x + offset, 5).result(WAIT) == 15
-    assert list(pool.map(lambda x: x * offset, range(5))) == [0, 10, 20, 30, 40]
+    assert list(pool.map(lambda x: x * offset, range(5), timeout=WAIT)) == [0, 10, 20, 30, 40]
 
 
 def test_same_results_on_every_backend(make_pool: MakePool) -> None:
@@ -41,8 +41,8 @@ def test_same_results_on_every_backend(make_pool: MakePool) -> None:
         results.append(
             (
                 [f.result(WAIT) for f in [pool.submit(jobs.square, i) for i in range(20)]],
-                list(pool.map(jobs.add, range(10), range(10, 20))),
-                list(pool.starmap(jobs.add, [(1, 2), (3, 4)])),
+                list(pool.map(jobs.add, range(10), range(10, 20), timeout=WAIT)),
+                list(pool.starmap(jobs.add, [(1, 2), (3, 4)], timeout=WAIT)),
                 pool.submit(jobs.echo_kwargs, 1, key="v").result(WAIT),
             )
         )
@@ -225,7 +225,7 @@ def test_a_dropped_pool_stops_its_workers(backend: str) -> None:
             assert wait([sentinel], WAIT), f"{child} outlived its dropped pool"
     for thread in threading.enumerate():  # let the pool finish reaping what it started
         if thread.name == "jobpool-dispatcher":
-            thread.join(WAIT)
+            join_or_fail(thread)
 
 
 def test_a_forked_child_does_not_inherit_open_pools(make_pool: MakePool) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT
+from conftest import WAIT, join_or_fail
 from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError
 from jobpool._process._lease import Lease
 from jobpool._process._watch import FdWatch
@@ -140,7 +140,7 @@ def test_kill_while_a_thread_waits_for_the_reply(
     on_first_wait(killer.start)
     with pytest.raises(JobKilledError):
         future.result(timeout=WAIT)
-    killer.join(WAIT)
+    join_or_fail(killer)
     assert pool.submit(jobs.square, 3).result(timeout=WAIT) == 9
     assert pool.stats().worker_restarts == 1
 

@@ -231,7 +231,9 @@ def test_short_jobs_queued_after_a_hung_one_finish_with_the_defaults(
     late by 2 ms (the machine is busy) sends nothing ahead; the test tries again then.
     """
     pool = make_pool(BACKEND, 2)
-    assert list(pool.map(jobs.square, range(2000), chunksize=1)) == [i * i for i in range(2000)]
+    assert list(pool.map(jobs.square, range(2000), chunksize=1, timeout=WAIT)) == [
+        i * i for i in range(2000)
+    ]
     dispatcher = _dispatcher(pool)
     behind: list[Future[Any]] = []  # futures sent ahead behind a hung job
     recalled: list[Future[Any]] = []  # hung jobs whose worker was asked to give jobs back

@@ -40,7 +40,7 @@ def test_lambda_closure_and_local_class_bound_method(
     assert pool.submit(lambda x: x * factor, 4).result(WAIT) == 12
     assert pool.submit(Local(10).add, 5).result(WAIT) == 15
     assert pool.submit(jobs.identity, Local(7)).result(WAIT).base == 7
-    assert list(pool.map(Local(1).add, range(3))) == [1, 2, 3]
+    assert list(pool.map(Local(1).add, range(3), timeout=WAIT)) == [1, 2, 3]
 
 
 def test_bound_method_of_module_class(make_pool: MakePool, process_backend: str) -> None:
