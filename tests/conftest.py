@@ -26,15 +26,21 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import jobs
 from jobpool import Pool
 
 START_METHODS = [
     m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods()
 ]
 LOCAL_BACKENDS = ["thread", *(f"process-{m}" for m in START_METHODS)]
+# The process backend under every start method.
+PROCESS_BACKENDS = [b for b in LOCAL_BACKENDS if b.startswith("process-")]
 # Fast subset for the bulk of the behaviour tests: one start method that re-imports (spawn-like)
 # and fork. The full matrix runs where the start method matters.
 BACKENDS = ["thread", "process-forkserver", "process-fork"]
+PROCESS = [b for b in BACKENDS if b.startswith("process-")]  # the fast subset's process ones
+
+MakePool = Callable[..., Pool]  # the make_pool fixture
 
 WAIT = 60  # seconds; a generous ceiling that fails loudly instead of hanging
 
@@ -75,6 +81,19 @@ def within(call: Callable[..., T], *args: Any, seconds: float = WAIT, **kwargs: 
     return value  # type: ignore[no-any-return]
 
 
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = WAIT) -> None:
+    """Wait (with a deadline) for a condition that another process or thread makes true.
+
+    For state nothing signals to the test (records a worker's close writes, the Dask pool's
+    books): this looks again every few milliseconds and fails, naming ``what``, at the deadline.
+    """
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
 def wait_blocked_in(thread: threading.Thread, function: str, seconds: float = WAIT) -> None:
     """Wait until ``thread`` waits for a lock inside ``function``; fail if it gets past it.
 
@@ -111,10 +130,14 @@ def pool_kwargs(backend: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_pool() -> Iterator[Callable[..., Pool]]:
+def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
+    """``make_pool(backend, workers, **options)``: a pool shut down after the test. ``"dask"``
+    pools use the run's shared cluster unless given an ``address`` or a ``client``."""
     pools: list[Pool] = []
 
     def make(backend: str = "thread", workers: int = 2, **kwargs: Any) -> Pool:
+        if backend == "dask" and "address" not in kwargs and "client" not in kwargs:
+            kwargs["address"] = request.getfixturevalue("dask_address")
         pool = Pool(workers, **pool_kwargs(backend), **kwargs)
         pools.append(pool)
         return pool
@@ -127,6 +150,13 @@ def make_pool() -> Iterator[Callable[..., Pool]]:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def gate() -> Iterator[jobs.StartGate]:
+    """Jobs that run ``jobs.gate_job(gate.address, tag)`` report here and wait to be released."""
+    with jobs.StartGate() as start_gate:
+        yield start_gate
 
 
 @pytest.fixture(autouse=True)

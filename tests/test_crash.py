@@ -8,10 +8,8 @@ from typing import Callable
 import pytest
 
 import jobs
-from conftest import START_METHODS, WAIT
-from jobpool import Pool, WorkerCrashedError
-
-MakePool = Callable[..., Pool]
+from conftest import START_METHODS, WAIT, MakePool
+from jobpool import WorkerCrashedError
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)

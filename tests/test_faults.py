@@ -25,7 +25,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import BACKENDS, WAIT
+from conftest import BACKENDS, PROCESS, WAIT
 from jobpool import (
     InitializerError,
     JobKilledError,
@@ -36,8 +36,6 @@ from jobpool import (
     WorkerCrashedError,
 )
 from jobs import StartGate
-
-PROCESS = ["process-forkserver", "process-fork"]
 
 
 class Resolutions:

@@ -13,13 +13,11 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT
-from jobpool import Pool, SerializationError
+from conftest import PROCESS_BACKENDS, WAIT, MakePool
+from jobpool import SerializationError
 from jobpool._process import _blobs
 from jobpool._process._blobs import BLOB_MIN_SIZE, BlobTable, dumps_function, loads_function
 
-MakePool = Callable[..., Pool]
-PROCESS_BACKENDS = ["process-forkserver", "process-spawn", "process-fork"]
 BIG = 4 * BLOB_MIN_SIZE
 
 

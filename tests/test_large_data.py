@@ -22,13 +22,13 @@ import subprocess
 import sys
 import time
 from concurrent.futures import CancelledError
-from typing import Any, Callable
+from typing import Any
 
 import numpy
 import pytest
 
 import jobs
-from conftest import START_METHODS, WAIT
+from conftest import START_METHODS, WAIT, MakePool
 from jobpool import (
     JobKilledError,
     JobTimeoutError,
@@ -45,7 +45,6 @@ pytestmark = pytest.mark.skipif(
     not _shared_memory.supported(), reason="shared memory segments need Linux (memfd)"
 )
 
-MakePool = Callable[..., Pool]
 MB = 1 << 20
 SIZE = 2 * MB  # over the default threshold (1 MiB)
 MARK = "/memfd:jobpool"
@@ -96,12 +95,6 @@ def no_segments_left() -> Any:
     """Each test ends with no segment held by any process of the test run."""
     yield
     wait_until_freed()
-
-
-@pytest.fixture
-def gate() -> Any:
-    with jobs.StartGate() as started:
-        yield started
 
 
 # --- round trips ---------------------------------------------------------------------------------

@@ -5,16 +5,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from typing import Callable
 
 import pytest
 
 import jobs
-from conftest import WAIT
-from jobpool import Pool
+from conftest import WAIT, MakePool
 from jobpool._map import MAX_CHUNK
-
-MakePool = Callable[..., Pool]
 
 
 class CountingSource:
@@ -227,16 +223,14 @@ def test_buffersize_bounds_read_ahead(make_pool: MakePool, backend: str) -> None
     results.close()  # type: ignore[attr-defined]
 
 
-def test_map_timeout(make_pool: MakePool) -> None:
+def test_map_timeout(make_pool: MakePool, gate: jobs.StartGate) -> None:
     import concurrent.futures as cf
-    import threading
 
     pool = make_pool("thread", workers=1)
-    release = threading.Event()
-    results = pool.map(jobs.blocked_until, [release], timeout=0.05)
+    results = pool.starmap(jobs.gate_job, [(gate.address, "held")], timeout=0.05)
     with pytest.raises(cf.TimeoutError):
         next(results)
-    release.set()
+    gate.release("held")
 
 
 def test_closing_the_iterator_cancels_pending_chunks(make_pool: MakePool) -> None:

@@ -26,6 +26,7 @@ import jobpool.multiprocessing as jmp
 import jobs
 from conftest import (
     LOCAL_BACKENDS,
+    PROCESS_BACKENDS,
     START_METHODS,
     WAIT,
     assert_no_leftover_processes,
@@ -43,8 +44,7 @@ from jobpool import (
 )
 from jobs import StartGate
 
-PROCESS_BACKENDS = [f"process-{m}" for m in START_METHODS]
-MakePool = Callable[..., jmp.Pool]
+MakeMpPool = Callable[..., jmp.Pool]  # the make_mp fixture
 
 
 def new_pool(backend: str, processes: int = 2, **kwargs: Any) -> jmp.Pool:
@@ -54,7 +54,7 @@ def new_pool(backend: str, processes: int = 2, **kwargs: Any) -> jmp.Pool:
 
 
 @pytest.fixture
-def make_mp() -> Iterator[MakePool]:
+def make_mp() -> Iterator[MakeMpPool]:
     pools: list[jmp.Pool] = []
 
     def make(backend: str, processes: int = 2, **kwargs: Any) -> jmp.Pool:
@@ -84,7 +84,7 @@ def outcomes(iterator: Iterator[Any]) -> list[Any]:
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_every_method_returns_what_the_stdlib_returns(make_mp: MakePool, backend: str) -> None:
+def test_every_method_returns_what_the_stdlib_returns(make_mp: MakeMpPool, backend: str) -> None:
     pool = make_mp(backend)
     squares = [i * i for i in range(10)]
     assert within(pool.apply, jobs.add, (2, 3)) == 5
@@ -136,7 +136,7 @@ def test_every_method_returns_what_the_stdlib_returns(make_mp: MakePool, backend
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_with_block_terminates_the_pool(make_mp: MakePool, backend: str) -> None:
+def test_with_block_terminates_the_pool(make_mp: MakeMpPool, backend: str) -> None:
     with make_mp(backend) as pool:
         assert within(pool.map, jobs.square, range(3)) == [0, 1, 4]
     assert "state=TERMINATE" in repr(pool)
@@ -148,7 +148,7 @@ def test_with_block_terminates_the_pool(make_mp: MakePool, backend: str) -> None
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_results_answer_ready_successful_wait_and_get(make_mp: MakePool, backend: str) -> None:
+def test_results_answer_ready_successful_wait_and_get(make_mp: MakeMpPool, backend: str) -> None:
     pool = make_mp(backend)
     with StartGate() as gate:
         held = pool.apply_async(jobs.gate_job, (gate.address, "one", 7))
@@ -184,7 +184,7 @@ def test_results_answer_ready_successful_wait_and_get(make_mp: MakePool, backend
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_map_runs_every_item_and_raises_the_first_error(
-    make_mp: MakePool, backend: str, tmp_path: Any
+    make_mp: MakeMpPool, backend: str, tmp_path: Any
 ) -> None:
     pool = make_mp(backend)
     directory = str(tmp_path)
@@ -208,7 +208,7 @@ def test_map_runs_every_item_and_raises_the_first_error(
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_callbacks_run_in_one_thread_in_completion_order_before_get_returns(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     seen: list[tuple[Any, int]] = []
@@ -272,7 +272,7 @@ def test_callbacks_run_in_one_thread_in_completion_order_before_get_returns(
 
 @pytest.mark.logs_errors
 def test_a_callback_that_raises_is_logged_and_the_result_still_arrives(
-    make_mp: MakePool, caplog: pytest.LogCaptureFixture
+    make_mp: MakeMpPool, caplog: pytest.LogCaptureFixture
 ) -> None:
     pool = make_mp("thread")
 
@@ -293,7 +293,7 @@ def test_a_callback_that_raises_is_logged_and_the_result_still_arrives(
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_imap_reads_its_input_lazily(make_mp: MakePool, backend: str) -> None:
+def test_imap_reads_its_input_lazily(make_mp: MakeMpPool, backend: str) -> None:
     pool = make_mp(backend)
     read: list[int] = []
 
@@ -313,7 +313,7 @@ def test_imap_reads_its_input_lazily(make_mp: MakePool, backend: str) -> None:
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 @pytest.mark.parametrize("ordered", [True, False], ids=["imap", "imap_unordered"])
 def test_imap_next_timeout_leaves_the_iterator_usable(
-    make_mp: MakePool, backend: str, ordered: bool
+    make_mp: MakeMpPool, backend: str, ordered: bool
 ) -> None:
     pool = make_mp(backend)
     with StartGate() as gate:
@@ -334,7 +334,7 @@ def test_imap_next_timeout_leaves_the_iterator_usable(
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_imap_item_errors_raise_at_their_turn_and_the_iteration_goes_on(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     expected = [-0.5, -1.0, ZeroDivisionError, 1.0, ZeroDivisionError, 1 / 3]
@@ -353,7 +353,7 @@ def test_imap_item_errors_raise_at_their_turn_and_the_iteration_goes_on(
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_lambdas_closures_and_bound_methods_run_on_processes(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     offset = 10
@@ -370,7 +370,7 @@ def test_lambdas_closures_and_bound_methods_run_on_processes(
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
-def test_a_crashed_worker_fails_only_its_own_result(make_mp: MakePool, backend: str) -> None:
+def test_a_crashed_worker_fails_only_its_own_result(make_mp: MakeMpPool, backend: str) -> None:
     pool = make_mp(backend)
     before = [pool.apply_async(jobs.square, (i,)) for i in range(10)]
     crashed = pool.apply_async(jobs.exit_now, (3,))
@@ -394,7 +394,7 @@ def test_a_crashed_worker_fails_only_its_own_result(make_mp: MakePool, backend: 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_an_argument_that_cannot_be_pickled_fails_at_the_call(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     with pytest.raises(SerializationError, match=r"args\[0\]\.conn") as info:
@@ -409,7 +409,7 @@ def test_an_argument_that_cannot_be_pickled_fails_at_the_call(
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_get_reraises_the_workers_exception_with_its_traceback(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     failures: list[Callable[[], object]] = [
@@ -428,7 +428,7 @@ def test_get_reraises_the_workers_exception_with_its_traceback(
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_terminate_stops_running_jobs_and_leaves_no_process(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     with StartGate() as gate:
@@ -453,7 +453,7 @@ def test_terminate_stops_running_jobs_and_leaves_no_process(
 
 @pytest.mark.parametrize("backend", ["thread", "process-forkserver"])
 def test_results_ended_by_terminate_reach_their_error_callback(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend, 1)
     errors: list[BaseException] = []
@@ -470,7 +470,7 @@ def test_results_ended_by_terminate_reach_their_error_callback(
 
 
 def test_a_failing_initializer_fails_the_results_instead_of_restarting_forever(
-    make_mp: MakePool,
+    make_mp: MakeMpPool,
 ) -> None:
     pool = make_mp("process-forkserver", 2, initializer=jobs.fail_initializer)
     with pytest.raises(InitializerError, match="initializer says no"):
@@ -480,7 +480,7 @@ def test_a_failing_initializer_fails_the_results_instead_of_restarting_forever(
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
-def test_leaving_a_with_block_kills_the_running_jobs(make_mp: MakePool, backend: str) -> None:
+def test_leaving_a_with_block_kills_the_running_jobs(make_mp: MakeMpPool, backend: str) -> None:
     with StartGate() as gate:
         with make_mp(backend) as pool:
             running = pool.apply_async(jobs.gate_job, (gate.address, "held"))
@@ -531,7 +531,9 @@ def test_processes_default_to_the_cpu_count(backend: str) -> None:
 
 @pytest.mark.parametrize("method", [m for m in START_METHODS if m != "fork"])
 @pytest.mark.parametrize("as_object", [False, True], ids=["name", "context"])
-def test_context_chooses_the_start_method(make_mp: MakePool, method: str, as_object: bool) -> None:
+def test_context_chooses_the_start_method(
+    make_mp: MakeMpPool, method: str, as_object: bool
+) -> None:
     # A fork worker inherits what the parent set at run time; a spawned or forkserver one not.
     jobs.set_state("parent")
     try:
@@ -547,7 +549,7 @@ def test_context_chooses_the_start_method(make_mp: MakePool, method: str, as_obj
         jobs.set_state(None)
 
 
-def test_maxtasksperchild_initializer_and_job_timeout(make_mp: MakePool) -> None:
+def test_maxtasksperchild_initializer_and_job_timeout(make_mp: MakeMpPool) -> None:
     pool = make_mp("process-forkserver", 1, maxtasksperchild=2)
     pids = [within(pool.apply, jobs.get_pid) for _ in range(6)]
     assert len(set(pids)) == 3 and pids[0] == pids[1] != pids[2] == pids[3]
@@ -562,7 +564,7 @@ def test_maxtasksperchild_initializer_and_job_timeout(make_mp: MakePool) -> None
         within(pool.map, jobs.sleep_for, [0, 30, 0])
 
 
-def test_max_pending_makes_submitting_wait(make_mp: MakePool) -> None:
+def test_max_pending_makes_submitting_wait(make_mp: MakeMpPool) -> None:
     pool = make_mp("thread", 1, max_pending=1)
     with StartGate() as gate:
         running = pool.apply_async(jobs.gate_job, (gate.address, "run", 1))

@@ -16,27 +16,21 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import jobs
 import per_worker_samples as samples
-from conftest import LOCAL_BACKENDS, WAIT, join_or_fail
-from gates import wait_until
+from conftest import LOCAL_BACKENDS, PROCESS_BACKENDS, WAIT, MakePool, join_or_fail, wait_until
 from jobpool import (
     PerWorkerError,
-    Pool,
     RemoteTraceback,
     SerializationError,
     WorkerCrashedError,
     per_worker,
 )
-
-PROCESS_BACKENDS = [b for b in LOCAL_BACKENDS if b.startswith("process-")]
-MakePool = Callable[..., Pool]
 
 
 @pytest.fixture(params=LOCAL_BACKENDS)
@@ -405,26 +399,11 @@ class _Unpicklable(Exception):
 # --- Dask -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def dask_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
-    address = request.getfixturevalue("dask_address")
-    pools: list[Pool] = []
-
-    def make(workers: int = 4) -> Pool:
-        pool = Pool(workers, backend="dask", address=address)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def test_dask_one_instance_per_worker_closed_with_the_pool(
-    dask_pool: MakePool, tmp_path: Path
+    make_pool: MakePool, tmp_path: Path
 ) -> None:
     recorder = per_worker(samples.Recorder, str(tmp_path), scale=2)
-    pool = dask_pool()
+    pool = make_pool("dask", 4)
     calls = [pool.submit(recorder.where, i) for i in range(40)]
     results = [f.result(WAIT) for f in calls] + list(
         pool.map(recorder.where, range(100), timeout=WAIT)
@@ -442,10 +421,10 @@ def test_dask_one_instance_per_worker_closed_with_the_pool(
 
 
 def test_dask_factory_that_raises_and_unpicklable_instance(
-    dask_pool: MakePool, tmp_path: Path, flaky: Any
+    make_pool: MakePool, tmp_path: Path, flaky: Any
 ) -> None:
     log = per_worker(samples.LockedLog, str(tmp_path / "log.txt"))
-    pool = dask_pool(workers=1)
+    pool = make_pool("dask", 1)
     with pytest.raises(PerWorkerError) as caught:
         pool.submit(flaky.where, 1).result(WAIT)
     assert isinstance(caught.value.exception, ValueError)

@@ -12,9 +12,8 @@ from typing import Any, Callable
 import pytest
 
 import jobs
+from conftest import WAIT
 from jobpool import Pool
-
-WAIT = 60
 
 
 @pytest.fixture

@@ -23,13 +23,11 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT, join_or_fail
+from conftest import PROCESS, WAIT, join_or_fail
 from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError
 from jobpool._process._lease import Lease
 from jobpool._process._watch import FdWatch
 from jobs import StartGate
-
-PROCESS = ["process-forkserver", "process-fork"]
 
 
 @pytest.fixture
@@ -46,12 +44,6 @@ def on_first_wait(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callabl
     monkeypatch.setattr(Lease, "wait", wait_for_reply)
     yield actions.append
     assert not actions, "no thread waited for its reply itself"
-
-
-@pytest.fixture
-def gate() -> Iterator[StartGate]:
-    with StartGate() as start_gate:
-        yield start_gate
 
 
 def running(pool: Any, gate: StartGate, job: Callable[..., Any], tag: str, *args: Any) -> Any:

@@ -45,12 +45,6 @@ def eager(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-def gate() -> Iterator[jobs.StartGate]:
-    with jobs.StartGate() as started:
-        yield started
-
-
-@pytest.fixture
 def marks() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as directory:
         yield directory

@@ -7,17 +7,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 import jobs
-from conftest import WAIT
-from jobpool import Pool, RemoteError, SerializationError
+from conftest import PROCESS_BACKENDS, WAIT, MakePool
+from jobpool import RemoteError, SerializationError
 from jobpool._serialization import dumps
-
-MakePool = Callable[..., Pool]
-PROCESS_BACKENDS = ["process-forkserver", "process-spawn", "process-fork"]
 
 
 @pytest.fixture(params=PROCESS_BACKENDS)
