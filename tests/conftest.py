@@ -1,8 +1,12 @@
-"""Shared fixtures: a pool factory over every local backend, and a guard against leftovers.
+"""What every test shares, once: constants, the pool factory, the gate, deadlines, and guards.
 
-``make_pool`` builds pools on the thread backend and on the process backend under each start
-method; every pool it made is shut down after the test, and the guard then checks that no child
-process of this test run is left behind.
+``make_pool`` builds pools on the thread backend, on the process backend under each start method
+and on Dask (the run's one local cluster); every pool it made is shut down after the test, and
+the guard then checks that no child process of this test run is left behind. ``gate`` is the one
+way jobs report that they started and wait to be released (``jobs.StartGate``). Every blocking
+call waits at most ``WAIT`` (``join_or_fail``, ``within``, ``wait_until``, ``wait_blocked_in``);
+a test that hangs anyway fails at pytest-timeout's limit. The run also fails for an exception in
+any thread, an error the pool logs, and a missing test dependency (see below).
 """
 
 from __future__ import annotations
