@@ -128,6 +128,8 @@ def _waiting_in(frame: Any, function: str) -> bool:
 
 
 def pool_kwargs(backend: str) -> dict[str, Any]:
+    if not isinstance(backend, str):  # make_pool(2): the backend comes first
+        raise TypeError(f"a backend name comes first, such as 'thread' or 'dask', not {backend!r}")
     if backend.startswith("process-"):
         return {"backend": "process", "start_method": backend.split("-", 1)[1]}
     return {"backend": backend}
@@ -139,7 +141,7 @@ def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
     pools use the run's shared cluster unless given an ``address`` or a ``client``."""
     pools: list[Pool] = []
 
-    def make(backend: str = "thread", workers: int = 2, **kwargs: Any) -> Pool:
+    def make(backend: str, workers: int = 2, **kwargs: Any) -> Pool:
         if backend == "dask" and "address" not in kwargs and "client" not in kwargs:
             kwargs["address"] = request.getfixturevalue("dask_address")
         pool = Pool(workers, **pool_kwargs(backend), **kwargs)

@@ -13,9 +13,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
-from conftest import WAIT
+import pytest
+
+from conftest import WAIT, join_or_fail, wait_blocked_in, within
 
 TESTS_DIR = Path(__file__).resolve().parent
 PYPROJECT = TESTS_DIR.parent / "pyproject.toml"
@@ -182,3 +185,28 @@ def test_a_missing_test_dependency_fails_the_run(tmp_path: Path) -> None:
     assert run.returncode == 4  # a usage error: no test ran
     assert_outcome(run, "not installed: jobpool-no-such-package", 'pip install ".[test]"')
     assert "passed" not in run.stdout
+
+
+# --- the deadline helpers fail, naming what did not happen -------------------------------------
+
+
+def test_deadline_helpers_fail_with_a_message() -> None:
+    never = threading.Event()
+    try:
+        with pytest.raises(pytest.fail.Exception, match=r"Event.wait\(\) did not return"):
+            within(never.wait, seconds=0.01)
+        stuck = threading.Thread(target=never.wait, name="stuck")
+        stuck.start()
+        with pytest.raises(pytest.fail.Exception, match="'stuck' did not end"):
+            join_or_fail(stuck, seconds=0.01)
+        wait_blocked_in(stuck, "wait")  # it waits on the event
+        with pytest.raises(pytest.fail.Exception, match="'stuck' did not wait in reserve"):
+            wait_blocked_in(stuck, "reserve", seconds=0.01)  # but not inside reserve()
+    finally:
+        never.set()
+    join_or_fail(stuck)
+    with pytest.raises(pytest.fail.Exception, match="'stuck' ended instead of waiting"):
+        wait_blocked_in(stuck, "wait")
+    with pytest.raises(ZeroDivisionError):  # what the call raises comes back
+        within(lambda: 1 / 0)
+    assert within(sorted, iter([2, 1])) == [1, 2]
