@@ -303,11 +303,11 @@ def test_imap_reads_its_input_lazily(make_mp: MakeMpPool, backend: str) -> None:
             yield i
 
     results = pool.imap(jobs.square, endless(), chunksize=10, buffersize=4)
-    assert [next(results) for _ in range(100)] == [i * i for i in range(100)]
+    assert [results.next(WAIT) for _ in range(100)] == [i * i for i in range(100)]
     # Input is read only in next(), at most the window (4 chunks of 10) past what was taken.
     assert len(read) <= 100 + 4 * 10
     unordered = pool.imap_unordered(jobs.square, itertools.count())  # adaptive chunks
-    assert len(set(itertools.islice(unordered, 1000))) == 1000
+    assert len({unordered.next(WAIT) for _ in range(1000)}) == 1000
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
@@ -420,7 +420,7 @@ def test_get_reraises_the_workers_exception_with_its_traceback(
     ]
     for fail in failures:
         with pytest.raises(ValueError) as info:
-            fail()
+            within(fail)
         cause = info.value.__cause__
         assert isinstance(cause, RemoteTraceback)
         assert "in raise_value_error" in cause.tb and "raise ValueError(message)" in cause.tb
