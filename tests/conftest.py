@@ -1,12 +1,18 @@
-"""Shared fixtures: a pool factory over every local backend, and a guard against leftovers.
+"""What every test shares, once: constants, the pool factory, the gate, deadlines, and guards.
 
-``make_pool`` builds pools on the thread backend and on the process backend under each start
-method; every pool it made is shut down after the test, and the guard then checks that no child
-process of this test run is left behind.
+``make_pool`` builds pools on the thread backend, on the process backend under each start method
+and on Dask (the run's one local cluster); every pool it made is shut down after the test, and
+the guard then checks that no child process of this test run is left behind. ``gate`` is the one
+way jobs report that they started and wait to be released (``jobs.StartGate``). Every blocking
+call waits at most ``WAIT`` (``join_or_fail``, ``within``, ``wait_until``, ``wait_blocked_in``);
+a test that hangs anyway fails at pytest-timeout's limit. The run also fails for an exception in
+any thread, an error the pool logs, and a missing test dependency (see below).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import os
 import select
@@ -14,38 +20,130 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import jobs
 from jobpool import Pool
 
 START_METHODS = [
     m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods()
 ]
 LOCAL_BACKENDS = ["thread", *(f"process-{m}" for m in START_METHODS)]
+# The process backend under every start method.
+PROCESS_BACKENDS = [b for b in LOCAL_BACKENDS if b.startswith("process-")]
 # Fast subset for the bulk of the behaviour tests: one start method that re-imports (spawn-like)
 # and fork. The full matrix runs where the start method matters.
 BACKENDS = ["thread", "process-forkserver", "process-fork"]
+PROCESS = [b for b in BACKENDS if b.startswith("process-")]  # the fast subset's process ones
+
+MakePool = Callable[..., Pool]  # the make_pool fixture
 
 WAIT = 60  # seconds; a generous ceiling that fails loudly instead of hanging
 
+T = TypeVar("T")
+
+
+def join_or_fail(thread: threading.Thread, seconds: float = WAIT) -> None:
+    """``thread.join()`` with a deadline: the test fails, naming the thread, if it is not over."""
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"thread {thread.name!r} did not end within {seconds} s")
+
+
+def within(call: Callable[..., T], *args: Any, seconds: float = WAIT, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)`` with a deadline, for a blocking call that takes no timeout (the
+    multiprocessing API's ``map``, ``apply``, ``join``; ``list`` of an iterator).
+
+    The call runs in a helper thread; its result or exception comes back here. If it is not done
+    in time, the test fails, naming the call (the helper thread is left to the timeout).
+    """
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(*args, **kwargs)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    name = getattr(call, "__qualname__", repr(call))
+    helper = threading.Thread(target=run, name=f"within {name}", daemon=True)
+    helper.start()
+    helper.join(seconds)
+    if not outcome:
+        pytest.fail(f"{name}() did not return within {seconds} s")
+    returned, value = outcome[0]
+    if not returned:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = WAIT) -> None:
+    """Wait (with a deadline) for a condition that another process or thread makes true.
+
+    For state nothing signals to the test (records a worker's close writes, the Dask pool's
+    books): this looks again every few milliseconds and fails, naming ``what``, at the deadline.
+    """
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def wait_blocked_in(thread: threading.Thread, function: str, seconds: float = WAIT) -> None:
+    """Wait until ``thread`` waits for a lock inside ``function``; fail if it gets past it.
+
+    "Still blocked" judged by how long a thread has not returned says nothing on a busy machine:
+    it may not have reached the call yet. This looks at the thread's stack instead: it is
+    blocked once it sits in a ``threading`` wait with ``function`` among its callers.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        frame = sys._current_frames().get(thread.ident or -1)
+        if frame is None or not thread.is_alive():
+            pytest.fail(f"thread {thread.name!r} ended instead of waiting in {function}()")
+        if _waiting_in(frame, function):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"thread {thread.name!r} did not wait in {function}() within {seconds} s")
+        time.sleep(0.001)  # a poll of the thread's state, with the deadline above
+
+
+def _waiting_in(frame: Any, function: str) -> bool:
+    if frame.f_code.co_filename != threading.__file__ or frame.f_code.co_name != "wait":
+        return False  # not blocked in Condition.wait (which Semaphore and Event use)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
 
 def pool_kwargs(backend: str) -> dict[str, Any]:
+    if not isinstance(backend, str):  # make_pool(2): the backend comes first
+        raise TypeError(f"a backend name comes first, such as 'thread' or 'dask', not {backend!r}")
     if backend.startswith("process-"):
         return {"backend": "process", "start_method": backend.split("-", 1)[1]}
     return {"backend": backend}
 
 
 @pytest.fixture
-def make_pool() -> Iterator[Callable[..., Pool]]:
+def make_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
+    """``make_pool(backend, workers, **options)``: a pool shut down after the test. ``"dask"``
+    pools use the run's shared cluster unless given an ``address`` or a ``client``."""
     pools: list[Pool] = []
 
-    def make(backend: str = "thread", workers: int = 2, **kwargs: Any) -> Pool:
+    def make(backend: str, workers: int = 2, **kwargs: Any) -> Pool:
+        if backend == "dask" and "address" not in kwargs and "client" not in kwargs:
+            kwargs["address"] = request.getfixturevalue("dask_address")
         pool = Pool(workers, **pool_kwargs(backend), **kwargs)
         pools.append(pool)
         return pool
@@ -58,6 +156,13 @@ def make_pool() -> Iterator[Callable[..., Pool]]:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def gate() -> Iterator[jobs.StartGate]:
+    """Jobs that run ``jobs.gate_job(gate.address, tag)`` report here and wait to be released."""
+    with jobs.StartGate() as start_gate:
+        yield start_gate
 
 
 @pytest.fixture(autouse=True)
@@ -94,29 +199,122 @@ def skipped_case(reason: str) -> Any:
     return test
 
 
-# --- an exception in any thread fails the test it happened in -----------------------------------
+# --- what the tests need is there, or the run fails ---------------------------------------------
 
-_thread_errors: list[str] = []
+
+def _require_test_dependencies(config: pytest.Config) -> None:
+    """Every package of the project's ``test`` extra is installed, or the run stops at once.
+
+    A test that skipped itself for a missing declared dependency would pass the run without
+    testing what it names (the Dask backend, typing, progress bars, numpy buffers).
+    """
+    project = Path(str(config.inipath or ""))
+    if project.name != "pyproject.toml":  # run with another config file: use the project's own
+        project = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    missing = missing_requirements(project, "test")
+    if missing:
+        raise pytest.UsageError(
+            "the tests need packages that are not installed: "
+            + ", ".join(missing)
+            + f' (declared in the "test" extra of {project}; install them with'
+            ' python -m pip install ".[test]")'
+        )
+
+
+def missing_requirements(project: Path, extra: str) -> list[str]:
+    """The requirements of ``extra`` in the ``project`` file that the environment lacks."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pytest depends on tomli before 3.11, and on packaging
+        import tomli as tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    if not project.is_file():
+        return []
+    with project.open("rb") as file:
+        extras = tomllib.load(file).get("project", {}).get("optional-dependencies", {})
+    missing = []
+    for line in extras.get(extra, []):
+        requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            missing.append(line)
+            continue
+        if not requirement.specifier.contains(version, prereleases=True):
+            missing.append(f"{line} (found {version})")
+    return missing
+
+
+# --- an exception in any thread fails the test it happened in -----------------------------------
+#
+# A helper thread that raises reaches threading.excepthook. pytest owns that hook (from 8.4 on it
+# sets it once at start-up, before 8.4 around each test phase, replacing any hook set here) and
+# reports the exception as PytestUnhandledThreadExceptionWarning in the phase it happened in;
+# pyproject.toml's ``filterwarnings`` turns that warning into an error, so the test fails under
+# every pytest from 7 on. The pool's own threads catch what kills them (to fail the waiting
+# futures with the reason) and log it on the "jobpool" logger at ERROR: the hooks below fail the
+# test for that too. (test_harness.py checks both in a pytest run of its own.)
+
+
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+_pool_errors = _ErrorRecords()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    threading.excepthook = _record_thread_exception
+    _require_test_dependencies(config)
+    logging.getLogger("jobpool").addHandler(_pool_errors)
 
 
-def _record_thread_exception(args: Any) -> None:
-    name = getattr(args.thread, "name", "?")
-    _thread_errors.append(f"{name}: {args.exc_type.__name__}: {args.exc_value}")
-    sys.__stderr__.write(f"exception in thread {args.thread}: {args.exc_value!r}\n")
+def pytest_unconfigure(config: pytest.Config) -> None:
+    logging.getLogger("jobpool").removeHandler(_pool_errors)
 
 
-@pytest.fixture(autouse=True)
-def no_thread_exceptions() -> Iterator[None]:
-    """A helper thread (a submitter, a killer, a pool's own thread) that raised fails the test."""
-    _thread_errors.clear()
-    yield
-    errors, _thread_errors[:] = list(_thread_errors), []
-    if errors:
-        pytest.fail("exceptions in threads during the test:\n" + "\n".join(errors))
+def _fail_on_pool_errors(item: pytest.Item) -> None:
+    """An ERROR the pool logged (its dispatcher died, a worker could not be stopped, a callback
+    raised) fails the test phase it happened in, unless the test is marked ``logs_errors``
+    because it causes one on purpose."""
+    with _pool_errors.lock or contextlib.nullcontext():  # the lock emit() runs under
+        records, _pool_errors.records = _pool_errors.records, []
+    if records and item.get_closest_marker("logs_errors") is None:
+        pytest.fail(
+            "the pool logged errors:\n" + "\n".join(_format_record(record) for record in records),
+            pytrace=False,
+        )
+
+
+def _format_record(record: logging.LogRecord) -> str:
+    text = f"{record.name} {record.levelname} in thread {record.threadName}: {record.getMessage()}"
+    if record.exc_info:
+        text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+    return text
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _fail_on_pool_errors(item)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    _fail_on_pool_errors(item)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _fail_on_pool_errors(item)
 
 
 # --- slow tests: marked, and run only when asked (CI asks) ---------------------------------------
@@ -205,7 +403,6 @@ def dask_address() -> Iterator[str]:
     Starting a cluster takes seconds, and one kept in this process would show its worker
     processes to the leftover-process guard of every test.
     """
-    pytest.importorskip("distributed")
     env = dict(os.environ)
     tests_dir = os.path.dirname(os.path.abspath(__file__))
     env["PYTHONPATH"] = os.pathsep.join([tests_dir, *filter(None, [env.get("PYTHONPATH")])])

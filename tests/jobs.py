@@ -58,24 +58,6 @@ def log_message(message: str) -> int:
     return os.getpid()
 
 
-def wait_on(event: Any, timeout: float = 60) -> bool:
-    """Block until ``event`` (a multiprocessing or threading Event) is set."""
-    return bool(event.wait(timeout))
-
-
-def enter_and_wait(counter: Any, lock: Any, high: Any, release: Any, value: int = 0) -> int:
-    """Count concurrent entries (recording the high-water mark) and wait for ``release``."""
-    with lock:
-        counter.value += 1
-        high.value = max(high.value, counter.value)
-    try:
-        release.wait(60)
-    finally:
-        with lock:
-            counter.value -= 1
-    return value
-
-
 class Unpicklable:
     def __init__(self) -> None:
         self.conn = threading.Lock()
@@ -142,36 +124,6 @@ def get_state(_: Any = None) -> Any:
     return _state.get("value")
 
 
-# --- a gate shared by every worker, to measure how many jobs run at once ----------------------
-
-
-def install_gate(counter: Any, lock: Any, high: Any, release: Any, entered: Any) -> None:
-    """Initializer: keep the shared gate objects in this worker (they travel at process start)."""
-    _state["gate"] = (counter, lock, high, release, entered)
-
-
-def gated(value: int) -> int:
-    """Enter the gate (count, record the high-water mark, signal entry), wait for release."""
-    counter, lock, high, release, entered = _state["gate"]
-    with lock:
-        counter.value += 1
-        high.value = max(high.value, counter.value)
-    entered.release()
-    try:
-        if not release.wait(60):
-            raise TimeoutError("gate was never released")
-    finally:
-        with lock:
-            counter.value -= 1
-    return value
-
-
-def blocked_until(event: Any, value: Any = None) -> Any:
-    if not event.wait(60):
-        raise TimeoutError("event was never set")
-    return value
-
-
 # --- a gate: jobs report that they started (with their pid) and wait to be released ----------
 #
 # Synchronization primitives of multiprocessing cannot be passed as job arguments (they may
@@ -212,7 +164,13 @@ def gate_then_sleep(address: str, tag: Any, seconds: float) -> Any:
 
 
 class StartGate:
-    """Test side of :func:`gate_job`: learn which jobs started, on which pid; release them."""
+    """Test side of :func:`gate_job`: learn which jobs started, on which pid; release them.
+
+    It also counts the jobs *inside* the gate (arrived, not yet returned: a job's connection
+    stays open until ``gate_job`` returns or its process dies) and the most that were ever inside
+    at once, which is how tests check a bound on running jobs. It works from threads, processes
+    of every start method and Dask workers on this machine alike.
+    """
 
     def __init__(self) -> None:
         import queue
@@ -225,39 +183,82 @@ class StartGate:
         self._server.bind(self.address)
         self._server.listen(256)
         self._arrivals: queue.Queue[tuple[str, int]] = queue.Queue()
-        self._conns: dict[str, Any] = {}
+        self._conns: dict[str, Any] = {}  # waiting at the gate, by tag
         self.started: dict[str, int] = {}  # tag -> pid, for every arrival collected so far
         self._released: set[str] = set()  # released before they arrived: let them pass at once
         self._closing = False
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._accept, name="test-gate", daemon=True)
+        self._left = threading.Condition(self._lock)  # notified when a job leaves
+        self._tags: dict[Any, str] = {}  # connection -> tag, while the job is inside
+        self._gone: set[str] = set()  # jobs that were inside and left
+        self.inside = 0  # jobs that arrived and have not returned (or died) yet
+        self.most_inside = 0  # the most that were ever inside at once
+        self._thread = threading.Thread(target=self._serve, name="test-gate", daemon=True)
         self._thread.start()
 
-    def _accept(self) -> None:
-        while True:
+    def _serve(self) -> None:
+        import selectors
+
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._server, selectors.EVENT_READ)
+            while not self._closing:
+                events = selector.select()
+                # A job's return happens before the next job on its worker starts: count the
+                # returns seen in this batch before the arrivals.
+                events.sort(key=lambda event: event[0].fileobj is self._server)
+                for key, _ in events:
+                    if key.fileobj is self._server:
+                        conn = self._arrive()
+                        if conn is not None:
+                            selector.register(conn, selectors.EVENT_READ)
+                    else:
+                        self._leave(selector, key.fileobj)
+            for key in list(selector.get_map().values()):
+                if key.fileobj is not self._server:
+                    key.fileobj.close()
+
+    def _arrive(self) -> Any:
+        """Take a job's "<tag> <pid>" line; returns its connection, held until it leaves."""
+        try:
+            conn, _ = self._server.accept()
+        except OSError:  # closed
+            return None
+        data = b""
+        while not data.endswith(b"\n"):
             try:
-                conn, _ = self._server.accept()
+                chunk = conn.recv(256)
             except OSError:
-                return
-            data = b""
-            while not data.endswith(b"\n"):
-                try:
-                    chunk = conn.recv(256)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                data += chunk
-            if not data.endswith(b"\n"):  # the job died before it said anything
-                conn.close()
-                continue
-            tag, pid = data.decode().split()
-            with self._lock:
-                if tag in self._released or self._closing:
-                    conn.close()  # the job reads EOF and returns
-                else:
-                    self._conns[tag] = conn
-            self._arrivals.put((tag, int(pid)))
+                chunk = b""
+            if not chunk:
+                break
+            data += chunk
+        if not data.endswith(b"\n"):  # the job died before it said anything
+            conn.close()
+            return None
+        tag, pid = data.decode().split()
+        with self._lock:
+            self._tags[conn] = tag
+            self._gone.discard(tag)
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            if tag in self._released or self._closing:
+                _let_go(conn)
+            else:
+                self._conns[tag] = conn
+        self._arrivals.put((tag, int(pid)))
+        return conn
+
+    def _leave(self, selector: Any, conn: Any) -> None:
+        """The job's end of the connection closed: it returned, or its process died."""
+        selector.unregister(conn)
+        conn.close()
+        with self._lock:
+            self.inside -= 1
+            tag = self._tags.pop(conn)
+            self._gone.add(tag)
+            if self._conns.get(tag) is conn:
+                del self._conns[tag]
+            self._left.notify_all()
 
     def wait(self, timeout: float = 60) -> tuple[str, int]:
         """The next job to start: (tag, pid). Raises AssertionError if none comes in time."""
@@ -295,19 +296,42 @@ class StartGate:
             conn = self._conns.pop(str(tag), None)
             if conn is None:
                 self._released.add(str(tag))
-        if conn is not None:
-            try:
-                conn.sendall(b"x")
-            except OSError:  # the job's worker is gone
-                pass
-            conn.close()
+            else:
+                _let_go(conn)
+
+    def release_in_turn(self, total: int, timeout: float = 60) -> None:
+        """Let ``total`` jobs (those waiting here now included) through one at a time: release
+        the oldest waiting, wait until it has returned, take in whoever arrived meanwhile; when
+        none waits, wait for the next to arrive.
+
+        The jobs held meanwhile keep their slots busy, so a pool that ever ran more jobs at once
+        than its bound shows it in :attr:`most_inside`. It never waits for a job that may not
+        come: either one is held here, or every slot is free and the pool must start one.
+        """
+        self.collect()
+        with self._lock:
+            held = [tag for tag in self.started if tag in self._conns]  # waiting now, in order
+        arrived = len(held)
+        while held or arrived < total:
+            if not held:
+                held.append(self.wait(timeout)[0])
+                arrived += 1
+                continue
+            tag = held.pop(0)
+            self.release(tag)
+            with self._left:
+                if not self._left.wait_for(lambda tag=tag: tag in self._gone, timeout):
+                    raise AssertionError(f"job {tag} did not return within {timeout} s")
+            while not self._arrivals.empty():
+                held.append(self.wait(0)[0])
+                arrived += 1
 
     def release_all(self) -> None:
         """Release every job waiting at the gate now (not those still to arrive)."""
         with self._lock:
             conns, self._conns = list(self._conns.values()), {}
-        for conn in conns:
-            conn.close()  # the job reads EOF and returns
+            for conn in conns:
+                _let_go(conn)
 
     def close(self) -> None:
         import shutil
@@ -317,11 +341,11 @@ class StartGate:
             self._closing = True  # from now on every job passes at once
         self.release_all()
         try:
-            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the select() (close alone does not)
         except OSError:
             pass
-        self._server.close()
         self._thread.join(10)
+        self._server.close()
         shutil.rmtree(self._dir, ignore_errors=True)
         # A job that connects after this finds no socket and fails: only after the test is over.
 
@@ -330,6 +354,14 @@ class StartGate:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _let_go(conn: Any) -> None:
+    """Tell a job at the gate to return; its connection stays open until it has."""
+    try:
+        conn.sendall(b"x")
+    except OSError:  # the job's worker is gone
+        pass
 
 
 def exit_in_initializer() -> None:
@@ -358,46 +390,6 @@ def runs_in(directory: str) -> dict[str, int]:
         with open(os.path.join(directory, name)) as f:
             marks[name] = int(f.read())
     return marks
-
-
-# --- cross-process helpers for the Dask backend, whose workers share no memory with the test ---
-
-
-def _bump(directory: str, delta: int) -> None:
-    """Add ``delta`` to the counter in ``directory`` and record its high-water mark (flock)."""
-    import fcntl
-
-    with open(os.path.join(directory, "lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            counter = read_count(directory, "counter") + delta
-            high = max(read_count(directory, "high"), counter)
-            for name, value in (("counter", counter), ("high", high)):
-                with open(os.path.join(directory, name), "w") as f:
-                    f.write(str(value))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def read_count(directory: str, name: str = "counter") -> int:
-    try:
-        with open(os.path.join(directory, name)) as f:
-            return int(f.read() or 0)
-    except FileNotFoundError:
-        return 0
-
-
-def enter_and_wait_files(directory: str, value: int = 0, timeout: float = 60) -> int:
-    """``enter_and_wait`` across processes: count entries in files, wait for ``release``."""
-    _bump(directory, 1)
-    try:
-        release = os.path.join(directory, "release")
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            time.sleep(0.005)
-    finally:
-        _bump(directory, -1)
-    return value
 
 
 def append_pid(path: str) -> None:

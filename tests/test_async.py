@@ -16,9 +16,8 @@ from typing import Any, Callable
 import pytest
 
 import jobs
+from conftest import WAIT
 from jobpool import Pool
-
-WAIT = 60
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:

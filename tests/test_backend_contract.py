@@ -15,6 +15,7 @@ import pytest
 
 import fake_backend
 import jobs
+from conftest import WAIT
 from fake_backend import FakeBackend
 from jobpool import InitializerError, JobKilledError, Pool, QueueFull, _backend
 
@@ -60,7 +61,7 @@ def test_map_reads_only_its_window_ahead(pool: Pool) -> None:
             pulled.append(i)
             yield i
 
-    results = pool.map(jobs.square, source(), chunksize=1, buffersize=2)
+    results = pool.map(jobs.square, source(), chunksize=1, buffersize=2, timeout=WAIT)
     assert len(pulled) == 2  # the first window is submitted at once, as Executor.map does
     fake().run(2)
     assert next(results) == 0

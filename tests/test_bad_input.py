@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import jobs
-from conftest import WAIT
+from conftest import WAIT, MakePool
 from jobpool import Pool
-
-MakePool = Callable[..., Pool]
 
 
 @pytest.mark.parametrize(

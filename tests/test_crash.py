@@ -8,10 +8,8 @@ from typing import Callable
 import pytest
 
 import jobs
-from conftest import START_METHODS, WAIT
-from jobpool import Pool, WorkerCrashedError
-
-MakePool = Callable[..., Pool]
+from conftest import START_METHODS, WAIT, MakePool
+from jobpool import WorkerCrashedError
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
@@ -57,7 +55,7 @@ def test_crash_inside_map_fails_only_that_chunk(make_pool: MakePool) -> None:
             jobs.exit_now(5)
         return x
 
-    results = pool.map(maybe_die, range(20), chunksize=1, ordered=False)
+    results = pool.map(maybe_die, range(20), chunksize=1, ordered=False, timeout=WAIT)
     seen = []
     with pytest.raises(WorkerCrashedError):
         for value in results:
@@ -67,6 +65,6 @@ def test_crash_inside_map_fails_only_that_chunk(make_pool: MakePool) -> None:
     assert pool.submit(jobs.square, 3).result(WAIT) == 9
     # With on_error, the crash costs its own item only: every other item comes through.
     errors: list[BaseException] = []
-    values = list(pool.map(maybe_die, range(20), chunksize=1, on_error=errors.append))
+    values = list(pool.map(maybe_die, range(20), chunksize=1, on_error=errors.append, timeout=WAIT))
     assert values == [x for x in range(20) if x != 13]
     assert len(errors) == 1 and isinstance(errors[0], WorkerCrashedError)

@@ -9,21 +9,19 @@ of worker processes (conftest.dask_address); backend-specific behaviour lives in
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import itertools
 import threading
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import jobs
-from conftest import WAIT, pool_kwargs
-from gates import wait_until
-from jobpool import Pool, QueueFull, RemoteTraceback, SerializationError
+from conftest import WAIT, MakePool, join_or_fail, wait_blocked_in
+from jobpool import QueueFull, RemoteTraceback, SerializationError
 
 EVERY_BACKEND = ["thread", "process-forkserver", "process-fork", "dask"]
-MakePool = Callable[..., Pool]
 
 
 @pytest.fixture(params=EVERY_BACKEND)
@@ -32,21 +30,9 @@ def any_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pool_on(any_backend: str, request: pytest.FixtureRequest) -> Iterator[MakePool]:
-    pools: list[Pool] = []
-
-    def make(workers: int = 2, **kwargs: Any) -> Pool:
-        if any_backend == "dask":
-            kwargs.setdefault("address", request.getfixturevalue("dask_address"))
-            pool = Pool(workers, backend="dask", **kwargs)
-        else:
-            pool = Pool(workers, **pool_kwargs(any_backend), **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.shutdown(wait=True, cancel_futures=True)
+def pool_on(any_backend: str, make_pool: MakePool) -> MakePool:
+    """``pool_on(workers, **options)``: ``make_pool`` on the backend under test."""
+    return functools.partial(make_pool, any_backend)
 
 
 def test_submit_and_results(pool_on: MakePool) -> None:
@@ -64,17 +50,21 @@ def test_submit_and_results(pool_on: MakePool) -> None:
 
 def test_map_ordered_unordered_zip_and_starmap(pool_on: MakePool) -> None:
     pool = pool_on()
-    assert list(pool.map(jobs.square, range(300))) == [i * i for i in range(300)]
-    assert list(pool.map(jobs.square, range(30), chunksize=4)) == [i * i for i in range(30)]
-    assert sorted(pool.map(jobs.square, range(300), ordered=False)) == [i * i for i in range(300)]
-    assert list(pool.map(jobs.add, range(5), range(10, 99))) == [10, 12, 14, 16, 18]
-    assert list(pool.starmap(jobs.add, [(1, 2), (3, 4)])) == [3, 7]
-    assert list(pool.map(jobs.square, [])) == []
+    assert list(pool.map(jobs.square, range(300), timeout=WAIT)) == [i * i for i in range(300)]
+    assert list(pool.map(jobs.square, range(30), chunksize=4, timeout=WAIT)) == [
+        i * i for i in range(30)
+    ]
+    assert sorted(pool.map(jobs.square, range(300), ordered=False, timeout=WAIT)) == [
+        i * i for i in range(300)
+    ]
+    assert list(pool.map(jobs.add, range(5), range(10, 99), timeout=WAIT)) == [10, 12, 14, 16, 18]
+    assert list(pool.starmap(jobs.add, [(1, 2), (3, 4)], timeout=WAIT)) == [3, 7]
+    assert list(pool.map(jobs.square, [], timeout=WAIT)) == []
 
 
 def test_a_failing_item_raises_at_its_turn(pool_on: MakePool) -> None:
     pool = pool_on()
-    results = pool.map(jobs.fail_on_odd, [0, 2, 4, 5, 6], chunksize=2)
+    results = pool.map(jobs.fail_on_odd, [0, 2, 4, 5, 6], chunksize=2, timeout=WAIT)
     assert [next(results) for _ in range(3)] == [0, 2, 4]
     with pytest.raises(ValueError):
         next(results)
@@ -90,40 +80,39 @@ def test_endless_input_is_read_a_bounded_window_ahead(pool_on: MakePool) -> None
             pulled += 1
             yield i
 
-    results = pool.map(jobs.identity, source(), chunksize=1, buffersize=4)
+    results = pool.map(jobs.identity, source(), chunksize=1, buffersize=4, timeout=WAIT)
     assert list(itertools.islice(results, 25)) == list(range(25))
     assert pulled <= 25 + 4
     results.close()  # type: ignore[attr-defined]
 
 
-def test_workers_bounds_the_jobs_running_at_once(pool_on: MakePool, tmp_path: Path) -> None:
+def test_workers_bounds_the_jobs_running_at_once(pool_on: MakePool, gate: jobs.StartGate) -> None:
     pool = pool_on(2)
-    gate = str(tmp_path)
-    futures = [pool.submit(jobs.enter_and_wait_files, gate, i) for i in range(6)]
-    wait_until(lambda: jobs.read_count(gate) == 2, "two jobs to start")
+    futures = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(6)]
+    gate.wait()
+    gate.wait()
     stats = pool.stats()
     assert stats.running == 2 and stats.pending == 4
-    (tmp_path / "release").touch()
+    gate.release_in_turn(6)
     assert [f.result(WAIT) for f in futures] == list(range(6))
-    assert jobs.read_count(gate, "high") == 2
+    assert gate.most_inside == 2
     assert pool.stats().done == 6
 
 
-def test_backpressure_and_queue_full_lose_nothing(pool_on: MakePool, tmp_path: Path) -> None:
+def test_backpressure_and_queue_full_lose_nothing(pool_on: MakePool, gate: jobs.StartGate) -> None:
     pool = pool_on(1, max_pending=2)
-    gate = str(tmp_path)
-    running = pool.submit(jobs.enter_and_wait_files, gate, 0)
-    wait_until(lambda: jobs.read_count(gate) == 1, "the first job to start")
+    running = pool.submit(jobs.gate_job, gate.address, "running", 0)
+    gate.wait_for("running")
     queued = [pool.submit_nowait(jobs.square, 2), pool.submit(jobs.square, 3)]
     with pytest.raises(QueueFull):
         pool.submit_nowait(jobs.square, 4)
     blocked: list[Any] = []
     submitter = threading.Thread(target=lambda: blocked.append(pool.submit(jobs.square, 5)))
     submitter.start()
-    submitter.join(0.2)
-    assert submitter.is_alive(), "submit() should wait while max_pending jobs are queued"
-    (tmp_path / "release").touch()
-    submitter.join(WAIT)
+    wait_blocked_in(submitter, "reserve")  # submit() waits while max_pending jobs are queued
+    assert not blocked
+    gate.release("running")
+    join_or_fail(submitter)
     assert running.result(WAIT) == 0
     assert [f.result(WAIT) for f in queued] == [4, 9]
     assert blocked[0].result(WAIT) == 25
@@ -146,7 +135,7 @@ def test_lambdas_closures_and_bound_methods(pool_on: MakePool) -> None:
     offset = 100
     assert pool.submit(lambda x: x + offset, 1).result(WAIT) == 101
     assert pool.submit(jobs.Counter(5).add, 1).result(WAIT) == 6
-    assert list(pool.map(lambda x: x * offset, range(3))) == [0, 100, 200]
+    assert list(pool.map(lambda x: x * offset, range(3), timeout=WAIT)) == [0, 100, 200]
 
 
 def test_unserializable_arguments_are_named_at_submit(pool_on: MakePool, any_backend: str) -> None:
@@ -161,15 +150,14 @@ def test_unserializable_arguments_are_named_at_submit(pool_on: MakePool, any_bac
 
 
 def test_shutdown_cancels_waiting_jobs_and_refuses_new_ones(
-    pool_on: MakePool, tmp_path: Path
+    pool_on: MakePool, gate: jobs.StartGate
 ) -> None:
     pool = pool_on(1)
-    gate = str(tmp_path)
-    running = pool.submit(jobs.enter_and_wait_files, gate, 1)
-    wait_until(lambda: jobs.read_count(gate) == 1, "the first job to start")
+    running = pool.submit(jobs.gate_job, gate.address, "running", 1)
+    gate.wait_for("running")
     waiting = [pool.submit(jobs.square, i) for i in range(5)]
     pool.shutdown(wait=False, cancel_futures=True)
-    (tmp_path / "release").touch()
+    gate.release("running")
     pool.shutdown(wait=True)
     assert running.result(WAIT) == 1
     assert all(f.cancelled() for f in waiting)

@@ -14,6 +14,7 @@ def test_public_names() -> None:
         "JobOptions",
         "JobTimeoutError",
         "JobpoolError",
+        "PerWorkerError",
         "Pool",
         "PoolStats",
         "QueueFull",
@@ -22,8 +23,10 @@ def test_public_names() -> None:
         "ResultLoadError",
         "SerializationError",
         "WorkerCrashedError",
+        "per_worker",
     }
-    assert expected <= set(jobpool.__all__)
+    assert set(jobpool.__all__) == expected, "a public name was added or removed"
+    assert len(jobpool.__all__) == len(expected), "a public name is listed twice"
     for name in jobpool.__all__:
         assert getattr(jobpool, name).__module__ == "jobpool"
 

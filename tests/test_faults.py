@@ -25,7 +25,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import BACKENDS, WAIT
+from conftest import BACKENDS, PROCESS, WAIT
 from jobpool import (
     InitializerError,
     JobKilledError,
@@ -37,14 +37,12 @@ from jobpool import (
 )
 from jobs import StartGate
 
-PROCESS = ["process-forkserver", "process-fork"]
-
 
 class Resolutions:
     """Counts how often each future resolves; every one must resolve exactly once."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._called = threading.Condition()
         self.calls: dict[int, int] = {}
         self.futures: list[Future[Any]] = []
 
@@ -53,16 +51,23 @@ class Resolutions:
         self.calls.setdefault(id(future), 0)
 
         def done(f: Future[Any]) -> None:
-            with self._lock:
+            with self._called:
                 self.calls[id(f)] += 1
+                self._called.notify_all()
 
         future.add_done_callback(done)
         return future
 
     def check_all_once(self) -> None:
-        _, not_done = wait(self.futures, timeout=WAIT)
-        assert not not_done, f"{len(not_done)} futures never resolved"
-        assert all(self.calls[id(f)] == 1 for f in self.futures), sorted(self.calls.values())
+        # A future is done before its callbacks run (set_result marks it, then calls them):
+        # wait for the callbacks themselves, not for done().
+        with self._called:
+            all_called = self._called.wait_for(
+                lambda: all(self.calls[id(f)] for f in self.futures), timeout=WAIT
+            )
+            calls = [self.calls[id(f)] for f in self.futures]
+        assert all_called, f"{calls.count(0)} futures never resolved"
+        assert all(count == 1 for count in calls), sorted(calls)
 
 
 # --- the fault table ---------------------------------------------------------------------------

@@ -13,13 +13,11 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT
-from jobpool import Pool, SerializationError
+from conftest import PROCESS_BACKENDS, WAIT, MakePool
+from jobpool import SerializationError
 from jobpool._process import _blobs
 from jobpool._process._blobs import BLOB_MIN_SIZE, BlobTable, dumps_function, loads_function
 
-MakePool = Callable[..., Pool]
-PROCESS_BACKENDS = ["process-forkserver", "process-spawn", "process-fork"]
 BIG = 4 * BLOB_MIN_SIZE
 
 
@@ -49,7 +47,7 @@ def test_a_big_closure_is_shipped_once_per_worker(
     assert [value for value, _ in results] == [BIG + i for i in range(30)]
     # map sends the same function: a worker that got it for a submit already holds it. (One
     # worker may have run all 30 submits while the other was still starting.)
-    results += list(pool.map(job, range(20)))
+    results += list(pool.map(job, range(20), timeout=WAIT))
     assert 1 <= sum(fresh for _, fresh in results) <= 2
 
 
@@ -64,9 +62,9 @@ def test_a_changed_function_is_shipped_again(make_pool: MakePool, process_backen
     assert pool.submit(scale, 5).result(WAIT) == 10
     settings["factor"] = 3  # mutated in place: the same function object now pickles differently
     assert pool.submit(scale, 5).result(WAIT) == 15
-    assert list(pool.map(scale, [1, 2])) == [3, 6]
+    assert list(pool.map(scale, [1, 2], timeout=WAIT)) == [3, 6]
     settings["factor"] = 4
-    assert list(pool.map(scale, [1, 2])) == [4, 8]
+    assert list(pool.map(scale, [1, 2], timeout=WAIT)) == [4, 8]
 
 
 def test_many_distinct_blobs_never_mix_and_workers_keep_a_bounded_number(

@@ -7,17 +7,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import jobs
-from conftest import WAIT
-from jobpool import Pool
+from conftest import WAIT, MakePool, join_or_fail
 from jobpool._condition import FutureCondition
 from jobpool._job import JobFuture
-
-MakePool = Callable[..., Pool]
 
 
 def test_a_job_future_uses_the_light_condition_and_the_stdlib_attributes() -> None:
@@ -41,7 +38,7 @@ def test_many_threads_waiting_on_one_future_all_wake() -> None:
     waiting.wait(WAIT)
     future.set_result("done")
     for thread in threads:
-        thread.join(WAIT)
+        join_or_fail(thread)
     assert results == ["done"] * 8
 
 
@@ -107,13 +104,12 @@ def test_stdlib_wait_and_as_completed_work_on_pool_futures(
     assert done == set(first)
 
 
-def test_stdlib_wait_on_futures_still_pending(make_pool: MakePool) -> None:
+def test_stdlib_wait_on_futures_still_pending(make_pool: MakePool, gate: jobs.StartGate) -> None:
     pool = make_pool("thread", workers=1)
-    release = threading.Event()
-    blocked = pool.submit(jobs.blocked_until, release)
+    blocked = pool.submit(jobs.gate_job, gate.address, "blocked")
     done, not_done = cf.wait([blocked], timeout=0.01)
     assert not done and not_done == {blocked}
-    release.set()
+    gate.release("blocked")
     done, _ = cf.wait([blocked], timeout=WAIT)
     assert done == {blocked}
 

@@ -8,8 +8,8 @@ mapping (``/proc/<pid>/maps``). Segments are memfds named ``jobpool``, so nothin
 is in ``/dev/shm``; no process of the family may hold a ``multiprocessing.shared_memory`` block
 there either (checked per process: other programs on the machine use ``/dev/shm`` meanwhile).
 
-numpy is optional: every test uses ``bytes``/``bytearray``/``memoryview``; the numpy ones skip
-when it is not installed.
+Every test uses ``bytes``/``bytearray``/``memoryview``; the numpy ones numpy arrays too (numpy is
+in the ``test`` extra: without it the run fails at start, see conftest.py).
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ import subprocess
 import sys
 import time
 from concurrent.futures import CancelledError
-from typing import Any, Callable
+from typing import Any
 
+import numpy
 import pytest
 
 import jobs
-from conftest import START_METHODS, WAIT
+from conftest import START_METHODS, WAIT, MakePool
 from jobpool import (
     JobKilledError,
     JobTimeoutError,
@@ -44,7 +45,6 @@ pytestmark = pytest.mark.skipif(
     not _shared_memory.supported(), reason="shared memory segments need Linux (memfd)"
 )
 
-MakePool = Callable[..., Pool]
 MB = 1 << 20
 SIZE = 2 * MB  # over the default threshold (1 MiB)
 MARK = "/memfd:jobpool"
@@ -97,16 +97,6 @@ def no_segments_left() -> Any:
     wait_until_freed()
 
 
-@pytest.fixture
-def gate() -> Any:
-    with jobs.StartGate() as started:
-        yield started
-
-
-def numpy_or_skip() -> Any:
-    return pytest.importorskip("numpy")
-
-
 # --- round trips ---------------------------------------------------------------------------------
 
 
@@ -141,7 +131,7 @@ def test_every_buffer_kind_goes_and_comes_back(make_pool: MakePool, start_method
         _assert_same(got.result(WAIT), sent)
     nested = {"a": kinds[:3], "b": (kinds[0], kinds[1])}
     assert pool.submit(jobs.identity, nested).result(WAIT) == nested
-    assert list(pool.map(jobs.identity, kinds[:2])) == kinds[:2]
+    assert list(pool.map(jobs.identity, kinds[:2], timeout=WAIT)) == kinds[:2]
     assert pool.submit(jobs.echo_kwargs, data=kinds[0]).result(WAIT) == ((), {"data": kinds[0]})
 
 
@@ -149,7 +139,6 @@ def test_every_buffer_kind_goes_and_comes_back(make_pool: MakePool, start_method
 def test_numpy_arrays_of_every_layout_go_and_come_back(
     make_pool: MakePool, start_method: str
 ) -> None:
-    numpy = numpy_or_skip()
     pool = make_pool(f"process-{start_method}")
     base = numpy.arange(SIZE // 4, dtype=numpy.float64).reshape(256, -1)
     arrays = [
@@ -170,7 +159,7 @@ def test_numpy_arrays_of_every_layout_go_and_come_back(
         got = future.result(WAIT)
         assert got.dtype == sent.dtype and got.shape == sent.shape
         assert numpy.array_equal(got, sent)
-    items = list(pool.map(jobs.identity, [base, base[::3]]))
+    items = list(pool.map(jobs.identity, [base, base[::3]], timeout=WAIT))
     assert numpy.array_equal(items[0], base) and numpy.array_equal(items[1], base[::3])
 
 
@@ -178,7 +167,6 @@ def test_numpy_arrays_of_every_layout_go_and_come_back(
 def test_results_are_the_callers_own_writable_objects_after_shutdown(
     start_method: str,
 ) -> None:
-    numpy = numpy_or_skip()
     with Pool(2, backend="process", start_method=start_method) as pool:
         made = pool.submit(jobs.ones_array, SIZE // 8).result(WAIT)
         argument = numpy.arange(SIZE // 8, dtype=numpy.float64)
@@ -202,7 +190,6 @@ def test_results_are_the_callers_own_writable_objects_after_shutdown(
 
 
 def test_workers_see_large_arguments_read_only(make_pool: MakePool) -> None:
-    numpy = numpy_or_skip()
     pool = make_pool("process-forkserver")
     big = numpy.zeros(SIZE // 8)
     assert pool.submit(jobs.describe, big).result(WAIT) == ("ndarray", False)
@@ -219,7 +206,6 @@ def test_workers_see_large_arguments_read_only(make_pool: MakePool) -> None:
 
 
 def test_writable_arguments_copy_on_write(make_pool: MakePool) -> None:
-    numpy = numpy_or_skip()
     pool = make_pool("process-forkserver", writable_arguments=True)
     big = numpy.zeros(SIZE // 8)
     assert pool.submit(jobs.describe, big).result(WAIT) == ("ndarray", True)

@@ -5,16 +5,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from typing import Callable
 
 import pytest
 
 import jobs
-from conftest import WAIT
-from jobpool import Pool
+from conftest import WAIT, MakePool
 from jobpool._map import MAX_CHUNK
-
-MakePool = Callable[..., Pool]
 
 
 class CountingSource:
@@ -32,7 +28,7 @@ class CountingSource:
 @pytest.mark.parametrize("chunksize", [None, 1, 7])
 def test_ordered_map(make_pool: MakePool, backend: str, chunksize: int | None) -> None:
     pool = make_pool(backend)
-    assert list(pool.map(jobs.square, range(1000), chunksize=chunksize)) == [
+    assert list(pool.map(jobs.square, range(1000), chunksize=chunksize, timeout=WAIT)) == [
         i * i for i in range(1000)
     ]
 
@@ -42,7 +38,9 @@ def test_unordered_map_yields_every_result(
     make_pool: MakePool, backend: str, chunksize: int | None
 ) -> None:
     pool = make_pool(backend)
-    results = list(pool.map(jobs.square, range(500), ordered=False, chunksize=chunksize))
+    results = list(
+        pool.map(jobs.square, range(500), ordered=False, chunksize=chunksize, timeout=WAIT)
+    )
     assert sorted(results) == [i * i for i in range(500)]
 
 
@@ -57,7 +55,7 @@ def test_unordered_map_yields_in_completion_order(make_pool: MakePool) -> None:
             release_slow.wait(WAIT)
         return name
 
-    results = pool.map(job, ["slow", "fast"], ordered=False, chunksize=1)
+    results = pool.map(job, ["slow", "fast"], ordered=False, chunksize=1, timeout=WAIT)
     assert next(results) == "fast"
     release_slow.set()
     assert list(results) == ["slow"]
@@ -65,21 +63,21 @@ def test_unordered_map_yields_in_completion_order(make_pool: MakePool) -> None:
 
 def test_map_zips_several_iterables_like_builtin_map(make_pool: MakePool, backend: str) -> None:
     pool = make_pool(backend)
-    assert list(pool.map(jobs.add, range(5), range(10, 100))) == [10, 12, 14, 16, 18]
+    assert list(pool.map(jobs.add, range(5), range(10, 100), timeout=WAIT)) == [10, 12, 14, 16, 18]
 
 
 def test_starmap(make_pool: MakePool, backend: str) -> None:
     pool = make_pool(backend)
     pairs = [(i, i + 1) for i in range(50)]
-    assert list(pool.starmap(jobs.add, pairs)) == [a + b for a, b in pairs]
-    assert sorted(pool.starmap(jobs.add, iter(pairs), ordered=False)) == sorted(
+    assert list(pool.starmap(jobs.add, pairs, timeout=WAIT)) == [a + b for a, b in pairs]
+    assert sorted(pool.starmap(jobs.add, iter(pairs), ordered=False, timeout=WAIT)) == sorted(
         a + b for a, b in pairs
     )
 
 
 def test_empty_input(make_pool: MakePool, backend: str) -> None:
     pool = make_pool(backend)
-    assert list(pool.map(jobs.square, [])) == []
+    assert list(pool.map(jobs.square, [], timeout=WAIT)) == []
 
 
 def test_failing_item_raises_at_its_turn(make_pool: MakePool, backend: str) -> None:
@@ -90,7 +88,7 @@ def test_failing_item_raises_at_its_turn(make_pool: MakePool, backend: str) -> N
             raise ValueError(f"bad item {x}")
         return x
 
-    results = pool.map(check, range(10), chunksize=3)
+    results = pool.map(check, range(10), chunksize=3, timeout=WAIT)
     assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="bad item 5"):
         next(results)
@@ -103,7 +101,7 @@ def test_close_midway_through_a_chunk_hands_out_nothing_more(
     make_pool: MakePool, backend: str, ordered: bool
 ) -> None:
     pool = make_pool(backend)
-    results = pool.map(jobs.square, range(100), chunksize=50, ordered=ordered)
+    results = pool.map(jobs.square, range(100), chunksize=50, ordered=ordered, timeout=WAIT)
     first = next(results)
     assert first in (0, 50 * 50)
     results.close()  # type: ignore[attr-defined]
@@ -116,7 +114,7 @@ def test_results_that_refuse_comparison(
 ) -> None:
     """map never compares results (a NumPy array's ``==`` does not give a bool)."""
     pool = make_pool(backend)
-    results = pool.map(jobs.make_incomparable, range(20), chunksize=chunksize)
+    results = pool.map(jobs.make_incomparable, range(20), chunksize=chunksize, timeout=WAIT)
     assert [result.value for result in results] == list(range(20))
 
 
@@ -130,7 +128,7 @@ def test_map_holds_no_result_already_handed_out(
     import weakref
 
     pool = make_pool(backend)
-    for value in pool.map(jobs.make_object, range(10), chunksize=5, ordered=ordered):
+    for value in pool.map(jobs.make_object, range(10), chunksize=5, ordered=ordered, timeout=WAIT):
         ref = weakref.ref(value)
         del value
         gc.collect()
@@ -141,7 +139,7 @@ def test_map_holds_no_result_already_handed_out(
 def test_endless_input_is_read_lazily(make_pool: MakePool, backend: str, ordered: bool) -> None:
     pool = make_pool(backend, workers=2)
     source = CountingSource()
-    results = pool.map(jobs.identity, source, ordered=ordered)
+    results = pool.map(jobs.identity, source, ordered=ordered, timeout=WAIT)
     taken = list(itertools.islice(results, 3000))
     assert len(taken) == 3000
     if ordered:
@@ -207,7 +205,7 @@ def test_read_ahead_of_big_items_stays_small_in_bytes(make_pool: MakePool, backe
             pulled += 1
             yield b"x" * megabyte
 
-    results = pool.map(len, big_items())
+    results = pool.map(len, big_items(), timeout=WAIT)
     taken = [next(results) for _ in range(40)]
     assert taken == [megabyte] * 40
     window = 2 * pool.workers
@@ -218,30 +216,28 @@ def test_read_ahead_of_big_items_stays_small_in_bytes(make_pool: MakePool, backe
 def test_buffersize_bounds_read_ahead(make_pool: MakePool, backend: str) -> None:
     pool = make_pool(backend, workers=2)
     source = CountingSource()
-    results = pool.map(jobs.identity, source, chunksize=1, buffersize=4)
+    results = pool.map(jobs.identity, source, chunksize=1, buffersize=4, timeout=WAIT)
     assert source.pulled <= 4
     assert [next(results) for _ in range(10)] == list(range(10))
     assert source.pulled <= 10 + 4
     results.close()  # type: ignore[attr-defined]
 
 
-def test_map_timeout(make_pool: MakePool) -> None:
+def test_map_timeout(make_pool: MakePool, gate: jobs.StartGate) -> None:
     import concurrent.futures as cf
-    import threading
 
     pool = make_pool("thread", workers=1)
-    release = threading.Event()
-    results = pool.map(jobs.blocked_until, [release], timeout=0.05)
+    results = pool.starmap(jobs.gate_job, [(gate.address, "held")], timeout=0.05)
     with pytest.raises(cf.TimeoutError):
         next(results)
-    release.set()
+    gate.release("held")
 
 
 def test_closing_the_iterator_cancels_pending_chunks(make_pool: MakePool) -> None:
     pool = make_pool("thread", workers=1)
     with jobs.StartGate() as gate:
         items = ((gate.address, f"t{i}", i) for i in itertools.count())
-        results = pool.starmap(jobs.gate_job, items, chunksize=1, buffersize=5)
+        results = pool.starmap(jobs.gate_job, items, chunksize=1, buffersize=5, timeout=WAIT)
         gate.wait_for("t0")
         gate.release("t0")
         assert next(results) == 0
@@ -256,6 +252,8 @@ def test_closing_the_iterator_cancels_pending_chunks(make_pool: MakePool) -> Non
 def test_adaptive_chunks_grow_on_tiny_items(make_pool: MakePool) -> None:
     pool = make_pool("process-fork", workers=2)
     before = pool.stats().submitted
-    assert sum(pool.map(jobs.square, range(100_000))) == sum(i * i for i in range(100_000))
+    assert sum(pool.map(jobs.square, range(100_000), timeout=WAIT)) == sum(
+        i * i for i in range(100_000)
+    )
     chunks = pool.stats().submitted - before
     assert chunks < 200, f"{chunks} chunks for 100,000 tiny items: chunking did not adapt"

@@ -24,7 +24,16 @@ import pytest
 
 import jobpool.multiprocessing as jmp
 import jobs
-from conftest import LOCAL_BACKENDS, START_METHODS, WAIT, assert_no_leftover_processes
+from conftest import (
+    LOCAL_BACKENDS,
+    PROCESS_BACKENDS,
+    START_METHODS,
+    WAIT,
+    assert_no_leftover_processes,
+    join_or_fail,
+    wait_blocked_in,
+    within,
+)
 from jobpool import (
     InitializerError,
     JobKilledError,
@@ -35,8 +44,7 @@ from jobpool import (
 )
 from jobs import StartGate
 
-PROCESS_BACKENDS = [f"process-{m}" for m in START_METHODS]
-MakePool = Callable[..., jmp.Pool]
+MakeMpPool = Callable[..., jmp.Pool]  # the make_mp fixture
 
 
 def new_pool(backend: str, processes: int = 2, **kwargs: Any) -> jmp.Pool:
@@ -46,7 +54,7 @@ def new_pool(backend: str, processes: int = 2, **kwargs: Any) -> jmp.Pool:
 
 
 @pytest.fixture
-def make_mp() -> Iterator[MakePool]:
+def make_mp() -> Iterator[MakeMpPool]:
     pools: list[jmp.Pool] = []
 
     def make(backend: str, processes: int = 2, **kwargs: Any) -> jmp.Pool:
@@ -57,7 +65,7 @@ def make_mp() -> Iterator[MakePool]:
     yield make
     for pool in pools:
         pool.terminate()
-        pool.join()
+        within(pool.join)
 
 
 def outcomes(iterator: Iterator[Any]) -> list[Any]:
@@ -76,33 +84,39 @@ def outcomes(iterator: Iterator[Any]) -> list[Any]:
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_every_method_returns_what_the_stdlib_returns(make_mp: MakePool, backend: str) -> None:
+def test_every_method_returns_what_the_stdlib_returns(make_mp: MakeMpPool, backend: str) -> None:
     pool = make_mp(backend)
     squares = [i * i for i in range(10)]
-    assert pool.apply(jobs.add, (2, 3)) == 5
-    assert pool.apply(jobs.echo_kwargs, [1], {"k": 2}) == ((1,), {"k": 2})
+    assert within(pool.apply, jobs.add, (2, 3)) == 5
+    assert within(pool.apply, jobs.echo_kwargs, [1], {"k": 2}) == ((1,), {"k": 2})
     result = pool.apply_async(jobs.square, (4,))
     assert isinstance(result, jmp.AsyncResult)
     assert result.get(WAIT) == 16
     assert result.ready() and result.successful()
     result.wait(WAIT)
-    assert pool.map(jobs.square, range(10)) == squares
-    assert pool.map(jobs.square, iter(range(10)), chunksize=3) == squares
+    assert within(pool.map, jobs.square, range(10)) == squares
+    assert within(pool.map, jobs.square, iter(range(10)), chunksize=3) == squares
     mapped = pool.map_async(jobs.square, range(10))
     assert isinstance(mapped, jmp.MapResult)
     assert mapped.get(WAIT) == squares and mapped.ready() and mapped.successful()
-    assert pool.starmap(jobs.add, [(1, 2), (3, 4)]) == [3, 7]
+    assert within(pool.starmap, jobs.add, [(1, 2), (3, 4)]) == [3, 7]
     assert pool.starmap_async(jobs.add, [(1, 2)], 1).get(WAIT) == [3]
     iterator = pool.imap(jobs.square, range(10))
     assert isinstance(iterator, jmp.IMapIterator)
-    assert list(iterator) == squares
-    assert list(pool.imap(jobs.square, range(10), 3)) == squares
-    assert sorted(pool.imap_unordered(jobs.square, range(10))) == squares
-    assert sorted(pool.imap_unordered(jobs.square, range(10), chunksize=4)) == squares
-    assert pool.map(jobs.square, []) == [] and pool.map_async(jobs.square, []).get(WAIT) == []
-    assert list(pool.imap(jobs.square, [])) == [] == list(pool.imap_unordered(jobs.square, []))
+    assert within(list, iterator) == squares
+    assert within(list, pool.imap(jobs.square, range(10), 3)) == squares
+    assert within(sorted, pool.imap_unordered(jobs.square, range(10))) == squares
+    assert within(sorted, pool.imap_unordered(jobs.square, range(10), chunksize=4)) == squares
+    assert (
+        within(pool.map, jobs.square, []) == [] and pool.map_async(jobs.square, []).get(WAIT) == []
+    )
+    assert (
+        within(list, pool.imap(jobs.square, []))
+        == []
+        == within(list, pool.imap_unordered(jobs.square, []))
+    )
     with pytest.raises(ValueError, match="still running"):
-        pool.join()
+        within(pool.join)
     pool.close()
     calls: list[Callable[[], object]] = [
         lambda: pool.apply(jobs.square, (1,)),
@@ -117,24 +131,24 @@ def test_every_method_returns_what_the_stdlib_returns(make_mp: MakePool, backend
     for call in calls:
         with pytest.raises(ValueError, match="Pool not running: it was closed"):
             call()
-    pool.join()
+    within(pool.join)
     assert mapped.get(0) == squares  # results stay readable after the pool is gone
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_with_block_terminates_the_pool(make_mp: MakePool, backend: str) -> None:
+def test_with_block_terminates_the_pool(make_mp: MakeMpPool, backend: str) -> None:
     with make_mp(backend) as pool:
-        assert pool.map(jobs.square, range(3)) == [0, 1, 4]
+        assert within(pool.map, jobs.square, range(3)) == [0, 1, 4]
     assert "state=TERMINATE" in repr(pool)
     with pytest.raises(ValueError, match="terminated"):
-        pool.apply(jobs.square, (1,))
+        within(pool.apply, jobs.square, (1,))
     with pytest.raises(ValueError), pool:
         pass
-    pool.join()
+    within(pool.join)
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_results_answer_ready_successful_wait_and_get(make_mp: MakePool, backend: str) -> None:
+def test_results_answer_ready_successful_wait_and_get(make_mp: MakeMpPool, backend: str) -> None:
     pool = make_mp(backend)
     with StartGate() as gate:
         held = pool.apply_async(jobs.gate_job, (gate.address, "one", 7))
@@ -170,7 +184,7 @@ def test_results_answer_ready_successful_wait_and_get(make_mp: MakePool, backend
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_map_runs_every_item_and_raises_the_first_error(
-    make_mp: MakePool, backend: str, tmp_path: Any
+    make_mp: MakeMpPool, backend: str, tmp_path: Any
 ) -> None:
     pool = make_mp(backend)
     directory = str(tmp_path)
@@ -181,7 +195,7 @@ def test_map_runs_every_item_and_raises_the_first_error(
         return jobs.mark_run(directory, i, i)
 
     with pytest.raises(ValueError, match="item 2"):
-        pool.map(mark_or_fail, range(6), chunksize=1)
+        within(pool.map, mark_or_fail, range(6), chunksize=1)
     # As in the stdlib, map is over when every item is: the others all ran, once.
     assert sorted(jobs.runs_in(directory)) == ["0", "1", "3", "5"]
     result = pool.map_async(jobs.raise_value_error, ["x"])
@@ -194,7 +208,7 @@ def test_map_runs_every_item_and_raises_the_first_error(
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_callbacks_run_in_one_thread_in_completion_order_before_get_returns(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     seen: list[tuple[Any, int]] = []
@@ -252,12 +266,13 @@ def test_callbacks_run_in_one_thread_in_completion_order_before_get_returns(
     assert [str(e) for e in errors] == ["bad", "worse"]
     assert len(seen) == 3
     pool.close()
-    pool.join()
+    within(pool.join)
     assert not [t for t in threading.enumerate() if t.name == "jobpool-callbacks"]
 
 
+@pytest.mark.logs_errors
 def test_a_callback_that_raises_is_logged_and_the_result_still_arrives(
-    make_mp: MakePool, caplog: pytest.LogCaptureFixture
+    make_mp: MakeMpPool, caplog: pytest.LogCaptureFixture
 ) -> None:
     pool = make_mp("thread")
 
@@ -278,7 +293,7 @@ def test_a_callback_that_raises_is_logged_and_the_result_still_arrives(
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
-def test_imap_reads_its_input_lazily(make_mp: MakePool, backend: str) -> None:
+def test_imap_reads_its_input_lazily(make_mp: MakeMpPool, backend: str) -> None:
     pool = make_mp(backend)
     read: list[int] = []
 
@@ -288,17 +303,17 @@ def test_imap_reads_its_input_lazily(make_mp: MakePool, backend: str) -> None:
             yield i
 
     results = pool.imap(jobs.square, endless(), chunksize=10, buffersize=4)
-    assert [next(results) for _ in range(100)] == [i * i for i in range(100)]
+    assert [results.next(WAIT) for _ in range(100)] == [i * i for i in range(100)]
     # Input is read only in next(), at most the window (4 chunks of 10) past what was taken.
     assert len(read) <= 100 + 4 * 10
     unordered = pool.imap_unordered(jobs.square, itertools.count())  # adaptive chunks
-    assert len(set(itertools.islice(unordered, 1000))) == 1000
+    assert len({unordered.next(WAIT) for _ in range(1000)}) == 1000
 
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 @pytest.mark.parametrize("ordered", [True, False], ids=["imap", "imap_unordered"])
 def test_imap_next_timeout_leaves_the_iterator_usable(
-    make_mp: MakePool, backend: str, ordered: bool
+    make_mp: MakeMpPool, backend: str, ordered: bool
 ) -> None:
     pool = make_mp(backend)
     with StartGate() as gate:
@@ -319,7 +334,7 @@ def test_imap_next_timeout_leaves_the_iterator_usable(
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_imap_item_errors_raise_at_their_turn_and_the_iteration_goes_on(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     expected = [-0.5, -1.0, ZeroDivisionError, 1.0, ZeroDivisionError, 1 / 3]
@@ -328,8 +343,8 @@ def test_imap_item_errors_raise_at_their_turn_and_the_iteration_goes_on(
         return 1 / (x - 2) if x != 4 else 1 / 0
 
     for chunksize in (1, 3, None):
-        assert outcomes(pool.imap(f, range(6), chunksize)) == expected
-    got = outcomes(pool.imap_unordered(f, range(6), 2))
+        assert within(outcomes, pool.imap(f, range(6), chunksize)) == expected
+    got = within(outcomes, pool.imap_unordered(f, range(6), 2))
     assert sorted(map(str, got)) == sorted(map(str, expected))
 
 
@@ -338,7 +353,7 @@ def test_imap_item_errors_raise_at_their_turn_and_the_iteration_goes_on(
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_lambdas_closures_and_bound_methods_run_on_processes(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     offset = 10
@@ -347,15 +362,15 @@ def test_lambdas_closures_and_bound_methods_run_on_processes(
         return x + offset
 
     counter = jobs.Counter(100)
-    assert pool.apply(lambda: 42) == 42
+    assert within(pool.apply, lambda: 42) == 42
     assert pool.apply_async(lambda x, y: x * y, (6, 7)).get(WAIT) == 42
-    assert pool.map(add_offset, range(3)) == [10, 11, 12]
-    assert pool.starmap(lambda a, b: a - b, [(5, 3)]) == [2]
-    assert list(pool.imap(counter.add, range(3))) == [100, 101, 102]
+    assert within(pool.map, add_offset, range(3)) == [10, 11, 12]
+    assert within(pool.starmap, lambda a, b: a - b, [(5, 3)]) == [2]
+    assert within(list, pool.imap(counter.add, range(3))) == [100, 101, 102]
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
-def test_a_crashed_worker_fails_only_its_own_result(make_mp: MakePool, backend: str) -> None:
+def test_a_crashed_worker_fails_only_its_own_result(make_mp: MakeMpPool, backend: str) -> None:
     pool = make_mp(backend)
     before = [pool.apply_async(jobs.square, (i,)) for i in range(10)]
     crashed = pool.apply_async(jobs.exit_now, (3,))
@@ -371,30 +386,30 @@ def test_a_crashed_worker_fails_only_its_own_result(make_mp: MakePool, backend: 
         return x
 
     with pytest.raises(WorkerCrashedError):
-        pool.map(exit_at_3, range(6), chunksize=1)
-    results = outcomes(pool.imap(exit_at_3, range(6), chunksize=1))
+        within(pool.map, exit_at_3, range(6), chunksize=1)
+    results = within(outcomes, pool.imap(exit_at_3, range(6), chunksize=1))
     assert results == [0, 1, 2, WorkerCrashedError, 4, 5]
-    assert pool.map(jobs.square, range(4)) == [0, 1, 4, 9]  # and the pool goes on
+    assert within(pool.map, jobs.square, range(4)) == [0, 1, 4, 9]  # and the pool goes on
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_an_argument_that_cannot_be_pickled_fails_at_the_call(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     with pytest.raises(SerializationError, match=r"args\[0\]\.conn") as info:
         pool.apply_async(jobs.identity, (jobs.Unpicklable(),))
     assert info.value.path == "args[0].conn"
     with pytest.raises(SerializationError, match=r"items\[0\]\.conn"):
-        pool.map(jobs.identity, [1, 2, jobs.Unpicklable()], chunksize=2)
+        within(pool.map, jobs.identity, [1, 2, jobs.Unpicklable()], chunksize=2)
     with pytest.raises(SerializationError, match=r"items\[0\]\.conn"):
-        list(pool.imap(jobs.identity, [jobs.Unpicklable()]))
-    assert pool.map(jobs.square, range(3)) == [0, 1, 4]
+        within(list, pool.imap(jobs.identity, [jobs.Unpicklable()]))
+    assert within(pool.map, jobs.square, range(3)) == [0, 1, 4]
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_get_reraises_the_workers_exception_with_its_traceback(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     failures: list[Callable[[], object]] = [
@@ -405,7 +420,7 @@ def test_get_reraises_the_workers_exception_with_its_traceback(
     ]
     for fail in failures:
         with pytest.raises(ValueError) as info:
-            fail()
+            within(fail)
         cause = info.value.__cause__
         assert isinstance(cause, RemoteTraceback)
         assert "in raise_value_error" in cause.tb and "raise ValueError(message)" in cause.tb
@@ -413,7 +428,7 @@ def test_get_reraises_the_workers_exception_with_its_traceback(
 
 @pytest.mark.parametrize("backend", LOCAL_BACKENDS)
 def test_terminate_stops_running_jobs_and_leaves_no_process(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend)
     with StartGate() as gate:
@@ -423,7 +438,7 @@ def test_terminate_stops_running_jobs_and_leaves_no_process(
         waiting = [pool.apply_async(jobs.square, (i,)) for i in range(20)]
         mapped = pool.map_async(jobs.square, range(100))
         pool.terminate()
-        pool.join()
+        within(pool.join)
         if backend != "thread":
             assert_no_leftover_processes()
         # Each result fails at once: a running job was killed, a waiting one never ran.
@@ -438,7 +453,7 @@ def test_terminate_stops_running_jobs_and_leaves_no_process(
 
 @pytest.mark.parametrize("backend", ["thread", "process-forkserver"])
 def test_results_ended_by_terminate_reach_their_error_callback(
-    make_mp: MakePool, backend: str
+    make_mp: MakeMpPool, backend: str
 ) -> None:
     pool = make_mp(backend, 1)
     errors: list[BaseException] = []
@@ -449,28 +464,28 @@ def test_results_ended_by_terminate_reach_their_error_callback(
         gate.wait_for("held")
         waiting = pool.map_async(jobs.square, range(3), error_callback=errors.append)
         pool.terminate()
-        pool.join()  # the callbacks ran
+        within(pool.join)  # the callbacks ran
         assert sorted(type(e).__name__ for e in errors) == ["CancelledError", "JobKilledError"]
         assert not running.successful() and not waiting.successful()
 
 
 def test_a_failing_initializer_fails_the_results_instead_of_restarting_forever(
-    make_mp: MakePool,
+    make_mp: MakeMpPool,
 ) -> None:
     pool = make_mp("process-forkserver", 2, initializer=jobs.fail_initializer)
     with pytest.raises(InitializerError, match="initializer says no"):
         pool.apply_async(jobs.square, (1,)).get(WAIT)
     with pytest.raises(InitializerError):
-        pool.map(jobs.square, range(3))
+        within(pool.map, jobs.square, range(3))
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
-def test_leaving_a_with_block_kills_the_running_jobs(make_mp: MakePool, backend: str) -> None:
+def test_leaving_a_with_block_kills_the_running_jobs(make_mp: MakeMpPool, backend: str) -> None:
     with StartGate() as gate:
         with make_mp(backend) as pool:
             running = pool.apply_async(jobs.gate_job, (gate.address, "held"))
             gate.wait_for("held")
-        pool.join()
+        within(pool.join)
         assert_no_leftover_processes()
         with pytest.raises(JobKilledError):
             running.get(0)
@@ -508,15 +523,17 @@ def test_processes_default_to_the_cpu_count(backend: str) -> None:
     try:
         cpus = getattr(os, "process_cpu_count", os.cpu_count)()
         assert f"pool_size={cpus}" in repr(pool)
-        assert pool.map(jobs.square, range(3)) == [0, 1, 4]
+        assert within(pool.map, jobs.square, range(3)) == [0, 1, 4]
     finally:
         pool.terminate()
-        pool.join()
+        within(pool.join)
 
 
 @pytest.mark.parametrize("method", [m for m in START_METHODS if m != "fork"])
 @pytest.mark.parametrize("as_object", [False, True], ids=["name", "context"])
-def test_context_chooses_the_start_method(make_mp: MakePool, method: str, as_object: bool) -> None:
+def test_context_chooses_the_start_method(
+    make_mp: MakeMpPool, method: str, as_object: bool
+) -> None:
     # A fork worker inherits what the parent set at run time; a spawned or forkserver one not.
     jobs.set_state("parent")
     try:
@@ -524,30 +541,30 @@ def test_context_chooses_the_start_method(make_mp: MakePool, method: str, as_obj
             context = multiprocessing.get_context(start) if as_object else start
             pool = jmp.Pool(1, context=context)
             try:
-                assert (pool.apply(jobs.get_state) == "parent") is inherits
+                assert (within(pool.apply, jobs.get_state) == "parent") is inherits
             finally:
                 pool.terminate()
-                pool.join()
+                within(pool.join)
     finally:
         jobs.set_state(None)
 
 
-def test_maxtasksperchild_initializer_and_job_timeout(make_mp: MakePool) -> None:
+def test_maxtasksperchild_initializer_and_job_timeout(make_mp: MakeMpPool) -> None:
     pool = make_mp("process-forkserver", 1, maxtasksperchild=2)
-    pids = [pool.apply(jobs.get_pid) for _ in range(6)]
+    pids = [within(pool.apply, jobs.get_pid) for _ in range(6)]
     assert len(set(pids)) == 3 and pids[0] == pids[1] != pids[2] == pids[3]
 
     pool = make_mp("process-forkserver", 1, initializer=jobs.set_state, initargs=["ready"])
-    assert pool.apply(jobs.get_state) == "ready"
+    assert within(pool.apply, jobs.get_state) == "ready"
 
     pool = make_mp("process-forkserver", 2, job_timeout=0.5)
     with pytest.raises(JobTimeoutError):
         pool.apply_async(jobs.sleep_for, (30,)).get(WAIT)
     with pytest.raises(JobTimeoutError):  # a map's time limit applies per item
-        pool.map(jobs.sleep_for, [0, 30, 0])
+        within(pool.map, jobs.sleep_for, [0, 30, 0])
 
 
-def test_max_pending_makes_submitting_wait(make_mp: MakePool) -> None:
+def test_max_pending_makes_submitting_wait(make_mp: MakeMpPool) -> None:
     pool = make_mp("thread", 1, max_pending=1)
     with StartGate() as gate:
         running = pool.apply_async(jobs.gate_job, (gate.address, "run", 1))
@@ -562,22 +579,23 @@ def test_max_pending_makes_submitting_wait(make_mp: MakePool) -> None:
 
         thread = threading.Thread(target=submit_third)
         thread.start()
-        assert not submitted.wait(0.1)  # the queue holds one job: the third waits for a slot
+        wait_blocked_in(thread, "reserve")  # the queue holds one job: the third waits for a slot
+        assert not submitted.is_set()
         gate.release("run")
-        thread.join(WAIT)
+        join_or_fail(thread)
         assert [running.get(WAIT), queued.get(WAIT), third[0].get(WAIT)] == [1, 4, 9]
 
 
 def test_dask_backend_runs_the_same_code(dask_address: str) -> None:
     with jmp.Pool(2, backend="dask", address=dask_address) as pool:
-        assert pool.apply(jobs.add, (1, 2)) == 3
-        assert pool.map(jobs.square, range(5)) == [0, 1, 4, 9, 16]
-        assert list(pool.imap(lambda x: x + 1, range(3))) == [1, 2, 3]
+        assert within(pool.apply, jobs.add, (1, 2)) == 3
+        assert within(pool.map, jobs.square, range(5)) == [0, 1, 4, 9, 16]
+        assert within(list, pool.imap(lambda x: x + 1, range(3))) == [1, 2, 3]
         seen: list[int] = []
         assert pool.apply_async(jobs.square, (6,), callback=seen.append).get(WAIT) == 36
         assert seen == [36]
         pool.close()
-        pool.join()
+        within(pool.join)
 
 
 # --- the module -----------------------------------------------------------------------------------
@@ -597,7 +615,7 @@ def test_the_module_stands_in_for_multiprocessing() -> None:
             __import__("pickle").dumps(pool)
     finally:
         pool.close()
-        pool.join()
+        within(pool.join)
 
 
 def test_a_pool_dropped_while_running_warns() -> None:

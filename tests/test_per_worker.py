@@ -16,27 +16,21 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import jobs
 import per_worker_samples as samples
-from conftest import LOCAL_BACKENDS, WAIT
-from gates import wait_until
+from conftest import LOCAL_BACKENDS, PROCESS_BACKENDS, WAIT, MakePool, join_or_fail, wait_until
 from jobpool import (
     PerWorkerError,
-    Pool,
     RemoteTraceback,
     SerializationError,
     WorkerCrashedError,
     per_worker,
 )
-
-PROCESS_BACKENDS = [b for b in LOCAL_BACKENDS if b.startswith("process-")]
-MakePool = Callable[..., Pool]
 
 
 @pytest.fixture(params=LOCAL_BACKENDS)
@@ -68,8 +62,8 @@ def test_results_and_one_build_per_worker(
     recorder = per_worker(samples.Recorder, str(tmp_path), scale=3)
     pool = make_pool(backend_name, workers=2)
     calls = [pool.submit(recorder.where, i) for i in range(40)]
-    mapped = list(pool.map(recorder.where, range(200)))
-    chunked = list(pool.map(recorder.where, range(50), chunksize=7))
+    mapped = list(pool.map(recorder.where, range(200), timeout=WAIT))
+    chunked = list(pool.map(recorder.where, range(50), chunksize=7, timeout=WAIT))
     results = [f.result(WAIT) for f in calls] + mapped + chunked
     assert [c.value for c in results] == [3 * i for i in [*range(40), *range(200), *range(50)]]
     check_one_build_per_worker(str(tmp_path), results)
@@ -117,7 +111,7 @@ def test_instance_holding_a_lock_and_an_open_file(
     log = per_worker(samples.LockedLog, str(path))
     pool = make_pool(backend_name, workers=2)
     lines = [f"line {i}" for i in range(30)]
-    pids = list(pool.map(log.append, lines))
+    pids = list(pool.map(log.append, lines, timeout=WAIT))
     pool.shutdown(wait=True)  # each worker closes its file, which flushes it
     in_this_process = {pid == os.getpid() for pid in pids}
     assert in_this_process == {backend_name == "thread"}
@@ -148,7 +142,7 @@ def test_handle_called_as_a_function(make_pool: MakePool, backend_name: str) -> 
     scale = per_worker(jobs.identity, jobs.square)  # the instance is the square function
     pool = make_pool(backend_name, workers=2)
     assert pool.submit(scale, 7).result(WAIT) == 49
-    assert list(pool.map(scale, range(5))) == [0, 1, 4, 9, 16]
+    assert list(pool.map(scale, range(5), timeout=WAIT)) == [0, 1, 4, 9, 16]
 
 
 # --- a factory that raises ----------------------------------------------------------------------
@@ -193,7 +187,9 @@ def test_factory_that_raises_in_a_map_chunk_fails_only_that_item(
     """A chunk looks the instance up once; if building fails, the next item tries again."""
     pool = make_pool(backend_name, workers=1)
     errors: list[BaseException] = []
-    results = list(pool.map(flaky.where, range(6), chunksize=6, on_error=errors.append))
+    results = list(
+        pool.map(flaky.where, range(6), chunksize=6, on_error=errors.append, timeout=WAIT)
+    )
     assert [type(e) for e in errors] == [PerWorkerError]
     assert [c.value for c in results] == [1, 2, 3, 4, 5]
     assert len(samples.builds(str(tmp_path))) == 1
@@ -210,7 +206,7 @@ def test_context_manager_is_entered_when_built_and_exited_at_the_end(
 ) -> None:
     resource = per_worker(factory, str(tmp_path))
     pool = make_pool(backend_name, workers=2)
-    results = list(pool.map(resource.where, range(20)))
+    results = list(pool.map(resource.where, range(20), timeout=WAIT))
     assert [c.value for c in results] == list(range(20))
     pool.shutdown(wait=True)
     check_one_build_per_worker(str(tmp_path), results)
@@ -260,7 +256,7 @@ def test_called_in_the_callers_thread_builds_one_there(tmp_path: Path) -> None:
     seen: list[samples.Call] = []
     thread = threading.Thread(target=lambda: seen.extend([recorder.where(3), recorder.where(4)]))
     thread.start()
-    thread.join(WAIT)
+    join_or_fail(thread)
     assert seen[0].uid == seen[1].uid != first.uid
     # That thread ended: its instance is closed; this thread's is still open.
     wait_until(lambda: seen[0].uid in samples.closes(str(tmp_path)), "the thread's close")
@@ -315,7 +311,7 @@ def test_forked_child_neither_uses_nor_closes_its_parents_instances(tmp_path: Pa
     assert child_uid not in {call.uid for call in parents}  # it built its own
     assert not samples.closes(str(records))  # and closed none of ours
     stop.set()
-    thread.join(WAIT)
+    join_or_fail(thread)
     wait_until(lambda: parents[0].uid in samples.closes(str(records)), "the thread's close")
 
 
@@ -403,29 +399,15 @@ class _Unpicklable(Exception):
 # --- Dask -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def dask_pool(request: pytest.FixtureRequest) -> Iterator[MakePool]:
-    pytest.importorskip("distributed")
-    address = request.getfixturevalue("dask_address")
-    pools: list[Pool] = []
-
-    def make(workers: int = 4) -> Pool:
-        pool = Pool(workers, backend="dask", address=address)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def test_dask_one_instance_per_worker_closed_with_the_pool(
-    dask_pool: MakePool, tmp_path: Path
+    make_pool: MakePool, tmp_path: Path
 ) -> None:
     recorder = per_worker(samples.Recorder, str(tmp_path), scale=2)
-    pool = dask_pool()
+    pool = make_pool("dask", 4)
     calls = [pool.submit(recorder.where, i) for i in range(40)]
-    results = [f.result(WAIT) for f in calls] + list(pool.map(recorder.where, range(100)))
+    results = [f.result(WAIT) for f in calls] + list(
+        pool.map(recorder.where, range(100), timeout=WAIT)
+    )
     assert [c.value for c in results] == [2 * i for i in [*range(40), *range(100)]]
     built = samples.builds(str(tmp_path))
     # One per Dask worker (a process with several task threads), whatever thread asked first.
@@ -439,15 +421,15 @@ def test_dask_one_instance_per_worker_closed_with_the_pool(
 
 
 def test_dask_factory_that_raises_and_unpicklable_instance(
-    dask_pool: MakePool, tmp_path: Path, flaky: Any
+    make_pool: MakePool, tmp_path: Path, flaky: Any
 ) -> None:
     log = per_worker(samples.LockedLog, str(tmp_path / "log.txt"))
-    pool = dask_pool(workers=1)
+    pool = make_pool("dask", 1)
     with pytest.raises(PerWorkerError) as caught:
         pool.submit(flaky.where, 1).result(WAIT)
     assert isinstance(caught.value.exception, ValueError)
     assert pool.submit(flaky.where, 2).result(WAIT).value == 2
-    assert len(list(pool.map(log.append, [f"line {i}" for i in range(10)]))) == 10
+    assert len(list(pool.map(log.append, [f"line {i}" for i in range(10)], timeout=WAIT))) == 10
     pool.shutdown(wait=True)
     lines = (tmp_path / "log.txt").read_text(encoding="utf-8").splitlines()
     assert sorted(lines) == sorted(f"line {i}" for i in range(10))

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 import jobs
-from conftest import LOCAL_BACKENDS, WAIT
-from gates import Gate
+from conftest import LOCAL_BACKENDS, WAIT, MakePool, join_or_fail
 from jobpool import Pool
-
-MakePool = Callable[..., Pool]
 
 
 def test_submit_returns_a_concurrent_future(make_pool: MakePool, backend: str) -> None:
@@ -31,7 +28,7 @@ def test_every_start_method_runs_lambdas_and_closures(
     pool = make_pool(backend_name)
     offset = 10
     assert pool.submit(lambda x: x + offset, 5).result(WAIT) == 15
-    assert list(pool.map(lambda x: x * offset, range(5))) == [0, 10, 20, 30, 40]
+    assert list(pool.map(lambda x: x * offset, range(5), timeout=WAIT)) == [0, 10, 20, 30, 40]
 
 
 def test_same_results_on_every_backend(make_pool: MakePool) -> None:
@@ -41,8 +38,8 @@ def test_same_results_on_every_backend(make_pool: MakePool) -> None:
         results.append(
             (
                 [f.result(WAIT) for f in [pool.submit(jobs.square, i) for i in range(20)]],
-                list(pool.map(jobs.add, range(10), range(10, 20))),
-                list(pool.starmap(jobs.add, [(1, 2), (3, 4)])),
+                list(pool.map(jobs.add, range(10), range(10, 20), timeout=WAIT)),
+                list(pool.starmap(jobs.add, [(1, 2), (3, 4)], timeout=WAIT)),
                 pool.submit(jobs.echo_kwargs, 1, key="v").result(WAIT),
             )
         )
@@ -72,17 +69,19 @@ def test_asyncio_run_in_executor(make_pool: MakePool, backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend_name", LOCAL_BACKENDS)
-def test_running_jobs_never_exceed_workers(make_pool: MakePool, backend_name: str) -> None:
-    gate = Gate(backend_name)
-    pool = make_pool(backend_name, workers=3, initializer=jobs.install_gate, initargs=gate.initargs)
-    futures = [pool.submit(jobs.gated, i) for i in range(12)]
-    gate.wait_entered(3)
+def test_running_jobs_never_exceed_workers(
+    make_pool: MakePool, backend_name: str, gate: jobs.StartGate
+) -> None:
+    pool = make_pool(backend_name, workers=3)
+    futures = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(12)]
+    for _ in range(3):
+        gate.wait()
     stats = pool.stats()
     assert stats.running == 3
     assert stats.pending == 9
-    gate.release.set()
+    gate.release_in_turn(12)
     assert [f.result(WAIT) for f in futures] == list(range(12))
-    assert gate.high.value == 3
+    assert gate.most_inside == 3
     assert pool.stats().done == 12
 
 
@@ -117,15 +116,14 @@ class TestShutdown:
         pool.shutdown(wait=True)
 
     def test_cancel_futures_cancels_only_waiting_jobs(
-        self, make_pool: MakePool, backend: str
+        self, make_pool: MakePool, backend: str, gate: jobs.StartGate
     ) -> None:
-        gate = Gate(backend)
-        pool = make_pool(backend, workers=1, initializer=jobs.install_gate, initargs=gate.initargs)
-        running = pool.submit(jobs.gated, 1)
-        gate.wait_entered(1)
+        pool = make_pool(backend, workers=1)
+        running = pool.submit(jobs.gate_job, gate.address, "running", 1)
+        gate.wait_for("running")
         waiting = [pool.submit(jobs.square, i) for i in range(5)]
         pool.shutdown(wait=False, cancel_futures=True)
-        gate.release.set()
+        gate.release("running")
         pool.shutdown(wait=True)
         assert running.result(WAIT) == 1
         assert all(f.cancelled() for f in waiting)
@@ -141,30 +139,40 @@ class TestShutdown:
             futures = [pool.submit(jobs.square, i) for i in range(10)]
         assert all(f.done() for f in futures)
 
-    def test_exception_in_with_block_cancels_waiting_and_stops(self, backend: str) -> None:
+    def test_exception_in_with_block_cancels_waiting_and_stops(
+        self, backend: str, gate: jobs.StartGate
+    ) -> None:
         from conftest import pool_kwargs
 
-        gate = Gate(backend)
-        with (
-            pytest.raises(KeyError),
-            Pool(
-                1, **pool_kwargs(backend), initializer=jobs.install_gate, initargs=gate.initargs
-            ) as pool,
-        ):
-            running = pool.submit(jobs.gated, 7)
-            gate.wait_entered(1)
+        with pytest.raises(KeyError), Pool(1, **pool_kwargs(backend)) as pool:
+            running = pool.submit(jobs.gate_job, gate.address, "running", 7)
+            gate.wait_for("running")
             waiting = pool.submit(jobs.square, 2)
             # The running job ends only once the exit has cancelled the waiting one.
-            waiting.add_done_callback(lambda _: gate.release.set())
+            waiting.add_done_callback(lambda _: gate.release("running"))
             raise KeyError("caller failed")
         assert running.result(WAIT) == 7
         assert waiting.cancelled()
 
-    def test_shutdown_twice_is_harmless(self, make_pool: MakePool, backend: str) -> None:
-        pool = make_pool(backend)
-        pool.submit(jobs.square, 2).result(WAIT)
+    def test_shutdown_twice_is_harmless(
+        self, make_pool: MakePool, backend: str, gate: jobs.StartGate
+    ) -> None:
+        pool = make_pool(backend, workers=1)
+        held = pool.submit(jobs.gate_job, gate.address, "held", -1)
+        gate.wait_for("held")
+        queued = [pool.submit(jobs.square, i) for i in range(5)]
+        pool.shutdown(wait=False)
+        gate.release("held")
+        pool.shutdown()  # the second call still waits for every job and worker
+        assert all(f.done() for f in [held, *queued])
+        assert [f.result(0) for f in [held, *queued]] == [-1, 0, 1, 4, 9, 16]
+        stats = pool.stats()
+        assert stats.done == 6 and stats.running == 0 and stats.workers == 0
         pool.shutdown()
-        pool.shutdown()
+        pool.shutdown(wait=False, cancel_futures=True)
+        assert pool.stats() == stats
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(jobs.square, 1)
 
 
 def test_kwargs_named_like_options_go_to_the_function(make_pool: MakePool, backend: str) -> None:
@@ -173,7 +181,7 @@ def test_kwargs_named_like_options_go_to_the_function(make_pool: MakePool, backe
     assert args == (1,) and kwargs == {"fn": 2, "timeout": 3}
 
 
-def test_max_workers_alias(make_pool: MakePool) -> None:
+def test_max_workers_alias() -> None:
     pool = Pool(max_workers=3)
     try:
         assert pool.workers == 3
@@ -212,7 +220,7 @@ def test_a_dropped_pool_stops_its_workers(backend: str) -> None:
             assert wait([sentinel], WAIT), f"{child} outlived its dropped pool"
     for thread in threading.enumerate():  # let the pool finish reaping what it started
         if thread.name == "jobpool-dispatcher":
-            thread.join(WAIT)
+            join_or_fail(thread)
 
 
 def test_a_forked_child_does_not_inherit_open_pools(make_pool: MakePool) -> None:

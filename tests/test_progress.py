@@ -12,15 +12,16 @@ from typing import Any, Callable
 import pytest
 
 import jobs
+from conftest import WAIT
 from jobpool import Pool
-
-WAIT = 60
 
 
 @pytest.fixture
 def tqdm() -> Any:
     """tqdm itself, for the tests of real bars (callbacks and user bars need no tqdm)."""
-    return pytest.importorskip("tqdm")
+    import tqdm
+
+    return tqdm
 
 
 class RecordingBar:
@@ -38,7 +39,9 @@ class RecordingBar:
 def test_map_shows_a_tqdm_bar(tqdm: Any, make_pool: Callable[..., Pool], backend: str) -> None:
     pool = make_pool(backend)
     out = io.StringIO()
-    results = list(pool.map(jobs.square, range(25), progress={"file": out, "mininterval": 0}))
+    results = list(
+        pool.map(jobs.square, range(25), progress={"file": out, "mininterval": 0}, timeout=WAIT)
+    )
     assert results == [x * x for x in range(25)]
     text = out.getvalue()
     assert "25/25" in text and "100%" in text
@@ -49,7 +52,9 @@ def test_starmap_bar_counts_items(make_pool: Callable[..., Pool], backend: str) 
     pool = make_pool(backend)
     bar = RecordingBar()
     pairs = [(i, i) for i in range(12)]
-    assert list(pool.starmap(jobs.add, pairs, progress=bar)) == [2 * i for i in range(12)]
+    assert list(pool.starmap(jobs.add, pairs, progress=bar, timeout=WAIT)) == [
+        2 * i for i in range(12)
+    ]
     assert sum(bar.updates) == 12
     assert bar.pids == {os.getpid()}
 
@@ -68,7 +73,7 @@ def test_progress_true_uses_tqdm_with_the_total(
 
     monkeypatch.setattr(tqdm.auto, "tqdm", spy)
     pool = make_pool("thread")
-    assert list(pool.map(jobs.square, [1, 2, 3], progress=True)) == [1, 4, 9]
+    assert list(pool.map(jobs.square, [1, 2, 3], progress=True, timeout=WAIT)) == [1, 4, 9]
     (bar,) = made
     assert bar.total == 3 and bar.n == 3
     assert bar.disable  # the pool made this bar, so the pool closed it (tqdm disables on close)
@@ -78,9 +83,9 @@ def test_unsized_input_gives_a_bar_without_total(tqdm: Any, make_pool: Callable[
     out = io.StringIO()
     pool = make_pool("thread")
     items = (x for x in range(7))
-    assert list(pool.map(jobs.square, items, progress={"file": out, "mininterval": 0})) == [
-        x * x for x in range(7)
-    ]
+    assert list(
+        pool.map(jobs.square, items, progress={"file": out, "mininterval": 0}, timeout=WAIT)
+    ) == [x * x for x in range(7)]
     assert "7it" in out.getvalue()
 
 
@@ -99,7 +104,7 @@ def test_missing_tqdm_raises_at_call_time(
     assert pool.stats().submitted == 1  # only the submit above: map queued nothing
     # Callbacks and user-supplied bars need no tqdm.
     seen: list[int] = []
-    assert list(pool.map(jobs.square, [1, 2], on_result=seen.append)) == [1, 4]
+    assert list(pool.map(jobs.square, [1, 2], on_result=seen.append, timeout=WAIT)) == [1, 4]
     assert seen == [1, 4]
 
 
@@ -121,7 +126,13 @@ def test_callbacks_run_once_per_item_in_the_iterating_thread(
         return lambda value: calls.append((kind, value, os.getpid(), threading.get_ident()))
 
     results = list(
-        pool.map(jobs.fail_on_odd, range(10), on_result=record("ok"), on_error=record("err"))
+        pool.map(
+            jobs.fail_on_odd,
+            range(10),
+            on_result=record("ok"),
+            on_error=record("err"),
+            timeout=WAIT,
+        )
     )
     assert results == [0, 2, 4, 6, 8]  # with on_error, failed items are left out
     assert sorted(v for k, v, _, _ in calls if k == "ok") == [0, 2, 4, 6, 8]
@@ -139,7 +150,12 @@ def test_on_result_without_on_error_still_raises(
     seen: list[int] = []
     bar = RecordingBar()
     results = pool.map(
-        jobs.fail_on_odd, [0, 2, 3, 4], chunksize=1, on_result=seen.append, progress=bar
+        jobs.fail_on_odd,
+        [0, 2, 3, 4],
+        chunksize=1,
+        on_result=seen.append,
+        progress=bar,
+        timeout=WAIT,
     )
     assert next(results) == 0
     assert next(results) == 2
@@ -152,7 +168,9 @@ def test_on_result_without_on_error_still_raises(
 def test_unordered_map_callbacks(make_pool: Callable[..., Pool], backend: str) -> None:
     pool = make_pool(backend)
     seen: list[int] = []
-    results = list(pool.map(jobs.square, range(30), ordered=False, on_result=seen.append))
+    results = list(
+        pool.map(jobs.square, range(30), ordered=False, on_result=seen.append, timeout=WAIT)
+    )
     assert sorted(results) == [x * x for x in range(30)]
     assert seen == results  # called in the order the caller receives them
 
@@ -160,7 +178,9 @@ def test_unordered_map_callbacks(make_pool: Callable[..., Pool], backend: str) -
 def test_whole_chunk_failure_reaches_on_error(make_pool: Callable[..., Pool]) -> None:
     pool = make_pool("process-fork", workers=1)
     errors: list[BaseException] = []
-    results = list(pool.map(jobs.exit_now, [3, 3], chunksize=2, on_error=errors.append))
+    results = list(
+        pool.map(jobs.exit_now, [3, 3], chunksize=2, on_error=errors.append, timeout=WAIT)
+    )
     assert results == []
     assert len(errors) == 2  # one per item of the chunk whose worker died
     assert all(type(e).__name__ == "WorkerCrashedError" for e in errors)
@@ -177,6 +197,7 @@ def test_breaking_out_closes_the_bar_and_cancels(tqdm: Any, make_pool: Callable[
             chunksize=1,
             buffersize=4,
             progress={"file": out, "mininterval": 0},
+            timeout=WAIT,
         )
         gate.wait_for("t0")
         gate.release("t0")
@@ -236,5 +257,7 @@ def test_as_completed_without_extras_is_the_stdlib(make_pool: Callable[..., Pool
 def test_options_map_takes_callbacks(make_pool: Callable[..., Pool]) -> None:
     pool = make_pool("thread")
     seen: list[int] = []
-    assert list(pool.options(timeout=WAIT).map(jobs.square, [3], on_result=seen.append)) == [9]
+    assert list(
+        pool.options(timeout=WAIT).map(jobs.square, [3], on_result=seen.append, timeout=WAIT)
+    ) == [9]
     assert seen == [9]

@@ -23,13 +23,11 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import WAIT
+from conftest import PROCESS, WAIT, join_or_fail
 from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError
 from jobpool._process._lease import Lease
 from jobpool._process._watch import FdWatch
 from jobs import StartGate
-
-PROCESS = ["process-forkserver", "process-fork"]
 
 
 @pytest.fixture
@@ -46,12 +44,6 @@ def on_first_wait(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callabl
     monkeypatch.setattr(Lease, "wait", wait_for_reply)
     yield actions.append
     assert not actions, "no thread waited for its reply itself"
-
-
-@pytest.fixture
-def gate() -> Iterator[StartGate]:
-    with StartGate() as start_gate:
-        yield start_gate
 
 
 def running(pool: Any, gate: StartGate, job: Callable[..., Any], tag: str, *args: Any) -> Any:
@@ -140,7 +132,7 @@ def test_kill_while_a_thread_waits_for_the_reply(
     on_first_wait(killer.start)
     with pytest.raises(JobKilledError):
         future.result(timeout=WAIT)
-    killer.join(WAIT)
+    join_or_fail(killer)
     assert pool.submit(jobs.square, 3).result(timeout=WAIT) == 9
     assert pool.stats().worker_restarts == 1
 
@@ -189,7 +181,17 @@ def test_callbacks_may_use_the_pool_from_the_waiting_thread(
 
 
 @pytest.mark.parametrize("backend", PROCESS)
-def test_many_threads_waiting_for_their_own_replies(make_pool: Any, backend: str) -> None:
+def test_many_threads_waiting_for_their_own_replies(
+    make_pool: Any, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readers: list[str] = []  # the thread of each wait for a reply read in the waiting thread
+    original = Lease.wait
+
+    def wait_for_reply(self: Lease, timeout: Any) -> bool:
+        readers.append(threading.current_thread().name)
+        return original(self, timeout)
+
+    monkeypatch.setattr(Lease, "wait", wait_for_reply)
     pool = make_pool(backend)
     rounds = 150
 
@@ -203,12 +205,15 @@ def test_many_threads_waiting_for_their_own_replies(make_pool: Any, backend: str
                 values.append(pool.submit(jobs.add, k, i).result(timeout=WAIT))
         return values
 
-    with ThreadPoolExecutor(4) as clients:
-        results = list(clients.map(client, range(4)))
+    with ThreadPoolExecutor(4, thread_name_prefix="client") as clients:
+        results = list(clients.map(client, range(4), timeout=WAIT))
     for k, values in enumerate(results):
         assert values == [k + i for i in range(rounds) if i % 7]
     stats = pool.stats()
     assert stats.done + stats.failed == 4 * rounds and stats.running == 0
+    # Replies were read by the threads waiting for them (each of them lends the pipe in about a
+    # fifth of its rounds: the others find a job queued or their reply in already).
+    assert len(set(readers)) >= 2 and all(r.startswith("client") for r in readers), readers
 
 
 @pytest.fixture(params=["epoll", "selectors"])

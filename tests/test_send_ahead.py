@@ -45,12 +45,6 @@ def eager(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-def gate() -> Iterator[jobs.StartGate]:
-    with jobs.StartGate() as started:
-        yield started
-
-
-@pytest.fixture
 def marks() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as directory:
         yield directory
@@ -219,15 +213,55 @@ def test_terminate_resolves_jobs_waiting_in_pipes(
 
 
 def test_short_jobs_queued_after_a_hung_one_finish_with_the_defaults(
-    make_pool: Callable[..., Pool], gate: jobs.StartGate
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With the default send-ahead rules, short jobs that went ahead behind a job that hangs are
+    recalled and run elsewhere.
+
+    The dispatcher sends ahead only to a worker whose running job started under
+    ``SHORT_JOB_SECONDS`` (2 ms) ago, so a submitter holding the GIL (5 ms slices) usually keeps
+    it from ever doing so behind the hung job. Holding the dispatcher while all the jobs are
+    submitted makes it place the hung job and send ahead behind it in one turn. A turn still
+    late by 2 ms (the machine is busy) sends nothing ahead; the test tries again then.
+    """
     pool = make_pool(BACKEND, 2)
-    assert list(pool.map(jobs.square, range(2000), chunksize=1)) == [i * i for i in range(2000)]
-    hung = pool.submit(jobs.gate_job, gate.address, "hung", "hung")
-    short = [pool.submit(jobs.square, i) for i in range(500)]
-    assert [f.result(WAIT) for f in short] == [i * i for i in range(500)]
-    assert not hung.done()
-    gate.release("hung")
+    assert list(pool.map(jobs.square, range(2000), chunksize=1, timeout=WAIT)) == [
+        i * i for i in range(2000)
+    ]
+    dispatcher = _dispatcher(pool)
+    behind: list[Future[Any]] = []  # futures sent ahead behind a hung job
+    recalled: list[Future[Any]] = []  # hung jobs whose worker was asked to give jobs back
+    run, recall = _handle.WorkerHandle.run, _handle.WorkerHandle.recall
+
+    def noting_run(handle: _handle.WorkerHandle, job: Job) -> None:
+        if handle.job is not None and handle.job.future in hung_jobs:
+            behind.append(job.future)
+        run(handle, job)
+
+    def noting_recall(handle: _handle.WorkerHandle) -> None:
+        if handle.job is not None:
+            recalled.append(handle.job.future)
+        recall(handle)
+
+    monkeypatch.setattr(_handle.WorkerHandle, "run", noting_run)
+    monkeypatch.setattr(_handle.WorkerHandle, "recall", noting_recall)
+    hung_jobs: list[Future[Any]] = []
+    for attempt in range(20):
+        with dispatcher.lock:  # the dispatcher places all of these in its next turn
+            hung = pool.submit(jobs.gate_job, gate.address, f"hung{attempt}", "hung")
+            hung_jobs.append(hung)
+            short = [pool.submit(jobs.square, i) for i in range(50)]
+        assert [f.result(WAIT) for f in short] == [i * i for i in range(50)]
+        assert not hung.done()
+        if behind:
+            break
+        gate.release(f"hung{attempt}")
+        assert hung.result(WAIT) == "hung"
+    else:
+        pytest.fail("in 20 tries the dispatcher never sent a job ahead behind the hung one")
+    assert set(behind) <= set(short)  # ... and they finished while the hung job still runs
+    assert recalled == [hung], "the jobs behind the hung job finished, but not by a recall"
+    gate.release(f"hung{attempt}")
     assert hung.result(WAIT) == "hung"
 
 

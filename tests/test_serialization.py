@@ -9,17 +9,13 @@ import textwrap
 import threading
 import types
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 import jobs
-from conftest import WAIT
-from jobpool import Pool, RemoteError, RemoteTraceback, ResultLoadError, SerializationError
+from conftest import PROCESS_BACKENDS, WAIT, MakePool
+from jobpool import RemoteError, RemoteTraceback, ResultLoadError, SerializationError
 from jobpool._serialization import dumps
-
-MakePool = Callable[..., Pool]
-PROCESS_BACKENDS = ["process-forkserver", "process-spawn", "process-fork"]
 
 
 @pytest.fixture(params=PROCESS_BACKENDS)
@@ -42,7 +38,7 @@ def test_lambda_closure_and_local_class_bound_method(
     assert pool.submit(lambda x: x * factor, 4).result(WAIT) == 12
     assert pool.submit(Local(10).add, 5).result(WAIT) == 15
     assert pool.submit(jobs.identity, Local(7)).result(WAIT).base == 7
-    assert list(pool.map(Local(1).add, range(3))) == [1, 2, 3]
+    assert list(pool.map(Local(1).add, range(3), timeout=WAIT)) == [1, 2, 3]
 
 
 def test_bound_method_of_module_class(make_pool: MakePool, process_backend: str) -> None:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -234,23 +235,106 @@ def _disagreements(handle: Any) -> list[str]:
 
 # --- the worker state table itself ------------------------------------------------------------
 
+_W, _M = WorkerState, Move
+_LIVE = set(WorkerState) - {WorkerState.EXITED}
+
+# The moves of the diagram in ``_state``'s docstring, written out again here: the table must
+# allow exactly these, each to this state, and refuse every other move.
+DIAGRAM: dict[tuple[WorkerState, Move], WorkerState] = {
+    (_W.STARTING, _M.READY): _W.IDLE,
+    (_W.STARTING, _M.STOP): _W.RETIRING,
+    (_W.IDLE, _M.RUN): _W.BUSY,
+    (_W.IDLE, _M.STOP): _W.RETIRING,
+    (_W.BUSY, _M.FINISH_LAST): _W.IDLE,
+    (_W.BUSY, _M.RUN_AHEAD): _W.BUSY,
+    (_W.BUSY, _M.FINISH_NEXT): _W.BUSY,
+    (_W.BUSY, _M.LEND): _W.LENT,
+    (_W.LENT, _M.UNLEND_BUSY): _W.BUSY,
+    (_W.LENT, _M.FINISH_LAST): _W.IDLE,
+    (_W.LENT, _M.UNLEND_IDLE): _W.IDLE,
+    (_W.BUSY, _M.RECALL): _W.RECALLING,
+    (_W.RECALLING, _M.GIVE_BACK_BUSY): _W.BUSY,
+    (_W.RECALLING, _M.GIVE_BACK_IDLE): _W.IDLE,
+    # "finish_next/finish_last also keep RECALLING: a job may end while the recall is on its way"
+    (_W.RECALLING, _M.FINISH_NEXT): _W.RECALLING,
+    (_W.RECALLING, _M.FINISH_LAST): _W.RECALLING,
+    # a worker stopped or killed while starting may still say READY before it goes
+    (_W.RETIRING, _M.READY): _W.RETIRING,
+    (_W.KILLED, _M.READY): _W.KILLED,
+    # "any state but EXITED --kill--> KILLED; any state --exit--> EXITED" (none leaves EXITED)
+    **{(state, _M.KILL): _W.KILLED for state in _LIVE},
+    **{(state, _M.EXIT): _W.EXITED for state in _LIVE},
+}
+
+
+def test_the_table_allows_exactly_the_moves_of_the_diagram() -> None:
+    for state in WorkerState:
+        for move in Move:
+            if (state, move) in DIAGRAM:
+                assert next_state(state, move) is DIAGRAM[state, move], (state, move)
+            else:
+                with pytest.raises(WorkerStateError, match=state.value):
+                    next_state(state, move)
+    assert TRANSITIONS == DIAGRAM
+
+
+def test_a_walk_from_starting_takes_every_move_of_the_diagram() -> None:
+    """For each move of the diagram: reach its state from STARTING by the diagram's shortest
+    path, then make it; ``next_state`` must agree at every step, and every move is made."""
+    taken: set[tuple[WorkerState, Move]] = set()
+    for (source, move), target in sorted(DIAGRAM.items(), key=lambda kv: str(kv[0])):
+        state = WorkerState.STARTING
+        for step in [*_path(WorkerState.STARTING, source), move]:
+            taken.add((state, step))
+            before, state = state, next_state(state, step)
+            assert state is DIAGRAM[before, step], (before, step)
+        assert state is target, (source, move)
+    assert taken == set(DIAGRAM), "moves no walk made"
+
+
+def _path(start: WorkerState, goal: WorkerState) -> list[Move]:
+    """The shortest list of the diagram's moves that takes a worker from ``start`` to ``goal``."""
+    paths: dict[WorkerState, list[Move]] = {start: []}
+    todo = [start]
+    while todo:
+        state = todo.pop(0)
+        for (source, move), target in DIAGRAM.items():
+            if source is state and target not in paths:
+                paths[target] = [*paths[state], move]
+                todo.append(target)
+    assert goal in paths, f"the diagram has no way from {start.value} to {goal.value}"
+    return paths[goal]
+
 
 class StateTableMachine(RuleBasedStateMachine):
-    """Random moves against ``_state.next_state``: exactly the table's moves are taken."""
+    """Random moves from a random state against ``_state.next_state``: a move the diagram allows
+    goes where the diagram says, any other raises and leaves the worker as it was."""
 
     def __init__(self) -> None:
         super().__init__()
         self.state = WorkerState.STARTING
-        self.taken: set[tuple[WorkerState, Move]] = set()
+
+    @initialize(state=st.sampled_from(list(WorkerState)))
+    def start(self, state: WorkerState) -> None:
+        self.state = state
+
+    @rule(data=st.data())
+    def allowed(self, data: st.DataObject) -> None:
+        moves = sorted((m for (s, m) in DIAGRAM if s is self.state), key=lambda m: m.value)
+        if not moves:  # EXITED: nothing is allowed
+            return
+        move = data.draw(st.sampled_from(moves))
+        before = self.state
+        self.state = next_state(before, move)
+        assert self.state is DIAGRAM[before, move]
 
     @rule(move=st.sampled_from(list(Move)))
-    def make(self, move: Move) -> None:
-        expected = TRANSITIONS.get((self.state, move))
+    def any_move(self, move: Move) -> None:
+        expected = DIAGRAM.get((self.state, move))
         if expected is None:
             with pytest.raises(WorkerStateError, match=self.state.value):
                 next_state(self.state, move)
         else:
-            self.taken.add((self.state, move))
             self.state = next_state(self.state, move)
             assert self.state is expected
 
@@ -263,15 +347,26 @@ class StateTableMachine(RuleBasedStateMachine):
             assert TRANSITIONS[self.state, Move.KILL] is WorkerState.KILLED
 
 
-def test_every_state_but_exited_is_reachable_and_can_end() -> None:
-    reachable, todo = {WorkerState.STARTING}, [WorkerState.STARTING]
+def _reachable(start: WorkerState) -> set[WorkerState]:
+    reachable, todo = {start}, [start]
     while todo:
         state = todo.pop()
         for (source, _), target in TRANSITIONS.items():
             if source is state and target not in reachable:
                 reachable.add(target)
                 todo.append(target)
-    assert reachable == set(WorkerState)
+    return reachable
+
+
+def test_every_state_but_exited_is_reachable_and_can_end() -> None:
+    assert _reachable(WorkerState.STARTING) == set(WorkerState)
+    for state in WorkerState:
+        assert WorkerState.EXITED in _reachable(state), f"a worker in {state.value} cannot end"
+        if state is WorkerState.EXITED:
+            assert not [move for move in Move if (state, move) in TRANSITIONS], "left EXITED"
+        else:
+            assert TRANSITIONS[state, Move.KILL] is WorkerState.KILLED, state
+            assert TRANSITIONS[state, Move.EXIT] is WorkerState.EXITED, state
 
 
 TestStateTable = settings(max_examples=50, stateful_step_count=30, derandomize=True, database=None)(

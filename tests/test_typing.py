@@ -1,7 +1,7 @@
 """The public API's types, checked by mypy: tests/typing/pass_*.py must pass, fail_*.py must fail.
 
 A line of a fail_*.py file that must be reported ends with ``# E: <error code>``; mypy must report
-exactly those lines with those codes, and nothing else. Skipped when mypy is not installed.
+exactly those lines with those codes, and nothing else. (mypy is in the ``test`` extra.)
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("mypy")
 
 HERE = Path(__file__).resolve().parent / "typing"
 ROOT = HERE.parent.parent

@@ -15,10 +15,8 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import START_METHODS, WAIT
+from conftest import PROCESS_BACKENDS, START_METHODS, WAIT
 from jobpool import InitializerError, Pool, RemoteTraceback
-
-PROCESS = [f"process-{method}" for method in START_METHODS]
 
 
 def first_error(pool: Pool) -> BaseException:
@@ -32,7 +30,7 @@ def first_error(pool: Pool) -> BaseException:
     return error
 
 
-@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_initializer_that_raises_is_reported_with_its_traceback(
     make_pool: Callable[..., Pool], backend: str
 ) -> None:
@@ -47,7 +45,7 @@ def test_initializer_that_raises_is_reported_with_its_traceback(
     assert "in fail_initializer" in cause.__cause__.tb
 
 
-@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_worker_that_dies_while_starting_is_described_by_its_stderr(
     make_pool: Callable[..., Pool], backend: str
 ) -> None:
@@ -60,7 +58,7 @@ def test_worker_that_dies_while_starting_is_described_by_its_stderr(
     assert error.__cause__ is None  # nothing it could report: no invented cause
 
 
-@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_worker_killed_while_starting_names_the_signal(
     make_pool: Callable[..., Pool], backend: str
 ) -> None:
