@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -266,6 +269,137 @@ def test_terminate_fails_running_jobs(make_pool: Callable[..., Pool], tmp_path: 
     with pytest.raises(JobKilledError, match="terminated"):
         running.result(WAIT)
     release(tmp_path)  # the task itself runs on until it returns: Dask cannot stop it
+
+
+# --- the pool's own cluster admits only the pool (issue 23, item 9) ------------------------------
+# Any local user can reach loopback; before, LocalCluster's plain TCP let one of them run code as
+# the pool's user (Client("tcp://127.0.0.1:<port>").run(os.getuid)).
+
+
+def _listeners(pool: Pool) -> list[str]:
+    """The addresses the pool's own cluster listens on: scheduler, workers and nannies."""
+    backend: Any = pool._backend  # type: ignore[attr-defined]
+    addresses = [backend._cluster.scheduler_address]
+    for address, worker in backend._client.scheduler_info()["workers"].items():
+        addresses += [address, worker["nanny"]]
+    return addresses
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.split("://", 1)[1].rsplit(":", 1)
+    return host, int(port)
+
+
+def _tls_refused(address: str, certificate: Any = None) -> str:
+    """Connect with TLS, presenting no certificate or one of our own; how the listener refused.
+
+    Under TLS 1.3 the client finishes its half of the handshake before the server has checked
+    the client's certificate: the refusal is the alert (or the close) that the first read gets.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # whoever the server is, it is the client on trial
+    if certificate is not None:
+        with tempfile.TemporaryDirectory() as directory:
+            cert, key = os.path.join(directory, "cert"), os.path.join(directory, "key")
+            with open(cert, "w") as f:
+                f.write(certificate.tls_client_cert)
+            with open(key, "w") as f:
+                f.write(certificate.tls_client_key)
+            context.load_cert_chain(cert, key)
+    with socket.create_connection(_host_port(address), timeout=WAIT) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"\0" * 8)  # the start of a Dask frame
+                answer = tls.recv(1)
+        except (ssl.SSLError, ConnectionError) as exc:
+            return repr(exc)
+    assert answer == b"", f"{address} answered a client that it should have refused"
+    return "closed"
+
+
+def _http_status(port: int, path: str) -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_own_cluster_admits_only_the_pool() -> None:
+    from distributed.security import Security
+
+    with Pool(2, backend="dask") as pool:
+        assert pool.submit(jobs.square, 3).result(WAIT) == 9
+        listeners = _listeners(pool)
+        assert len(listeners) == 5  # a scheduler, and two workers with their nannies
+        assert all(address.startswith("tls://") for address in listeners), listeners
+        scheduler = listeners[0]
+        host, port = _host_port(scheduler)
+        # A plain client, as the scheduler's address says and on plain TCP, and a client with
+        # credentials of its own (anyone can make some): none gets a client that can run code.
+        for address, security in [
+            (scheduler, None),
+            (f"tcp://{host}:{port}", None),
+            (scheduler, Security.temporary()),
+        ]:
+            with pytest.raises(Exception):  # distributed's own: TypeError, OSError, ...
+                Client(address, security=security, timeout=3, set_as_default=False)
+        # Every listener, the workers' and nannies' too, refuses a TLS client without the
+        # pool's certificate: no rogue client runs code, and no rogue worker joins.
+        foreign = Security.temporary()
+        for address in listeners:
+            _tls_refused(address)
+            _tls_refused(address, foreign)
+        # The HTTP servers Dask starts anyway (they check no certificate) serve nothing.
+        backend: Any = pool._backend  # type: ignore[attr-defined]
+        assert _http_status(backend._cluster.scheduler.http_server.port, "/health") == 404
+        assert (
+            _http_status(backend._cluster.scheduler.http_server.port, "/info/main/workers.html")
+            == 404
+        )
+        for worker in backend._client.scheduler_info()["workers"].values():
+            assert _http_status(worker["services"]["dashboard"], "/health") == 404
+        # The pool itself goes on as before.
+        assert list(pool.map(jobs.square, range(20))) == [x * x for x in range(20)]
+
+
+def test_own_cluster_without_cryptography_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import cryptography -> ImportError
+    before = {p.pid for p in multiprocessing.active_children()}
+    with pytest.raises(
+        ImportError, match=r"'cryptography' package: pip install \"jobpool\[dask\]\""
+    ):
+        Pool(backend="dask")
+    assert {p.pid for p in multiprocessing.active_children()} == before
+
+
+def test_a_tls_cluster_you_bring_through_client() -> None:
+    """security= for a cluster you bring travels with the client you pass (client=)."""
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    security = Security.temporary()
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        security=security,
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": False},
+    )
+    try:
+        assert cluster.scheduler_address.startswith("tls://")
+        client = Client(cluster.scheduler_address, security=security, set_as_default=False)
+        with client, Pool(2, backend="dask", client=client) as pool:
+            assert list(pool.map(jobs.square, range(5))) == [0, 1, 4, 9, 16]
+    finally:
+        cluster.close()
 
 
 # --- jobs waiting on the cluster's workers ------------------------------------------------------
