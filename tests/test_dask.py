@@ -14,8 +14,10 @@ no memory with the test), and every wait has a deadline that fails loudly instea
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -25,7 +27,8 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -42,6 +45,7 @@ from jobpool import (
     Pool,
     RemoteError,
     RemoteTraceback,
+    SchedulerLostError,
     SerializationError,
     WorkerCrashedError,
     _dask_slots,
@@ -346,8 +350,12 @@ def test_own_cluster_admits_only_the_pool() -> None:
             (f"tcp://{host}:{port}", None),
             (scheduler, Security.temporary()),
         ]:
-            with pytest.raises(Exception):  # distributed's own: TypeError, OSError, ...
-                Client(address, security=security, timeout=3, set_as_default=False)
+            try:
+                rogue = Client(address, security=security, timeout=3, set_as_default=False)
+            except Exception:  # distributed's own: TypeError, OSError, ...
+                continue
+            rogue.close()
+            pytest.fail(f"a client without the pool's certificate connected to {address}")
         # Every listener, the workers' and nannies' too, refuses a TLS client without the
         # pool's certificate: no rogue client runs code, and no rogue worker joins.
         foreign = Security.temporary()
@@ -683,6 +691,156 @@ def test_workers_joining_and_leaving_share_the_slots(gate: jobs.StartGate, marks
     finally:
         client.close()
         cluster.close()
+
+
+# --- a scheduler that dies mid-run, and a dispatcher that must not (issue 23, item 10) -----------
+
+
+def _scheduler_address(scheduler_file: Any) -> Optional[str]:
+    try:
+        return str(json.loads(scheduler_file.read_text())["address"])
+    except (OSError, ValueError, KeyError):  # not written yet, or half written
+        return None
+
+
+@contextmanager
+def _cluster_by_hand(tmp_path: Any) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``dask scheduler`` and ``dask worker`` (1 process x 2 threads), as one starts them by
+    hand, each in a session of its own; every process of both is gone when this ends."""
+    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0")
+    env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR, *filter(None, [env.get("PYTHONPATH")])])
+    scheduler_file = tmp_path / "scheduler.json"
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"{name}.log", "wb") as log:
+            command = [sys.executable, "-m", f"distributed.cli.dask_{name}", *args]
+            started.append(
+                subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+            )
+        return started[-1]
+
+    try:
+        scheduler = start(
+            "scheduler",
+            *("--host", "127.0.0.1", "--port", "0", "--no-dashboard"),
+            *("--scheduler-file", str(scheduler_file)),
+        )
+        wait_until(lambda: _scheduler_address(scheduler_file) is not None, "the scheduler")
+        address = _scheduler_address(scheduler_file)
+        assert address is not None
+        start("worker", address, "--nworkers", "1", "--nthreads", "2", "--no-dashboard")
+        with Client(address, set_as_default=False, timeout=WAIT) as client:
+            client.wait_for_workers(1, timeout=WAIT)
+        yield address, scheduler
+    finally:
+        for process in started:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the worker's nanny and its worker too
+            except ProcessLookupError:
+                pass
+            process.wait(WAIT)
+        sessions = [process.pid for process in started]
+        wait_until(
+            lambda: not any(_in_session(session) for session in sessions),
+            "the cluster's processes to exit",
+        )
+
+
+def _shutdown_returns(pool: Pool) -> None:
+    closing = threading.Thread(target=pool.shutdown)
+    closing.start()
+    closing.join(WAIT)
+    assert not closing.is_alive(), "shutdown() did not return"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_lost_scheduler_fails_every_job_and_breaks_the_pool(
+    tmp_path: Any, gate: jobs.StartGate
+) -> None:
+    """kill -9 of the scheduler while jobs run on its worker, wait there and in the queue."""
+    with _cluster_by_hand(tmp_path) as (address, scheduler):
+        pool = Pool(2, backend="dask", address=address)
+        try:
+            _warm(pool)  # short jobs so far: jobs wait on the worker too, not only in the queue
+            on_worker = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(6)]
+            gate.wait_for(0)
+            gate.wait_for(1)
+            wait_until(lambda: len(_waiting(pool)) == 4, "jobs to wait on the worker")
+            large = b"x" * (_dask_slots.MAX_WAITING_JOB_BYTES + 1)  # waits for a free slot
+            in_queue = [pool.submit(jobs.identity, large) for _ in range(2)]
+            os.kill(scheduler.pid, signal.SIGKILL)
+            _, not_done = wait(on_worker + in_queue, timeout=WAIT)
+            assert not not_done, "jobs left hanging by the lost scheduler"
+            for future in on_worker + in_queue:
+                error = future.exception()
+                assert isinstance(error, SchedulerLostError), repr(error)
+                assert error.address == address
+                assert f"lost the connection to the Dask scheduler at {address}" in str(error)
+            for future in on_worker:
+                assert "whether it ran is unknown" in str(future.exception())
+            for future in in_queue:
+                assert "whether it ran" not in str(future.exception())
+            with pytest.raises(SchedulerLostError, match="the pool is broken"):
+                pool.submit(jobs.square, 2)
+        finally:
+            gate.close()
+            _shutdown_returns(pool)
+
+
+def test_the_dispatcher_survives_a_client_that_raises_when_asked(
+    cluster_address: str, gate: jobs.StartGate
+) -> None:
+    """What killed the dispatcher of a pool whose scheduler was lost: the client's
+    ``nthreads()`` raising AttributeError at once instead of returning something to await."""
+    asked = threading.Semaphore(0)
+
+    def nthreads(*args: Any, **kwargs: Any) -> Any:
+        asked.release()
+        raise AttributeError("'NoneType' object has no attribute 'ncores'")
+
+    client = Client(cluster_address, set_as_default=False)
+    with client, Pool(2, backend="dask", client=client) as pool:
+        client.nthreads = nthreads  # asked once a second while a job runs
+        held = pool.submit(jobs.gate_job, gate.address, "held", "held")
+        gate.wait_for("held")
+        for _ in range(2):
+            assert asked.acquire(timeout=WAIT), "the pool never asked which workers there are"
+        gate.release("held")
+        assert held.result(WAIT) == "held"
+        assert pool.submit(jobs.square, 4).result(WAIT) == 16
+
+
+def test_a_dispatcher_that_dies_fails_every_job_and_call_at_once(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate
+) -> None:
+    pool = make_pool(1)
+    _warm(pool)
+    running = pool.submit(jobs.gate_job, gate.address, "running", 0)
+    gate.wait_for("running")
+    on_worker = [pool.submit(jobs.square, i) for i in range(3)]
+    large = b"x" * (_dask_slots.MAX_WAITING_JOB_BYTES + 1)  # waits in the pool's queue
+    in_queue = [pool.submit(jobs.identity, large) for _ in range(2)]
+    wait_until(lambda: len(_waiting(pool)) == 3, "jobs to wait on the worker")
+    dispatcher = _dispatcher(pool)
+    bug = RuntimeError("a bug in the dispatcher")
+
+    def check_if_due(now: float) -> None:
+        raise bug
+
+    # Runs in the dispatcher thread, which calls check_if_due later in that same turn.
+    dispatcher.call(lambda: setattr(dispatcher.workers, "check_if_due", check_if_due))
+    futures = [running, *on_worker, *in_queue]
+    _, not_done = wait(futures, timeout=WAIT)
+    assert not not_done, "jobs left hanging by the dead dispatcher"
+    for future in futures:
+        error = future.exception()
+        assert isinstance(error, InitializerError) and error.__cause__ is bug, repr(error)
+    with pytest.raises(InitializerError, match="dispatcher failed"):
+        dispatcher.call(lambda: None, timeout=WAIT)  # at once, not after the timeout
+    with pytest.raises(InitializerError, match="dispatcher failed"):
+        pool.submit(jobs.square, 1)
+    gate.close()
 
 
 # --- scripts as people write them: no __main__ guard, stdin, -c (issue 13) ---------------------

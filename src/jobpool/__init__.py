@@ -25,6 +25,7 @@ _PUBLIC = {
     "QueueFull": "_errors",
     "RemoteError": "_errors",
     "RemoteTraceback": "_errors",
+    "SchedulerLostError": "_errors",
     "SerializationError": "_errors",
     "WorkerCrashedError": "_errors",
     "JobOptions": "_pool",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         QueueFull,
         RemoteError,
         RemoteTraceback,
+        SchedulerLostError,
         SerializationError,
         WorkerCrashedError,
     )
@@ -64,6 +66,7 @@ __all__ = [
     "QueueFull",
     "RemoteError",
     "RemoteTraceback",
+    "SchedulerLostError",
     "SerializationError",
     "WorkerCrashedError",
     "per_worker",
