@@ -387,8 +387,10 @@ def test_own_cluster_without_cryptography_says_what_to_install(
     assert {p.pid for p in multiprocessing.active_children()} == before
 
 
-def test_a_tls_cluster_you_bring_through_client() -> None:
-    """security= for a cluster you bring travels with the client you pass (client=)."""
+def test_a_tls_cluster_you_bring_through_client_or_dask_config() -> None:
+    """The credentials for a TLS cluster you bring travel with the client you pass (client=),
+    or come from Dask's configuration (address=), as for any distributed.Client."""
+    import dask
     from distributed import LocalCluster
     from distributed.security import Security
 
@@ -402,10 +404,21 @@ def test_a_tls_cluster_you_bring_through_client() -> None:
         scheduler_kwargs={"dashboard": False},
     )
     try:
-        assert cluster.scheduler_address.startswith("tls://")
-        client = Client(cluster.scheduler_address, security=security, set_as_default=False)
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        client = Client(address, security=security, set_as_default=False)
         with client, Pool(2, backend="dask", client=client) as pool:
             assert list(pool.map(jobs.square, range(5))) == [0, 1, 4, 9, 16]
+        settings = {
+            "distributed.comm.tls.ca-file": security.tls_ca_file,
+            "distributed.comm.tls.client.cert": security.tls_client_cert,
+            "distributed.comm.tls.client.key": security.tls_client_key,
+            "distributed.comm.require-encryption": True,
+        }
+        with dask.config.set(settings), Pool(2, backend="dask", address=address) as pool:
+            assert pool.submit(jobs.square, 7).result(WAIT) == 49
+        with pytest.raises(OSError, match="cannot connect to the Dask scheduler"):
+            Pool(2, backend="dask", address=address)  # without them
     finally:
         cluster.close()
 

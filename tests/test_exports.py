@@ -19,6 +19,7 @@ def test_public_names() -> None:
         "QueueFull",
         "RemoteError",
         "RemoteTraceback",
+        "SchedulerLostError",
         "SerializationError",
         "WorkerCrashedError",
     }
@@ -33,6 +34,7 @@ def test_errors_subclass_what_users_already_catch() -> None:
     assert issubclass(jobpool.JobTimeoutError, TimeoutError)
     assert issubclass(jobpool.SerializationError, pickle.PicklingError)
     assert issubclass(jobpool.InitializerError, BrokenExecutor)
+    assert issubclass(jobpool.SchedulerLostError, BrokenExecutor)
     for name in jobpool.__all__:
         obj = getattr(jobpool, name)
         if (
@@ -49,6 +51,7 @@ def test_errors_survive_pickling() -> None:
         jobpool.JobTimeoutError(1.5),
         jobpool.SerializationError("cannot", "args[0]"),
         jobpool.RemoteError("mod.Type", "message"),
+        jobpool.SchedulerLostError("lost the connection", "tcp://10.0.0.5:8786"),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))

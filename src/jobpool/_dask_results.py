@@ -58,7 +58,7 @@ class Results(Part):
             self._loop.call_soon_threadsafe(self._watch_all, tasks)
         except RuntimeError:  # the client's loop is closed: nothing will be done, look now
             for task in tasks:
-                self._inbox.put(lambda task=task: self._done(task))  # type: ignore[misc]
+                self._inbox.put(functools.partial(self._done, task))
 
     def _watch_all(self, tasks: list[Task]) -> None:
         """On the client's loop: report each task to the dispatcher when Dask says it is done."""
