@@ -801,6 +801,47 @@ def test_a_lost_scheduler_fails_every_job_and_breaks_the_pool(
             _shutdown_returns(pool)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_scheduler_lost_while_the_pool_is_idle_fails_the_next_job(tmp_path: Any) -> None:
+    with _cluster_by_hand(tmp_path) as (address, scheduler):
+        pool = Pool(2, backend="dask", address=address)
+        try:
+            assert pool.submit(jobs.square, 3).result(WAIT) == 9
+            client: Any = pool._backend._client  # type: ignore[attr-defined]
+            os.kill(scheduler.pid, signal.SIGKILL)
+            wait_until(lambda: client.status != "running", "the client to lose its scheduler")
+            future = pool.submit(jobs.square, 4)  # accepted: nobody has looked yet
+            error = future.exception(WAIT)
+            assert isinstance(error, SchedulerLostError), repr(error)
+            assert f"lost the connection to the Dask scheduler at {address}" in str(error)
+            with pytest.raises(SchedulerLostError):
+                pool.submit(jobs.square, 5)
+        finally:
+            _shutdown_returns(pool)
+
+
+def test_a_client_closed_under_the_pool_fails_its_jobs_and_breaks_it(
+    cluster_address: str, gate: jobs.StartGate
+) -> None:
+    client = Client(cluster_address, set_as_default=False)
+    pool = Pool(1, backend="dask", client=client)
+    try:
+        held = pool.submit(jobs.gate_job, gate.address, "held", "held")
+        gate.wait_for("held")
+        queued = pool.submit(jobs.square, 2)
+        client.close()
+        for future in (held, queued):
+            error = future.exception(WAIT)
+            assert isinstance(error, SchedulerLostError), repr(error)
+            assert "the pool's Dask client (for the scheduler at" in str(error)
+            assert "was closed" in str(error)
+        with pytest.raises(SchedulerLostError, match="was closed"):
+            pool.submit(jobs.square, 3)
+    finally:
+        gate.close()
+        _shutdown_returns(pool)
+
+
 def test_the_dispatcher_survives_a_client_that_raises_when_asked(
     cluster_address: str, gate: jobs.StartGate
 ) -> None:
