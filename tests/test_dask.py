@@ -808,21 +808,21 @@ def test_a_lost_scheduler_fails_every_job_and_breaks_the_pool(
         pool = Pool(2, backend="dask", address=address)
         try:
             _warm(pool)  # short jobs so far: jobs wait on the worker too, not only in the queue
-            on_worker = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(6)]
+            gated = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(6)]
             gate.wait_for(0)
             gate.wait_for(1)
-            wait_until(lambda: len(_waiting(pool)) == 4, "jobs to wait on the worker")
+            wait_until(lambda: len(_waiting(pool)) >= 1, "jobs to wait on the worker")
             large = b"x" * (_dask_slots.MAX_WAITING_JOB_BYTES + 1)  # waits for a free slot
             in_queue = [pool.submit(jobs.identity, large) for _ in range(2)]
             os.kill(scheduler.pid, signal.SIGKILL)
-            _, not_done = wait(on_worker + in_queue, timeout=WAIT)
+            _, not_done = wait(gated + in_queue, timeout=WAIT)
             assert not not_done, "jobs left hanging by the lost scheduler"
-            for future in on_worker + in_queue:
+            for future in gated + in_queue:
                 error = future.exception()
                 assert isinstance(error, SchedulerLostError), repr(error)
                 assert error.address == address
                 assert f"lost the connection to the Dask scheduler at {address}" in str(error)
-            for future in on_worker:
+            for future in gated[:2]:  # running at the gate; the others wait on the worker or here
                 assert "whether it ran is unknown" in str(future.exception())
             for future in in_queue:
                 assert "whether it ran" not in str(future.exception())
@@ -907,7 +907,7 @@ def test_a_dispatcher_that_dies_fails_every_job_and_call_at_once(
     on_worker = [pool.submit(jobs.square, i) for i in range(3)]
     large = b"x" * (_dask_slots.MAX_WAITING_JOB_BYTES + 1)  # waits in the pool's queue
     in_queue = [pool.submit(jobs.identity, large) for _ in range(2)]
-    wait_until(lambda: len(_waiting(pool)) == 3, "jobs to wait on the worker")
+    wait_until(lambda: len(_waiting(pool)) >= 1, "jobs to wait on the worker")
     dispatcher = _dispatcher(pool)
     bug = RuntimeError("a bug in the dispatcher")
 
