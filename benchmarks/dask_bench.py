@@ -4,6 +4,7 @@
     python benchmarks/dask_bench.py                # about two minutes on 2 cores
     python benchmarks/dask_bench.py --quick        # smoke run for CI: tiny sizes, a few seconds
     python benchmarks/dask_bench.py --vs-process   # also: the Dask backend against processes
+    python benchmarks/dask_bench.py --startup 10   # only: starting the pool's own cluster
 
 One ``LocalCluster`` of worker processes on loopback (2 workers x 1 thread by default) and one
 ``Client`` serve both sides: jobpool's ``Pool(backend="dask", client=client)`` with as many
@@ -19,7 +20,12 @@ medians. The verdicts at the end check the Dask backend's goals:
 
 ``--vs-process`` adds the older table: the same pool sizes on the process backend and on a
 ``LocalCluster`` the Dask pool starts itself (start-up, round trips, bursts, ``map``).
-Standalone: needs jobpool and ``distributed`` only.
+``--startup N`` measures only how long a cluster takes to start, ``N`` times each, taking turns:
+``Pool(workers, backend="dask")`` (its own ``LocalCluster``, TLS with credentials made for it)
+against the same ``LocalCluster`` started as Dask's documentation shows it (plain TCP, no
+credentials), each from its constructor to the first result.
+
+Standalone: needs jobpool and ``distributed`` (and ``cryptography`` for the pool's own cluster).
 """
 
 from __future__ import annotations
@@ -234,6 +240,52 @@ def process_table(sizes: dict[str, int], process: dict[str, float], dask: dict[s
     return "\n".join(lines)
 
 
+# --- starting a cluster (--startup) --------------------------------------------------------------
+
+
+def start_raw(workers: int) -> float:
+    """Seconds from LocalCluster() to the first result, on plain TCP (closing not counted)."""
+    start = time.perf_counter()
+    cluster, client = start_cluster(workers, 1)
+    try:
+        assert client.submit(noop, 1, pure=False).result() == 1
+        return time.perf_counter() - start
+    finally:
+        client.close()
+        cluster.close()
+
+
+def start_pool(workers: int) -> float:
+    """Seconds from Pool(backend="dask") to the first result (closing not counted)."""
+    start = time.perf_counter()
+    with Pool(workers, backend="dask") as pool:
+        assert pool.submit(noop, 1).result() == 1
+        return time.perf_counter() - start
+
+
+def measure_startup(workers: int, repeats: int) -> dict[str, list[float]]:
+    start_raw(workers)  # the first start in a process pays for imports: not counted
+    start_pool(workers)
+    times: dict[str, list[float]] = {"raw": [], "pool": []}
+    for rep in range(repeats):
+        order = [("raw", start_raw), ("pool", start_pool)]
+        for side, start in order if rep % 2 == 0 else order[::-1]:
+            times[side].append(start(workers))
+    return times
+
+
+def startup_table(workers: int, times: dict[str, list[float]]) -> str:
+    raw, pool = statistics.median(times["raw"]), statistics.median(times["pool"])
+    return "\n".join(
+        [
+            "| measurement | LocalCluster, plain TCP | Pool's own cluster, TLS | pool / raw |",
+            "| --- | --- | --- | --- |",
+            f"| {workers} worker processes: constructor to first result | {raw:.2f} s | "
+            f"{pool:.2f} s | {pool / raw:.2f}x |",
+        ]
+    )
+
+
 # --- main -----------------------------------------------------------------------------------------
 
 
@@ -264,6 +316,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="a --json file of an earlier run, to compare map with (default: %(default)s)",
     )
     parser.add_argument("--vs-process", action="store_true", help="add the process comparison")
+    parser.add_argument(
+        "--startup", type=int, metavar="N", help="only: start each kind of cluster N times"
+    )
     args = parser.parse_args(argv)
     try:
         import distributed
@@ -274,6 +329,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.startup:  # one thread per worker process on both sides: --threads is not used
+        times = measure_startup(args.processes, args.startup)
+        print(
+            f"Python {platform.python_version()}, distributed {distributed.__version__}, "
+            f"{os.cpu_count()} CPU(s); Pool({args.processes}, backend='dask') against "
+            f"LocalCluster(n_workers={args.processes}, threads_per_worker=1), medians of "
+            f"{args.startup} starts each, taking turns"
+        )
+        print()
+        print(startup_table(args.processes, times))
+        print()
+        print("raw:  " + " ".join(f"{t:.2f}" for t in times["raw"]))
+        print("pool: " + " ".join(f"{t:.2f}" for t in times["pool"]))
+        return 0
     if args.quick:
         sizes = {"submit_10ms": 10, "submit_trivial": 20, "map_10ms": 10, "map_tiny": 2_000}
         sizes.update(raw_map_tiny=20, roundtrip=20, burst=100, map=2_000, work=8)

@@ -38,7 +38,9 @@ def check_positive(x: int) -> int:
 
 def main() -> None:
     # The guard below matters: Dask starts its worker processes with "spawn", which re-imports
-    # this script in each of them.
+    # this script in each of them. This cluster speaks plain TCP, as Dask's documentation shows
+    # it: any local user can reach it and run code as you (the pool's own cluster, without
+    # address= or client=, admits only the pool; see docs/dask.md, "Security").
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     ) as cluster:

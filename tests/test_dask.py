@@ -16,14 +16,21 @@ wait has a deadline that fails loudly instead of hanging.
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing
 import os
+import signal
+import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, wait
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Optional
 
 import pytest
 from distributed import Client
@@ -38,6 +45,7 @@ from jobpool import (
     RemoteError,
     RemoteTraceback,
     ResultLoadError,
+    SchedulerLostError,
     SerializationError,
     WorkerCrashedError,
     _dask_slots,
@@ -295,6 +303,188 @@ def test_terminate_fails_running_jobs(make_pool: MakePool, gate: jobs.StartGate)
     with pytest.raises(JobKilledError, match="terminated"):
         running.result(WAIT)
     gate.release("running")  # the task itself runs on until it returns: Dask cannot stop it
+
+
+# --- the pool's own cluster admits only the pool (issue 23, item 9) ------------------------------
+# Any local user can reach loopback; before, LocalCluster's plain TCP let one of them run code as
+# the pool's user (Client("tcp://127.0.0.1:<port>").run(os.getuid)).
+
+
+def _listeners(pool: Pool) -> list[str]:
+    """The addresses the pool's own cluster listens on: scheduler, workers and nannies."""
+    backend: Any = pool._backend  # type: ignore[attr-defined]
+    addresses = [backend._cluster.scheduler_address]
+    for address, worker in backend._client.scheduler_info()["workers"].items():
+        addresses += [address, worker["nanny"]]
+    return addresses
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, port = address.split("://", 1)[1].rsplit(":", 1)
+    return host, int(port)
+
+
+def _tls_refused(address: str, certificate: Any = None) -> str:
+    """Connect with TLS, presenting no certificate or one of our own; how the listener refused.
+
+    Under TLS 1.3 the client finishes its half of the handshake before the server has checked
+    the client's certificate: the refusal is the alert (or the close) that the first read gets.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # whoever the server is, it is the client on trial
+    if certificate is not None:
+        with tempfile.TemporaryDirectory() as directory:
+            cert, key = os.path.join(directory, "cert"), os.path.join(directory, "key")
+            with open(cert, "w") as f:
+                f.write(certificate.tls_client_cert)
+            with open(key, "w") as f:
+                f.write(certificate.tls_client_key)
+            context.load_cert_chain(cert, key)
+    with socket.create_connection(_host_port(address), timeout=WAIT) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"\0" * 8)  # the start of a Dask frame
+                answer = tls.recv(1)
+        except (ssl.SSLError, ConnectionError) as exc:
+            return repr(exc)
+    assert answer == b"", f"{address} answered a client that it should have refused"
+    return "closed"
+
+
+def _http_status(port: int, path: str) -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+# A separate program (as another user would run): Client(address, timeout=...) must fail. An
+# asynchronous client, since a failed synchronous one can hang in its __del__ on older
+# distributed (2024.8 on Python 3.9).
+ROGUE_CLIENT = """
+import asyncio
+import sys
+
+from distributed import Client
+from distributed.security import Security
+
+
+async def attempt(address, security):
+    try:
+        client = await Client(address, security=security, asynchronous=True, timeout=3)
+    except Exception as exc:
+        return "refused " + type(exc).__name__
+    await client.run(print, "RAN CODE")
+    await client.close()
+    return "CONNECTED"
+
+
+tls_address, tcp_address = sys.argv[1:]
+for address, security in [
+    (tls_address, None),
+    (tcp_address, None),
+    (tls_address, Security.temporary()),
+]:
+    print(address, "with" if security else "without", "credentials:",
+          asyncio.run(attempt(address, security)), flush=True)
+"""
+
+
+@pytest.mark.slow  # a cluster of its own
+def test_own_cluster_admits_only_the_pool() -> None:
+    from distributed.security import Security
+
+    with Pool(2, backend="dask") as pool:
+        assert pool.submit(jobs.square, 3).result(WAIT) == 9
+        listeners = _listeners(pool)
+        assert len(listeners) == 5  # a scheduler, and two workers with their nannies
+        assert all(address.startswith("tls://") for address in listeners), listeners
+        scheduler = listeners[0]
+        host, port = _host_port(scheduler)
+        # Another program, as another local user would run it: a plain client on the address as
+        # it is and on plain TCP, and a client with credentials of its own (anyone can make
+        # some). None gets a client that can run code.
+        rogue = subprocess.run(
+            [sys.executable, "-c", ROGUE_CLIENT, scheduler, f"tcp://{host}:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        attempts = rogue.stdout.splitlines()
+        assert len(attempts) == 3 and all(" refused " in line for line in attempts), (
+            rogue.stdout + rogue.stderr[-3000:]
+        )
+        # Every listener, the workers' and nannies' too, refuses a TLS client without the
+        # pool's certificate: no rogue client runs code, and no rogue worker joins.
+        foreign = Security.temporary()
+        for address in listeners:
+            _tls_refused(address)
+            _tls_refused(address, foreign)
+        # The HTTP servers Dask starts anyway (they check no certificate) serve nothing.
+        backend: Any = pool._backend  # type: ignore[attr-defined]
+        assert _http_status(backend._cluster.scheduler.http_server.port, "/health") == 404
+        assert (
+            _http_status(backend._cluster.scheduler.http_server.port, "/info/main/workers.html")
+            == 404
+        )
+        for worker in backend._client.scheduler_info()["workers"].values():
+            assert _http_status(worker["services"]["dashboard"], "/health") == 404
+        # The pool itself goes on as before.
+        assert list(pool.map(jobs.square, range(20))) == [x * x for x in range(20)]
+
+
+def test_own_cluster_without_cryptography_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import cryptography -> ImportError
+    before = {p.pid for p in multiprocessing.active_children()}
+    with pytest.raises(
+        ImportError, match=r"'cryptography' package: pip install \"jobpool\[dask\]\""
+    ):
+        Pool(backend="dask")
+    assert {p.pid for p in multiprocessing.active_children()} == before
+
+
+@pytest.mark.slow  # a cluster of its own
+def test_a_tls_cluster_you_bring_through_client_or_dask_config() -> None:
+    """The credentials for a TLS cluster you bring travel with the client you pass (client=),
+    or come from Dask's configuration (address=), as for any distributed.Client."""
+    import dask
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    security = Security.temporary()
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        security=security,
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": False},
+    )
+    try:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        client = Client(address, security=security, set_as_default=False)
+        with client, Pool(2, backend="dask", client=client) as pool:
+            assert list(pool.map(jobs.square, range(5))) == [0, 1, 4, 9, 16]
+        settings = {
+            "distributed.comm.tls.ca-file": security.tls_ca_file,
+            "distributed.comm.tls.client.cert": security.tls_client_cert,
+            "distributed.comm.tls.client.key": security.tls_client_key,
+            "distributed.comm.require-encryption": True,
+        }
+        with dask.config.set(settings), Pool(2, backend="dask", address=address) as pool:
+            assert pool.submit(jobs.square, 7).result(WAIT) == 49
+        with pytest.raises(OSError, match="cannot connect to the Dask scheduler"):
+            Pool(2, backend="dask", address=address)  # without them
+    finally:
+        cluster.close()
 
 
 # --- jobs waiting on the cluster's workers ------------------------------------------------------
@@ -576,6 +766,200 @@ def test_workers_joining_and_leaving_share_the_slots(gate: jobs.StartGate, marks
     finally:
         client.close()
         cluster.close()
+
+
+# --- a scheduler that dies mid-run, and a dispatcher that must not (issue 23, item 10) -----------
+
+
+def _scheduler_address(scheduler_file: Any) -> Optional[str]:
+    try:
+        return str(json.loads(scheduler_file.read_text())["address"])
+    except (OSError, ValueError, KeyError):  # not written yet, or half written
+        return None
+
+
+@contextmanager
+def _cluster_by_hand(tmp_path: Any) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``dask scheduler`` and ``dask worker`` (1 process x 2 threads), as one starts them by
+    hand, each in a session of its own; every process of both is gone when this ends."""
+    env = dict(os.environ, DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0")
+    env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR, *filter(None, [env.get("PYTHONPATH")])])
+    scheduler_file = tmp_path / "scheduler.json"
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"{name}.log", "wb") as log:
+            command = [sys.executable, "-m", f"distributed.cli.dask_{name}", *args]
+            started.append(
+                subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+            )
+        return started[-1]
+
+    try:
+        scheduler = start(
+            "scheduler",
+            *("--host", "127.0.0.1", "--port", "0", "--no-dashboard"),
+            *("--scheduler-file", str(scheduler_file)),
+        )
+        wait_until(lambda: _scheduler_address(scheduler_file) is not None, "the scheduler")
+        address = _scheduler_address(scheduler_file)
+        assert address is not None
+        start("worker", address, "--nworkers", "1", "--nthreads", "2", "--no-dashboard")
+        with Client(address, set_as_default=False, timeout=WAIT) as client:
+            client.wait_for_workers(1, timeout=WAIT)
+        yield address, scheduler
+    finally:
+        for process in started:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # the worker's nanny and its worker too
+            except ProcessLookupError:
+                pass
+            process.wait(WAIT)
+        sessions = [process.pid for process in started]
+        wait_until(
+            lambda: not any(_in_session(session) for session in sessions),
+            "the cluster's processes to exit",
+        )
+
+
+def _shutdown_returns(pool: Pool) -> None:
+    closing = threading.Thread(target=pool.shutdown)
+    closing.start()
+    closing.join(WAIT)
+    assert not closing.is_alive(), "shutdown() did not return"
+
+
+@pytest.mark.slow  # a cluster of its own
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_lost_scheduler_fails_every_job_and_breaks_the_pool(
+    tmp_path: Any, gate: jobs.StartGate
+) -> None:
+    """kill -9 of the scheduler while jobs run on its worker, wait there and in the queue."""
+    with _cluster_by_hand(tmp_path) as (address, scheduler):
+        pool = Pool(2, backend="dask", address=address)
+        try:
+            _warm(pool)  # short jobs so far: jobs wait on the worker too, not only in the queue
+            gated = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(6)]
+            gate.wait_for(0)
+            gate.wait_for(1)
+            wait_until(lambda: len(_waiting(pool)) >= 1, "jobs to wait on the worker")
+            large = b"x" * (_dask_slots.MAX_WAITING_JOB_BYTES + 1)  # waits for a free slot
+            in_queue = [pool.submit(jobs.identity, large) for _ in range(2)]
+            os.kill(scheduler.pid, signal.SIGKILL)
+            _, not_done = wait(gated + in_queue, timeout=WAIT)
+            assert not not_done, "jobs left hanging by the lost scheduler"
+            for future in gated + in_queue:
+                error = future.exception()
+                assert isinstance(error, SchedulerLostError), repr(error)
+                assert error.address == address
+                assert f"lost the connection to the Dask scheduler at {address}" in str(error)
+            for future in gated[:2]:  # running at the gate; the others wait on the worker or here
+                assert "whether it ran is unknown" in str(future.exception())
+            for future in in_queue:
+                assert "whether it ran" not in str(future.exception())
+            with pytest.raises(SchedulerLostError, match="the pool is broken"):
+                pool.submit(jobs.square, 2)
+        finally:
+            gate.close()
+            _shutdown_returns(pool)
+
+
+@pytest.mark.slow  # a cluster of its own
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_scheduler_lost_while_the_pool_is_idle_fails_the_next_job(tmp_path: Any) -> None:
+    with _cluster_by_hand(tmp_path) as (address, scheduler):
+        pool = Pool(2, backend="dask", address=address)
+        try:
+            assert pool.submit(jobs.square, 3).result(WAIT) == 9
+            client: Any = pool._backend._client  # type: ignore[attr-defined]
+            os.kill(scheduler.pid, signal.SIGKILL)
+            wait_until(lambda: client.status != "running", "the client to lose its scheduler")
+            future = pool.submit(jobs.square, 4)  # accepted: nobody has looked yet
+            error = future.exception(WAIT)
+            assert isinstance(error, SchedulerLostError), repr(error)
+            assert f"lost the connection to the Dask scheduler at {address}" in str(error)
+            with pytest.raises(SchedulerLostError):
+                pool.submit(jobs.square, 5)
+        finally:
+            _shutdown_returns(pool)
+
+
+def test_a_client_closed_under_the_pool_fails_its_jobs_and_breaks_it(
+    cluster_address: str, gate: jobs.StartGate
+) -> None:
+    client = Client(cluster_address, set_as_default=False)
+    pool = Pool(1, backend="dask", client=client)
+    try:
+        held = pool.submit(jobs.gate_job, gate.address, "held", "held")
+        gate.wait_for("held")
+        queued = pool.submit(jobs.square, 2)
+        client.close()
+        for future in (held, queued):
+            error = future.exception(WAIT)
+            assert isinstance(error, SchedulerLostError), repr(error)
+            assert "the pool's Dask client (for the scheduler at" in str(error)
+            assert "was closed" in str(error)
+        with pytest.raises(SchedulerLostError, match="was closed"):
+            pool.submit(jobs.square, 3)
+    finally:
+        gate.close()
+        _shutdown_returns(pool)
+
+
+def test_the_dispatcher_survives_a_client_that_raises_when_asked(
+    cluster_address: str, gate: jobs.StartGate
+) -> None:
+    """What killed the dispatcher of a pool whose scheduler was lost: the client's
+    ``nthreads()`` raising AttributeError at once instead of returning something to await."""
+    asked = threading.Semaphore(0)
+
+    def nthreads(*args: Any, **kwargs: Any) -> Any:
+        asked.release()
+        raise AttributeError("'NoneType' object has no attribute 'ncores'")
+
+    client = Client(cluster_address, set_as_default=False)
+    with client, Pool(2, backend="dask", client=client) as pool:
+        client.nthreads = nthreads  # asked once a second while a job runs
+        held = pool.submit(jobs.gate_job, gate.address, "held", "held")
+        gate.wait_for("held")
+        for _ in range(2):
+            assert asked.acquire(timeout=WAIT), "the pool never asked which workers there are"
+        gate.release("held")
+        assert held.result(WAIT) == "held"
+        assert pool.submit(jobs.square, 4).result(WAIT) == 16
+
+
+@pytest.mark.logs_errors  # the dispatcher's death is logged, on purpose
+def test_a_dispatcher_that_dies_fails_every_job_and_call_at_once(
+    make_pool: MakePool, gate: jobs.StartGate
+) -> None:
+    pool = make_pool("dask", 1)
+    _warm(pool)
+    running = pool.submit(jobs.gate_job, gate.address, "running", 0)
+    gate.wait_for("running")
+    on_worker = [pool.submit(jobs.square, i) for i in range(3)]
+    large = b"x" * (_dask_slots.MAX_WAITING_JOB_BYTES + 1)  # waits in the pool's queue
+    in_queue = [pool.submit(jobs.identity, large) for _ in range(2)]
+    wait_until(lambda: len(_waiting(pool)) >= 1, "jobs to wait on the worker")
+    dispatcher = _dispatcher(pool)
+    bug = RuntimeError("a bug in the dispatcher")
+
+    def check_if_due(now: float) -> None:
+        raise bug
+
+    # Runs in the dispatcher thread, which calls check_if_due later in that same turn.
+    dispatcher.call(lambda: setattr(dispatcher.workers, "check_if_due", check_if_due))
+    futures = [running, *on_worker, *in_queue]
+    _, not_done = wait(futures, timeout=WAIT)
+    assert not not_done, "jobs left hanging by the dead dispatcher"
+    for future in futures:
+        error = future.exception()
+        assert isinstance(error, InitializerError) and error.__cause__ is bug, repr(error)
+    with pytest.raises(InitializerError, match="dispatcher failed"):
+        dispatcher.call(lambda: None, timeout=WAIT)  # at once, not after the timeout
+    with pytest.raises(InitializerError, match="dispatcher failed"):
+        pool.submit(jobs.square, 1)
+    gate.close()
 
 
 # --- scripts as people write them: no __main__ guard, stdin, -c (issue 13) ---------------------

@@ -37,7 +37,8 @@ TIMEOUT = 120  # seconds; each script should take a few
 OPTIONAL = {
     "dask_cluster.py": ["distributed"],
     "progress_bar.py": ["tqdm"],
-    "dask.md": ["distributed"],  # its blocks use Pool(backend="dask") without importing it
+    # Its blocks use Pool(backend="dask") without importing it; its own cluster needs both.
+    "dask.md": ["distributed", "cryptography"],
     "progress.md": ["tqdm"],
 }
 

@@ -21,6 +21,7 @@ def test_public_names() -> None:
         "RemoteError",
         "RemoteTraceback",
         "ResultLoadError",
+        "SchedulerLostError",
         "SerializationError",
         "WorkerCrashedError",
         "per_worker",
@@ -38,6 +39,7 @@ def test_errors_subclass_what_users_already_catch() -> None:
     assert issubclass(jobpool.SerializationError, pickle.PicklingError)
     assert issubclass(jobpool.ResultLoadError, jobpool.SerializationError)
     assert issubclass(jobpool.InitializerError, BrokenExecutor)
+    assert issubclass(jobpool.SchedulerLostError, BrokenExecutor)
     for name in jobpool.__all__:
         obj = getattr(jobpool, name)
         if (
@@ -55,6 +57,7 @@ def test_errors_survive_pickling() -> None:
         jobpool.SerializationError("cannot", "args[0]"),
         jobpool.RemoteError("mod.Type", "message"),
         jobpool.ResultLoadError("cannot load", "the job's result", "mod.Type"),
+        jobpool.SchedulerLostError("lost the connection", "tcp://10.0.0.5:8786"),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))

@@ -26,6 +26,7 @@ _PUBLIC = {
     "RemoteError": "_errors",
     "RemoteTraceback": "_errors",
     "ResultLoadError": "_errors",
+    "SchedulerLostError": "_errors",
     "SerializationError": "_errors",
     "WorkerCrashedError": "_errors",
     "JobOptions": "_pool",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         RemoteError,
         RemoteTraceback,
         ResultLoadError,
+        SchedulerLostError,
         SerializationError,
         WorkerCrashedError,
     )
@@ -67,6 +69,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "ResultLoadError",
+    "SchedulerLostError",
     "SerializationError",
     "WorkerCrashedError",
     "per_worker",

@@ -376,8 +376,11 @@ class DaskBackend:
             pass
 
     def _close(self) -> None:
-        self._per_worker.close()  # closes the per_worker instances its jobs built
-        self._remove_initializer()
+        # A client that lost its scheduler would wait for it to come back before each removal;
+        # the plugins were registered with the scheduler that is gone.
+        if self._client.status == "running":
+            self._per_worker.close()  # closes the per_worker instances its jobs built
+            self._remove_initializer()
         if self._owns_client:
             try:
                 self._client.close()

@@ -28,11 +28,25 @@ process does not import anything. If the hooks cannot be installed (a ``distribu
 ``get_mp_context`` in its process module), the cluster starts as Dask starts it, and a
 ``__main__`` that a worker could not import at all (a script read from standard input) is
 refused at once with what to do instead.
+
+Who may talk to the cluster: only this process. Its scheduler, nannies and workers listen on
+loopback, but any local user can reach loopback, and a Dask scheduler runs whatever its clients
+send, as the user who started it (jobpool's jobs are pickles too). So every listener of the
+cluster speaks TLS and requires a client certificate: :func:`temporary_security` makes a key and
+a self-signed certificate for this cluster alone, in memory, and that certificate is the only
+one the cluster trusts. The pool's client, the nannies and the workers (which get the key from
+their nanny when they are spawned) hold it; a client or a worker without it is refused during
+the TLS handshake, before it can send a message. The key is an elliptic-curve one (P-256):
+made in well under a millisecond, where distributed's ``Security.temporary()`` makes an RSA key
+(tens of milliseconds, sometimes a tenth of a second), and cheaper at each TLS handshake. The
+scheduler's and the workers' HTTP servers, which Dask starts even without a dashboard and which
+do not check certificates, serve no routes at all (no health, metrics or task pages).
 """
 
 from __future__ import annotations
 
 import contextvars
+import datetime
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.spawn
@@ -130,23 +144,79 @@ def _distributed() -> Any:
     return distributed
 
 
+# The certificate never expires (RFC 5280's value for "no well-defined expiration date"): it
+# lives in memory only as long as its cluster, and a pool may outlive any validity period.
+NO_EXPIRY = datetime.datetime(9999, 12, 31, 23, 59, 59)
+MISSING_CRYPTOGRAPHY = (
+    "backend='dask' starts its own LocalCluster with TLS credentials made for it, so that no "
+    "other local user can run code on it, and making them needs the 'cryptography' package: "
+    'pip install "jobpool[dask]" (or start a cluster yourself and pass address= or client=)'
+)
+
+
+def temporary_security() -> Any:
+    """A ``distributed.Security`` that trusts one new key, for every role, in memory only."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError as exc:
+        raise ImportError(MISSING_CRYPTOGRAPHY) from exc
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jobpool-dask-cluster")])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))  # a worker's clock may lag
+        .not_valid_after(NO_EXPIRY)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    roles = ("client", "scheduler", "worker")
+    return _distributed().Security(
+        require_encryption=True,
+        tls_ca_file=certificate_pem,
+        **{f"tls_{role}_cert": certificate_pem for role in roles},
+        **{f"tls_{role}_key": key_pem for role in roles},
+    )
+
+
 def start_local_cluster(workers: int) -> tuple[Any, Any]:
-    """A LocalCluster of worker processes on loopback with room for ``workers`` jobs at once."""
+    """A LocalCluster of worker processes on loopback with room for ``workers`` jobs at once,
+    which only this process can use (see the module's docstring)."""
     if install_hooks():
         worker_class: Any = OwnNanny
     else:  # pragma: no cover - depends on the installed distributed
         refuse_unimportable_main()
         worker_class = distributed.Nanny
+    security = temporary_security()
     processes = max(1, min(workers, os.cpu_count() or 1))
     threads = -(-workers // processes)
-    with dask.config.set({"distributed.scheduler.allowed-failures": OWN_CLUSTER_ALLOWED_FAILURES}):
+    own_settings = {
+        "distributed.scheduler.allowed-failures": OWN_CLUSTER_ALLOWED_FAILURES,
+        # The nannies hand their settings to the worker processes they start.
+        "distributed.scheduler.http.routes": [],
+        "distributed.worker.http.routes": [],
+    }
+    with dask.config.set(own_settings):
         cluster = _distributed().LocalCluster(
+            security=security,
             n_workers=processes,
             threads_per_worker=threads,
             processes=True,
             worker_class=worker_class,
             host="127.0.0.1",
-            # No dashboard; the scheduler's small HTTP server (health, metrics) always starts:
+            # No dashboard; the scheduler's HTTP server (no routes, see above) always starts:
             # on a free loopback port, not on 8787 (which another cluster may hold).
             dashboard_address="127.0.0.1:0",
             scheduler_kwargs={"dashboard": False},

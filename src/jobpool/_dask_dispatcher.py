@@ -32,6 +32,12 @@ each other), so none imports one above it either:
 The client, the inbox, the books and the line reach the three upper parts as one ``Below``
 (:mod:`jobpool._dask_parts`).
 
+The thread must outlive whatever the cluster answers. A scheduler the client lost is found at
+the top of every turn, and from the tasks Dask cancels for it: every job the pool holds fails
+with :class:`SchedulerLostError`, and the pool breaks (:meth:`DaskWorkers.scheduler_lost`). If
+the thread dies all the same (a bug), every job it held, in the pool's queue and on the cluster,
+fails at once with the reason, and so do the calls waiting for the thread (:meth:`Inbox.stop`).
+
 The jobs that were waiting on a worker that died or left had not started: they run elsewhere,
 first in line, and only on a free slot (a job that killed its worker then fails at its next
 crash, not in a loop). One exception comes from Dask itself: a worker tells the scheduler that a
@@ -124,9 +130,7 @@ class DaskDispatcher:
         """Run ``fn`` in the dispatcher thread and return its result (its state is its alone)."""
         if threading.current_thread() is self._thread:
             return fn()
-        answer: Future[Any] = Future()
-        self._inbox.put(lambda: _answer(answer, fn))
-        return answer.result(timeout)
+        return self._inbox.call(fn).result(timeout)
 
     def kill(self, future: Future[Any]) -> bool:
         """Fail the job of ``future`` if it has not started; False if it may be running."""
@@ -135,20 +139,36 @@ class DaskDispatcher:
     # --- the thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        reason: BaseException = RuntimeError("the Dask backend's dispatcher has stopped")
         try:
             self._dispatch()
+            reason = self._line.broken or reason
         except BaseException as exc:  # a bug here must not leave futures hanging forever
             _log.exception("jobpool Dask dispatcher failed")
-            error = InitializerError(f"the Dask backend's dispatcher failed: {exc!r}")
-            self._line.break_pool(error)
-            self._abandon_all(error)
+            reason = InitializerError(f"the Dask backend's dispatcher failed: {exc!r}")
+            reason.__cause__ = exc
+            self._inbox.stop(reason)
+            self._fail_everything(reason)
         finally:
-            self.workers.reset()
-            self._on_exit()
+            self._inbox.stop(reason)
+            try:
+                self.workers.reset()
+            finally:
+                self._on_exit()
+
+    def _fail_everything(self, error: BaseException) -> None:
+        """The thread is dying: fail every job, each step on its own, the last asking nothing
+        of Dask, so that one that raises cannot keep the others from failing."""
+        for step in (self._line.break_pool, self._abandon_all, self.tasks.fail_held):
+            try:
+                step(error)
+            except BaseException:
+                _log.exception("failing the jobs of the Dask backend's dispatcher failed")
 
     def _dispatch(self) -> None:
         while True:
             self._inbox.wake_pending = False
+            self.workers.scheduler_lost()  # fails every job and breaks the pool, once
             self._send_jobs()
             if not self.tasks and self._line.finished():
                 return
@@ -185,10 +205,3 @@ class DaskDispatcher:
         """Fail every job the dispatcher holds and let Dask forget their tasks."""
         self.tasks.fail_all(error)
         self._line.fail_returned(error)
-
-
-def _answer(answer: Future[Any], fn: Callable[[], Any]) -> None:
-    try:
-        answer.set_result(fn())
-    except BaseException as exc:
-        answer.set_exception(exc)

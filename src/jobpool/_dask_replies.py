@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ._dask import INIT_FAILED, OK, RAISED, initializer_error
-from ._errors import InitializerError, JobpoolError, WorkerCrashedError
+from ._errors import BROKEN, InitializerError, JobpoolError, SchedulerLostError, WorkerCrashedError
 from ._job import Job, Outcomes
 from ._remote import settle_reply as settle_reply_bytes
 
@@ -25,7 +25,27 @@ def settle_reply(outcomes: Outcomes, job: Job, tag: int, data: bytes) -> Optiona
         error = initializer_error(data)
         outcomes.fail(job, error)
         return error
+    else:  # not an answer of run_on_worker's: someone else's task ran under this key
+        outcomes.fail(job, JobpoolError(f"this job's Dask task answered with tag {tag!r}"))
     return None
+
+
+def is_reply(value: object) -> bool:
+    """Whether ``value`` has the shape of what :func:`jobpool._dask.run_on_worker` returns."""
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 3
+        and isinstance(value[0], int)
+        and isinstance(value[1], bytes)
+        and isinstance(value[2], (int, float))
+    )
+
+
+def not_a_reply_error(value: object) -> JobpoolError:
+    return JobpoolError(
+        f"this job's Dask task returned a {type(value).__name__}, not jobpool's reply "
+        "(something other than jobpool ran under the task's key)"
+    )
 
 
 def crash_error(dask_error: BaseException) -> WorkerCrashedError:
@@ -62,7 +82,33 @@ def lost_result_error(cause: BaseException) -> WorkerCrashedError:
     return error
 
 
-def task_error(status: str, dask_error: BaseException) -> JobpoolError:
+def scheduler_lost_error(
+    address: str, client_status: str, *, on_cluster: bool
+) -> SchedulerLostError:
+    """The error of every job the pool held when it lost its scheduler, and of the pool.
+
+    ``client_status`` is the Dask client's: "connecting" while it tries to reconnect (and
+    "running" again if it did, to a scheduler that knows nothing of the pool's tasks);
+    "closed" once it gave up, or if it was closed under the pool.
+    """
+    if client_status in ("closing", "closed"):
+        what = (
+            f"the pool's Dask client (for the scheduler at {address}) was closed; a client "
+            "also closes itself when it cannot reconnect to its scheduler within "
+            "distributed.comm.timeouts.connect"
+        )
+    else:
+        what = f"lost the connection to the Dask scheduler at {address}"
+    if on_cluster:
+        what += "; this job was on the cluster, and whether it ran is unknown"
+    return SchedulerLostError(
+        f"{what}; {BROKEN}: create a new pool once the scheduler is back", address
+    )
+
+
+def task_error(
+    status: str, dask_error: Optional[BaseException], cancel_reason: Optional[str] = None
+) -> JobpoolError:
     """A task that Dask failed (status "error") or dropped (any other status)."""
     if status == "error":  # e.g. jobpool itself cannot be imported there
         error = JobpoolError(
@@ -71,7 +117,8 @@ def task_error(status: str, dask_error: BaseException) -> JobpoolError:
         )
         error.__cause__ = dask_error
         return error
+    why = f", reason {cancel_reason!r}" if cancel_reason else ""
     return JobpoolError(
-        f"Dask dropped this job's task (status {status!r}): the client or the scheduler went "
-        "away, or someone cancelled it on the cluster"
+        f"Dask dropped this job's task (status {status!r}{why}): someone cancelled it on the "
+        "cluster, or the client went away"
     )

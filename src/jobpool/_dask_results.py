@@ -8,8 +8,9 @@ fetches that overlap), so a burst of short jobs costs a request per batch, not p
 
 A result settles its job (see :mod:`jobpool._dask_replies`), or gives it back to the line when
 its worker had taken it back before it started. A task that Dask failed is a worker that died
-(``KilledWorker``: the workers lose it, with the jobs running there) or a task Dask could not
-run; a result that could not be fetched fails its job alone.
+(``KilledWorker``: the workers lose it, with the jobs running there), a scheduler the client lost
+(every job fails, the pool breaks: :meth:`DaskWorkers.scheduler_lost`) or a task Dask could not
+run; a result that could not be fetched, or that is not jobpool's reply, fails its job alone.
 
 Calls go down only: to the workers, the line, the books (:class:`Tasks`) and the inbox.
 """
@@ -17,14 +18,22 @@ Calls go down only: to the workers, the line, the books (:class:`Tasks`) and the
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import distributed.client
 
 from ._dask import WITHDRAWN
 from ._dask_parts import Below, Part
-from ._dask_replies import crash_error, lost_result_error, settle_reply, task_error
+from ._dask_replies import (
+    crash_error,
+    is_reply,
+    lost_result_error,
+    not_a_reply_error,
+    settle_reply,
+    task_error,
+)
 from ._dask_slots import Task
 from ._dask_workers import CLOSE_TIMEOUT_SECONDS, DaskWorkers
 from ._job import Outcomes
@@ -45,7 +54,11 @@ class Results(Part):
 
     def watch(self, tasks: list[Task]) -> None:
         """Have the dispatcher told when each of ``tasks`` is done."""
-        self._loop.call_soon_threadsafe(self._watch_all, tasks)
+        try:
+            self._loop.call_soon_threadsafe(self._watch_all, tasks)
+        except RuntimeError:  # the client's loop is closed: nothing will be done, look now
+            for task in tasks:
+                self._inbox.put(functools.partial(self._done, task))
 
     def _watch_all(self, tasks: list[Task]) -> None:
         """On the client's loop: report each task to the dispatcher when Dask says it is done."""
@@ -74,10 +87,15 @@ class Results(Part):
         the next one, so a burst of short jobs costs a request per batch, not per job.
         """
         if self._to_fetch and not self._fetch_pending:
-            tasks, self._to_fetch = self._to_fetch, []
-            asking = self._client.gather([task.future for task in tasks], asynchronous=True)
+            tasks = [task for task in self._to_fetch if self._tasks.holds(task)]
+            self._to_fetch = []
+            if not tasks:  # all settled meanwhile (the scheduler was lost, say)
+                return
+            futures = [task.future for task in tasks]
             self._fetch_pending = True
-            self._inbox.ask(asking, self._fetched, tasks)
+            self._inbox.ask(
+                lambda: self._client.gather(futures, asynchronous=True), self._fetched, tasks
+            )
 
     def _fetched(self, tasks: list[Task], values: Any) -> None:
         self._fetch_pending = False
@@ -85,12 +103,18 @@ class Results(Part):
 
     def _settle_all(self, tasks: list[Task], values: Any) -> None:
         if isinstance(values, BaseException):  # one of them could not be fetched: each alone
+            if self._workers.scheduler_lost():
+                return  # every job the pool held has failed
             if len(tasks) > 1:
                 for task in tasks:
-                    asking = self._client.gather([task.future], asynchronous=True)
+                    asking = functools.partial(
+                        self._client.gather, [task.future], asynchronous=True
+                    )
                     self._inbox.ask(asking, self._settle_all, [task])
                 return
             values = [values]
+        elif not isinstance(values, list) or len(values) != len(tasks):
+            values = [values] * len(tasks)  # not an answer to this question: each job says so
         now = time.monotonic()
         for task, value in zip(tasks, values):
             if self._tasks.holds(task):
@@ -100,6 +124,9 @@ class Results(Part):
         job = task.job
         if isinstance(value, BaseException):  # its result was lost before it was fetched
             self._tasks.fail(task, lost_result_error(value), now)
+            return
+        if not is_reply(value):
+            self._tasks.fail(task, not_a_reply_error(value), now)
             return
         self._tasks.drop(task, now)
         tag, data, seconds = value
@@ -118,6 +145,9 @@ class Results(Part):
     def _failed_in_dask(self, task: Task) -> None:
         from distributed.scheduler import KilledWorker
 
+        cancel_reason = _cancel_reason(task.future)
+        if self._workers.scheduler_lost(cancel_reason == CONNECTION_LOST):
+            return  # every job the pool held has failed, this one too
         try:
             dask_error = task.future.exception(timeout=CLOSE_TIMEOUT_SECONDS)
         except BaseException as exc:  # cancelled: no exception to ask for
@@ -127,5 +157,18 @@ class Results(Part):
             return
         # Its status is read before the task is dropped: dropping releases the future, after
         # which the client may mark it cancelled.
-        error = task_error(task.future.status, dask_error)
+        error = task_error(task.future.status, dask_error, cancel_reason)
         self._tasks.fail(task, error, time.monotonic())
+
+
+# Why distributed cancels every future of a client that lost its scheduler.
+CONNECTION_LOST = "scheduler-connection-lost"
+
+
+def _cancel_reason(future: Any) -> Optional[str]:
+    """Why Dask cancelled ``future``, where distributed records it; None if it was not."""
+    if getattr(future, "status", None) != "cancelled":
+        return None
+    cancelled = getattr(getattr(future, "_state", None), "exception", None)
+    reason = getattr(cancelled, "reason", None)
+    return reason if isinstance(reason, str) else None

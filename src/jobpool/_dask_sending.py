@@ -14,6 +14,7 @@ The dispatcher hands the tasks sent to :class:`Results`, which watches them.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -119,19 +120,24 @@ class Sender(Part):
             if recall_at is not None and recall_at <= now:
                 slots.recalling = True
                 keys = [task.key for task in slots.waiting()]
-                asking = self._client.run(
-                    withdraw_tasks, keys, workers=[slots.address], asynchronous=True
+                asking = functools.partial(
+                    self._client.run,
+                    withdraw_tasks,
+                    keys,
+                    workers=[slots.address],
+                    asynchronous=True,
                 )
                 self._inbox.ask(asking, self._recalled, slots)
 
     def _recalled(self, slots: WorkerSlots, answers: Any) -> None:
         slots.recalling = False
         slots.recalled_at = time.monotonic()
-        if isinstance(answers, BaseException):
+        answer = answers.get(slots.address) if isinstance(answers, dict) else None
+        if not isinstance(answer, dict):  # an error, or not an answer to the question
             return
         now = time.monotonic()
-        for key, taken_back in answers.get(slots.address, {}).items():
-            task = self._tasks.get(key)
-            if taken_back and task is not None:
+        for key, taken_back in answer.items():
+            task = self._tasks.get(key) if isinstance(key, str) else None
+            if taken_back is True and task is not None and task.slots is slots:
                 self._tasks.drop(task, now)
                 self._line.give_back(task.job)

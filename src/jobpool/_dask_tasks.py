@@ -12,6 +12,7 @@ sends its bookkeeping to that thread through the inbox.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -22,6 +23,8 @@ from ._dask_inbox import Inbox
 from ._dask_slots import Task, WorkerSlots
 from ._errors import JobKilledError, JobTimeoutError
 from ._job import Job, Outcomes
+
+_log = logging.getLogger("jobpool")
 
 KILLED_WAITING = "job killed by Pool.kill() before it started on its Dask worker; it will not run"
 
@@ -102,7 +105,10 @@ class Tasks:
             if self._task_of.get(task.job.id) is task:
                 del self._task_of[task.job.id]
         task.slots.remove(task, now)
-        task.future.release()
+        try:
+            task.future.release()
+        except Exception:  # the client's loop is closed: the scheduler forgets it anyway
+            _log.debug("releasing a Dask future failed", exc_info=True)
 
     def forget(self, job: Job) -> None:
         """The dispatcher no longer holds ``job`` (it is settled, or will be by someone else)."""
@@ -130,6 +136,15 @@ class Tasks:
         for task in list(self._by_key.values()):
             self.fail(task, error, now)
 
+    def fail_held(self, error: BaseException) -> None:
+        """Fail every job held here, asking nothing of Dask: the dispatcher is dying."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+            self._task_of.clear()
+        for job in jobs:
+            self._outcomes.fail(job, error)
+
     def kill(self, future: Future[Any]) -> bool:
         """From any thread: fail the job of ``future`` if it has not started; False if it may
         be running.
@@ -143,6 +158,8 @@ class Tasks:
                 return False
             task = self._task_of.get(job.id)
             if task is not None:
+                if self._client.status != "running":  # it would wait to reconnect: the
+                    return False  # dispatcher fails the pool's jobs if it lost its scheduler
                 try:
                     answers = self._client.run(
                         withdraw_tasks, [task.key], workers=[task.slots.address]

@@ -12,6 +12,13 @@ A worker that died or left takes its running jobs with it (they fail) and gives 
 waiting there, which had not started (they go first in the :class:`DaskLine`). The scheduler
 round trip, which says how many short jobs may wait on a worker, is averaged here too.
 
+A scheduler that is lost (the client lost its connection, or was closed) takes every worker
+with it: every job the pool holds fails with :class:`SchedulerLostError`, on the cluster or
+waiting, and the pool is broken (:meth:`DaskWorkers.scheduler_lost`). A client that reconnects
+finds a scheduler that knows nothing of the pool's tasks, plugins and resources, so the pool
+does not try to go on. Answers of an unexpected shape are logged and ignored: the next question
+is asked in a second.
+
 Calls go down only: to the books (:class:`Tasks`), the line and the inbox.
 """
 
@@ -23,7 +30,7 @@ from typing import Any, Optional
 
 from ._dask import set_slots
 from ._dask_parts import Below, Part
-from ._dask_replies import left_error
+from ._dask_replies import left_error, scheduler_lost_error
 from ._dask_slots import FIRST_ROUND_TRIP_SECONDS, ROUND_TRIP_WEIGHT, WorkerSlots, share_slots
 from ._errors import WorkerCrashedError
 from ._job import Outcomes
@@ -46,6 +53,8 @@ class DaskWorkers(Part):
         self.round_trip = FIRST_ROUND_TRIP_SECONDS
         self._asking = False  # a membership question is on its way
         self._due: Optional[float] = None  # when to ask the next one
+        self.scheduler_address = str(getattr(self._client.scheduler, "address", "?"))
+        self._lost_scheduler = False
 
     def slot_count(self) -> int:
         """From any thread: how many of the pool's jobs may run at once now."""
@@ -69,19 +78,27 @@ class DaskWorkers(Part):
         return [self._due] if self._due is not None and not self._asking else []
 
     def check_if_due(self, now: float) -> None:
-        if self._due is None or now < self._due or self._asking:
+        if self._due is None or now < self._due or self._asking or self._lost_scheduler:
             return
         self._due = None
         if not self._tasks and not self._line.waiting():
             return  # idle: the next job asks again
         self._asking = True
         self._due = now + MEMBERSHIP_SECONDS
-        self._inbox.ask(self._client.nthreads(asynchronous=True), self._answered)
+        self._inbox.ask(lambda: self._client.nthreads(asynchronous=True), self._answered)
 
     def _answered(self, nthreads: Any) -> None:
         self._asking = False
-        if not isinstance(nthreads, BaseException):
-            self.share_out(nthreads, wait=False)
+        if self._lost_scheduler:
+            return
+        if not isinstance(nthreads, dict) or not all(
+            isinstance(address, str) and isinstance(n, int) and n > 0
+            for address, n in nthreads.items()
+        ):
+            if not isinstance(nthreads, BaseException) or self._client.status == "running":
+                _log.warning("the Dask scheduler's list of workers was %r; asked again", nthreads)
+            return
+        self.share_out(nthreads, wait=False)
 
     def share_out(self, nthreads: dict[str, int], wait: bool) -> None:
         """Match the pool's slots to the workers in ``nthreads`` (address -> threads)."""
@@ -102,17 +119,21 @@ class DaskWorkers(Part):
         if wait:
             self._slots_set(amounts, self._client.run(set_slots, self.resource, amounts))
         else:
-            asking = self._client.run(set_slots, self.resource, amounts, asynchronous=True)
-            self._inbox.ask(asking, self._slots_set, amounts)
+            self._inbox.ask(
+                lambda: self._client.run(set_slots, self.resource, amounts, asynchronous=True),
+                self._slots_set,
+                amounts,
+            )
 
     def _slots_set(self, amounts: dict[str, int], answers: Any) -> None:
-        if isinstance(answers, BaseException):
-            _log.warning("setting the pool's Dask resource failed: %r", answers)
+        if not isinstance(answers, dict):
+            if not self._lost_scheduler:
+                _log.warning("setting the pool's Dask resource failed: %r", answers)
             return
         now = time.monotonic()
         for address, amount in answers.items():
             slots = self.slots.get(address)
-            if slots is None or amount < 0:
+            if slots is None or not isinstance(amount, int) or amount < 0:
                 continue
             slots.resource = amount
             slots.quota = min(slots.wanted, amount)
@@ -133,6 +154,27 @@ class DaskWorkers(Part):
         for task in self._tasks.fetching_on(slots):
             task.future.release()  # its result died with the worker: the fetch fails now
         self._due = time.monotonic()  # its replacement, if any, gets its slots
+
+    def scheduler_lost(self, connection_lost: bool = False) -> bool:
+        """Whether the pool lost its scheduler; the first time, every job the pool holds fails
+        and the pool breaks.
+
+        Lost: the client is no longer running (it tries to reconnect, or it closed), or
+        ``connection_lost``: one of the pool's tasks was cancelled because the client lost its
+        connection (it may have reconnected since, to a scheduler that knows nothing of them).
+        """
+        if self._lost_scheduler:
+            return True
+        status = str(self._client.status)
+        if status in ("running", "newly-created") and not connection_lost:
+            return False
+        self._lost_scheduler = True
+        address = self.scheduler_address
+        self._line.break_pool(scheduler_lost_error(address, status, on_cluster=False))
+        self._tasks.fail_all(scheduler_lost_error(address, status, on_cluster=True))
+        self.slots.clear()  # no worker to send a job to: the pool is broken
+        self._due = None
+        return True
 
     def reset(self) -> None:
         """Set the pool's resource to 0 where it was set (a best effort: the pool is closing)."""

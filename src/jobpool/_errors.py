@@ -10,7 +10,9 @@
     │   └── ResultLoadError       a result came back but cannot be loaded in the caller
     ├── RemoteError               a job raised an exception that could not travel back as itself
     ├── PerWorkerError            a per_worker factory raised: only the job that needed it fails
-    └── InitializerError          (also BrokenExecutor) a worker could not start: the pool is broken
+    ├── InitializerError          (also BrokenExecutor) a worker could not start: the pool is broken
+    └── SchedulerLostError        (also BrokenExecutor) Dask: the connection to the scheduler is
+                                  lost: the pool is broken
 
 A job's own exception is re-raised with its own type; the worker-side traceback is attached as
 its ``__cause__`` (a :class:`RemoteTraceback`), as ``concurrent.futures`` does.
@@ -33,6 +35,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "ResultLoadError",
+    "SchedulerLostError",
     "SerializationError",
     "WorkerCrashedError",
 ]
@@ -185,6 +188,23 @@ class InitializerError(JobpoolError, BrokenExecutor):
     its own exception (with the worker-side traceback as *its* cause); when it died first, the
     message gives its exit status and the last lines it wrote to stderr.
     """
+
+
+class SchedulerLostError(JobpoolError, BrokenExecutor):
+    """The Dask backend lost its scheduler: the pool is broken (Dask backend only).
+
+    The jobs on the cluster at that moment fail with it (whether each ran is unknown: its
+    outcome went with the scheduler), and so do the jobs waiting in the pool's queue and every
+    later submission. ``address`` is the scheduler's. Neither a worker crash (the workers may
+    well be alive) nor an initializer failure, hence a class of its own.
+    """
+
+    def __init__(self, message: str, address: Optional[str] = None) -> None:
+        self.address = address
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.address))
 
 
 BROKEN = "the pool is broken and accepts no more jobs"

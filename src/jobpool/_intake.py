@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ._errors import InitializerError
+from ._errors import InitializerError, SchedulerLostError
 from ._job import Chunk, ChunkResult, Job, JobQueue, Outcomes
 from ._map import as_items, windowed_map
 from ._progress import (
@@ -133,6 +133,8 @@ class Intake:
 
     def refuse(self) -> None:
         if self.state is PoolState.BROKEN:
+            if isinstance(self.broken, SchedulerLostError):  # the same class, a fresh traceback
+                raise SchedulerLostError(str(self.broken), self.broken.address) from self.broken
             raise InitializerError(str(self.broken)) from self.broken
         raise RuntimeError("cannot schedule new futures after shutdown")
 
