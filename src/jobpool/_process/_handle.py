@@ -55,7 +55,7 @@ class WorkerHandle:
         self.state = WorkerState.STARTING
         self._start_process(context, setup, log_level, large)
         self.fd = self.conn.fileno()
-        self.reader = FrameReader(self.fd)
+        self.reader = FrameReader(self.fd, pickles=True)  # a worker sends pickles only
         self.exit_fd: int = _exit_fd(self.process)
         self._owns_exit_fd = self.exit_fd != self.process.sentinel
         self.pid: Optional[int] = self.process.pid
@@ -70,6 +70,8 @@ class WorkerHandle:
         self.deadline: Optional[float] = None
         self.jobs_done = 0
         self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
+        # What it sent out of turn, if that is why we killed it (see _messages).
+        self.broke_protocol: Optional[str] = None
         self.moved_on = False  # KILLED, yet it replied to its job: it started the next one
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
 

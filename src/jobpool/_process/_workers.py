@@ -166,8 +166,20 @@ class Workers:
             self._replace()
         if job is not None:  # failed last: by then its replacement has started
             job.future._worker = None
-            error = handle.failure or WorkerCrashedError(handle.pid, exitcode)
+            error = handle.failure or self._crash(handle, exitcode)
             self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
+
+    @staticmethod
+    def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
+        """The error for the job of a worker that died, or that we killed for what it sent."""
+        if handle.broke_protocol is None:
+            return WorkerCrashedError(handle.pid, exitcode)
+        return WorkerCrashedError(
+            handle.pid,
+            exitcode,
+            f"it had sent {handle.broke_protocol}, which breaks the protocol between the pool "
+            "and its workers, so the pool killed it and started another",
+        )
 
     def _start_failure(self, handle: WorkerHandle, exitcode: Optional[int]) -> InitializerError:
         """The error for workers that keep dying before they are ready, in their own words."""
@@ -236,6 +248,17 @@ class Workers:
         self._line.fail_all(error)
         for handle in self.handles:
             handle.kill(error if handle.holds_job else None)
+
+    def fail_held(self, error: BaseException) -> None:
+        """Fail every job a worker runs or holds behind its running one (the dispatcher gave
+        up: nobody would see their replies)."""
+        for handle in self.handles:
+            jobs = [handle.job] if handle.job is not None else []
+            handle.job = None
+            jobs += handle.take_ahead()
+            for job in jobs:
+                job.future._worker = None
+                self._outcomes.fail(job, error)
 
     # --- time limits, recalls and kills ----------------------------------------------------------
 
