@@ -162,6 +162,25 @@ def dumps_setup(value: object) -> bytes:
     return buffer.getvalue()
 
 
+def _forget_workers_in_child() -> None:
+    """In a forked child, multiprocessing's list of this process's children still names the
+    parent's jobpool workers; at the child's exit it would send them SIGTERM (daemon processes
+    are terminated) and fail to join them. They are the parent's: the child forgets them."""
+    from multiprocessing import process
+
+    children = getattr(process, "_children", None)
+    if not isinstance(children, set):
+        return
+    for child in list(children):
+        name = getattr(child, "_name", None)
+        if isinstance(name, str) and name.startswith(WORKER_NAME_PREFIX):
+            children.discard(child)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_in_child)
+
+
 # --- the worker's side ---------------------------------------------------------------------------
 
 
