@@ -133,3 +133,51 @@ def _running_job_id() -> int:
             return int(frame.f_locals["job_id"])
         frame = frame.f_back  # type: ignore[assignment]
     raise LookupError("not running in a worker's loop")
+
+
+# --- shared memory kept by a job --------------------------------------------------------------
+
+KEPT: list[int] = []  # descriptors of result segments reopened by keep_result_segment
+
+
+def keep_result_segment(size: int) -> Any:
+    """Return a large array, and keep its result segment open behind the worker's back, as a
+    thread the job left could (``/proc/self/fd``), to change it after the caller has it."""
+    import numpy as np
+
+    from jobpool._process import _large_data
+
+    real = _large_data.write_segment
+
+    def write_and_keep(buffers: Any) -> Any:
+        _large_data.write_segment = real  # once
+        segment, offsets = real(buffers)
+        KEPT.append(os.open(f"/proc/self/fd/{segment.fd}", os.O_RDWR))
+        return segment, offsets
+
+    _large_data.write_segment = write_and_keep
+    return np.full(size, 7, dtype=np.uint8)
+
+
+def attack_kept() -> list[str]:
+    """Try to shrink, write and map writable the segments kept; what each attempt did."""
+    import mmap
+
+    def truncate(fd: int) -> None:
+        os.ftruncate(fd, 0)
+
+    def write(fd: int) -> None:
+        os.pwrite(fd, b"X" * 4096, 0)
+
+    def map_writable(fd: int) -> None:
+        mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_WRITE).close()
+
+    outcomes = []
+    for fd in KEPT:
+        for name, attempt in [("truncate", truncate), ("write", write), ("map", map_writable)]:
+            try:
+                attempt(fd)
+                outcomes.append(f"{name} done")
+            except OSError as exc:
+                outcomes.append(f"{name} refused ({exc.strerror})")
+    return outcomes

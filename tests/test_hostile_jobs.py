@@ -300,6 +300,65 @@ def test_pool_used_in_a_forked_child(backend: str, tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr, done.stderr
 
 
+# --- 6. result segments are sealed ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(not LINUX, reason="memfd shared memory is Linux's")
+@pytest.mark.parametrize("backend", PROCESS)
+def test_result_cannot_be_changed_after_it_arrived(make_pool: MakePool, backend: str) -> None:
+    """Issue 23, item 8: a result segment kept open in the worker can be neither written nor
+    truncated once the caller has the result (which would kill the caller with SIGBUS)."""
+    pytest.importorskip("numpy")
+    pool = make_pool(backend, workers=1)
+    size = 4 << 20
+    result = pool.submit(hostile.keep_result_segment, size).result(WAIT)
+    outcomes = pool.submit(hostile.attack_kept).result(WAIT)
+    assert outcomes == [
+        "truncate refused (Operation not permitted)",
+        "write refused (Operation not permitted)",
+        "map refused (Operation not permitted)",
+    ]
+    # Only now that nothing could shrink it is the result read, to the last page.
+    assert result.shape == (size,) and bool((result == 7).all())
+    result[0] = 8  # still the caller's own, writable copy-on-write
+    assert result[0] == 8
+
+
+def test_segments_are_sealed_and_unsealed_ones_are_refused() -> None:
+    """Both ways (arguments and results use the same writer and reader): what is written is
+    sealed before its descriptor leaves; what is received must be sealed to be mapped."""
+    from jobpool._process import _shared_memory as shm
+
+    if not shm.supported():
+        pytest.skip("no memfd here")
+    import fcntl
+
+    payload = memoryview(b"x" * 8192)
+    segment, _ = shm.write_segment([payload])
+    try:
+        assert fcntl.fcntl(segment.fd, fcntl.F_GET_SEALS) & shm.SEALS == shm.SEALS
+        reopened = os.open(f"/proc/self/fd/{segment.fd}", os.O_RDWR)
+        try:
+            with pytest.raises(PermissionError):
+                os.ftruncate(reopened, 0)
+            with pytest.raises(PermissionError):
+                os.pwrite(reopened, b"y", 0)
+        finally:
+            os.close(reopened)
+        assert bytes(shm.map_segment(segment.fd, segment.size, writable=True)) == bytes(payload)
+        with pytest.raises(OSError, match="holds 8192 bytes where 9000 were announced"):
+            shm.map_segment(segment.fd, 9000, writable=False)
+    finally:
+        segment.close()
+    unsealed = os.memfd_create("not-jobpool")
+    try:
+        os.ftruncate(unsealed, 8192)
+        with pytest.raises(OSError, match="not sealed"):
+            shm.map_segment(unsealed, 8192, writable=True)
+    finally:
+        os.close(unsealed)
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
