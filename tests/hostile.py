@@ -44,6 +44,19 @@ def fork_and_exit_hard(code: int) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+def fork_setsid() -> int:
+    """What a job that must detach does: fork, ``os.setsid()`` in the child; its exit status
+    (0 once it leads a session of its own)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            os._exit(0 if os.getsid(0) == os.getpid() else 2)
+        except BaseException:
+            os._exit(3)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
 def fork_and_return_large(size: int) -> bytes:
     """Fork; both copies return a large result (shared memory); the worker waits for the copy."""
     pid = os.fork()

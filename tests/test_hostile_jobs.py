@@ -359,6 +359,47 @@ def test_segments_are_sealed_and_unsealed_ones_are_refused() -> None:
         os.close(unsealed)
 
 
+# --- 7. smaller items -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["thread", *PROCESS])
+def test_kill_of_a_future_the_pool_never_made(make_pool: MakePool, backend: str) -> None:
+    """``pool.kill()`` of a future the pool did not make returns False and leaves it alone."""
+    from concurrent.futures import Future
+
+    pool = make_pool(backend, workers=1)
+    other = make_pool(backend, workers=1)
+    stranger: Future[int] = Future()
+    assert pool.kill(stranger) is False
+    assert not stranger.cancelled() and not stranger.done()
+    with StartGate() as gate:
+        busy = other.submit(jobs.gate_job, gate.address, "busy", 1)
+        gate.wait_for("busy")
+        waiting = other.submit(abs, -2)  # queued behind it in the other pool
+        assert pool.kill(busy) is False and pool.kill(waiting) is False
+        assert not waiting.cancelled()
+        gate.release("busy")
+        assert busy.result(WAIT) == 1 and waiting.result(WAIT) == 2
+    mine = pool.submit(abs, -3)
+    assert mine.result(WAIT) == 3
+    assert pool.kill(mine) is False  # finished: nothing to kill
+
+
+@pytest.mark.skipif(not hasattr(os, "setsid"), reason="POSIX sessions")
+@pytest.mark.parametrize("backend", PROCESS)
+def test_setsid_in_a_job_and_what_to_do_instead(make_pool: MakePool, backend: str) -> None:
+    """A worker leads its own process group, so ``os.setsid()`` in a job fails with EPERM (as
+    documented in usage/programs.md); a program started with ``start_new_session=True``, or a
+    child the job forks, gets a session of its own."""
+    pool = make_pool(backend, workers=1)
+    with pytest.raises(PermissionError):
+        pool.submit(os.setsid).result(WAIT)
+    program = [sys.executable, "-c", "import os, sys; sys.exit(os.getsid(0) == os.getpid())"]
+    started = pool.submit(subprocess.call, program, start_new_session=True)
+    assert started.result(WAIT) == 1
+    assert pool.submit(hostile.fork_setsid).result(WAIT) == 0
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 

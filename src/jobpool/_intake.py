@@ -180,6 +180,7 @@ class Intake:
             self.refuse()
         backend = self.backend
         backend.prepare(job)
+        job.future._owner = self
         try:
             # Straight to an idle worker, nothing to queue. No lock needed: a backend that is
             # shutting down refuses, and the job falls through to the refusal below.

@@ -221,11 +221,14 @@ class Pool(JobMethods, Executor):
         result dropped. On the Dask backend a job
         waiting on a Dask worker fails with :class:`JobKilledError` and never runs, but a
         running one cannot be stopped: this raises ``NotImplementedError`` saying so. Returns
-        False if the job had already finished. When it returns True, the future is already done
-        (cancelled, or failed with :class:`JobKilledError`).
+        False if the job had already finished, and for a future this pool did not make (it is
+        left alone). When it returns True, the future is already done (cancelled, or failed
+        with :class:`JobKilledError`).
         """
         if not self._intake.in_owner():
             self._intake.refuse_here()
+        if getattr(future, "_owner", None) is not self._intake:
+            return False  # another pool's, or the caller's own: not ours to cancel
         if future.cancel():
             return True
         if future.done():
