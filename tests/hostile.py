@@ -148,6 +148,26 @@ def _running_job_id() -> int:
     raise LookupError("not running in a worker's loop")
 
 
+# --- descriptors -------------------------------------------------------------------------------
+
+
+def first_byte_or_crash(data: bytes, i: int) -> int:
+    """Issue 23, item 7: every twentieth job crashes its worker."""
+    if i % 20 == 19:
+        os._exit(3)
+    return data[0] + i
+
+
+def fill_descriptors() -> list[int]:
+    """Open /dev/null until this process has no descriptor left; the descriptors."""
+    filler = []
+    try:
+        while True:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        return filler
+
+
 # --- shared memory kept by a job --------------------------------------------------------------
 
 KEPT: list[int] = []  # descriptors of result segments reopened by keep_result_segment

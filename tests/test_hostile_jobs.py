@@ -300,6 +300,120 @@ def test_pool_used_in_a_forked_child(backend: str, tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr, done.stderr
 
 
+# --- 5. running out of file descriptors ----------------------------------------------------------
+
+LARGE_QUEUE_SCRIPT = """
+import resource
+import sys
+sys.path.insert(0, {tests!r})
+import hostile
+from jobpool import Pool, WorkerCrashedError
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+data = bytes([1]) * (96 * 1024)  # through shared memory: the threshold is 64 KiB
+pool = Pool(2, backend="process", start_method={method!r}, shared_memory_threshold=64 * 1024)
+futures = [pool.submit(hostile.first_byte_or_crash, data, i) for i in range(800)]
+outcomes = {{}}
+for i, future in enumerate(futures):
+    try:
+        assert future.result(120) == 1 + i
+        outcome = "ok"
+    except WorkerCrashedError:
+        outcome = "crashed" if i % 20 == 19 else "crashed, not a crasher"
+    except Exception as exc:
+        outcome = type(exc).__name__
+    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+print(sorted(outcomes.items()), flush=True)
+print("restarts", pool.stats().worker_restarts, flush=True)
+pool.shutdown()
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="the descriptor budget is for memfd shared memory (Linux)")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_queued_large_jobs_and_crashes_under_a_descriptor_limit(method: str) -> None:
+    """Issue 23, item 7, scaled to ``ulimit -n 256``: 800 queued jobs with a large argument,
+    every twentieth crashing its worker. Queued jobs stay within their descriptor budget, so
+    every crashed worker is replaced and every job resolves; the pool never breaks."""
+    done = run_child(LARGE_QUEUE_SCRIPT.format(tests=str(TESTS), method=method), timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[('crashed', 40), ('ok', 760)]",
+        "restarts 40",
+    ], done.stderr
+
+
+NO_DESCRIPTORS_SCRIPT = """
+import os
+import resource
+import sys
+sys.path.insert(0, {tests!r})
+import hostile
+import jobs
+from jobpool import InitializerError, Pool, WorkerCrashedError
+from jobpool._process import _workers
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+pool = Pool(2, backend="process", start_method={method!r})
+assert [pool.submit(abs, -i).result(60) for i in range(4)] == [0, 1, 2, 3]
+filler = hostile.fill_descriptors()  # no descriptor left in this process
+crash = pool.submit(jobs.exit_now, 3)
+try:
+    crash.result(60)
+except WorkerCrashedError:
+    print("crashed", flush=True)
+# Its replacement cannot start (no descriptor for its pipes): the other worker serves.
+print("while full", [pool.submit(abs, -i).result(60) for i in range(5)], flush=True)
+for fd in filler:
+    os.close(fd)
+# The replacement starts once it can: two jobs run at once again.
+with jobs.StartGate() as gate:
+    both = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(2)]
+    pids = {{gate.wait_for(0), gate.wait_for(1)}}
+    gate.release(0)
+    gate.release(1)
+    print("two workers", len(pids), [f.result(60) for f in both], flush=True)
+pool.shutdown()
+
+# With no worker able to start for START_RETRY_SECONDS while jobs wait, the pool breaks,
+# saying why; the fork server (if any) is not left dead: a new pool starts.
+_workers.START_RETRY_SECONDS = 1.0
+pool = Pool(1, backend="process", start_method={method!r})
+assert pool.submit(abs, -1).result(60) == 1
+filler = hostile.fill_descriptors()
+crash = pool.submit(jobs.exit_now, 3)
+queued = pool.submit(abs, -7)
+try:
+    crash.result(60)
+except WorkerCrashedError:
+    print("crashed", flush=True)
+try:
+    queued.result(60)
+except InitializerError as exc:
+    print("queued job failed:", "Too many open files" in str(exc), flush=True)
+for fd in filler:
+    os.close(fd)
+pool.shutdown()
+with Pool(1, backend="process", start_method={method!r}) as again:
+    print("new pool", again.submit(abs, -9).result(60), flush=True)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="fills the descriptor table of a child interpreter")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_worker_that_cannot_start_for_want_of_descriptors(method: str) -> None:
+    done = run_child(NO_DESCRIPTORS_SCRIPT.format(tests=str(TESTS), method=method))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "crashed",
+        "while full [0, 1, 2, 3, 4]",
+        "two workers 2 [0, 1]",
+        "crashed",
+        "queued job failed: True",
+        "new pool 9",
+    ], done.stderr
+
+
 # --- 6. result segments are sealed ---------------------------------------------------------------
 
 

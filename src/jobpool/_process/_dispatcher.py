@@ -151,7 +151,12 @@ class Dispatcher:
         workers = self.workers
         try:
             self.lock.acquire()
-            while workers.handles or not workers.closing or workers.needs_first_workers():
+            while (
+                workers.handles
+                or not workers.closing
+                or workers.needs_first_workers()
+                or workers.retrying()
+            ):
                 if workers.needs_first_workers():
                     workers.start_first()
                     self.first_workers.set()
@@ -161,7 +166,7 @@ class Dispatcher:
                 assign_jobs(workers, self.line)
                 send_ahead(workers, self.line)
                 workers.stop_when_drained()
-                if not workers.handles and workers.closing:
+                if not workers.handles and workers.closing and not workers.retrying():
                     break
                 self._sleep_and_handle_events()
         except BaseException as exc:  # a bug here must not leave futures hanging forever

@@ -30,7 +30,15 @@ from .._errors import SerializationError
 from .._job import Call, ChunkResult, Job
 from .._serialization import dumps, explain_failure
 from ._out_of_band import loads, looks_large, pickle_payload
-from ._shared_memory import Segment, map_segment, receive_fd, send_fd, supported, write_segment
+from ._shared_memory import (
+    Segment,
+    map_segment,
+    may_hold_another,
+    receive_fd,
+    send_fd,
+    supported,
+    write_segment,
+)
 
 Spans = list[tuple[int, int]]  # (offset, size) of each out-of-band buffer in the segment
 Wire = tuple[bytes, Spans, int]  # what replaces the pickled bytes: (stream, spans, segment size)
@@ -145,8 +153,11 @@ class LargeData:
     def prepare(self, job: Job) -> None:
         """Pickle ``job``'s arguments (or items) into ``job.body``; large buffers into a segment.
 
-        When no segment can be made (out of descriptors or memory), the job goes through the
-        pipe as before.
+        When no segment can be made (out of descriptors or memory), or this process holds
+        its budget of segments already (``_shared_memory.may_hold_another``: a quarter of its
+        descriptor limit, mostly the segments of queued jobs), the job goes through the pipe:
+        its buffers are copied into its pickle now, as a segment would have them, and it holds
+        no descriptor while it waits.
         """
         work = job.work
         threshold = self.threshold
@@ -171,6 +182,8 @@ class LargeData:
             raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
         if views:
             try:
+                if not may_hold_another():
+                    raise OSError("this process holds its budget of shared-memory segments")
                 outgoing = _outgoing(views)
             except OSError:
                 body = _in_band(payload, "job", True)

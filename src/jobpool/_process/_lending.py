@@ -71,7 +71,11 @@ class ReplyLender:
                 or not self._watch.pause(handle.fd)
             ):
                 return
-            lease = handle.lend()
+            try:
+                lease = handle.lend()
+            except OSError:  # no descriptor for its wake-up pipe: wait on the future instead
+                self._watch.resume(handle.fd)
+                return
             self.lends += 1
         replies: list[Reply] = []
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -31,6 +31,7 @@ allowed on a sealed memfd (its writes are copies).
 from __future__ import annotations
 
 import array
+import errno
 import mmap
 import os
 import socket
@@ -116,6 +117,31 @@ def _forget_inherited() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_inherited)
+
+
+# A process holds at most 1/DESCRIPTOR_SHARE of its descriptor limit in segments.
+DESCRIPTOR_SHARE = 4
+
+
+def may_hold_another() -> bool:
+    """Whether this process may create one more segment: the segments it holds (mostly the
+    arguments of queued jobs) stay under a quarter of its descriptor limit (``ulimit -n``).
+
+    Past that a job's buffers go through the pipe instead (``_large_data``), so that a long
+    queue of large jobs cannot take the descriptors that starting a worker, a pipe or a file
+    the program opens needs.
+    """
+    return len(_OPEN) < _descriptor_limit() // DESCRIPTOR_SHARE
+
+
+def _descriptor_limit() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+    return soft if 0 < soft < 1 << 30 else 1 << 30  # RLIM_INFINITY: no budget worth the name
 
 
 def layout(sizes: list[int]) -> tuple[list[int], int]:
@@ -256,11 +282,18 @@ def receive_fd(channel: socket.socket, key: int) -> Optional[int]:
     fails the one job rather than hanging the reader.
     """
     flags = socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-    data, ancillary, _, _ = channel.recvmsg(_KEY.size, socket.CMSG_SPACE(4), flags)
+    data, ancillary, message_flags, _ = channel.recvmsg(_KEY.size, socket.CMSG_SPACE(4), flags)
     fds = array.array("i")
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if message_flags & socket.MSG_CTRUNC and not fds:
+        # The kernel had no descriptor number left for it here, and dropped it.
+        raise OSError(
+            errno.EMFILE,
+            "the shared memory holding this job's data could not be received: this process "
+            "has as many open files as its limit allows (ulimit -n)",
+        )
     received = _KEY.unpack(data)[0] if len(data) == _KEY.size else None
     if received != key or len(fds) > 1:
         for fd in fds:

@@ -227,10 +227,15 @@ def _flush_stderr() -> None:
 
 
 class StartupOutput:
-    """The parent's end of a starting worker's stderr: passed on to ``sys.stderr``, tail kept."""
+    """The parent's end of a starting worker's stderr: passed on to ``sys.stderr``, tail kept.
 
-    def __init__(self, fd: int) -> None:
+    ``owner`` is the object that holds ``fd`` (a ``Connection``), closed with it; without one,
+    the descriptor itself is closed.
+    """
+
+    def __init__(self, fd: int, owner: Any = None) -> None:
         self.fd = fd
+        self._owner = owner
         self.closed = False
         self.ended = False  # end of file: the worker is ready (or gone)
         self._tail: deque[bytes] = deque()
@@ -264,7 +269,10 @@ class StartupOutput:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            os.close(self.fd)
+            if self._owner is not None:
+                self._owner.close()
+            else:
+                os.close(self.fd)
 
     def tail(self) -> str:
         """The last lines written, as text (possibly empty)."""
