@@ -11,7 +11,9 @@ Lifetime, which is the hard part, follows from who holds what:
   by a done-callback when the job's future resolves, however that happens (result, failure,
   crash, timeout, kill, cancel, terminate), or when the job object is dropped unsent (a full
   queue, a closed pool). A job sent ahead and given back, or requeued after a crash, still
-  holds its segment, so it can be sent again.
+  holds its segment, so it can be sent again. The segments a process holds stay under a
+  quarter of its descriptor limit (``_shared_memory.may_hold_another``): past that, a job's
+  buffers go in its pickle, so a long queue cannot take the descriptors a worker needs.
 - A worker holds what it received only while it runs the job: it maps the segment, closes the
   descriptor, and the mapping goes with the last argument object that uses it. A worker that
   dies loses both with its life. Jobs given back unstarted have their descriptors closed then.

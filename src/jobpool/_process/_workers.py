@@ -2,6 +2,8 @@
 
 It starts workers (with the pool's first job), replaces the ones that crash, time out, are
 killed or recycled, stops them when the pool closes, and breaks the pool when they cannot start.
+A start that fails for want of descriptors, processes or memory is tried again later, with
+backoff (``_start_later``), while the other workers serve.
 When a worker exits it fails only the job that worker ran and puts the jobs waiting behind it
 first in line. It never calls the loop above it (``_dispatcher``): the loop asks it.
 """
