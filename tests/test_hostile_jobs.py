@@ -414,6 +414,38 @@ def test_worker_that_cannot_start_for_want_of_descriptors(method: str) -> None:
     ], done.stderr
 
 
+RECEIVE_WITHOUT_DESCRIPTORS_SCRIPT = """
+import os
+import sys
+sys.path.insert(0, {tests!r})
+import hostile
+from jobpool._process import _large_data, _shared_memory
+
+ours, theirs = _shared_memory.socket_pair()
+segment, _ = _shared_memory.write_segment([memoryview(b"x" * 8192)])
+_shared_memory.send_fd(ours, 7, segment.fd)
+filler = hostile.fill_descriptors()  # the receiver has no descriptor number left
+incoming = _large_data.receive(theirs, 7, (b"", [(0, 8192)], 8192))
+for fd in filler:
+    os.close(fd)
+try:
+    incoming.load(writable=True)
+    print("loaded")
+except OSError as exc:
+    print("failed:", exc.strerror)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="memfd shared memory is Linux's")
+def test_segment_received_without_a_free_descriptor_fails_its_job_saying_so() -> None:
+    """A result (or argument) whose descriptor the kernel had to drop (no descriptor free in
+    the receiver) fails with an error that says so, not as memory 'released' before reading."""
+    done = run_child(RECEIVE_WITHOUT_DESCRIPTORS_SCRIPT.format(tests=str(TESTS)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("failed: the shared memory holding this job's data could not be")
+    assert "ulimit -n" in done.stdout
+
+
 # --- 6. result segments are sealed ---------------------------------------------------------------
 
 
