@@ -210,6 +210,7 @@ def test_thread_left_by_a_job_hangs_nothing(method: str) -> None:
 # --- 4. a pool used in a forked child ------------------------------------------------------------
 
 FORKED_CHILD_SCRIPT = """
+import concurrent.futures
 import gc
 import os
 import sys
@@ -244,7 +245,7 @@ if pid == 0:
     try:
         held.result(timeout=0.5)  # the parent's job: its reply is the parent's to read
         out.append("held RESOLVED")
-    except TimeoutError:
+    except concurrent.futures.TimeoutError:
         out.append("held WAITS")
     with Pool(2, **KWARGS) as own:  # a new pool in the child works
         out.append("own " + str(own.submit(abs, -3).result(60)))
