@@ -66,6 +66,8 @@ class FrameReader:
 
     def read(self) -> list[bytes]:
         """One ``read`` (call when the fd is readable); the messages now complete, in order."""
+        if self.eof:  # the end, or stopped: nothing more is read from this pipe
+            return []
         try:
             data = os.read(self._fd, max(READ_SIZE, self._missing()))
         except (BlockingIOError, InterruptedError):

@@ -64,8 +64,9 @@ BLOBS: dict[int, Any] = {}
 class _Channel:
     """The worker's end of its pipe; sends are locked because log records come from any thread.
 
-    Only the worker process itself sends: a forked copy (a job forked) sends nothing, so that it
-    cannot put a message, or half of one, between the worker's own.
+    Only the worker process itself sends: a forked copy (a job forked) ends before it would
+    reply (``_serve``), and its log records go to its own stderr (``ours``), so that it cannot
+    put a message, or half of one, between the worker's own.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -79,8 +80,6 @@ class _Channel:
         return os.getpid() == self.pid
 
     def send(self, message: tuple[Any, ...]) -> None:
-        if not self.ours():
-            return
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         with self._lock:
             write_frame(self._fd, data)
@@ -265,7 +264,10 @@ def _end_forked_copy(tag: int, data: Any) -> NoReturn:
         try:
             exc = unpack_exception(data)
             if isinstance(exc, SystemExit):
-                code = _exit_status(exc.code)
+                # From its args, as SystemExit makes its code: a library that changes how
+                # exceptions pickle (tblib, under distributed) may not bring ``code`` back.
+                args = exc.args
+                code = _exit_status(args[0] if len(args) == 1 else (args or None))
             else:
                 code = 1
                 sys.stderr.write(str(getattr(exc.__cause__, "tb", exc)))
