@@ -37,8 +37,8 @@ from ._watch import FdWatch
 # A worker that dies before it is ready this many times in a row breaks the pool.
 MAX_START_FAILURES = 3
 # A worker that could not be started for want of descriptors, processes or memory is started
-# again after this long, doubling up to the most; with no worker serving for START_RETRY_SECONDS,
-# the pool breaks (the jobs could never run).
+# again after this long, doubling up to the most; when jobs wait and no worker could be started
+# for START_RETRY_SECONDS, the pool breaks (they could never run).
 RETRY_FIRST_SECONDS = 0.05
 RETRY_MOST_SECONDS = 2.0
 START_RETRY_SECONDS = 30.0
