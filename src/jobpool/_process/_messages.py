@@ -176,6 +176,7 @@ def _forward_log(record: logging.LogRecord) -> None:
 _STARTED = (WorkerState.STARTING, WorkerState.RETIRING, WorkerState.KILLED)
 _HOLDING = (WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING, WorkerState.KILLED)
 _GIVING_BACK = (WorkerState.RECALLING, WorkerState.KILLED)
+_RUNNING = frozenset((WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING))
 _ARITY = {p.OK: 3, p.RAISED: 3, p.GIVE_BACK: 2, p.LOG: 2, p.READY: 2, p.INIT_FAILED: 3}
 
 
@@ -184,6 +185,15 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
     if type(message) is not tuple or not message:
         return f"a {type(message).__name__} where a message is a tuple"
     tag = message[0]
+    if (tag == p.OK or tag == p.RAISED) and len(message) == 3:  # the usual one, checked first
+        job = handle.job
+        if (
+            job is not None
+            and job.id == message[1]
+            and handle.state in _RUNNING
+            and type(message[2]) is bytes
+        ):
+            return None
     arity = _ARITY.get(tag) if type(tag) is int else None
     if arity is None:
         return f"a message with the unknown tag {tag!r}"
