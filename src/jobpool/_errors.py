@@ -61,13 +61,14 @@ class WorkerCrashedError(JobpoolError):
         self.pid = pid
         self.exitcode = exitcode
         self.signal = signal_name(exitcode)
+        self.detail = detail
         message = f"worker process {pid} {describe_exit(exitcode)} while running this job"
         if detail:
             message += f"; {detail}"
         super().__init__(message)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.pid, self.exitcode))
+        return (type(self), (self.pid, self.exitcode, self.detail))
 
 
 class JobTimeoutError(JobpoolError, TimeoutError):

@@ -10,11 +10,13 @@ chunks (:class:`MapPlan`).
 from __future__ import annotations
 
 import enum
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
+from . import _lifecycle
 from ._errors import InitializerError, SchedulerLostError
 from ._job import Chunk, ChunkResult, Job, JobQueue, Outcomes
 from ._map import as_items, windowed_map
@@ -35,6 +37,9 @@ class PoolState(enum.Enum):
     OPEN = "open"  # accepts jobs
     CLOSED = "closed"  # shutdown() was called: queued jobs finish, new ones are refused
     BROKEN = "broken"  # workers cannot start (initializer failed): every job fails
+    # A forked child's copy of a pool its parent owns: its workers, threads and pipes are the
+    # parent's, so the child may not use it, nor close it (see Intake.forked).
+    INHERITED = "inherited"
 
 
 _OPEN = PoolState.OPEN  # a plain global: each submit checks it twice, and enum lookups cost
@@ -95,13 +100,21 @@ class MapPlan:
 
 
 class Intake:
-    """Accepts jobs for one pool while it is open; refuses them, saying why, once it is not."""
+    """Accepts jobs for one pool while it is open; refuses them, saying why, once it is not.
+
+    A pool belongs to the process that created it (``owner``). A child forked from that process
+    inherits a copy of the pool object, but not its threads, and shares its pipes: a job it
+    submitted would be written to the parent's workers (whose replies the parent then reads as
+    out of turn) or queued for threads that do not exist. So the copy refuses every call, with
+    the fix (a new pool in the child), and its ``shutdown()`` leaves the parent's pool alone.
+    """
 
     def __init__(self, queue: JobQueue, outcomes: Outcomes, workers: int) -> None:
         self.queue = queue
         self.outcomes = outcomes
         self.workers = workers
         self.backend: Backend  # set by the pool once it has made it
+        self.owner = _lifecycle.pid
         self.state = PoolState.OPEN
         self.broken: Optional[BaseException] = None
         self._lock = threading.Lock()
@@ -132,11 +145,34 @@ class Intake:
             self.outcomes.fail_pending(job, error)
 
     def refuse(self) -> None:
+        if self.state is PoolState.INHERITED or not self.in_owner():
+            self.refuse_here()
         if self.state is PoolState.BROKEN:
             if isinstance(self.broken, SchedulerLostError):  # the same class, a fresh traceback
                 raise SchedulerLostError(str(self.broken), self.broken.address) from self.broken
             raise InitializerError(str(self.broken)) from self.broken
         raise RuntimeError("cannot schedule new futures after shutdown")
+
+    # --- the process that owns the pool --------------------------------------------------------
+
+    def in_owner(self) -> bool:
+        """Whether this is the process that created the pool (not a child forked from it)."""
+        return _lifecycle.pid == self.owner
+
+    def forked(self) -> None:
+        """In a forked child (``os.register_at_fork``, see _lifecycle): refuse every call from
+        now on. Its lock is new: the inherited one may be held by a thread that is not here."""
+        self._lock = threading.Lock()
+        self._slot_waiter = None
+        self.state = PoolState.INHERITED
+
+    def refuse_here(self) -> NoReturn:
+        """Raise the error for a pool used in a process that did not create it."""
+        raise RuntimeError(
+            f"this pool was created by process {self.owner} and cannot be used in process "
+            f"{os.getpid()}, a child forked from it: its workers are the parent's. Create a "
+            "new Pool in the child (the parent's pool goes on serving the parent)."
+        )
 
     # --- jobs ----------------------------------------------------------------------------------
 
@@ -146,6 +182,7 @@ class Intake:
             self.refuse()
         backend = self.backend
         backend.prepare(job)
+        job.future._owner = self
         try:
             # Straight to an idle worker, nothing to queue. No lock needed: a backend that is
             # shutting down refuses, and the job falls through to the refusal below.
@@ -184,6 +221,8 @@ class Intake:
     def slot_waiter(self) -> ThreadPoolExecutor:
         """The pool's one helper thread that waits for queue slots for coroutines (``_async``);
         made on first need, shut down with the pool."""
+        if not self.in_owner():
+            self.refuse_here()
         with self._lock:
             if self._slot_waiter is None:
                 if self.state is not _OPEN:
@@ -215,7 +254,7 @@ class Intake:
         buffersize = check_positive_int("buffersize", buffersize)
         if job_timeout is not None and chunksize is None:
             chunksize = 1  # a time limit is per item unless the caller chose chunks
-        if self.state is not _OPEN:
+        if self.state is not _OPEN or not self.in_owner():
             self.refuse()
         return MapPlan(
             fn,

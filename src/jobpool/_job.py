@@ -171,6 +171,7 @@ class JobFuture(Future[Any]):
 
     _reader: Optional[Callable[[JobFuture, Optional[float]], None]] = None
     _worker: Any = None  # the process worker running this job, while it runs
+    _owner: Any = None  # the intake of the pool that accepted the job (Pool.kill asks)
 
     def __init__(self) -> None:
         # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python

@@ -155,7 +155,9 @@ class Pool(JobMethods, Executor):
         self._backend = make_backend(backend, setup, options)
         self._intake.backend = self._backend
         _lifecycle.register(self)
-        finalizer = weakref.finalize(self, self._backend.shutdown, False)
+        finalizer = weakref.finalize(
+            self, _lifecycle.shutdown_in_owner, self._backend.shutdown, self._intake.owner
+        )
         finalizer.atexit = False
 
     # --- properties -----------------------------------------------------------------------------
@@ -219,9 +221,14 @@ class Pool(JobMethods, Executor):
         result dropped. On the Dask backend a job
         waiting on a Dask worker fails with :class:`JobKilledError` and never runs, but a
         running one cannot be stopped: this raises ``NotImplementedError`` saying so. Returns
-        False if the job had already finished. When it returns True, the future is already done
-        (cancelled, or failed with :class:`JobKilledError`).
+        False if the job had already finished, and for a future this pool did not make (it is
+        left alone). When it returns True, the future is already done (cancelled, or failed
+        with :class:`JobKilledError`).
         """
+        if not self._intake.in_owner():
+            self._intake.refuse_here()
+        if getattr(future, "_owner", None) is not self._intake:
+            return False  # another pool's, or the caller's own: not ours to cancel
         if future.cancel():
             return True
         if future.done():
@@ -235,6 +242,8 @@ class Pool(JobMethods, Executor):
 
     def stats(self) -> PoolStats:
         """A snapshot of job counts, the queue depth and worker restarts (cheap)."""
+        if not self._intake.in_owner():
+            self._intake.refuse_here()
         counts = self._outcomes.snapshot()
         return PoolStats(
             pending=self._queue.qsize(), workers=self._backend.worker_count(), **counts
@@ -246,7 +255,12 @@ class Pool(JobMethods, Executor):
         Args:
             wait: block until every worker has exited.
             cancel_futures: cancel the jobs still waiting in the queue instead of running them.
+
+        In a child forked from the process that created the pool, this does nothing: the pool
+        and its workers are the parent's.
         """
+        if not self._intake.in_owner():
+            return
         self._intake.close()
         if cancel_futures:
             self._intake.cancel_waiting()
@@ -257,12 +271,19 @@ class Pool(JobMethods, Executor):
     def terminate(self) -> None:
         """Stop now: cancel waiting jobs, stop running ones (as :meth:`kill`), stop workers.
 
-        On the process backend each worker is killed with every program it started.
+        On the process backend each worker is killed with every program it started. In a
+        child forked from the process that created the pool, this does nothing.
         """
+        if not self._intake.in_owner():
+            return
         self._intake.close()
         self._intake.cancel_waiting()
         self._backend.terminate()
         _lifecycle.unregister(self)
+
+    def _forked_copy(self) -> None:
+        """This is a forked child's copy of the pool (see _lifecycle): refuse every call."""
+        self._intake.forked()
 
     def __enter__(self) -> Self:
         return self

@@ -3,13 +3,22 @@
 ``fork`` copies a parent that may hold other threads' locks mid-operation, which can deadlock the
 child; Python 3.14 moved its own default away from it for that reason. jobpool defaults to
 ``forkserver`` where it exists (POSIX) and ``spawn`` elsewhere; ``fork`` is used only when asked.
+
+The stdlib keeps one fork server per process, in ``multiprocessing.forkserver._forkserver``. A
+child forked from a process that started one inherits that record (its pid, its socket, its
+"alive" pipe) but not the server, which is not its child: the stdlib then fails to start a
+worker there (``waitpid`` of a process that is not its child). So a forked child forgets the
+inherited record (``os.register_at_fork``) and starts a fork server of its own when it needs one,
+and the record is checked again when a pool is made, for a fork that ran no hooks.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 from multiprocessing.context import BaseContext
-from typing import Union
+from typing import Any, Union
 
 from ._start import skip_main_in_workers
 
@@ -43,8 +52,61 @@ def prepare_context(context: BaseContext) -> BaseContext:
     """Make ``context`` start workers that never import the user's ``__main__`` (see _start)."""
     skip_main_in_workers()
     if context.get_start_method() == "forkserver":
+        if _inherited_fork_server():
+            _forget_fork_server()
         _preload_worker(context)
     return context
+
+
+def _inherited_fork_server() -> bool:
+    """Whether the stdlib's fork server record names a server that is not this process's child
+    (inherited through a fork that ran no hooks)."""
+    try:
+        from multiprocessing import forkserver
+
+        pid = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    except Exception:
+        return False
+    if pid is None:
+        return False
+    try:
+        os.waitpid(pid, os.WNOHANG)  # our own server, alive (0) or dead (the stdlib sees it so)
+    except ChildProcessError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+def _forget_fork_server() -> None:
+    """Forget the fork server this process inherited from its parent (see the module doc).
+
+    Its "alive" descriptor is closed too: the parent's server then no longer waits for this
+    child to exit before it can stop.
+    """
+    try:
+        from multiprocessing import forkserver
+
+        server: Any = forkserver._forkserver
+    except Exception:
+        return
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if getattr(server, "_forkserver_pid", None) is None and alive is None:
+        return  # nothing inherited (or, in a worker the server forked, nothing set yet)
+    if alive is not None:
+        try:
+            os.close(alive)
+        except OSError:
+            pass
+    for name in ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid"):
+        setattr(server, name, None)
+    if hasattr(server, "_forkserver_authkey"):  # Python 3.14 and later backports
+        server._forkserver_authkey = None
+    server._lock = threading.Lock()  # the parent's may have been held at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_fork_server)
 
 
 def _preload_worker(context: BaseContext) -> None:

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional
 
-from .._errors import InitializerError, JobKilledError
+from .._errors import BROKEN, InitializerError, JobKilledError
 from .._job import Job, JobQueue, Outcomes
 from ._handle import WorkerHandle
 from ._large_data import LargeData
@@ -151,7 +151,12 @@ class Dispatcher:
         workers = self.workers
         try:
             self.lock.acquire()
-            while workers.handles or not workers.closing or workers.needs_first_workers():
+            while (
+                workers.handles
+                or not workers.closing
+                or workers.needs_first_workers()
+                or workers.retrying()
+            ):
                 if workers.needs_first_workers():
                     workers.start_first()
                     self.first_workers.set()
@@ -161,15 +166,12 @@ class Dispatcher:
                 assign_jobs(workers, self.line)
                 send_ahead(workers, self.line)
                 workers.stop_when_drained()
-                if not workers.handles and workers.closing:
+                if not workers.handles and workers.closing and not workers.retrying():
                     break
                 self._sleep_and_handle_events()
         except BaseException as exc:  # a bug here must not leave futures hanging forever
             _log.exception("jobpool dispatcher failed")
-            workers.break_pool(InitializerError(f"the process pool's dispatcher failed: {exc!r}"))
-            workers.kill_all()
-            for handle in list(workers.handles):
-                handle.reap()
+            self._give_up(exc)
         finally:
             self.first_workers.set()  # nobody waits for workers that will not come
             workers.idle_count = 0
@@ -178,6 +180,41 @@ class Dispatcher:
             self._run_requests()
             self._watch.close()
             self._wake.close()
+
+    def _give_up(self, exc: BaseException) -> None:
+        """The loop failed (a bug in jobpool): every future it would have resolved fails now
+        with the reason, the pool says it is broken, and no worker is left behind.
+
+        Each step is tried on its own, so one that fails too does not keep the others from
+        running: first the pool refuses new jobs, then every job waiting or held by a worker
+        fails, then the workers are killed and reaped.
+        """
+        error = InitializerError(
+            f"the process pool's dispatcher thread failed: {type(exc).__name__}: {exc}; "
+            f"{BROKEN}: create a new Pool"
+        )
+        error.__cause__ = exc
+        workers = self.workers
+
+        def fail_jobs() -> None:
+            workers.fail_held(workers.broken or error)
+            self.line.fail_all(workers.broken or error)
+
+        steps: list[Callable[[], None]] = [
+            lambda: workers.break_pool(error),
+            fail_jobs,
+            workers.kill_all,
+        ]
+        for step in steps:
+            try:
+                step()
+            except BaseException:
+                _log.exception("jobpool dispatcher: a step of giving up failed")
+        for handle in list(workers.handles):
+            try:
+                handle.reap()
+            except BaseException:
+                _log.exception("jobpool dispatcher: worker %s could not be reaped", handle.pid)
 
     def _sleep_and_handle_events(self) -> None:
         workers = self.workers

@@ -8,6 +8,12 @@ call per message, or fewer when several arrived together.
 
 The format is ``multiprocessing.Connection``'s, so the other end keeps using ``send_bytes``: a
 4-byte big-endian signed length, or ``-1`` followed by an 8-byte length for huge messages.
+
+A worker's messages are pickles, so the parent reads its pipes with ``pickles=True``: a frame
+whose length is negative (other than -1) or too short for a pickle, or whose body does not
+begin as a pickle does (``PROTO`` and a protocol number), is not a message. The reader then
+stops (``corrupt`` says what it saw, ``eof`` is set): it cannot find the next message in
+garbage, and it must not wait for the gigabyte a garbage header may announce.
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ from __future__ import annotations
 import os
 import struct
 from multiprocessing.connection import wait
+from typing import Optional, Union
 
 _HEADER = struct.Struct("!i")
 _HUGE_HEADER = struct.Struct("!Q")
 READ_SIZE = 1 << 16
 SMALL_WRITE = 1 << 14  # below this, header and body go out in one write (a copy is cheaper)
+_PROTO = 0x80  # the first byte of a pickle of protocol 2 or later, then the protocol number
+_MAX_PROTOCOL = 5
 
 
 def write_frame(fd: int, data: bytes) -> None:
@@ -43,17 +52,22 @@ def write_frame(fd: int, data: bytes) -> None:
 
 
 class FrameReader:
-    """Buffers one pipe's bytes and yields its complete messages."""
+    """Buffers one pipe's bytes and yields its complete messages (see the module docstring for
+    ``pickles``)."""
 
-    __slots__ = ("_buffer", "_fd", "eof")
+    __slots__ = ("_buffer", "_fd", "_pickles", "corrupt", "eof")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, pickles: bool = False) -> None:
         self._fd = fd
         self._buffer = bytearray()
+        self._pickles = pickles
         self.eof = False
+        self.corrupt: Optional[str] = None  # what the pipe held that is not a message
 
     def read(self) -> list[bytes]:
         """One ``read`` (call when the fd is readable); the messages now complete, in order."""
+        if self.eof:  # the end, or stopped: nothing more is read from this pipe
+            return []
         try:
             data = os.read(self._fd, max(READ_SIZE, self._missing()))
         except (BlockingIOError, InterruptedError):
@@ -63,9 +77,9 @@ class FrameReader:
         if not data:
             self.eof = True
             return []
-        if not self._buffer and len(data) >= 4:  # the usual case: exactly one whole message
+        if not self._buffer and len(data) >= 6:  # the usual case: exactly one whole message
             (size,) = _HEADER.unpack_from(data)
-            if size + 4 == len(data):
+            if size + 4 == len(data) and (not self._pickles or _pickled(data, 4)):
                 return [data[4:]]
         self._buffer += data
         return self._split()
@@ -76,6 +90,13 @@ class FrameReader:
         while not self.eof and wait([self._fd], 0):
             messages += self.read()
         return messages
+
+    def stop(self, why: str) -> None:
+        """Read nothing more from this pipe (what it holds cannot be trusted)."""
+        if self.corrupt is None:
+            self.corrupt = why
+        self.eof = True
+        self._buffer.clear()
 
     def _missing(self) -> int:
         """Bytes still needed to complete the message at the front (0 if unknown)."""
@@ -104,6 +125,8 @@ class FrameReader:
                     break
                 (size,) = _HUGE_HEADER.unpack_from(buffer, start)
                 start += 8
+            if self._pickles and not self._plausible(buffer, start, end, size):
+                return messages
             if end - start < size:
                 break
             messages.append(bytes(buffer[start : start + size]))
@@ -111,3 +134,18 @@ class FrameReader:
         if position:
             del buffer[:position]
         return messages
+
+    def _plausible(self, buffer: bytearray, start: int, end: int, size: int) -> bool:
+        """Whether the frame at ``start`` can be a pickle; if not, the reader stops (corrupt)."""
+        if size >= 4 and (end - start < 2 or _pickled(buffer, start)):
+            return True
+        shown = bytes(buffer[start : min(end, start + 16)])
+        self.corrupt = f"bytes that are not a message (a frame of {size} bytes: {shown!r}...)"
+        self.eof = True
+        buffer.clear()
+        return False
+
+
+def _pickled(data: Union[bytes, bytearray], start: int) -> bool:
+    """Whether ``data[start:]`` begins as a pickle of protocol 2 or later does."""
+    return data[start] == _PROTO and 2 <= data[start + 1] <= _MAX_PROTOCOL

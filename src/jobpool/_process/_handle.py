@@ -55,7 +55,7 @@ class WorkerHandle:
         self.state = WorkerState.STARTING
         self._start_process(context, setup, log_level, large)
         self.fd = self.conn.fileno()
-        self.reader = FrameReader(self.fd)
+        self.reader = FrameReader(self.fd, pickles=True)  # a worker sends pickles only
         self.exit_fd: int = _exit_fd(self.process)
         self._owns_exit_fd = self.exit_fd != self.process.sentinel
         self.pid: Optional[int] = self.process.pid
@@ -70,50 +70,62 @@ class WorkerHandle:
         self.deadline: Optional[float] = None
         self.jobs_done = 0
         self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
+        # What it sent out of turn, if that is why we killed it (see _messages).
+        self.broke_protocol: Optional[str] = None
         self.moved_on = False  # KILLED, yet it replied to its job: it started the next one
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
 
     def _start_process(
         self, context: BaseContext, setup: WorkerSetup, log_level: int, large: Optional[LargeData]
     ) -> None:
-        """Start the worker process with its pipes; the child's ends are closed here after."""
-        self.conn, child_conn = context.Pipe(duplex=True)
-        # Carries the descriptors of shared-memory segments, both ways (see _large_data).
-        self.segments: Optional[socket.socket] = None
-        child_segments = None
-        if large is not None:
-            self.segments, child_segments = socket_pair()
-        worker_large = None if large is None else LargeData(*large.settings, child_segments)
-        # "Give back the jobs you have not started": read by the worker's watch thread, so it
-        # is heard while the worker runs a job (see _ahead).
-        recall_reader, self._recall = context.Pipe(duplex=False)
-        # The worker's stderr until it is ready (see _start).
-        stderr_reader, stderr_writer = context.Pipe(duplex=False)
-        self.process: Any = context.Process(  # type: ignore[attr-defined]
-            target=worker_main,
-            args=(child_conn, recall_reader, setup, log_level, stderr_writer, worker_large),
-            name=f"{WORKER_NAME_PREFIX}{self.index}",
-            daemon=True,
-        )
+        """Start the worker process with its pipes; the child's ends are closed here after.
+
+        A start that fails (out of descriptors, say: ``Workers`` tries again later) closes
+        whatever it had made, and nothing that can fail for want of a descriptor comes after
+        the process started, so a failed start leaves neither a descriptor nor a process.
+        """
+        ours: list[Any] = []  # the parent's ends: closed if the start fails
+        theirs: list[Any] = []  # the child's ends: closed here once it started (or failed to)
         try:
+            self.conn, child_conn = context.Pipe(duplex=True)
+            ours.append(self.conn)
+            theirs.append(child_conn)
+            # Carries the descriptors of shared-memory segments, both ways (see _large_data).
+            self.segments: Optional[socket.socket] = None
+            child_segments = None
+            if large is not None:
+                self.segments, child_segments = socket_pair()
+                ours.append(self.segments)
+                theirs.append(child_segments)
+            worker_large = None if large is None else LargeData(*large.settings, child_segments)
+            # "Give back the jobs you have not started": read by the worker's watch thread, so
+            # it is heard while the worker runs a job (see _ahead).
+            recall_reader, self._recall = context.Pipe(duplex=False)
+            ours.append(self._recall)
+            theirs.append(recall_reader)
+            # The worker's stderr until it is ready (see _start).
+            stderr_reader, stderr_writer = context.Pipe(duplex=False)
+            ours.append(stderr_reader)
+            theirs.append(stderr_writer)
+            self.process: Any = context.Process(  # type: ignore[attr-defined]
+                target=worker_main,
+                args=(child_conn, recall_reader, setup, log_level, stderr_writer, worker_large),
+                name=f"{WORKER_NAME_PREFIX}{self.index}",
+                daemon=True,
+            )
             if context.get_start_method() == "fork":
                 with _serialization.IMPORT_FORK_LOCK:  # not while jobpool imports cloudpickle
                     self.process.start()
             else:
                 self.process.start()
         except BaseException:
-            for conn in (self.conn, self._recall, stderr_reader):
-                conn.close()
-            if self.segments is not None:
-                self.segments.close()
+            for end in ours:
+                end.close()
             raise
         finally:
-            for conn in (child_conn, recall_reader, stderr_writer):
-                conn.close()
-            if child_segments is not None:
-                child_segments.close()
-        self.startup_output = StartupOutput(os.dup(stderr_reader.fileno()))
-        stderr_reader.close()
+            for end in theirs:
+                end.close()
+        self.startup_output = StartupOutput(stderr_reader.fileno(), stderr_reader)
 
     def move(self, move: Move) -> None:
         """Apply ``move`` (raises ``WorkerStateError`` if the state does not allow it)."""
@@ -250,10 +262,13 @@ class WorkerHandle:
     # --- lending the pipe (see _lending) -------------------------------------------------------
 
     def lend(self) -> Lease:
-        """Hand the pipe to a thread waiting for the running job's reply (under the lock)."""
-        self.move(Move.LEND)
+        """Hand the pipe to a thread waiting for the running job's reply (under the lock).
+
+        Raises ``OSError`` (its first lease needs a pipe: out of descriptors) before it moves.
+        """
         if self.lease is None:
             self.lease = Lease(self.fd)
+        self.move(Move.LEND)
         self.lease.active = True
         return self.lease
 

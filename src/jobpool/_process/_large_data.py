@@ -11,7 +11,9 @@ Lifetime, which is the hard part, follows from who holds what:
   by a done-callback when the job's future resolves, however that happens (result, failure,
   crash, timeout, kill, cancel, terminate), or when the job object is dropped unsent (a full
   queue, a closed pool). A job sent ahead and given back, or requeued after a crash, still
-  holds its segment, so it can be sent again.
+  holds its segment, so it can be sent again. The segments a process holds stay under a
+  quarter of its descriptor limit (``_shared_memory.may_hold_another``): past that, a job's
+  buffers go in its pickle, so a long queue cannot take the descriptors a worker needs.
 - A worker holds what it received only while it runs the job: it maps the segment, closes the
   descriptor, and the mapping goes with the last argument object that uses it. A worker that
   dies loses both with its life. Jobs given back unstarted have their descriptors closed then.
@@ -32,7 +34,15 @@ from .._job import Call, ChunkResult, Job
 from .._remote import load_failed
 from .._serialization import dumps, explain_failure
 from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
-from ._shared_memory import Segment, map_segment, receive_fd, send_fd, supported, write_segment
+from ._shared_memory import (
+    Segment,
+    map_segment,
+    may_hold_another,
+    receive_fd,
+    send_fd,
+    supported,
+    write_segment,
+)
 
 Spans = list[tuple[int, int]]  # (offset, size) of each out-of-band buffer in the segment
 Wire = tuple[bytes, Spans, int]  # what replaces the pickled bytes: (stream, spans, segment size)
@@ -162,8 +172,11 @@ class LargeData:
     def prepare(self, job: Job) -> None:
         """Pickle ``job``'s arguments (or items) into ``job.body``; large buffers into a segment.
 
-        When no segment can be made (out of descriptors or memory), the job goes through the
-        pipe as before.
+        When no segment can be made (out of descriptors or memory), or this process holds
+        its budget of segments already (``_shared_memory.may_hold_another``: a quarter of its
+        descriptor limit, mostly the segments of queued jobs), the job goes through the pipe:
+        its buffers are copied into its pickle now, as a segment would have them, and it holds
+        no descriptor while it waits.
         """
         work = job.work
         threshold = self.threshold
@@ -188,6 +201,8 @@ class LargeData:
             raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
         if views:
             try:
+                if not may_hold_another():
+                    raise OSError("this process holds its budget of shared-memory segments")
                 outgoing = _outgoing(views)
             except OSError:
                 body = _in_band(payload, "job", True)

@@ -18,7 +18,7 @@ class Lease:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.active = False  # a thread holds the pipe now
-        self._wake_r, self._wake_w = os.pipe()
+        self._wake_r, self._wake_w = os.pipe()  # OSError (out of descriptors): no lease
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
         self._poll.register(self._wake_r, select.POLLIN)

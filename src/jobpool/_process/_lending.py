@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Optional
 
+from .. import _lifecycle
 from .._job import JobFuture
 from ._handle import WorkerHandle
 from ._line import JobLine
@@ -48,6 +49,7 @@ class ReplyLender:
         # Counts the pipes lent; when it moved while the dispatcher slept, a readable event it
         # got may have been read already (see Dispatcher).
         self.lends = 0
+        self._owner = _lifecycle.pid
 
     def read_reply(self, future: JobFuture, timeout: Optional[float]) -> None:
         """Wait for the reply of ``future``'s running job in the calling thread, and settle it."""
@@ -55,6 +57,7 @@ class ReplyLender:
             self._workers.max_jobs is not None
             or self._line.waiting()
             or threading.current_thread() is self.dispatcher
+            or _lifecycle.pid != self._owner  # a forked child's copy: the pipes are the parent's
         ):
             return
         with self._lock:
@@ -68,7 +71,11 @@ class ReplyLender:
                 or not self._watch.pause(handle.fd)
             ):
                 return
-            lease = handle.lend()
+            try:
+                lease = handle.lend()
+            except OSError:  # no descriptor for its wake-up pipe: wait on the future instead
+                self._watch.resume(handle.fd)
+                return
             self.lends += 1
         replies: list[Reply] = []
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -5,12 +5,22 @@ line; a log record goes to the parent's handlers; READY and INIT_FAILED finish a
 The same code serves the dispatcher thread and a caller thread that reads a reply itself
 (_lending), always under the dispatcher's lock; only :meth:`Messages.settle`, which resolves a
 future and so runs its callbacks, is called outside it.
+
+A worker runs the user's code, and that code can write on the worker's pipe (a job that forks
+and returns, one that finds the descriptor): so every message is checked against what that
+worker may say in its state (:func:`out_of_turn`) before anything acts on it. Bytes that are not
+a message, a frame that does not unpickle, an unknown tag, a second reply, a reply for a job it
+does not run, a READY or INIT_FAILED from a worker long started: each is that worker's fault.
+It is killed, the job it ran fails with ``WorkerCrashedError`` saying what it sent, and it is
+replaced (``Workers.bury``); the dispatcher never raises on what a worker sends.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import sys
+import traceback
 from typing import Any, Optional
 
 from .._errors import JobKilledError, initializer_error
@@ -22,6 +32,8 @@ from ._large_data import receive
 from ._line import JobLine
 from ._state import Move, WorkerState
 from ._workers import KILLED_WAITING, Workers
+
+_log = logging.getLogger("jobpool")
 
 #: A job's reply, to settle outside the lock: the job and the message that answers it.
 Reply = tuple[Job, tuple[Any, ...]]
@@ -36,32 +48,67 @@ class Messages:
     def read(self, handle: WorkerHandle, blocking_read: bool = True) -> list[Reply]:
         """Read what the worker sent (one ``read`` when the pipe is readable; with
         ``blocking_read=False`` only what is there) and act on it; the replies to settle."""
-        frames = handle.reader.read() if blocking_read else handle.reader.read_ready()
+        reader = handle.reader
+        frames = reader.read() if blocking_read else reader.read_ready()
         replies = []
         for data in frames:
-            reply = self.handle(handle, pickle.loads(data))
+            try:
+                message = pickle.loads(data)
+            except KeyboardInterrupt:  # Ctrl-C in a caller thread reading its reply
+                raise
+            except BaseException as exc:
+                self.broke_protocol(
+                    handle, f"a message that does not unpickle ({type(exc).__name__}: {exc})"
+                )
+                break
+            wrong = out_of_turn(handle, message)
+            if wrong is not None:
+                self.broke_protocol(handle, wrong)
+                break
+            reply = self.handle(handle, message)
             if reply is not None:
                 replies.append(reply)
+        if reader.corrupt is not None and handle.state is not WorkerState.KILLED:
+            self.broke_protocol(handle, reader.corrupt)
         return replies
 
+    def broke_protocol(self, handle: WorkerHandle, what: str) -> None:
+        """``handle``'s worker sent ``what`` out of turn: kill it; its exit fails its job."""
+        handle.reader.stop(what)  # nothing more it sends is read
+        if handle.state is WorkerState.KILLED:
+            return  # killed already (a time limit, say): that reason stands
+        _log.warning(
+            "jobpool worker process %s sent %s; it is killed and replaced", handle.pid, what
+        )
+        handle.broke_protocol = what
+        handle.kill()
+
     def handle(self, handle: WorkerHandle, message: tuple[Any, ...]) -> Optional[Reply]:
-        """Act on one message; a job's reply is returned, for the caller to settle."""
+        """Act on one message (checked by :func:`out_of_turn`); a job's reply is returned, for
+        the caller to settle."""
         tag = message[0]
         if tag == p.OK or tag == p.RAISED:
             return self._reply(handle, message)
         if tag == p.GIVE_BACK:
             self._line.give_back(handle.gave_back(message[1]))
         elif tag == p.LOG:
-            _forward_log(handle, message[1])
+            record = _log_record(handle, message[1])
+            if record is None:
+                self.broke_protocol(handle, "a log record that is not one")
+            else:
+                _forward_log(record)
         elif tag == p.READY:
             handle.move(Move.READY)
             self._workers.on_ready()
         elif tag == p.INIT_FAILED:
+            try:
+                cause = unpack_exception(message[2])
+            except Exception:
+                self.broke_protocol(handle, "an INIT_FAILED whose error does not unpickle")
+                return None
             self._workers.break_pool(
                 initializer_error(
-                    unpack_exception(message[2]),
-                    f"in worker process {handle.pid}",
-                    loading=message[1] == p.INIT_LOADING,
+                    cause, f"in worker process {handle.pid}", loading=message[1] == p.INIT_LOADING
                 )
             )
         return None
@@ -98,10 +145,100 @@ class Messages:
         settle_reply(self._outcomes, job, tag == p.RAISED, data)
 
 
-def _forward_log(handle: WorkerHandle, state: dict[str, Any]) -> None:
-    record = logging.makeLogRecord(state)
+def _log_record(handle: WorkerHandle, state: dict[str, Any]) -> Optional[logging.LogRecord]:
+    """The record a worker sent, or None if it is not one (a logger name, a numeric level)."""
+    try:
+        record = logging.makeLogRecord(state)
+    except Exception:
+        return None
+    if type(record.name) is not str or type(record.levelno) is not int:
+        return None
     record.jobpool_worker = handle.index
     record.processName = f"jobpool-worker-{handle.index}"
+    return record
+
+
+def _forward_log(record: logging.LogRecord) -> None:
+    """Hand a worker's record to this process's handlers; a handler's or filter's failure is
+    reported as logging reports its own, never raised into the dispatcher."""
     logger = logging.getLogger(record.name)
-    if logger.isEnabledFor(record.levelno):
-        logger.handle(record)
+    try:
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+    except Exception:
+        if logging.raiseExceptions and sys.stderr is not None:
+            sys.stderr.write("--- Logging error (a record from a jobpool worker) ---\n")
+            traceback.print_exc(file=sys.stderr)
+
+
+# The states in which a worker may send each message (a killed one may still say anything).
+_STARTED = (WorkerState.STARTING, WorkerState.RETIRING, WorkerState.KILLED)
+_HOLDING = (WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING, WorkerState.KILLED)
+_GIVING_BACK = (WorkerState.RECALLING, WorkerState.KILLED)
+_RUNNING = frozenset((WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING))
+_ARITY = {p.OK: 3, p.RAISED: 3, p.GIVE_BACK: 2, p.LOG: 2, p.READY: 2, p.INIT_FAILED: 3}
+
+
+def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
+    """What is wrong with ``message`` from ``handle``'s worker in its state; None if nothing."""
+    if type(message) is not tuple or not message:
+        return f"a {type(message).__name__} where a message is a tuple"
+    tag = message[0]
+    if (tag == p.OK or tag == p.RAISED) and len(message) == 3:  # the usual one, checked first
+        job = handle.job
+        if (
+            job is not None
+            and job.id == message[1]
+            and handle.state in _RUNNING
+            and type(message[2]) is bytes
+        ):
+            return None
+    arity = _ARITY.get(tag) if type(tag) is int else None
+    if arity is None:
+        return f"a message with the unknown tag {tag!r}"
+    if len(message) != arity:
+        return f"a message of {len(message)} parts with tag {tag!r}, which has {arity}"
+    state = handle.state
+    if tag == p.OK or tag == p.RAISED:
+        job_id, data = message[1], message[2]
+        if type(job_id) is not int or not (type(data) is bytes or _is_wire(tag, data)):
+            return "a reply that is not (tag, job id, bytes)"
+        if state is WorkerState.KILLED:
+            return None
+        job = handle.job
+        if state not in _HOLDING or job is None:
+            return f"a reply for job {job_id} while it ran no job (a second reply?)"
+        if job.id != job_id:
+            return f"a reply for job {job_id} while it ran job {job.id}"
+    elif tag == p.GIVE_BACK:
+        ids = message[1]
+        if type(ids) is not list or any(type(i) is not int for i in ids):
+            return "a GIVE_BACK that is not a list of job ids"
+        if state not in _GIVING_BACK:
+            return "a GIVE_BACK nobody asked for"
+        held = {job.id for job in handle.ahead}
+        if handle.job is not None:
+            held.add(handle.job.id)
+        if state is not WorkerState.KILLED and not held.issuperset(ids):
+            return f"a GIVE_BACK of jobs it does not hold ({sorted(set(ids) - held)})"
+    elif tag == p.LOG:
+        if type(message[1]) is not dict:
+            return "a log record that is not a dict"
+    elif tag == p.READY:
+        if state not in _STARTED:
+            return f"READY while {state.value}, long after it started"
+    elif tag == p.INIT_FAILED and (state not in _STARTED or type(message[2]) is not bytes):
+        return f"INIT_FAILED while {state.value}, long after its initializer ran"
+    return None
+
+
+def _is_wire(tag: int, data: Any) -> bool:
+    """Whether ``data`` is a result's shared-memory announcement (see _large_data.Wire)."""
+    return (
+        tag == p.OK
+        and type(data) is tuple
+        and len(data) == 3
+        and type(data[0]) is bytes
+        and type(data[1]) is list
+        and type(data[2]) is int
+    )

@@ -16,11 +16,22 @@ Writing: ``os.pwrite`` into a fresh memfd is the cheapest first touch measured h
 as fast as copying into a fresh mapping of it, which takes a page fault per 4 KB page). Reading:
 a read-only shared mapping with ``MAP_POPULATE`` (one pass through the page tables instead of a
 fault per page), or a private, writable (copy-on-write) one when the reader must own the object.
+
+Sealed before it leaves: once written, a segment gets ``F_SEAL_WRITE | F_SEAL_SHRINK |
+F_SEAL_GROW | F_SEAL_SEAL``, so nobody, not even a thread a job left behind that reopens it
+through ``/proc/self/fd``, can change or truncate what the other side maps (a truncated mapping
+kills its reader with ``SIGBUS``). The writer never maps it (``pwrite``), so the write seal
+cannot meet a writable shared mapping of its own; if someone else made one meanwhile, sealing
+fails and the payload goes through the pipe instead. The reader checks the seals and the size
+before it maps, and refuses a segment that lacks them: it fails that one job, and nothing can
+pull the memory from under its reader. A private writable mapping, which results get, is
+allowed on a sealed memfd (its writes are copies).
 """
 
 from __future__ import annotations
 
 import array
+import errno
 import mmap
 import os
 import socket
@@ -36,6 +47,21 @@ _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)  # Linux; the name exists 
 _MADV_POPULATE_READ = 22  # Linux 5.14: map a private mapping's pages read-only in one pass
 _MAX_WRITE = 1 << 30  # Linux writes at most ~2 GB per call; stay well below
 _TRACKFD = sys.version_info >= (3, 13)  # mmap(..., trackfd=False): no duplicate descriptor
+
+try:
+    import fcntl
+except ImportError:  # Windows: no memfd either (see supported)
+    fcntl = None  # type: ignore[assignment]
+# The constants exist in fcntl from Python 3.8 on Linux; their Linux values otherwise.
+_F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
+_F_GET_SEALS = getattr(fcntl, "F_GET_SEALS", 1034)
+_F_SEAL_SEAL = getattr(fcntl, "F_SEAL_SEAL", 0x1)
+_F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x2)
+_F_SEAL_GROW = getattr(fcntl, "F_SEAL_GROW", 0x4)
+_F_SEAL_WRITE = getattr(fcntl, "F_SEAL_WRITE", 0x8)
+#: What a segment carries before its descriptor leaves the process that wrote it.
+SEALS = _F_SEAL_WRITE | _F_SEAL_SHRINK | _F_SEAL_GROW | _F_SEAL_SEAL
+_MFD_ALLOW_SEALING = getattr(os, "MFD_ALLOW_SEALING", 0x2)
 
 
 def supported() -> bool:
@@ -93,6 +119,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_inherited)
 
 
+# A process holds at most 1/DESCRIPTOR_SHARE of its descriptor limit in segments.
+DESCRIPTOR_SHARE = 4
+
+
+def may_hold_another() -> bool:
+    """Whether this process may create one more segment: the segments it holds (mostly the
+    arguments of queued jobs) stay under a quarter of its descriptor limit (``ulimit -n``).
+
+    Past that a job's buffers go through the pipe instead (``_large_data``), so that a long
+    queue of large jobs cannot take the descriptors that starting a worker, a pipe or a file
+    the program opens needs.
+    """
+    return len(_OPEN) < _descriptor_limit() // DESCRIPTOR_SHARE
+
+
+def _descriptor_limit() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+    return soft if 0 < soft < 1 << 30 else 1 << 30  # RLIM_INFINITY: no budget worth the name
+
+
 def layout(sizes: list[int]) -> tuple[list[int], int]:
     """Aligned offsets for buffers of ``sizes`` bytes, and the segment size they need."""
     offsets: list[int] = []
@@ -107,15 +158,33 @@ def layout(sizes: list[int]) -> tuple[list[int], int]:
 def write_segment(buffers: list[memoryview]) -> tuple[Segment, list[int]]:
     """A new segment holding ``buffers`` (contiguous byte views), and where each one starts."""
     offsets, size = layout([buffer.nbytes for buffer in buffers])
-    segment = Segment(os.memfd_create("jobpool", os.MFD_CLOEXEC), size)
+    segment = Segment(os.memfd_create("jobpool", os.MFD_CLOEXEC | _MFD_ALLOW_SEALING), size)
     try:
         os.ftruncate(segment.fd, size)
         for buffer, offset in zip(buffers, offsets):
             _write_at(segment.fd, buffer, offset)
+        fcntl.fcntl(segment.fd, _F_ADD_SEALS, SEALS)  # EBUSY: someone mapped it writable
     except BaseException:
         segment.close()
         raise
     return segment, offsets
+
+
+def check_sealed(fd: int, size: int) -> None:
+    """Raise ``OSError`` unless segment ``fd`` is sealed and holds ``size`` bytes: mapped
+    otherwise, it could change, or shrink and kill its reader (``SIGBUS``)."""
+    seals = fcntl.fcntl(fd, _F_GET_SEALS)
+    if seals & SEALS != SEALS:
+        raise OSError(
+            f"the shared memory sent for this job is not sealed (seals {seals:#x}); it could "
+            "still be changed or truncated by the process that sent it, so it is not used"
+        )
+    actual = os.fstat(fd).st_size
+    if actual < size:
+        raise OSError(
+            f"the shared memory sent for this job holds {actual} bytes where {size} were "
+            "announced, so it is not used"
+        )
 
 
 def _write_at(fd: int, buffer: memoryview, offset: int) -> None:
@@ -133,7 +202,9 @@ def map_segment(fd: int, size: int, writable: bool) -> memoryview:
     usual case for a buffer that was worth sending) would otherwise take a fault per few pages.
     A private mapping is populated read-only (``MADV_POPULATE_READ``), so a page is copied only
     when it is written. The caller may close ``fd`` at once: the mapping keeps the memory.
+    Only a sealed segment of at least ``size`` bytes is mapped (:func:`check_sealed`).
     """
+    check_sealed(fd, size)
     if writable:
         prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE
     else:
@@ -211,11 +282,18 @@ def receive_fd(channel: socket.socket, key: int) -> Optional[int]:
     fails the one job rather than hanging the reader.
     """
     flags = socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-    data, ancillary, _, _ = channel.recvmsg(_KEY.size, socket.CMSG_SPACE(4), flags)
+    data, ancillary, message_flags, _ = channel.recvmsg(_KEY.size, socket.CMSG_SPACE(4), flags)
     fds = array.array("i")
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if message_flags & socket.MSG_CTRUNC and not fds:
+        # The kernel had no descriptor number left for it here, and dropped it.
+        raise OSError(
+            errno.EMFILE,
+            "the shared memory holding this job's data could not be received: this process "
+            "has as many open files as its limit allows (ulimit -n)",
+        )
     received = _KEY.unpack(data)[0] if len(data) == _KEY.size else None
     if received != key or len(fds) > 1:
         for fd in fds:

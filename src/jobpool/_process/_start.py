@@ -162,6 +162,25 @@ def dumps_setup(value: object) -> bytes:
     return buffer.getvalue()
 
 
+def _forget_workers_in_child() -> None:
+    """In a forked child, multiprocessing's list of this process's children still names the
+    parent's jobpool workers; at the child's exit it would send them SIGTERM (daemon processes
+    are terminated) and fail to join them. They are the parent's: the child forgets them."""
+    from multiprocessing import process
+
+    children = getattr(process, "_children", None)
+    if not isinstance(children, set):
+        return
+    for child in list(children):
+        name = getattr(child, "_name", None)
+        if isinstance(name, str) and name.startswith(WORKER_NAME_PREFIX):
+            children.discard(child)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_in_child)
+
+
 # --- the worker's side ---------------------------------------------------------------------------
 
 
@@ -208,10 +227,15 @@ def _flush_stderr() -> None:
 
 
 class StartupOutput:
-    """The parent's end of a starting worker's stderr: passed on to ``sys.stderr``, tail kept."""
+    """The parent's end of a starting worker's stderr: passed on to ``sys.stderr``, tail kept.
 
-    def __init__(self, fd: int) -> None:
+    ``owner`` is the object that holds ``fd`` (a ``Connection``), closed with it; without one,
+    the descriptor itself is closed.
+    """
+
+    def __init__(self, fd: int, owner: Any = None) -> None:
         self.fd = fd
+        self._owner = owner
         self.closed = False
         self.ended = False  # end of file: the worker is ready (or gone)
         self._tail: deque[bytes] = deque()
@@ -245,7 +269,10 @@ class StartupOutput:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            os.close(self.fd)
+            if self._owner is not None:
+                self._owner.close()
+            else:
+                os.close(self.fd)
 
     def tail(self) -> str:
         """The last lines written, as text (possibly empty)."""

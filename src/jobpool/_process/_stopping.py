@@ -101,7 +101,10 @@ def kill_worker(process: Any, exit_fd: Optional[int]) -> None:
     if not CAN_LIST or pid is None:
         _kill_group_or_process(process)
         return
-    fd = os.dup(exit_fd) if exit_fd is not None else None
+    try:
+        fd = os.dup(exit_fd) if exit_fd is not None else None
+    except OSError:  # out of descriptors: the tree is stopped by pid alone
+        fd = None
     thread = threading.Thread(
         target=_stop_tree_in_thread, args=(pid, fd), name="jobpool-stop-tree", daemon=True
     )

@@ -6,6 +6,20 @@ so that stopping it stops every program its jobs started (_stopping). It ignores
 parent decides what Ctrl-C means and stops its workers), and a watch thread exits the process,
 with those programs, when the parent dies, even while a job still runs. The same thread answers
 recalls: it hands back the jobs sent ahead that the worker has not started.
+
+Only the process that started as the worker speaks on its pipe. A job that calls ``os.fork()``
+and returns in the child would bring a second copy of this loop back to the same pipe, to send a
+second reply and read the parent's next jobs; so after every job, before its reply is made,
+the loop compares ``os.getpid()`` with the worker's own pid, and a copy ends there
+(:func:`_end_forked_copy`), as a program whose main function returned (0), raised (1) or called
+``sys.exit(n)``. A hook run at fork would catch that too, but it would also end the children
+that ``subprocess`` (with ``preexec_fn``) or a job's own fork-started pool must keep, and it
+misses a fork made behind Python's back; the pid comparison costs one system call per job.
+A forked child that never returns (it execs, or calls ``os._exit``) is not affected.
+
+The worker ends with ``os._exit`` once its loop is over (per_worker instances closed, output
+flushed): a thread a job left running, daemon or not, cannot keep it alive, which would hang
+``shutdown()`` and the end of the parent's program.
 """
 
 from __future__ import annotations
@@ -20,14 +34,15 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from multiprocessing.connection import Connection, wait
-from typing import Any, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from .. import _main_globals
 from .._execution import BrokenFunction, KeptFunctions, run_job
 from .._instances import for_worker_process
-from .._remote import pack_exception
+from .._remote import pack_exception, unpack_exception
 from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
@@ -47,12 +62,22 @@ BLOBS: dict[int, Any] = {}
 
 
 class _Channel:
-    """The worker's end of its pipe; sends are locked because log records come from any thread."""
+    """The worker's end of its pipe; sends are locked because log records come from any thread.
+
+    Only the worker process itself sends: a forked copy (a job forked) ends before it would
+    reply (``_serve``), and its log records go to its own stderr (``ours``), so that it cannot
+    put a message, or half of one, between the worker's own.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._fd = conn.fileno()
         self._lock = threading.Lock()
+        self.pid = os.getpid()
+
+    def ours(self) -> bool:
+        """Whether this is the worker process, not a copy a job forked."""
+        return os.getpid() == self.pid
 
     def send(self, message: tuple[Any, ...]) -> None:
         data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
@@ -68,6 +93,10 @@ class _ForwardingHandler(logging.Handler):
         self._channel = channel
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not self._channel.ours():  # a child a job forked: its records go to its stderr
+            if logging.lastResort is not None:
+                logging.lastResort.handle(record)
+            return
         try:
             state = dict(record.__dict__)
             state["msg"] = record.getMessage()
@@ -164,7 +193,31 @@ def worker_main(
     startup_stderr: Optional[Connection] = None,
     large: Optional[LargeData] = None,
 ) -> None:
-    """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
+    """Entry point of a worker process (the target of ``multiprocessing.Process``).
+
+    It never returns: the process ends with ``os._exit`` (see the module docstring).
+    """
+    code = 0
+    try:
+        _work(conn, recall, setup, log_level, startup_stderr, large)
+    except BaseException:  # a bug here: say so, as multiprocessing would have
+        code = 1
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+    _flush_output()
+    os._exit(code)
+
+
+def _work(
+    conn: Connection,
+    recall: Connection,
+    setup: WorkerSetup,
+    log_level: int,
+    startup_stderr: Optional[Connection],
+    large: Optional[LargeData],
+) -> None:
     prepare_worker()  # its own process group; on Linux a child subreaper (_stopping)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A job may start a pool of its own: a worker is a daemon process only so that
@@ -188,8 +241,69 @@ def worker_main(
     channel.send((p.READY, os.getpid()))
     _serve(inbox, channel, large)
     instances.close()  # a normal exit (STOP, or the parent closed the pipe): close them
-    sys.stdout.flush()
-    sys.stderr.flush()
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:  # a stream a job closed or replaced
+            pass
+
+
+def _end_forked_copy(tag: int, data: Any) -> NoReturn:
+    """End a copy of the worker that a job forked and that came back into the loop.
+
+    It ends as a program would whose main function did what the job did in that copy:
+    returned (exit status 0), raised (its traceback on stderr, status 1) or called
+    ``sys.exit(n)`` (status n). It sends nothing to the parent, whose pipe is the worker's.
+    """
+    code = 0
+    if tag == p.RAISED:
+        try:
+            exc = unpack_exception(data)
+            if isinstance(exc, SystemExit):
+                # From its args, as SystemExit makes its code: a library that changes how
+                # exceptions pickle (tblib, under distributed) may not bring ``code`` back.
+                args = exc.args
+                code = _exit_status(args[0] if len(args) == 1 else (args or None))
+            else:
+                code = 1
+                sys.stderr.write(str(getattr(exc.__cause__, "tb", exc)))
+        except BaseException:
+            code = 1
+    _flush_output()
+    os._exit(code)
+
+
+def _exit_status(code: object) -> int:
+    """The status ``sys.exit(code)`` ends a program with."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(f"{code}\n")
+    except BaseException:
+        pass
+    return 1
+
+
+class _InThisProcess:
+    """Dumps a job's result into shared memory only in the worker itself: a forked copy ends
+    first, before it could pass a segment to the parent on the worker's descriptor channel."""
+
+    __slots__ = ("_dump", "_pid")
+
+    def __init__(self, pid: int, dump: Callable[[Any], Any]) -> None:
+        self._pid = pid
+        self._dump = dump
+
+    def __call__(self, value: Any) -> Any:
+        if os.getpid() != self._pid:
+            _end_forked_copy(p.OK, None)
+        return self._dump(value)
 
 
 class _Inbox:
@@ -255,6 +369,7 @@ class _Inbox:
 
 def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) -> None:
     writable = large is not None and large.writable
+    pid = os.getpid()
     functions = KeptFunctions()
     blobs = BLOBS
     loads = _main_globals.loads
@@ -292,9 +407,11 @@ def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) 
             result_tag, data = run_job(tag, fn, body)
         else:  # large buffers through shared memory, both ways (see _large_data)
             load = loads if type(body) is bytes else functools.partial(_load_mapped, writable)
-            dump = functools.partial(large.dump_result, key=job_id)
+            dump = _InThisProcess(pid, functools.partial(large.dump_result, key=job_id))
             result_tag, data = run_job(tag, fn, body, load, dump)
         fn = body = None
+        if os.getpid() != pid:  # the job forked and this is the copy: it must not serve
+            _end_forked_copy(result_tag, data)
         channel.send((result_tag, job_id, data))
 
 

@@ -2,12 +2,15 @@
 
 It starts workers (with the pool's first job), replaces the ones that crash, time out, are
 killed or recycled, stops them when the pool closes, and breaks the pool when they cannot start.
+A start that fails for want of descriptors, processes or memory is tried again later, with
+backoff (``_start_later``), while the other workers serve.
 When a worker exits it fails only the job that worker ran and puts the jobs waiting behind it
 first in line. It never calls the loop above it (``_dispatcher``): the loop asks it.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import textwrap
 import time
@@ -33,10 +36,21 @@ from ._watch import FdWatch
 
 # A worker that dies before it is ready this many times in a row breaks the pool.
 MAX_START_FAILURES = 3
+# A worker that could not be started for want of descriptors, processes or memory is started
+# again after this long, doubling up to the most; when jobs wait and no worker could be started
+# for START_RETRY_SECONDS, the pool breaks (they could never run).
+RETRY_FIRST_SECONDS = 0.05
+RETRY_MOST_SECONDS = 2.0
+START_RETRY_SECONDS = 30.0
+# What starting a process fails with when the system is short of something that comes back:
+# descriptors (EMFILE, ENFILE), processes (EAGAIN), memory (ENOMEM).
+_SHORT_OF = (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM)
 KILLED_WAITING = "job killed by Pool.kill() before it started; it will not run"
 TERMINATED = "the pool was terminated"
 
 _LEAVING = (WorkerState.RETIRING, WorkerState.KILLED, WorkerState.EXITED)
+
+_log = logging.getLogger("jobpool")
 
 # What the dispatcher's sleep reports: (what happened, to which worker), or None for a wake-up.
 PIPE, EXIT, OUTPUT = "pipe", "exit", "output"
@@ -74,6 +88,11 @@ class Workers:
         self.closing = False  # finish what waits, then stop the workers
         self.terminating = False  # stop now: kill the workers
         self.broken: Optional[BaseException] = None  # workers cannot start: every job fails
+        # Workers to start again later: their start failed for want of descriptors (say).
+        self.missing = 0
+        self.retry_at: Optional[float] = None
+        self._retry_seconds = RETRY_FIRST_SECONDS
+        self._short_since: Optional[float] = None  # when the current run of such failures began
 
     def serving(self) -> int:
         """Workers that serve the queue (``PoolStats.workers``): not the ones being stopped."""
@@ -108,18 +127,73 @@ class Workers:
             handle = WorkerHandle(
                 self._context, self._next_index, self._setup, self._log_level, self._large
             )
-        except Exception as exc:  # e.g. an initarg that cannot be pickled for a new process
+        except Exception as exc:
+            if _short_of_resources(exc):
+                self._start_later(exc)
+                return
+            # e.g. an initarg that cannot be pickled for a new process: no retry will help
             error = InitializerError(
                 f"could not start a worker process: {type(exc).__name__}: {exc}; {BROKEN}"
             )
             error.__cause__ = exc
             self.break_pool(error)
             return
+        if self.missing == 0:
+            self._retry_seconds = RETRY_FIRST_SECONDS
+            self._short_since = None
         self._next_index += 1
         self.handles.append(handle)
         self._watch.add(handle.fd, (PIPE, handle))
         self._watch.add(handle.exit_fd, (EXIT, handle))
         self._watch.add(handle.startup_output.fd, (OUTPUT, handle))
+
+    def _start_later(self, exc: Exception) -> None:
+        """A worker could not start for want of descriptors, processes or memory (or the
+        stdlib's fork server went away for that reason, to be started again): try again later,
+        with the other workers serving meanwhile. Breaks the pool only when jobs wait and no
+        worker could be started for ``START_RETRY_SECONDS``: they could never run."""
+        now = time.monotonic()
+        self.missing += 1
+        if self._short_since is None:
+            self._short_since = now
+            _log.warning(
+                "jobpool could not start a worker process (%s: %s); it tries again later",
+                type(exc).__name__,
+                exc,
+            )
+        if (
+            self.serving() == 0
+            and self._line.waiting()
+            and now - self._short_since >= START_RETRY_SECONDS
+        ):
+            error = InitializerError(
+                f"could not start a worker process: {type(exc).__name__}: {exc}; no worker "
+                f"could start for {START_RETRY_SECONDS:g} s, so {BROKEN}"
+            )
+            error.__cause__ = exc
+            self.break_pool(error)
+            return
+        if self.retry_at is None:
+            self.retry_at = now + self._retry_seconds
+            self._retry_seconds = min(2 * self._retry_seconds, RETRY_MOST_SECONDS)
+
+    def retrying(self) -> bool:
+        """Whether workers wait to be started again (the loop must not end before)."""
+        return self.retry_at is not None and not self.terminating
+
+    def retry_starts(self, now: float) -> None:
+        """Start again the workers whose start failed (see ``_start_later``), once due."""
+        if self.retry_at is None or self.retry_at > now:
+            return
+        self.retry_at = None
+        missing, self.missing = self.missing, 0
+        if self.terminating or self.broken is not None:
+            return
+        if self.closing and not self._line.waiting():
+            return  # nothing left for them to run
+        for _ in range(missing):
+            if self.broken is None:
+                self._start()
 
     def _replace(self) -> None:
         """Start a worker in the place of one that left, if one is needed.
@@ -166,8 +240,20 @@ class Workers:
             self._replace()
         if job is not None:  # failed last: by then its replacement has started
             job.future._worker = None
-            error = handle.failure or WorkerCrashedError(handle.pid, exitcode)
+            error = handle.failure or self._crash(handle, exitcode)
             self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
+
+    @staticmethod
+    def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
+        """The error for the job of a worker that died, or that we killed for what it sent."""
+        if handle.broke_protocol is None:
+            return WorkerCrashedError(handle.pid, exitcode)
+        return WorkerCrashedError(
+            handle.pid,
+            exitcode,
+            f"it had sent {handle.broke_protocol}, which breaks the protocol between the pool "
+            "and its workers, so the pool killed it and started another",
+        )
 
     def _start_failure(self, handle: WorkerHandle, exitcode: Optional[int]) -> InitializerError:
         """The error for workers that keep dying before they are ready, in their own words."""
@@ -232,16 +318,28 @@ class Workers:
             return
         self.broken = error
         self.closing = True
+        self.missing, self.retry_at = 0, None
         self._on_broken(error)
         self._line.fail_all(error)
         for handle in self.handles:
             handle.kill(error if handle.holds_job else None)
 
+    def fail_held(self, error: BaseException) -> None:
+        """Fail every job a worker runs or holds behind its running one (the dispatcher gave
+        up: nobody would see their replies)."""
+        for handle in self.handles:
+            jobs = [handle.job] if handle.job is not None else []
+            handle.job = None
+            jobs += handle.take_ahead()
+            for job in jobs:
+                job.future._worker = None
+                self._outcomes.fail(job, error)
+
     # --- time limits, recalls and kills ----------------------------------------------------------
 
     def seconds_to_next_deadline(self) -> Optional[float]:
-        """Until the nearest job deadline or recall (see _ahead), or None."""
-        nearest = None
+        """Until the nearest job deadline, recall (see _ahead) or start to try again, or None."""
+        nearest = self.retry_at
         for handle in self.handles:
             for deadline in (handle.deadline, handle.recall_at):
                 if deadline is not None and (nearest is None or deadline < nearest):
@@ -252,6 +350,7 @@ class Workers:
 
     def expire_deadlines(self) -> None:
         now = time.monotonic()
+        self.retry_starts(now)
         for handle in self.handles:
             recall_at = handle.recall_at
             if recall_at is not None and recall_at <= now:
@@ -279,3 +378,11 @@ class Workers:
                         handle.recall()
                     return True
         return self._line.kill(future, JobKilledError(KILLED_WAITING))
+
+
+def _short_of_resources(exc: BaseException) -> bool:
+    """Whether a worker's start failed for want of something that comes back (see _SHORT_OF),
+    or because the stdlib's fork server went away meanwhile (it is started again on demand)."""
+    if isinstance(exc, OSError) and exc.errno in _SHORT_OF:
+        return True
+    return isinstance(exc, (ConnectionError, EOFError))
