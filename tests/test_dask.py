@@ -48,8 +48,8 @@ from jobpool import (
     SchedulerLostError,
     SerializationError,
     WorkerCrashedError,
-    _dask_slots,
 )
+from jobpool._dask import _slots as _dask_slots
 
 # Tests on the run's shared cluster are quick and run always; a test that starts a cluster of its
 # own costs seconds, and is marked slow (run by CI, see conftest.py, and with -m slow).
@@ -488,7 +488,7 @@ def test_a_tls_cluster_you_bring_through_client_or_dask_config() -> None:
 
 
 # --- jobs waiting on the cluster's workers ------------------------------------------------------
-# A worker whose jobs are short holds tasks beyond its slots (see jobpool/_dask_slots.py). The
+# A worker whose jobs are short holds tasks beyond its slots (see jobpool/_dask/_slots.py). The
 # shared cluster has 4 threads (2 workers x 2), more than the pools below have workers.
 
 
@@ -600,9 +600,9 @@ def test_a_job_killed_while_it_waits_to_go_again_is_not_sent() -> None:
     """
     import asyncio
 
-    from jobpool._dask_inbox import Inbox
-    from jobpool._dask_slots import WorkerSlots
-    from jobpool._dask_tasks import Tasks
+    from jobpool._dask._inbox import Inbox
+    from jobpool._dask._slots import WorkerSlots
+    from jobpool._dask._tasks import Tasks
     from jobpool._job import Call, Job, Outcomes
 
     loop = asyncio.new_event_loop()

@@ -105,7 +105,7 @@ def _process(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
 
 
 def _dask(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
-    from ._dask_loader import load_dask_backend
+    from ._dask._loader import load_dask_backend
 
     return load_dask_backend()(setup, address=options.get("address"), client=options.get("client"))
 

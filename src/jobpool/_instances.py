@@ -2,7 +2,7 @@
 
 A worker here is whatever runs jobs one after the other and then ends: a worker process (process
 backend), a worker thread (thread backend), a Dask worker (one per pool, see
-``_per_worker_dask``), or, for a handle called outside any pool, the calling thread itself.
+``_dask._per_worker``), or, for a handle called outside any pool, the calling thread itself.
 Each owns one :class:`Instances`: the objects it built, by handle token, and how to close each.
 
 Which one a call uses is found in this order, and each step is a plain lookup because it runs on

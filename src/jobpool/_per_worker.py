@@ -47,7 +47,7 @@ _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 _recipes: weakref.WeakValueDictionary[bytes, Recipe] = weakref.WeakValueDictionary()
 _recipes_lock = threading.Lock()
 # Set once any handle was pickled in this process: the Dask backend then installs what closes
-# the instances its workers build (see _per_worker_dask).
+# the instances its workers build (see _dask._per_worker).
 _travelled = False
 
 
@@ -302,7 +302,7 @@ def _recipe_of(handle: PerWorker) -> Recipe:
 
 
 def travelled() -> bool:
-    """Whether any handle was pickled in this process (see ``_per_worker_dask``)."""
+    """Whether any handle was pickled in this process (see ``_dask._per_worker``)."""
     return _travelled
 
 

@@ -58,7 +58,7 @@ def starting_without_main() -> Iterator[None]:
     """Start the processes started in this block, in this thread, without ``__main__``.
 
     For processes jobpool starts under another name than its workers': the Dask backend's own
-    LocalCluster workers (see ``_dask_cluster``).
+    LocalCluster workers (see ``_dask._cluster``).
     """
     skip_main_in_workers()
     _launching.without_main = True

@@ -1,11 +1,11 @@
 """DaskWorkers: the cluster's workers as the pool sees them, their slots, who joins and who leaves.
 
 Each Dask worker the pool uses has a :class:`WorkerSlots`: its quota of the pool's slots and its
-tasks in the order sent (see :mod:`jobpool._dask_slots`). Which workers the cluster has is asked
+tasks in the order sent (see :mod:`jobpool._dask._slots`). Which workers the cluster has is asked
 every ``MEMBERSHIP_SECONDS`` while jobs are in flight or waiting, and at once after a worker
 died: the slots of workers that left go to the others, and new workers get the slots the pool
 still lacks. Where a worker has more threads than slots, its quota is the pool's Dask resource
-on it (:func:`jobpool._dask.set_slots`), set without waiting for the answer and reset to 0 when
+on it (:func:`._backend.set_slots`), set without waiting for the answer and reset to 0 when
 the pool closes.
 
 A worker that died or left takes its running jobs with it (they fail) and gives back the ones
@@ -28,12 +28,12 @@ import logging
 import time
 from typing import Any, Optional
 
-from ._dask import set_slots
-from ._dask_parts import Below, Part
-from ._dask_replies import left_error, scheduler_lost_error
-from ._dask_slots import FIRST_ROUND_TRIP_SECONDS, ROUND_TRIP_WEIGHT, WorkerSlots, share_slots
-from ._errors import WorkerCrashedError
-from ._job import Outcomes
+from .._errors import WorkerCrashedError
+from .._job import Outcomes
+from ._backend import set_slots
+from ._parts import Below, Part
+from ._replies import left_error, scheduler_lost_error
+from ._slots import FIRST_ROUND_TRIP_SECONDS, ROUND_TRIP_WEIGHT, WorkerSlots, share_slots
 
 _log = logging.getLogger("jobpool")
 

@@ -1,6 +1,6 @@
 """What a Dask task's outcome means for its job: the reply settled, or the error that says why not.
 
-A task sends back ``(tag, bytes, seconds)`` (see :func:`jobpool._dask.run_on_worker`); the job's
+A task sends back ``(tag, bytes, seconds)`` (see :func:`._backend.run_on_worker`); the job's
 own exception travels inside those bytes and is re-raised with its type and the worker's
 traceback. Everything else that can happen to a task is Dask's doing (its worker died or left,
 its result was lost, Dask could not run it at all) and is turned here into the errors the other
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._dask import INIT_FAILED, OK, RAISED, initializer_error
-from ._errors import BROKEN, InitializerError, JobpoolError, SchedulerLostError, WorkerCrashedError
-from ._job import Job, Outcomes
-from ._remote import settle_reply as settle_reply_bytes
+from .._errors import BROKEN, InitializerError, JobpoolError, SchedulerLostError, WorkerCrashedError
+from .._job import Job, Outcomes
+from .._remote import settle_reply as settle_reply_bytes
+from ._backend import INIT_FAILED, OK, RAISED, initializer_error
 
 
 def settle_reply(outcomes: Outcomes, job: Job, tag: int, data: bytes) -> Optional[InitializerError]:
@@ -31,7 +31,7 @@ def settle_reply(outcomes: Outcomes, job: Job, tag: int, data: bytes) -> Optiona
 
 
 def is_reply(value: object) -> bool:
-    """Whether ``value`` has the shape of what :func:`jobpool._dask.run_on_worker` returns."""
+    """Whether ``value`` has the shape of what :func:`._backend.run_on_worker` returns."""
     return (
         isinstance(value, (tuple, list))
         and len(value) == 3

@@ -16,7 +16,7 @@
                                  worker is running now
 
 The pool keeps its own queue: at most ``workers`` of its jobs run on the cluster at once, the
-slots shared out over the cluster's workers (see :mod:`jobpool._dask_slots`), and the rest wait
+slots shared out over the cluster's workers (see :mod:`jobpool._dask._slots`), and the rest wait
 in the pool's bounded queue, so backpressure, ``submit_nowait`` and the lazy ``map`` behave as on
 the other backends. A worker whose jobs are short also holds a few tasks beyond its slots, which
 start there the moment a running one ends: no worker waits for a scheduler round trip between two
@@ -30,7 +30,7 @@ worker-side traceback. What *is* a task error is a worker that died while runnin
 (``KilledWorker``), reported as :class:`WorkerCrashedError`.
 
 Without ``address=`` or ``client=``, the backend starts a ``LocalCluster`` of worker processes on
-the loopback interface and closes it with the pool (:mod:`jobpool._dask_cluster`). With
+the loopback interface and closes it with the pool (:mod:`jobpool._dask._cluster`). With
 ``address=`` it connects a client of its own (closed with the pool, the cluster left running);
 with ``client=`` it uses that client and leaves it open.
 """
@@ -47,15 +47,15 @@ from typing import Any, Callable, Optional
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from . import _main_globals
-from ._backend import BackendSetup, PreparedFunction
-from ._errors import InitializerError, SerializationError
-from ._errors import initializer_error as _initializer_error
-from ._execution import INIT_FAILED, OK, RAISED, RUN_CALL, RUN_CHUNK, KeptFunctions, run_job
-from ._job import Job
-from ._per_worker_dask import PoolInstances, pool_instances
-from ._remote import pack_exception, unpack_exception
-from ._serialization import dumps, serialize_job
+from .. import _main_globals
+from .._backend import BackendSetup, PreparedFunction
+from .._errors import InitializerError, SerializationError
+from .._errors import initializer_error as _initializer_error
+from .._execution import INIT_FAILED, OK, RAISED, RUN_CALL, RUN_CHUNK, KeptFunctions, run_job
+from .._job import Job
+from .._remote import pack_exception, unpack_exception
+from .._serialization import dumps, serialize_job
+from ._per_worker import PoolInstances, pool_instances
 
 _log = logging.getLogger("jobpool")
 
@@ -165,7 +165,7 @@ def run_on_worker(
 ) -> tuple[int, bytes, float]:
     """The Dask task of every job: unpickle, run, and send the outcome back as bytes.
 
-    ``instances`` names the pool whose per_worker instances the job uses (see _per_worker_dask).
+    ``instances`` names the pool whose per_worker instances the job uses (see _dask._per_worker).
     """
     with _claims_lock:
         if key in _withdrawn_keys:
@@ -214,7 +214,7 @@ def withdraw_tasks(keys: list[str], dask_worker: Any = None) -> dict[str, bool]:
 
 
 async def set_slots(resource: str, amounts: dict[str, int], dask_worker: Any = None) -> int:
-    """Set the pool's resource on this worker to its quota (see _dask_slots); return it."""
+    """Set the pool's resource on this worker to its quota (see _slots); return it."""
     amount = amounts.get(dask_worker.contact_address, amounts.get(dask_worker.address))
     if amount is None:
         return -1
@@ -273,8 +273,8 @@ class DaskBackend:
     def __init__(
         self, setup: BackendSetup, *, address: Optional[str] = None, client: Any = None
     ) -> None:
-        from ._dask_cluster import start_local_cluster
-        from ._dask_dispatcher import DaskDispatcher
+        from ._cluster import start_local_cluster
+        from ._dispatcher import DaskDispatcher
 
         _check_cluster_arguments(address, client)
         workers, initializer, initargs = setup.workers, setup.initializer, setup.initargs

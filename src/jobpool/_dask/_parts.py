@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._dask_inbox import Inbox
-from ._dask_line import DaskLine
-from ._dask_tasks import Tasks
+from ._inbox import Inbox
+from ._line import DaskLine
+from ._tasks import Tasks
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ._instances import Instances, used_by_this_thread
-from ._per_worker import travelled
+from .._instances import Instances, used_by_this_thread
+from .._per_worker import travelled
 
 _log = logging.getLogger("jobpool")
 

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from ._job import Job
+from .._job import Job
 
 # A worker holds tasks beyond its quota only while its recent jobs took less than this: longer
 # jobs leave the round trip between two of them a small share of the time.

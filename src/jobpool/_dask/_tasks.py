@@ -2,7 +2,7 @@
 
 A task is on the books from the moment it is sent until it is settled, timed out, killed, taken
 back or lost with its worker (:meth:`Tasks.drop`); it is in its worker's slots (see
-:mod:`jobpool._dask_slots`) until it ends. The jobs, by future, are the ones on the cluster and
+:mod:`jobpool._dask._slots`) until it ends. The jobs, by future, are the ones on the cluster and
 the ones given back and waiting to go again: ``Pool.kill()`` looks them up from its own thread,
 so they change under a lock, with the sending of a job.
 
@@ -18,11 +18,11 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
-from ._dask import withdraw_tasks
-from ._dask_inbox import Inbox
-from ._dask_slots import Task, WorkerSlots
-from ._errors import JobKilledError, JobTimeoutError
-from ._job import Job, Outcomes
+from .._errors import JobKilledError, JobTimeoutError
+from .._job import Job, Outcomes
+from ._backend import withdraw_tasks
+from ._inbox import Inbox
+from ._slots import Task, WorkerSlots
 
 _log = logging.getLogger("jobpool")
 

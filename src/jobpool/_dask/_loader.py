@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._dask import DaskBackend
+    from ._backend import DaskBackend
 
 
 def load_dask_backend() -> type[DaskBackend]:
@@ -16,6 +16,6 @@ def load_dask_backend() -> type[DaskBackend]:
             "backend='dask' needs the 'distributed' package: pip install \"jobpool[dask]\" "
             '(from a checkout of jobpool: pip install ".[dask]")'
         ) from exc
-    from ._dask import DaskBackend
+    from ._backend import DaskBackend
 
     return DaskBackend

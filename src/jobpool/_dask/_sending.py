@@ -21,12 +21,12 @@ import re
 import time
 from typing import Any, Optional
 
-from ._dask import RUN_CALL, RUN_CHUNK, run_on_worker, withdraw_tasks
-from ._dask_parts import Below, Part
-from ._dask_slots import Task, WorkerSlots
-from ._dask_workers import DaskWorkers
-from ._job import Call, Job
-from ._per_worker_dask import PoolInstances
+from .._job import Call, Job
+from ._backend import RUN_CALL, RUN_CHUNK, run_on_worker, withdraw_tasks
+from ._parts import Below, Part
+from ._per_worker import PoolInstances
+from ._slots import Task, WorkerSlots
+from ._workers import DaskWorkers
 
 
 class Sender(Part):

@@ -6,7 +6,7 @@ next task waiting on that worker is running. Its result is fetched off the dispa
 one request for all the tasks that ended since the last one came back (the client merges
 fetches that overlap), so a burst of short jobs costs a request per batch, not per job.
 
-A result settles its job (see :mod:`jobpool._dask_replies`), or gives it back to the line when
+A result settles its job (see :mod:`jobpool._dask._replies`), or gives it back to the line when
 its worker had taken it back before it started. A task that Dask failed is a worker that died
 (``KilledWorker``: the workers lose it, with the jobs running there), a scheduler the client lost
 (every job fails, the pool breaks: :meth:`DaskWorkers.scheduler_lost`) or a task Dask could not
@@ -24,9 +24,10 @@ from typing import Any, Callable, Optional
 
 import distributed.client
 
-from ._dask import WITHDRAWN
-from ._dask_parts import Below, Part
-from ._dask_replies import (
+from .._job import Outcomes
+from ._backend import WITHDRAWN
+from ._parts import Below, Part
+from ._replies import (
     crash_error,
     is_reply,
     lost_result_error,
@@ -34,9 +35,8 @@ from ._dask_replies import (
     settle_reply,
     task_error,
 )
-from ._dask_slots import Task
-from ._dask_workers import CLOSE_TIMEOUT_SECONDS, DaskWorkers
-from ._job import Outcomes
+from ._slots import Task
+from ._workers import CLOSE_TIMEOUT_SECONDS, DaskWorkers
 
 # Waits (on the client's event loop) for a Dask future to be done, then calls back there.
 _done_callback: Any = distributed.client.done_callback
