@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 import distributed.client
 
 from .._job import Outcomes
-from ._backend import WITHDRAWN
+from ._in_worker import WITHDRAWN
 from ._parts import Below, Part
 from ._replies import (
     crash_error,

@@ -21,8 +21,9 @@ import re
 import time
 from typing import Any, Optional
 
+from .._execution import RUN_CALL, RUN_CHUNK
 from .._job import Call, Job
-from ._backend import RUN_CALL, RUN_CHUNK, run_on_worker, withdraw_tasks
+from ._in_worker import run_on_worker, withdraw_tasks
 from ._parts import Below, Part
 from ._per_worker import PoolInstances
 from ._slots import Task, WorkerSlots

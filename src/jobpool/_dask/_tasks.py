@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 from .._errors import JobKilledError, JobTimeoutError
 from .._job import Job, Outcomes
-from ._backend import withdraw_tasks
+from ._in_worker import withdraw_tasks
 from ._inbox import Inbox
 from ._slots import Task, WorkerSlots
 

@@ -5,7 +5,7 @@ tasks in the order sent (see :mod:`jobpool._dask._slots`). Which workers the clu
 every ``MEMBERSHIP_SECONDS`` while jobs are in flight or waiting, and at once after a worker
 died: the slots of workers that left go to the others, and new workers get the slots the pool
 still lacks. Where a worker has more threads than slots, its quota is the pool's Dask resource
-on it (:func:`._backend.set_slots`), set without waiting for the answer and reset to 0 when
+on it (:func:`._in_worker.set_slots`), set without waiting for the answer and reset to 0 when
 the pool closes.
 
 A worker that died or left takes its running jobs with it (they fail) and gives back the ones
@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from .._errors import WorkerCrashedError
 from .._job import Outcomes
-from ._backend import set_slots
+from ._in_worker import set_slots
 from ._parts import Below, Part
 from ._replies import left_error, scheduler_lost_error
 from ._slots import FIRST_ROUND_TRIP_SECONDS, ROUND_TRIP_WEIGHT, WorkerSlots, share_slots
