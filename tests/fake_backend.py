@@ -1,6 +1,6 @@
 """An in-memory backend that runs jobs only when a test says so: the pool without processes.
 
-It holds to the same contract as the real backends (``jobpool._backend.Backend``; mypy checks
+It holds to the same contract as the real backends (``jobpool._contract.Backend``; mypy checks
 this file in strict mode, see test_typing.py), so tests of the pool's own logic (admission,
 backpressure, map windowing, cancel, kill, shutdown, a broken pool) run deterministically, in
 the test's own thread: a job runs when the test calls :meth:`FakeBackend.run` or
@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 from jobpool import JobKilledError
-from jobpool._backend import NOT_SERIALIZED, Backend, BackendSetup, PreparedFunction
+from jobpool._contract import NOT_SERIALIZED, Backend, BackendSetup, PreparedFunction
 from jobpool._job import Job
 
 
@@ -99,7 +99,7 @@ class FakeBackend:
 
 
 def factory(kill_limitation: Optional[str] = None) -> Callable[..., Backend]:
-    """What goes into ``jobpool._backend.FACTORIES`` for the fake."""
+    """What goes into ``jobpool._backend_factory.FACTORIES`` for the fake."""
 
     def make(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
         backend = FakeBackend(setup, kill_limitation)

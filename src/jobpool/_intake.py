@@ -30,7 +30,7 @@ from ._progress import (
 )
 
 if TYPE_CHECKING:
-    from ._backend import Backend, PreparedFunction
+    from ._contract import Backend, PreparedFunction
 
 
 class PoolState(enum.Enum):

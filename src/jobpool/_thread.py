@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
-from ._backend import NOT_SERIALIZED, BackendSetup, PreparedFunction
+from ._contract import NOT_SERIALIZED, BackendSetup, PreparedFunction
 from ._deadlines import DeadlineTimer
 from ._errors import JobKilledError, JobTimeoutError, initializer_error
 from ._instances import for_worker_thread

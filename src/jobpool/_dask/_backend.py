@@ -13,7 +13,7 @@ import uuid
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
-from .._backend import BackendSetup, PreparedFunction
+from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
 from .._job import Job
 from .._serialization import dumps, serialize_job

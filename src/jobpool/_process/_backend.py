@@ -8,7 +8,7 @@ from multiprocessing.context import BaseContext
 from types import FunctionType
 from typing import Any, Callable, Optional
 
-from .._backend import BackendSetup, PreparedFunction
+from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
 from .._job import Job
 from .._per_worker import PICKLED_ONCE, pickled_once
