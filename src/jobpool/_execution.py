@@ -17,7 +17,8 @@ from typing import Any, Callable, Optional
 
 from . import _main_globals
 from ._job import ChunkResult, run_chunk
-from ._remote import ITEM_RESULT, pack_exception
+from ._remote import ITEM_RESULT
+from ._remote_exceptions import pack_exception
 from ._serialization import dumps
 
 # What a worker runs: one call, or a chunk of a map.

@@ -28,15 +28,23 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from ._errors import PerWorkerError
 
-if TYPE_CHECKING:
-    from ._per_worker import Recipe
-
 _log = logging.getLogger("jobpool")
 _MISSING: Any = object()
+
+
+class Recipe(Protocol):
+    """What an instance is built from: ``_per_worker.Recipe`` (a factory and its arguments)."""
+
+    token: bytes  # names the recipe wherever it goes
+    factory_name: str  # for messages
+
+    def load(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """The factory and its arguments."""
+
 
 _local = threading.local()
 _process: Optional[Instances] = None  # set in a worker process: every thread there shares it

@@ -17,8 +17,11 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable, Optional
 
 from ._condition import FutureCondition
-from ._errors import QueueFull
+from ._errors import QueueFull, SerializationError
 from ._per_worker import bound
+from ._pickling_advice import explain_failure
+from ._remote_exceptions import pack_exception, unpack_exception
+from ._serialization import dumps
 
 # concurrent.futures' names for the states of a started and a resolved future
 _PENDING = "PENDING"
@@ -40,6 +43,13 @@ class Call:
     def run(self) -> Any:
         return self.fn(*self.args, **self.kwargs)
 
+    def __jobpool_parts__(self, path: str) -> list[tuple[str, Any]]:
+        """Its parts as a ``SerializationError`` names them (see ``_pickling_advice``)."""
+        parts: list[tuple[str, Any]] = [("fn", self.fn)]
+        parts += [(f"args[{i}]", a) for i, a in enumerate(self.args)]
+        parts += [(f"kwargs[{k!r}]", v) for k, v in self.kwargs.items()]
+        return parts
+
 
 class ChunkResult:
     """Per-item outcomes of a chunk: values in order, and the exceptions of the items that raised.
@@ -60,10 +70,8 @@ class ChunkResult:
     def __reduce__(self) -> tuple[Any, ...]:
         if not self.errors:
             return (ChunkResult, (self.values, self.errors, self.elapsed))
-        # Each failed item's exception travels as a single job's does (see _remote.py): with
-        # its worker-side traceback, and as a RemoteError if it cannot be pickled itself.
-        from ._remote import pack_exception
-
+        # Each failed item's exception travels as a single job's does: with its worker-side
+        # traceback, and as a RemoteError if it cannot be pickled itself.
         packed = {i: pack_exception(exc) for i, exc in self.errors.items()}
         return (_unpack_chunk_result, (self.values, packed, self.elapsed))
 
@@ -102,8 +110,6 @@ class ChunkResult:
 def _unpack_chunk_result(
     values: list[Any], packed: dict[int, bytes], elapsed: float
 ) -> ChunkResult:
-    from ._remote import unpack_exception
-
     return ChunkResult(values, {i: unpack_exception(data) for i, data in packed.items()}, elapsed)
 
 
@@ -158,6 +164,10 @@ class Chunk:
 
     def run(self) -> ChunkResult:
         return run_chunk(self.fn, self.items, self.star)
+
+    def __jobpool_parts__(self, path: str) -> list[tuple[str, Any]]:
+        """Its items as a ``SerializationError`` names them (see ``_pickling_advice``)."""
+        return [(f"items[{i}]", item) for i, item in enumerate(self.items)]
 
 
 class JobFuture(Future[Any]):
@@ -446,3 +456,22 @@ class JobQueue:
 
     def qsize(self) -> int:
         return max(0, self._queue.qsize() - self._stop_markers) + len(self._front)
+
+
+def serialize_job(job: Job) -> None:
+    """Fill ``job.fn_bytes`` (unless ``map`` already did, once for all its chunks) and ``job.body``.
+
+    Runs in the submitting thread, so an unserializable argument fails at ``submit`` with the
+    part named ("args[0].conn"), before anything is queued.
+    """
+    work = job.work
+    try:
+        if job.fn_bytes is None:
+            job.fn_bytes = dumps(work.fn, "fn")
+        if isinstance(work, Call):
+            job.body = dumps((work.args, work.kwargs), "job")
+        else:
+            job.body = dumps((work.items, work.star), "job")
+    except SerializationError as exc:
+        # Re-locate from the whole job so the path reads "args[0].conn", not "object".
+        raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, overload
 
 from . import _instances
 from ._errors import SerializationError
+from ._pickling_advice import explain_failure
+from ._serialization import dumps
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -136,8 +138,6 @@ class Recipe:
         _travelled = True
         data = self._bytes
         if data is None:
-            from ._serialization import dumps  # imported here: its module imports ours
-
             assert self._call is not None
             try:
                 data = self._bytes = dumps(self._call, "per_worker")
@@ -279,8 +279,6 @@ def pickled_once(fn: Callable[..., Any]) -> bytes:
     try:
         return method.pickled()
     except Exception as exc:  # named from the handle: "fn.<per_worker args[0]>"
-        from ._serialization import explain_failure  # its module imports ours (through _job)
-
         raise explain_failure(fn, "fn", exc) from exc
 
 

@@ -15,8 +15,8 @@ from typing import Any, Callable, Optional
 
 from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
-from .._job import Job
-from .._serialization import dumps, serialize_job
+from .._job import Job, serialize_job
+from .._serialization import dumps
 from ._in_worker import InitializerPlugin, init_outcome, initializer_plugin_name
 from ._per_worker import PoolInstances
 from ._replies import initializer_error_on_dask

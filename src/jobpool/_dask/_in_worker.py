@@ -28,7 +28,7 @@ from .. import _main_globals
 from .._errors import InitializerError
 from .._execution import INIT_FAILED, RAISED, KeptFunctions, run_job
 from .._instances import Instances, used_by_this_thread
-from .._remote import pack_exception
+from .._remote_exceptions import pack_exception
 
 # What a task sends back: a tag (OK, RAISED, INIT_FAILED, as every worker of jobpool's own,
 # see _execution; or WITHDRAWN), bytes, and the seconds the job ran.

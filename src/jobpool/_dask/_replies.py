@@ -22,7 +22,7 @@ from .._errors import (
 from .._execution import INIT_FAILED, OK, RAISED
 from .._job import Job, Outcomes
 from .._remote import settle_reply as settle_reply_bytes
-from .._remote import unpack_exception
+from .._remote_exceptions import unpack_exception
 
 
 def settle_reply(outcomes: Outcomes, job: Job, tag: int, data: bytes) -> Optional[InitializerError]:

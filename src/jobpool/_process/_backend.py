@@ -10,9 +10,10 @@ from typing import Any, Callable, Optional
 
 from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
-from .._job import Job
+from .._job import Job, serialize_job
 from .._per_worker import PICKLED_ONCE, pickled_once
-from .._serialization import dumps, explain_failure, pickle_plainly, serialize_job
+from .._pickling_advice import explain_failure
+from .._serialization import dumps, pickle_plainly
 from . import _protocol as p
 from ._blobs import BlobTable, dumps_function
 from ._by_value import ByValueCache

@@ -21,7 +21,7 @@ from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
-from .. import _serialization
+from .. import _picklers
 from .._job import Call, Job
 from . import _protocol as p
 from ._ahead import (
@@ -114,7 +114,7 @@ class WorkerHandle:
                 daemon=True,
             )
             if context.get_start_method() == "fork":
-                with _serialization.IMPORT_FORK_LOCK:  # not while jobpool imports cloudpickle
+                with _picklers.IMPORT_FORK_LOCK:  # not while jobpool imports cloudpickle
                     self.process.start()
             else:
                 self.process.start()

@@ -31,8 +31,9 @@ from typing import Any, Optional, Union
 
 from .._errors import SerializationError
 from .._job import Call, ChunkResult, Job
+from .._pickling_advice import explain_failure
 from .._remote import load_failed
-from .._serialization import dumps, explain_failure
+from .._serialization import dumps
 from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
 from ._shared_memory import (
     Segment,

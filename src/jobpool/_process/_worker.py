@@ -42,7 +42,7 @@ from typing import Any, Callable, NoReturn, Optional
 from .. import _main_globals
 from .._execution import BrokenFunction, KeptFunctions, run_job
 from .._instances import for_worker_process
-from .._remote import pack_exception, unpack_exception
+from .._remote_exceptions import pack_exception, unpack_exception
 from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
