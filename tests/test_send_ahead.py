@@ -1,4 +1,4 @@
-"""Jobs sent to a busy worker ahead of time (``_process/_ahead.py``).
+"""Jobs sent to a busy worker ahead of time (``_process/_send_ahead.py``).
 
 The dispatcher gives a worker with short jobs its next few jobs before the running one ends.
 These tests check what that must never cost: a job waiting behind one that hangs, crashes,
@@ -24,14 +24,14 @@ import pytest
 import jobs
 from conftest import START_METHODS, WAIT
 from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError
+from jobpool import _protocol as p
 from jobpool._job import Call, Job, JobQueue
 from jobpool._process import _handle
-from jobpool._process import _protocol as p
-from jobpool._process._ahead import AHEAD_JOBS
 from jobpool._process._frames import write_frame
+from jobpool._process._in_worker import _Inbox
 from jobpool._process._line import JobLine
+from jobpool._process._send_ahead import AHEAD_JOBS
 from jobpool._process._state import WorkerState
-from jobpool._process._worker import _Inbox
 
 BACKEND = "process-forkserver"
 

@@ -266,7 +266,7 @@ class Job:
         self.abandoned = False
         self.finished = False
         # Process backend: Pool.kill() failed this job while it waited behind another in a
-        # worker's pipe; it must not run (see _process/_ahead.py).
+        # worker's pipe; it must not run (see _process/_send_ahead.py).
         self.killed = False
 
 

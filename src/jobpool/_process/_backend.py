@@ -8,13 +8,13 @@ from multiprocessing.context import BaseContext
 from types import FunctionType
 from typing import Any, Callable, Optional
 
+from .. import _protocol as p
 from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
 from .._job import Job, serialize_job
 from .._per_worker import PICKLED_ONCE, pickled_once
 from .._pickling_advice import explain_failure
 from .._serialization import dumps, pickle_plainly
-from . import _protocol as p
 from ._blobs import BlobTable, dumps_function
 from ._by_value import ByValueCache
 from ._dispatcher import Dispatcher

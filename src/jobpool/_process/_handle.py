@@ -2,7 +2,7 @@
 
 Because each worker has its own pipe and runs its jobs one at a time, in the order sent, the
 parent always knows which job a dead or overdue worker was running: only that job fails, the
-ones waiting behind it (see _ahead) run elsewhere, and nothing needs acknowledging.
+ones waiting behind it (see _send_ahead) run elsewhere, and nothing needs acknowledging.
 
 The handle's :class:`~jobpool._process._state.WorkerState` is its one state; every method that
 changes it goes through :meth:`WorkerHandle.move`, which refuses a move the table in ``_state``
@@ -22,24 +22,24 @@ from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
 from .. import _picklers
+from .. import _protocol as p
 from .._job import Call, Job
-from . import _protocol as p
-from ._ahead import (
+from ._frames import FrameReader, write_frame
+from ._in_worker import worker_main
+from ._large_data import LargeData
+from ._lease import Lease
+from ._send_ahead import (
     AHEAD_JOBS,
     JOB_TIME_WEIGHT,
     MAX_AHEAD_BYTES,
     RECALL_AFTER_SECONDS,
     SHORT_JOB_SECONDS,
 )
-from ._frames import FrameReader, write_frame
-from ._held import Held
-from ._large_data import LargeData
-from ._lease import Lease
 from ._shared_memory import socket_pair
+from ._shipped import Held
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
 from ._state import HOLDS_JOB, Move, WorkerState, next_state
 from ._stopping import kill_worker
-from ._worker import worker_main
 
 
 class WorkerHandle:
@@ -99,7 +99,7 @@ class WorkerHandle:
                 theirs.append(child_segments)
             worker_large = None if large is None else LargeData(*large.settings, child_segments)
             # "Give back the jobs you have not started": read by the worker's watch thread, so
-            # it is heard while the worker runs a job (see _ahead).
+            # it is heard while the worker runs a job (see _send_ahead).
             recall_reader, self._recall = context.Pipe(duplex=False)
             ours.append(self._recall)
             theirs.append(recall_reader)
@@ -147,7 +147,7 @@ class WorkerHandle:
     # --- jobs ----------------------------------------------------------------------------------
 
     def can_take_ahead(self, now: float) -> bool:
-        """Whether jobs may wait in this worker's pipe behind its running job (see _ahead)."""
+        """Whether jobs may wait in this worker's pipe behind its running job (see _send_ahead)."""
         return (
             self.state is WorkerState.BUSY
             and len(self.ahead) < AHEAD_JOBS

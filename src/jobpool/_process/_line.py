@@ -1,7 +1,7 @@
 """JobLine: the jobs waiting for a worker process, in the order they get one.
 
 First the jobs a worker handed back unstarted (recalled, or left behind by a worker that died,
-timed out or was killed; see _ahead): they are already marked running, so they go first. Then
+timed out or was killed; see _send_ahead): they are already marked running, so they go first. Then
 the pool's own queue, whose jobs are marked running as they leave it (a cancelled one is
 skipped).
 """

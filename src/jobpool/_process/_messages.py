@@ -23,11 +23,11 @@ import sys
 import traceback
 from typing import Any, Optional
 
+from .. import _protocol as p
 from .._errors import JobKilledError, initializer_error
 from .._job import Job, Outcomes
 from .._remote import settle_reply
 from .._remote_exceptions import unpack_exception
-from . import _protocol as p
 from ._handle import WorkerHandle
 from ._large_data import receive
 from ._line import JobLine

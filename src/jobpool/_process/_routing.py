@@ -1,4 +1,4 @@
-"""Which job goes to which worker: waiting jobs to idle workers, and short ones ahead (_ahead).
+"""Which job goes to which worker: waiting jobs to idle workers, and short ones ahead (_send_ahead).
 
 The dispatcher calls :func:`assign_jobs` and :func:`send_ahead` on every turn of its loop; a
 waiting caller that gives a worker's pipe back calls :func:`assign_jobs` too (_lending).
@@ -30,7 +30,7 @@ def assign_jobs(workers: Workers, line: JobLine) -> None:
 
 
 def send_ahead(workers: Workers, line: JobLine) -> None:
-    """Give busy workers whose jobs are short their next jobs now (see _ahead)."""
+    """Give busy workers whose jobs are short their next jobs now (see _send_ahead)."""
     if workers.max_jobs is not None or workers.terminating or not line.waiting():
         return
     now = time.monotonic()

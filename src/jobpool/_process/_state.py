@@ -16,7 +16,7 @@ leaving a worker in a state nobody expects, to hang later.
 
 (``finish_next``/``finish_last`` also keep RECALLING: a job may end while the recall is on its
 way.) A worker in BUSY, LENT or RECALLING holds a job; jobs may wait behind it only in BUSY and
-RECALLING (see ``_ahead``).
+RECALLING (see ``_send_ahead``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class WorkerState(enum.Enum):
 
     STARTING = "starting"  # the process runs; it has not said READY yet
     IDLE = "idle"  # ready, holds no job: the next job may go to it
-    BUSY = "busy"  # runs a job; short jobs may wait in its pipe behind it (_ahead)
+    BUSY = "busy"  # runs a job; short jobs may wait in its pipe behind it (_send_ahead)
     LENT = "lent"  # runs a job whose waiting caller reads the reply itself (_lending)
     RECALLING = "recalling"  # asked to give back the jobs it has not started; answer pending
     RETIRING = "retiring"  # told to stop (recycled, or the pool closing): its exit is expected

@@ -338,7 +338,7 @@ class Workers:
     # --- time limits, recalls and kills ----------------------------------------------------------
 
     def seconds_to_next_deadline(self) -> Optional[float]:
-        """Until the nearest job deadline, recall (see _ahead) or start to try again, or None."""
+        """Until the nearest job deadline, recall (_send_ahead) or start to try again, or None."""
         nearest = self.retry_at
         for handle in self.handles:
             for deadline in (handle.deadline, handle.recall_at):

@@ -40,10 +40,10 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, NoReturn, Optional
 
 from .. import _main_globals
+from .. import _protocol as p
 from .._execution import BrokenFunction, KeptFunctions, run_job
 from .._instances import for_worker_process
 from .._remote_exceptions import pack_exception, unpack_exception
-from . import _protocol as p
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
 from ._large_data import Incoming, LargeData, discard, receive
@@ -114,7 +114,7 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
     """Exit when the parent process is gone, so no worker outlives a killed parent, taking the
     processes it started with it (_stopping).
 
-    Also answer the parent's recalls (see _ahead), which must be heard while a job runs. It
+    Also answer the parent's recalls (see _send_ahead), which must be heard while a job runs. It
     sleeps on file descriptors only: a pidfd of the parent where the platform has one (Linux),
     which becomes readable when the parent exits, and multiprocessing's parent sentinel. The
     sentinel alone is not enough under the fork start method (a worker forked later may hold

@@ -32,7 +32,7 @@ asks for a GIVE_BACK, and its watch thread answers even while a job runs.
 
 from __future__ import annotations
 
-from .._execution import (  # the tags every worker of jobpool's own uses
+from ._execution import (  # the tags every worker of jobpool's own uses
     FUNCTION_CACHE_MIN_BYTES,
     FUNCTION_CACHE_SIZE,
     INIT_FAILED,

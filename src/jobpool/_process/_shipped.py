@@ -11,7 +11,7 @@ import pickle
 from collections import OrderedDict
 from typing import Callable
 
-from . import _protocol as p
+from .. import _protocol as p
 from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
 
 
