@@ -26,20 +26,18 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import _main_globals
 from .._errors import InitializerError
-from .._execution import INIT_FAILED, RAISED, KeptFunctions, run_job
+from .._execution import KeptFunctions, run_to_reply
 from .._instances import Instances, used_by_this_thread
+from .._protocol import INIT_FAILED, RAISED, WITHDRAWN
 from .._remote_exceptions import pack_exception
-
-# What a task sends back: a tag (OK, RAISED, INIT_FAILED, as every worker of jobpool's own,
-# see _execution; or WITHDRAWN), bytes, and the seconds the job ran.
-WITHDRAWN = 16
-
 
 _init_lock = threading.Lock()
 # Pool token -> None once its initializer ran here, or the packed exception it raised.
 _init_outcomes: dict[str, Optional[bytes]] = {}
 _functions = KeptFunctions()  # large functions, by their bytes (a map sends the same often)
-FUNCTION_CACHE_MIN_BYTES = 1024  # smaller than the process backend's: each task pays Dask more
+# Functions whose pickle is at least this large are kept unpickled (smaller ones unpickle
+# cheaply); smaller than the process backend's KEYED_FUNCTION_MIN_BYTES: each task pays Dask more.
+KEPT_FUNCTION_MIN_BYTES = 1024
 
 # Which of the pool's tasks this worker process has started, and which it must not start: the
 # pool takes back a task that waits here (Pool.kill(), or a worker whose running job turned out
@@ -104,7 +102,7 @@ def init_outcome(token: str) -> Optional[bytes]:
 
 def _load_function(fn_bytes: bytes) -> Callable[..., Any]:
     """Unpickle a job's function, reusing recent large ones (see _execution.KeptFunctions)."""
-    if len(fn_bytes) < FUNCTION_CACHE_MIN_BYTES:
+    if len(fn_bytes) < KEPT_FUNCTION_MIN_BYTES:
         fn: Callable[..., Any] = _main_globals.loads(fn_bytes)
         return fn
     kept = _functions.get(fn_bytes)
@@ -141,7 +139,7 @@ def run_on_worker(
         except BaseException as exc:
             return RAISED, pack_exception(exc), time.perf_counter() - start
         with pool_instances(instances):
-            tag, data = run_job(kind, fn, body)
+            tag, data = run_to_reply(kind, fn, body)
         return tag, data, time.perf_counter() - start
     finally:
         with _claims_lock:

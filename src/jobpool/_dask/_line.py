@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from .._job import Job, JobQueue, Outcomes
 from ._slots import may_wait
-from ._tasks import Tasks
+from ._tasks import ClusterTasks
 
 
 class DaskLine:
@@ -25,7 +25,7 @@ class DaskLine:
         self,
         queue: JobQueue,
         outcomes: Outcomes,
-        tasks: Tasks,
+        tasks: ClusterTasks,
         on_broken: Callable[[BaseException], None],
     ) -> None:
         self._queue = queue

@@ -19,16 +19,18 @@ from .._errors import (
     WorkerCrashedError,
     initializer_error,
 )
-from .._execution import INIT_FAILED, OK, RAISED
 from .._job import Job, Outcomes
-from .._remote import settle_reply as settle_reply_bytes
+from .._protocol import INIT_FAILED, OK, RAISED
+from .._remote import settle_reply
 from .._remote_exceptions import unpack_exception
 
 
-def settle_reply(outcomes: Outcomes, job: Job, tag: int, data: bytes) -> Optional[InitializerError]:
+def settle_task_outcome(
+    outcomes: Outcomes, job: Job, tag: int, data: bytes
+) -> Optional[InitializerError]:
     """Resolve ``job`` from its worker's reply; the error that breaks the pool, if any."""
     if tag in (OK, RAISED):  # as on the process backend
-        settle_reply_bytes(outcomes, job, tag == RAISED, data)
+        settle_reply(outcomes, job, tag == RAISED, data)
     elif tag == INIT_FAILED:
         error = initializer_error_on_dask(data)
         outcomes.fail(job, error)

@@ -19,7 +19,7 @@ finds a scheduler that knows nothing of the pool's tasks, plugins and resources,
 does not try to go on. Answers of an unexpected shape are logged and ignored: the next question
 is asked in a second.
 
-Calls go down only: to the books (:class:`Tasks`), the line and the inbox.
+Calls go down only: to the pool's tasks (:class:`ClusterTasks`), the line and the inbox.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Optional
 from .._errors import WorkerCrashedError
 from .._job import Outcomes
 from ._in_worker import set_slots
-from ._parts import Below, Part
+from ._parts import LowerParts, UpperPart
 from ._replies import left_error, scheduler_lost_error
 from ._slots import FIRST_ROUND_TRIP_SECONDS, ROUND_TRIP_WEIGHT, WorkerSlots, share_slots
 
@@ -43,9 +43,11 @@ MEMBERSHIP_SECONDS = 1.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 
 
-class DaskWorkers(Part):
-    def __init__(self, below: Below, outcomes: Outcomes, *, workers: int, resource: str) -> None:
-        super().__init__(below)
+class DaskWorkers(UpperPart):
+    def __init__(
+        self, lower: LowerParts, outcomes: Outcomes, *, workers: int, resource: str
+    ) -> None:
+        super().__init__(lower)
         self._outcomes = outcomes
         self._workers = workers
         self.resource = resource  # the name of the pool's Dask resource

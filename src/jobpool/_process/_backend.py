@@ -8,12 +8,12 @@ from multiprocessing.context import BaseContext
 from types import FunctionType
 from typing import Any, Callable, Optional
 
-from .. import _protocol as p
 from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
 from .._job import Job, serialize_job
 from .._per_worker import PICKLED_ONCE, pickled_once
 from .._pickling_advice import explain_failure
+from .._protocol import FUNCTION_CACHE_SIZE
 from .._serialization import dumps, pickle_plainly
 from ._blobs import BlobTable, dumps_function
 from ._by_value import ByValueCache
@@ -24,6 +24,10 @@ from ._start import WorkerSetup
 # Functions that pickle by module and name, remembered with their bytes (see prepare_function).
 _BY_NAME_CACHE_SIZE = 256
 _BY_NAME_MAX_BYTES = 512
+
+# Functions whose pickle is at least this large get a key, so each worker keeps its unpickled
+# copy (smaller ones travel with every job and unpickle cheaply).
+KEYED_FUNCTION_MIN_BYTES = 4096
 
 # How long the first submit waits for the first workers to be forked (see notify).
 FIRST_FORK_SECONDS = 30.0
@@ -40,7 +44,7 @@ class FunctionKeys:
     compares bytes only against entries of the same length, so no hashing of large payloads.
     """
 
-    def __init__(self, capacity: int = p.FUNCTION_CACHE_SIZE) -> None:
+    def __init__(self, capacity: int = FUNCTION_CACHE_SIZE) -> None:
         self._by_length: dict[int, list[tuple[bytes, int]]] = {}
         self._order: list[tuple[bytes, int]] = []
         self._capacity = capacity
@@ -49,7 +53,7 @@ class FunctionKeys:
 
     def key(self, data: bytes, keep: bool = False) -> Optional[int]:
         """The key for ``data``; None (send it inline) if it is small, unless ``keep``."""
-        if len(data) < p.FUNCTION_CACHE_MIN_BYTES and not keep:
+        if len(data) < KEYED_FUNCTION_MIN_BYTES and not keep:
             return None
         with self._lock:
             for known, key in self._by_length.get(len(data), ()):

@@ -2,8 +2,8 @@
 
 It sleeps in an FdWatch (epoll) over each worker's pipe, each worker's exit fd, each starting
 worker's stderr and a wake-up pipe, with a timeout equal to the nearest job deadline, never a
-polling interval. Each wake-up is a few named steps: read what workers said (_messages), bury
-the workers that exited (_workers: failing only the job each ran, requeueing the ones sent
+polling interval. Each wake-up is a few named steps: read what workers said (_messages), see
+to the workers that exited (_workers: failing only the job each ran, requeueing the ones sent
 ahead, starting a replacement), kill overdue workers, hand waiting jobs to idle workers and send
 busy workers with short jobs their next ones (_routing).
 
@@ -235,7 +235,7 @@ class Dispatcher:
             if kind == PIPE:
                 self._read(handle)
             elif kind == EXIT:
-                self._bury(handle)
+                self._exited(handle)
             elif kind == OUTPUT:
                 workers.on_output(handle)
         self._run_requests()
@@ -252,12 +252,12 @@ class Dispatcher:
         if handle.reader.eof:  # the worker is gone; its exit fd tells the rest
             self._watch.remove(handle.fd)
 
-    def _bury(self, handle: WorkerHandle) -> None:
+    def _exited(self, handle: WorkerHandle) -> None:
         if handle.exited:
             return
         for reply in self._messages.read(handle, blocking_read=False):  # its last words
             self._messages.settle(reply)
-        self.workers.bury(handle)
+        self.workers.worker_exited(handle)
 
     def _run_requests(self) -> None:
         if not self._requests:  # call() appends before it wakes us: we look again then

@@ -22,8 +22,8 @@ from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
 from .. import _picklers
-from .. import _protocol as p
 from .._job import Call, Job
+from .._protocol import RUN_CALL, RUN_CHUNK, STOP
 from ._frames import FrameReader, write_frame
 from ._in_worker import worker_main
 from ._large_data import LargeData
@@ -36,7 +36,7 @@ from ._send_ahead import (
     SHORT_JOB_SECONDS,
 )
 from ._shared_memory import socket_pair
-from ._shipped import Held
+from ._shipped import Shipped
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
 from ._state import HOLDS_JOB, Move, WorkerState, next_state
 from ._stopping import kill_worker
@@ -59,7 +59,7 @@ class WorkerHandle:
         self.exit_fd: int = _exit_fd(self.process)
         self._owns_exit_fd = self.exit_fd != self.process.sentinel
         self.pid: Optional[int] = self.process.pid
-        self.held = Held()
+        self.shipped = Shipped()  # the keyed functions and blobs it keeps
         # A thread waiting for this worker's job result may read the reply itself (_lending).
         self.lease: Optional[Lease] = None
         self.job: Optional[Job] = None  # the job it runs (as far as the parent knows)
@@ -71,8 +71,8 @@ class WorkerHandle:
         self.jobs_done = 0
         self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
         # What it sent out of turn, if that is why we killed it (see _messages).
-        self.broke_protocol: Optional[str] = None
-        self.moved_on = False  # KILLED, yet it replied to its job: it started the next one
+        self.protocol_breach: Optional[str] = None
+        self.replied_after_kill = False  # so it started the next job sent ahead
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
 
     def _start_process(
@@ -161,7 +161,7 @@ class WorkerHandle:
         size = len(job.body or b"")
         if key is None:
             size += len(job.fn_bytes or b"")
-        elif not self.held.has_function(key):
+        elif not self.shipped.has_function(key):
             return False
         return size <= MAX_AHEAD_BYTES
 
@@ -190,9 +190,9 @@ class WorkerHandle:
         key = job.fn_key
         if key is not None:
             assert fn_bytes is not None
-            self.held.send_function(key, fn_bytes, job.fn_blobs, self._write)
+            self.shipped.send_function(key, fn_bytes, job.fn_blobs, self._write)
             fn_bytes = None
-        tag = p.RUN_CALL if isinstance(job.work, Call) else p.RUN_CHUNK
+        tag = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
         body: Any = job.body
         if job.segment is not None:  # its descriptor first, then the message announcing it
             assert self.segments is not None
@@ -287,7 +287,7 @@ class WorkerHandle:
         """Ask the worker to exit after its current job; its exit is then expected."""
         self.move(Move.STOP)
         try:
-            self._write(pickle.dumps((p.STOP,)))
+            self._write(pickle.dumps((STOP,)))
         except OSError:
             pass
 

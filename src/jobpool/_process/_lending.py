@@ -91,16 +91,16 @@ class ReplyLender:
                         or handle.reader.eof
                         or (left is not None and left <= 0)
                     ):
-                        self._give_back(handle)
+                        self._return_pipe(handle)
                         break
         finally:
             if lease.active:  # interrupted (KeyboardInterrupt in poll): give the pipe back
                 with self._lock:
-                    self._give_back(handle)
+                    self._return_pipe(handle)
             for reply in replies:  # outside the lock: done-callbacks may use the pool
                 self._messages.settle(reply)
 
-    def _give_back(self, handle: WorkerHandle) -> None:
+    def _return_pipe(self, handle: WorkerHandle) -> None:
         """Give ``handle``'s pipe back to the dispatcher (under the lock)."""
         handle.unlend()
         if handle.exited:

@@ -12,7 +12,7 @@ worker may say in its state (:func:`out_of_turn`) before anything acts on it. By
 a message, a frame that does not unpickle, an unknown tag, a second reply, a reply for a job it
 does not run, a READY or INIT_FAILED from a worker long started: each is that worker's fault.
 It is killed, the job it ran fails with ``WorkerCrashedError`` saying what it sent, and it is
-replaced (``Workers.bury``); the dispatcher never raises on what a worker sends.
+replaced (``Workers.worker_exited``); the dispatcher never raises on what a worker sends.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import sys
 import traceback
 from typing import Any, Optional
 
-from .. import _protocol as p
 from .._errors import JobKilledError, initializer_error
 from .._job import Job, Outcomes
+from .._protocol import GIVE_BACK, INIT_FAILED, INIT_LOADING, LOG, OK, RAISED, READY
 from .._remote import settle_reply
 from .._remote_exceptions import unpack_exception
 from ._handle import WorkerHandle
@@ -81,27 +81,27 @@ class Messages:
         _log.warning(
             "jobpool worker process %s sent %s; it is killed and replaced", handle.pid, what
         )
-        handle.broke_protocol = what
+        handle.protocol_breach = what
         handle.kill()
 
     def handle(self, handle: WorkerHandle, message: tuple[Any, ...]) -> Optional[Reply]:
         """Act on one message (checked by :func:`out_of_turn`); a job's reply is returned, for
         the caller to settle."""
         tag = message[0]
-        if tag == p.OK or tag == p.RAISED:
+        if tag in _REPLIES:
             return self._reply(handle, message)
-        if tag == p.GIVE_BACK:
+        if tag == GIVE_BACK:
             self._line.give_back(handle.gave_back(message[1]))
-        elif tag == p.LOG:
+        elif tag == LOG:
             record = _log_record(handle, message[1])
             if record is None:
                 self.broke_protocol(handle, "a log record that is not one")
             else:
                 _forward_log(record)
-        elif tag == p.READY:
+        elif tag == READY:
             handle.move(Move.READY)
             self._workers.on_ready()
-        elif tag == p.INIT_FAILED:
+        elif tag == INIT_FAILED:
             try:
                 cause = unpack_exception(message[2])
             except Exception:
@@ -109,20 +109,20 @@ class Messages:
                 return None
             self._workers.break_pool(
                 initializer_error(
-                    cause, f"in worker process {handle.pid}", loading=message[1] == p.INIT_LOADING
+                    cause, f"in worker process {handle.pid}", loading=message[1] == INIT_LOADING
                 )
             )
         return None
 
     def _reply(self, handle: WorkerHandle, message: tuple[Any, ...]) -> Optional[Reply]:
-        if message[0] == p.OK and type(message[2]) is tuple:  # its buffers wait in a segment
+        if message[0] == OK and type(message[2]) is tuple:  # its buffers wait in a segment
             # Taken off the socket now, whatever happens to the reply, so none is left behind.
-            message = (p.OK, message[1], receive(handle.segments, message[1], message[2]))
+            message = (OK, message[1], receive(handle.segments, message[1], message[2]))
         if handle.state is WorkerState.KILLED:
             # We killed this worker (timeout, Pool.kill): its job fails with that reason when
             # the exit is seen, even if a reply slipped out meanwhile; and it is replaced there,
             # not also recycled here.
-            handle.moved_on = True
+            handle.replied_after_kill = True
             return None
         job = handle.finish_job()
         reply = (job, message) if job is not None and job.id == message[1] else None
@@ -143,7 +143,7 @@ class Messages:
             else:
                 self._outcomes.fail(job, value)
             return
-        settle_reply(self._outcomes, job, tag == p.RAISED, data)
+        settle_reply(self._outcomes, job, tag == RAISED, data)
 
 
 def _log_record(handle: WorkerHandle, state: dict[str, Any]) -> Optional[logging.LogRecord]:
@@ -177,7 +177,8 @@ _STARTED = (WorkerState.STARTING, WorkerState.RETIRING, WorkerState.KILLED)
 _HOLDING = (WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING, WorkerState.KILLED)
 _GIVING_BACK = (WorkerState.RECALLING, WorkerState.KILLED)
 _RUNNING = frozenset((WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING))
-_ARITY = {p.OK: 3, p.RAISED: 3, p.GIVE_BACK: 2, p.LOG: 2, p.READY: 2, p.INIT_FAILED: 3}
+_REPLIES = frozenset((OK, RAISED))
+_ARITY = {OK: 3, RAISED: 3, GIVE_BACK: 2, LOG: 2, READY: 2, INIT_FAILED: 3}
 
 
 def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
@@ -185,7 +186,7 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
     if type(message) is not tuple or not message:
         return f"a {type(message).__name__} where a message is a tuple"
     tag = message[0]
-    if (tag == p.OK or tag == p.RAISED) and len(message) == 3:  # the usual one, checked first
+    if tag in _REPLIES and len(message) == 3:  # the usual one, checked first
         job = handle.job
         if (
             job is not None
@@ -200,7 +201,7 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
     if len(message) != arity:
         return f"a message of {len(message)} parts with tag {tag!r}, which has {arity}"
     state = handle.state
-    if tag == p.OK or tag == p.RAISED:
+    if tag in _REPLIES:
         job_id, data = message[1], message[2]
         if type(job_id) is not int or not (type(data) is bytes or _is_wire(tag, data)):
             return "a reply that is not (tag, job id, bytes)"
@@ -211,7 +212,7 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
             return f"a reply for job {job_id} while it ran no job (a second reply?)"
         if job.id != job_id:
             return f"a reply for job {job_id} while it ran job {job.id}"
-    elif tag == p.GIVE_BACK:
+    elif tag == GIVE_BACK:
         ids = message[1]
         if type(ids) is not list or any(type(i) is not int for i in ids):
             return "a GIVE_BACK that is not a list of job ids"
@@ -222,13 +223,13 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
             held.add(handle.job.id)
         if state is not WorkerState.KILLED and not held.issuperset(ids):
             return f"a GIVE_BACK of jobs it does not hold ({sorted(set(ids) - held)})"
-    elif tag == p.LOG:
+    elif tag == LOG:
         if type(message[1]) is not dict:
             return "a log record that is not a dict"
-    elif tag == p.READY:
+    elif tag == READY:
         if state not in _STARTED:
             return f"READY while {state.value}, long after it started"
-    elif tag == p.INIT_FAILED and (state not in _STARTED or type(message[2]) is not bytes):
+    elif tag == INIT_FAILED and (state not in _STARTED or type(message[2]) is not bytes):
         return f"INIT_FAILED while {state.value}, long after its initializer ran"
     return None
 
@@ -236,7 +237,7 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
 def _is_wire(tag: int, data: Any) -> bool:
     """Whether ``data`` is a result's shared-memory announcement (see _large_data.Wire)."""
     return (
-        tag == p.OK
+        tag == OK
         and type(data) is tuple
         and len(data) == 3
         and type(data[0]) is bytes

@@ -58,36 +58,42 @@ class Move(enum.Enum):
     EXIT = "exit"  # its process ended (expected or not) and was reaped
 
 
-S, M = WorkerState, Move
-
-_LIVE = (S.STARTING, S.IDLE, S.BUSY, S.LENT, S.RECALLING, S.RETIRING, S.KILLED)
+_LIVE = (
+    WorkerState.STARTING,
+    WorkerState.IDLE,
+    WorkerState.BUSY,
+    WorkerState.LENT,
+    WorkerState.RECALLING,
+    WorkerState.RETIRING,
+    WorkerState.KILLED,
+)
 
 TRANSITIONS: dict[tuple[WorkerState, Move], WorkerState] = {
-    (S.STARTING, M.READY): S.IDLE,
-    (S.STARTING, M.STOP): S.RETIRING,
-    (S.IDLE, M.RUN): S.BUSY,
-    (S.IDLE, M.STOP): S.RETIRING,
-    (S.BUSY, M.RUN_AHEAD): S.BUSY,
-    (S.BUSY, M.FINISH_NEXT): S.BUSY,
-    (S.BUSY, M.FINISH_LAST): S.IDLE,
-    (S.BUSY, M.LEND): S.LENT,
-    (S.BUSY, M.RECALL): S.RECALLING,
-    (S.LENT, M.FINISH_LAST): S.IDLE,
-    (S.LENT, M.UNLEND_BUSY): S.BUSY,
-    (S.LENT, M.UNLEND_IDLE): S.IDLE,
-    (S.RECALLING, M.FINISH_NEXT): S.RECALLING,
-    (S.RECALLING, M.FINISH_LAST): S.RECALLING,
-    (S.RECALLING, M.GIVE_BACK_BUSY): S.BUSY,
-    (S.RECALLING, M.GIVE_BACK_IDLE): S.IDLE,
+    (WorkerState.STARTING, Move.READY): WorkerState.IDLE,
+    (WorkerState.STARTING, Move.STOP): WorkerState.RETIRING,
+    (WorkerState.IDLE, Move.RUN): WorkerState.BUSY,
+    (WorkerState.IDLE, Move.STOP): WorkerState.RETIRING,
+    (WorkerState.BUSY, Move.RUN_AHEAD): WorkerState.BUSY,
+    (WorkerState.BUSY, Move.FINISH_NEXT): WorkerState.BUSY,
+    (WorkerState.BUSY, Move.FINISH_LAST): WorkerState.IDLE,
+    (WorkerState.BUSY, Move.LEND): WorkerState.LENT,
+    (WorkerState.BUSY, Move.RECALL): WorkerState.RECALLING,
+    (WorkerState.LENT, Move.FINISH_LAST): WorkerState.IDLE,
+    (WorkerState.LENT, Move.UNLEND_BUSY): WorkerState.BUSY,
+    (WorkerState.LENT, Move.UNLEND_IDLE): WorkerState.IDLE,
+    (WorkerState.RECALLING, Move.FINISH_NEXT): WorkerState.RECALLING,
+    (WorkerState.RECALLING, Move.FINISH_LAST): WorkerState.RECALLING,
+    (WorkerState.RECALLING, Move.GIVE_BACK_BUSY): WorkerState.BUSY,
+    (WorkerState.RECALLING, Move.GIVE_BACK_IDLE): WorkerState.IDLE,
     # A worker stopped or killed while starting may still say READY before it goes.
-    (S.RETIRING, M.READY): S.RETIRING,
-    (S.KILLED, M.READY): S.KILLED,
-    **{(state, M.KILL): S.KILLED for state in _LIVE},
-    **{(state, M.EXIT): S.EXITED for state in _LIVE},
+    (WorkerState.RETIRING, Move.READY): WorkerState.RETIRING,
+    (WorkerState.KILLED, Move.READY): WorkerState.KILLED,
+    **{(state, Move.KILL): WorkerState.KILLED for state in _LIVE},
+    **{(state, Move.EXIT): WorkerState.EXITED for state in _LIVE},
 }
 
 #: States in which the worker runs (or is about to run) a job the parent sent it.
-HOLDS_JOB = frozenset({S.BUSY, S.LENT, S.RECALLING})
+HOLDS_JOB = frozenset({WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING})
 
 
 class WorkerStateError(RuntimeError):

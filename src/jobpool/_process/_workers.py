@@ -219,7 +219,7 @@ class Workers:
 
     # --- exits ----------------------------------------------------------------------------------
 
-    def bury(self, handle: WorkerHandle) -> None:
+    def worker_exited(self, handle: WorkerHandle) -> None:
         """A worker process ended (its last words already read): fail only the job it held,
         put the ones waiting behind it first in line, and replace it if needed."""
         self._watch.remove(handle.fd)
@@ -246,12 +246,12 @@ class Workers:
     @staticmethod
     def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
         """The error for the job of a worker that died, or that we killed for what it sent."""
-        if handle.broke_protocol is None:
+        if handle.protocol_breach is None:
             return WorkerCrashedError(handle.pid, exitcode)
         return WorkerCrashedError(
             handle.pid,
             exitcode,
-            f"it had sent {handle.broke_protocol}, which breaks the protocol between the pool "
+            f"it had sent {handle.protocol_breach}, which breaks the protocol between the pool "
             "and its workers, so the pool killed it and started another",
         )
 
@@ -271,7 +271,7 @@ class Workers:
     def _requeue_unstarted(self, handle: WorkerHandle, exitcode: Optional[int]) -> None:
         """The jobs a gone worker held but had not started run elsewhere, first in line."""
         jobs = handle.take_ahead()
-        if jobs and handle.moved_on:
+        if jobs and handle.replied_after_kill:
             # It replied to the job we killed it for, so it had started the next one.
             self._outcomes.fail(jobs.pop(0), WorkerCrashedError(handle.pid, exitcode))
         jobs = [job for job in jobs if not job.killed]
