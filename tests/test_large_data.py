@@ -344,10 +344,10 @@ def test_terminate_frees_running_and_queued_segments(make_pool: MakePool, gate: 
 def test_jobs_sent_ahead_and_given_back_keep_then_free_their_segments(
     make_pool: MakePool, gate: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobpool._process import _handle
+    from jobpool._process import _state
 
-    monkeypatch.setattr(_handle, "SHORT_JOB_SECONDS", 3600.0)  # send ahead to any busy worker
-    monkeypatch.setattr(_handle, "RECALL_AFTER_SECONDS", 3600.0)  # ... recalling only later
+    monkeypatch.setattr(_state, "SHORT_JOB_SECONDS", 3600.0)  # send ahead to any busy worker
+    monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 3600.0)  # ... recalling only later
     pool = make_pool("process-forkserver", workers=2, shared_memory_threshold=1024)
     warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
     for i in range(2):
@@ -361,7 +361,7 @@ def test_jobs_sent_ahead_and_given_back_keep_then_free_their_segments(
     dispatcher = pool._backend._dispatcher  # type: ignore[attr-defined]
     dispatcher.call(lambda: None)  # one turn of its loop sends jobs ahead
     assert dispatcher.call(lambda: sum(len(h.ahead) for h in dispatcher.workers.handles)) > 0
-    monkeypatch.setattr(_handle, "RECALL_AFTER_SECONDS", 0.01)  # ... and recalls them
+    monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 0.01)  # ... and recalls them
     dispatcher.wake()
     gate.release("hold0")  # one worker frees up; the other keeps holding
     assert all(f.result(WAIT) == jobs.bytes_of(4096) for f in behind)

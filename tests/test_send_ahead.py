@@ -25,7 +25,7 @@ import jobs
 from conftest import START_METHODS, WAIT
 from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError
 from jobpool._job import Call, Job, JobQueue
-from jobpool._process import _handle
+from jobpool._process import _handle, _state
 from jobpool._process._frames import write_frame
 from jobpool._process._in_worker import _Inbox
 from jobpool._process._line import JobLine
@@ -39,8 +39,8 @@ BACKEND = "process-forkserver"
 @pytest.fixture
 def eager(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """Send ahead to any busy worker; recall only when a test lowers the timer again."""
-    monkeypatch.setattr(_handle, "SHORT_JOB_SECONDS", 3600.0)
-    monkeypatch.setattr(_handle, "RECALL_AFTER_SECONDS", 3600.0)
+    monkeypatch.setattr(_state, "SHORT_JOB_SECONDS", 3600.0)
+    monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 3600.0)
     return monkeypatch
 
 
@@ -124,7 +124,7 @@ def test_jobs_behind_a_hung_job_are_recalled_and_run_elsewhere(
     assert sorted(map(len, ahead)) == [AHEAD_JOBS, AHEAD_JOBS]
     assert any(queue[0] is futures[0] for queue in ahead)  # the hung job leads one pipe
     assert futures[0].running() and not futures[0].cancel()  # sent ahead: already running
-    eager.setattr(_handle, "RECALL_AFTER_SECONDS", 0.01)
+    eager.setattr(_state, "RECALL_AFTER_SECONDS", 0.01)
     _release_held(gate, held)
     short = futures[1:]
     done, _ = wait(short, timeout=WAIT)

@@ -11,8 +11,10 @@ busy workers with short jobs their next ones (_routing).
 
 The parts call downwards only: the loop asks the others; ``_lending`` (a caller thread reading
 its own reply) uses ``_messages``, ``_routing`` and ``_workers``; ``_messages`` uses
-``_workers``, which uses the handles and the ``JobLine``. The dispatcher's lock is held by its
-thread except while it sleeps; whoever holds it may touch the workers.
+``_workers``, which uses the handles and the ``JobLine``. None of them writes a worker's
+bookkeeping itself: ``Workers`` owns the set's (the idle count, closing, broken), each
+``WorkerHandle`` its own worker's. The dispatcher's lock is held by its thread except while it
+sleeps; whoever holds it may ask the workers to act.
 """
 
 from __future__ import annotations
@@ -117,11 +119,7 @@ class Dispatcher:
             handle = workers.idle_handle()
             if handle is None:
                 return False
-            workers.idle_count -= 1
-            try:
-                handle.run(job)
-            except OSError:  # the worker died under us: its exit fails the job
-                pass
+            workers.start_job(handle, job)
             # Marked running only now, to let the worker start sooner: nobody else holds the
             # future yet to cancel it, and its reply waits for the lock we hold.
             self._outcomes.start(job)
@@ -133,12 +131,11 @@ class Dispatcher:
 
     def close(self) -> None:
         """Run what waits, then stop the workers."""
-        self.workers.closing = True
+        self.workers.close()
         self.wake()
 
     def terminate(self) -> None:
-        self.workers.terminating = True
-        self.workers.closing = True
+        self.workers.terminate()
         self.wake()
 
     def kill_job(self, future: Future[Any]) -> bool:
@@ -174,7 +171,7 @@ class Dispatcher:
             self._give_up(exc)
         finally:
             self.first_workers.set()  # nobody waits for workers that will not come
-            workers.idle_count = 0
+            workers.loop_ended()
             self.line.fail_returned(workers.broken or JobKilledError(TERMINATED))
             self.lock.release()
             self._run_requests()
@@ -245,8 +242,8 @@ class Dispatcher:
             workers.kill_all()
 
     def _read(self, handle: WorkerHandle) -> None:
-        if handle.exited or (handle.lease is not None and handle.lease.active):
-            return  # buried already / a waiting thread reads this pipe
+        if handle.exited or handle.lent:
+            return  # seen to already / a waiting thread reads this pipe
         for reply in self._messages.read(handle, blocking_read=not self._events_stale):
             self._messages.settle(reply)
         if handle.reader.eof:  # the worker is gone; its exit fd tells the rest

@@ -24,7 +24,6 @@ from ._handle import WorkerHandle
 from ._line import JobLine
 from ._messages import Messages, Reply
 from ._routing import assign_jobs
-from ._state import WorkerState
 from ._watch import FdWatch, WakePipe
 from ._workers import Event, Workers
 
@@ -61,15 +60,8 @@ class ReplyLender:
         ):
             return
         with self._lock:
-            handle = future._worker
-            if (
-                handle is None
-                or handle.state is not WorkerState.BUSY
-                or handle.ahead
-                or handle.job is None
-                or handle.job.future is not future
-                or not self._watch.pause(handle.fd)
-            ):
+            handle = self._workers.running(future)
+            if handle is None or not handle.may_lend() or not self._watch.pause(handle.fd):
                 return
             try:
                 lease = handle.lend()
@@ -87,7 +79,7 @@ class ReplyLender:
                     if readable and not handle.exited:
                         replies += self._messages.read(handle)
                     if (
-                        not handle.holds_job
+                        not handle.running(future)  # it replied, or it was killed
                         or handle.reader.eof
                         or (left is not None and left <= 0)
                     ):
@@ -102,7 +94,7 @@ class ReplyLender:
 
     def _return_pipe(self, handle: WorkerHandle) -> None:
         """Give ``handle``'s pipe back to the dispatcher (under the lock)."""
-        handle.unlend()
+        handle.pipe_returned()
         if handle.exited:
             return
         if handle.reader.eof:
@@ -111,7 +103,7 @@ class ReplyLender:
             self._watch.resume(handle.fd)
         if handle.idle:
             workers = self._workers
-            workers.idle_count += 1
+            workers.idle_again(handle)
             if workers.closing or self._line.waiting():
                 assign_jobs(workers, self._line)
                 self._wake.wake()  # anything else a free worker changes (closing) is the loop's

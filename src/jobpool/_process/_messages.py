@@ -23,7 +23,7 @@ import sys
 import traceback
 from typing import Any, Optional
 
-from .._errors import JobKilledError, initializer_error
+from .._errors import initializer_error
 from .._job import Job, Outcomes
 from .._protocol import GIVE_BACK, INIT_FAILED, INIT_LOADING, LOG, OK, RAISED, READY
 from .._remote import settle_reply
@@ -31,8 +31,8 @@ from .._remote_exceptions import unpack_exception
 from ._handle import WorkerHandle
 from ._large_data import receive
 from ._line import JobLine
-from ._state import Move, WorkerState
-from ._workers import KILLED_WAITING, Workers
+from ._state import HOLDS_JOB, MAY_GIVE_BACK, MAY_REPLY, MAY_REPORT_START, WorkerState
+from ._workers import Workers
 
 _log = logging.getLogger("jobpool")
 
@@ -75,14 +75,10 @@ class Messages:
 
     def broke_protocol(self, handle: WorkerHandle, what: str) -> None:
         """``handle``'s worker sent ``what`` out of turn: kill it; its exit fails its job."""
-        handle.reader.stop(what)  # nothing more it sends is read
-        if handle.state is WorkerState.KILLED:
-            return  # killed already (a time limit, say): that reason stands
-        _log.warning(
-            "jobpool worker process %s sent %s; it is killed and replaced", handle.pid, what
-        )
-        handle.protocol_breach = what
-        handle.kill()
+        if handle.kill_for_breach(what):  # not if killed already (a time limit, say)
+            _log.warning(
+                "jobpool worker process %s sent %s; it is killed and replaced", handle.pid, what
+            )
 
     def handle(self, handle: WorkerHandle, message: tuple[Any, ...]) -> Optional[Reply]:
         """Act on one message (checked by :func:`out_of_turn`); a job's reply is returned, for
@@ -91,7 +87,7 @@ class Messages:
         if tag in _REPLIES:
             return self._reply(handle, message)
         if tag == GIVE_BACK:
-            self._line.give_back(handle.gave_back(message[1]))
+            self._line.give_back(handle.recall_answered(message[1]))
         elif tag == LOG:
             record = _log_record(handle, message[1])
             if record is None:
@@ -99,7 +95,7 @@ class Messages:
             else:
                 _forward_log(record)
         elif tag == READY:
-            handle.move(Move.READY)
+            handle.ready()
             self._workers.on_ready()
         elif tag == INIT_FAILED:
             try:
@@ -118,20 +114,8 @@ class Messages:
         if message[0] == OK and type(message[2]) is tuple:  # its buffers wait in a segment
             # Taken off the socket now, whatever happens to the reply, so none is left behind.
             message = (OK, message[1], receive(handle.segments, message[1], message[2]))
-        if handle.state is WorkerState.KILLED:
-            # We killed this worker (timeout, Pool.kill): its job fails with that reason when
-            # the exit is seen, even if a reply slipped out meanwhile; and it is replaced there,
-            # not also recycled here.
-            handle.replied_after_kill = True
-            return None
-        job = handle.finish_job()
-        reply = (job, message) if job is not None and job.id == message[1] else None
-        following = handle.job
-        if following is not None and following.killed:  # Pool.kill() came too late
-            handle.kill(JobKilledError(KILLED_WAITING))
-            return reply
-        self._workers.recycle_if_due(handle)
-        return reply
+        job = self._workers.replied(handle, message[1])
+        return None if job is None else (job, message)
 
     def settle(self, reply: Reply) -> None:
         """Resolve a replied job's future (outside the lock: its callbacks may use the pool)."""
@@ -172,11 +156,6 @@ def _forward_log(record: logging.LogRecord) -> None:
             traceback.print_exc(file=sys.stderr)
 
 
-# The states in which a worker may send each message (a killed one may still say anything).
-_STARTED = (WorkerState.STARTING, WorkerState.RETIRING, WorkerState.KILLED)
-_HOLDING = (WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING, WorkerState.KILLED)
-_GIVING_BACK = (WorkerState.RECALLING, WorkerState.KILLED)
-_RUNNING = frozenset((WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING))
 _REPLIES = frozenset((OK, RAISED))
 _ARITY = {OK: 3, RAISED: 3, GIVE_BACK: 2, LOG: 2, READY: 2, INIT_FAILED: 3}
 
@@ -191,7 +170,7 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
         if (
             job is not None
             and job.id == message[1]
-            and handle.state in _RUNNING
+            and handle.state in HOLDS_JOB
             and type(message[2]) is bytes
         ):
             return None
@@ -208,7 +187,7 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
         if state is WorkerState.KILLED:
             return None
         job = handle.job
-        if state not in _HOLDING or job is None:
+        if state not in MAY_REPLY or job is None:
             return f"a reply for job {job_id} while it ran no job (a second reply?)"
         if job.id != job_id:
             return f"a reply for job {job_id} while it ran job {job.id}"
@@ -216,7 +195,7 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
         ids = message[1]
         if type(ids) is not list or any(type(i) is not int for i in ids):
             return "a GIVE_BACK that is not a list of job ids"
-        if state not in _GIVING_BACK:
+        if state not in MAY_GIVE_BACK:
             return "a GIVE_BACK nobody asked for"
         held = {job.id for job in handle.ahead}
         if handle.job is not None:
@@ -227,9 +206,9 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
         if type(message[1]) is not dict:
             return "a log record that is not a dict"
     elif tag == READY:
-        if state not in _STARTED:
+        if state not in MAY_REPORT_START:
             return f"READY while {state.value}, long after it started"
-    elif tag == INIT_FAILED and (state not in _STARTED or type(message[2]) is not bytes):
+    elif tag == INIT_FAILED and (state not in MAY_REPORT_START or type(message[2]) is not bytes):
         return f"INIT_FAILED while {state.value}, long after its initializer ran"
     return None
 
