@@ -20,6 +20,7 @@ from jobpool._job import Job
 
 class FakeBackend:
     name = "fake"
+    read_reply = None
 
     def __init__(self, setup: BackendSetup, kill_limitation: Optional[str] = None) -> None:
         self.setup = setup
@@ -36,6 +37,9 @@ class FakeBackend:
 
     def offer(self, job: Job) -> bool:
         return False
+
+    def refused(self, job: Job) -> None:
+        pass
 
     def notify(self) -> None:
         pass

@@ -19,13 +19,16 @@ from typing import Any, Callable, Optional
 
 from typing_extensions import Protocol
 
-from ._job import Job, JobQueue, Outcomes
+from ._job import Job, JobFuture, JobQueue, Outcomes
 
 #: What ``prepare_function`` makes of a ``map``'s function, once for all its chunks: its bytes
 #: (None where nothing is serialized), the key workers cache it under, and the large values its
 #: bytes refer to, each ``(key, value)`` (see ``_process/_blobs``).
 PreparedFunction = tuple[Optional[bytes], Optional[int], tuple[tuple[int, Any], ...]]
 NOT_SERIALIZED: PreparedFunction = (None, None, ())
+
+#: Reads the reply of a running job in the thread that waits for it (see ``Backend.read_reply``).
+ReplyReader = Callable[[JobFuture, Optional[float]], None]
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,11 @@ class Backend(Protocol):
     def kill_limitation(self) -> Optional[str]:
         """Why ``kill()`` cannot stop a job that already runs here, or None if it can."""
 
+    @property
+    def read_reply(self) -> Optional[ReplyReader]:
+        """What a thread waiting in ``result(timeout)`` for a running job calls, to read its
+        reply itself (the process backend); None: the thread waits on the future."""
+
     def prepare(self, job: Job) -> None:
         """Make ``job`` ready to travel (serialize it); raise ``SerializationError`` if not."""
 
@@ -60,6 +68,10 @@ class Backend(Protocol):
 
     def offer(self, job: Job) -> bool:
         """Start ``job`` at once if a worker is idle and nothing waits; False: queue it."""
+
+    def refused(self, job: Job) -> None:
+        """The pool refused ``job`` after ``prepare`` (queue full, closed, interrupted): let go
+        now of what ``prepare`` holds for it (shared memory), rather than when it is collected."""
 
     def notify(self) -> None:
         """A job was queued."""

@@ -173,15 +173,16 @@ class Chunk:
 class JobFuture(Future[Any]):
     """A :class:`~concurrent.futures.Future` whose waiter may fetch the reply itself.
 
-    While a process worker runs the job, ``result()`` and ``exception()`` read the worker's
-    reply in the waiting thread instead of sleeping until the dispatcher thread passes it on:
-    one thread wake-up fewer per round trip. Any backend that does not set ``_reader`` (and any
-    state but running) behaves exactly like the stdlib Future.
+    While the job runs, ``result()`` and ``exception()`` first offer the pool's backend to read
+    the reply in the waiting thread (``Backend.read_reply``): the process backend reads its
+    worker's reply there instead of sleeping until the dispatcher thread passes it on, one
+    thread wake-up fewer per round trip. With any other backend (whose ``read_reply`` is None),
+    and in any state but running, it behaves exactly like the stdlib Future.
     """
 
-    _reader: Optional[Callable[[JobFuture, Optional[float]], None]] = None
-    _worker: Any = None  # the process worker running this job, while it runs
-    _owner: Any = None  # the intake of the pool that accepted the job (Pool.kill asks)
+    # The intake of the pool that accepted the job: Pool.kill() asks whose future it is, and
+    # result() its backend's reader.
+    _owner: Any = None
 
     def __init__(self) -> None:
         # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
@@ -197,20 +198,20 @@ class JobFuture(Future[Any]):
         self._condition = FutureCondition()  # type: ignore[assignment]
 
     def result(self, timeout: Optional[float] = None) -> Any:
-        if self._reader is not None and self._state == _RUNNING:
+        if self._state == _RUNNING and self._owner is not None:
             timeout = self._read_reply(timeout)
             if self._state == _FINISHED and self._exception is None:
                 return self._result  # set before the state, under the lock: safe to read
         return _future_result(self, timeout)
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        if self._reader is not None and self._state == _RUNNING:
+        if self._state == _RUNNING and self._owner is not None:
             timeout = self._read_reply(timeout)
         return _future_exception(self, timeout)
 
     def _read_reply(self, timeout: Optional[float]) -> Optional[float]:
-        """Let the backend read the reply here; the time left of ``timeout``."""
-        reader = self._reader
+        """Let the backend read the reply here, if it can; the time left of ``timeout``."""
+        reader = self._owner.backend.read_reply
         if reader is None:
             return timeout
         if timeout is None:
@@ -233,21 +234,7 @@ _SAME_ATTRIBUTES = set(vars(Future())) == {
 class Job:
     """A unit of work plus everything the pool needs to run it and resolve it once."""
 
-    __slots__ = (
-        "abandoned",
-        "body",
-        "finished",
-        "fn_blobs",
-        "fn_bytes",
-        "fn_key",
-        "future",
-        "holds_slot",
-        "id",
-        "killed",
-        "segment",
-        "timeout",
-        "work",
-    )
+    __slots__ = ("future", "holds_slot", "id", "serialized", "timeout", "work")
 
     def __init__(self, work: Call | Chunk, timeout: Optional[float]) -> None:
         self.future: JobFuture = JobFuture()
@@ -255,19 +242,34 @@ class Job:
         self.timeout = timeout
         self.id = next(_job_ids)
         self.holds_slot = False
-        # Filled by a backend that serializes (the process backend) in the submitting thread.
-        self.fn_bytes: Optional[bytes] = None
-        self.fn_key: Optional[int] = None
-        self.fn_blobs: tuple[tuple[int, Any], ...] = ()  # large values fn_bytes names by key
-        self.body: Optional[bytes] = None
-        # Process backend: the shared memory holding the body's large buffers (_large_data).
+        # What a backend that serializes (process, Dask) made of it in the submitting thread.
+        self.serialized: Optional[Serialized] = None
+
+
+class Serialized:
+    """A job as bytes, made in the submitting thread by a backend that serializes (process and
+    Dask): its function (``map`` makes that once for all its chunks), and its arguments or items.
+    """
+
+    __slots__ = ("body", "fn_blobs", "fn_bytes", "fn_key", "segment")
+
+    def __init__(
+        self,
+        fn_bytes: Optional[bytes],
+        fn_key: Optional[int] = None,
+        fn_blobs: tuple[tuple[int, Any], ...] = (),
+    ) -> None:
+        self.fn_bytes = fn_bytes
+        self.fn_key = fn_key  # process backend: the key each worker keeps the function under
+        self.fn_blobs = fn_blobs  # process backend: the large values fn_bytes names by key
+        self.body: bytes = b""  # the pickled (args, kwargs), or (items, star) of a chunk
+        # Process backend: the shared memory holding the body's large buffers (_large_data),
+        # freed when the job's future resolves.
         self.segment: Any = None
-        # Thread backend: the job's thread was given up on (timeout / kill) / the job returned.
-        self.abandoned = False
-        self.finished = False
-        # Process backend: Pool.kill() failed this job while it waited behind another in a
-        # worker's pipe; it must not run (see _process/_send_ahead.py).
-        self.killed = False
+
+    def size(self) -> int:
+        """The bytes that travel in the message: body, and the function unless it is keyed."""
+        return len(self.body) + (len(self.fn_bytes or b"") if self.fn_key is None else 0)
 
 
 class Outcomes:
@@ -458,20 +460,22 @@ class JobQueue:
         return max(0, self._queue.qsize() - self._stop_markers) + len(self._front)
 
 
-def serialize_job(job: Job) -> None:
-    """Fill ``job.fn_bytes`` (unless ``map`` already did, once for all its chunks) and ``job.body``.
+def serialize_job(job: Job) -> Serialized:
+    """Serialize ``job`` (its function too, unless ``map`` did it already for all its chunks).
 
     Runs in the submitting thread, so an unserializable argument fails at ``submit`` with the
     part named ("args[0].conn"), before anything is queued.
     """
     work = job.work
     try:
-        if job.fn_bytes is None:
-            job.fn_bytes = dumps(work.fn, "fn")
+        serialized = job.serialized
+        if serialized is None:
+            serialized = job.serialized = Serialized(dumps(work.fn, "fn"))
         if isinstance(work, Call):
-            job.body = dumps((work.args, work.kwargs), "job")
+            serialized.body = dumps((work.args, work.kwargs), "job")
         else:
-            job.body = dumps((work.items, work.star), "job")
+            serialized.body = dumps((work.items, work.star), "job")
+        return serialized
     except SerializationError as exc:
         # Re-locate from the whole job so the path reads "args[0].conn", not "object".
         raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__

@@ -71,6 +71,7 @@ def _check_cluster_arguments(address: Optional[str], client: Any) -> None:
 class DaskBackend:
     name = "dask"
     kill_limitation = KILL_UNSUPPORTED  # for a job a Dask worker runs already
+    read_reply = None  # a waiting thread waits on the future
 
     def __init__(
         self, setup: BackendSetup, *, address: Optional[str] = None, client: Any = None
@@ -130,6 +131,9 @@ class DaskBackend:
     def offer(self, job: Job) -> bool:
         """Jobs always go through the queue: the dispatcher decides where each one runs."""
         return False
+
+    def refused(self, job: Job) -> None:
+        """Its bytes hold nothing to let go of."""
 
     def notify(self) -> None:
         self._dispatcher.notify()

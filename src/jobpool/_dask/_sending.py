@@ -79,7 +79,8 @@ class Sender(UpperPart):
         return best
 
     def _send(self, job: Job, target: WorkerSlots) -> Optional[Task]:
-        assert job.fn_bytes is not None and job.body is not None
+        serialized = job.serialized
+        assert serialized is not None and serialized.fn_bytes is not None
         kind = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
         # A readable key for Dask's dashboard and logs: "jobpool-square-<pool>-<job id>-<n>".
         name = re.sub(r"\W+", "_", str(getattr(job.work.fn, "__name__", "job"))).strip("_")
@@ -93,8 +94,8 @@ class Sender(UpperPart):
                 run_on_worker,
                 self._run_token,
                 kind,
-                job.fn_bytes,
-                job.body,
+                serialized.fn_bytes,
+                serialized.body,
                 key,
                 self._per_worker.key(),  # installs its plugin once handles travel
                 key=key,

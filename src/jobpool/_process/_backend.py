@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
-from .._job import Job, serialize_job
+from .._job import Job, Serialized, serialize_job
 from .._per_worker import PICKLED_ONCE, pickled_once
 from .._pickling_advice import explain_failure
 from .._protocol import FUNCTION_CACHE_SIZE
@@ -122,23 +122,29 @@ class ProcessBackend:
             large,
         )
         self._dispatcher.thread.start()
-        self._read_reply = self._dispatcher.lender.read_reply
+        # A thread waiting for a running job's result reads its worker's reply (_lending).
+        self.read_reply = self._dispatcher.lender.read_reply
 
     def prepare(self, job: Job) -> None:
         """Serialize the job in the caller's thread, so a bad argument fails at submit.
 
-        ``map`` serializes its function once and sets ``fn_bytes`` on every chunk beforehand.
+        ``map`` serializes its function once, for every chunk, beforehand.
         """
-        if job.fn_bytes is None:
+        if job.serialized is None:
             try:
-                job.fn_bytes, job.fn_key, job.fn_blobs = self.prepare_function(job.work.fn)
+                job.serialized = Serialized(*self.prepare_function(job.work.fn))
             except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
                 raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
         if self._large is None:
             serialize_job(job)
         else:
-            self._large.prepare(job)
-        job.future._reader = self._read_reply
+            self._large.prepare(job, job.serialized)
+
+    def refused(self, job: Job) -> None:
+        """Close the job's shared memory now (see _large_data), if it has some."""
+        serialized = job.serialized
+        if serialized is not None and serialized.segment is not None:
+            serialized.segment.close()
 
     def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:
         """Serialize ``fn`` (once for a whole ``map`` call), its large values out of line.

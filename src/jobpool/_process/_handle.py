@@ -186,11 +186,10 @@ class WorkerHandle:
 
     def fits_ahead(self, job: Job) -> bool:
         """Whether ``job`` is small enough to wait in the pipe, its function already here."""
-        key = job.fn_key
-        size = len(job.body or b"")
-        if key is None:
-            size += len(job.fn_bytes or b"")
-        return fits_ahead(size, key is None or self.shipped.has_function(key))
+        serialized = job.serialized
+        assert serialized is not None
+        key = serialized.fn_key
+        return fits_ahead(serialized.size(), key is None or self.shipped.has_function(key))
 
     def may_lend(self) -> bool:
         return may_lend(self.state, len(self.ahead))
@@ -223,17 +222,19 @@ class WorkerHandle:
             state = self._move(Move.RUN_AHEAD)
             self.ahead.append(job)
         self._become(state)
-        fn_bytes = job.fn_bytes
-        key = job.fn_key
+        serialized = job.serialized
+        assert serialized is not None
+        fn_bytes = serialized.fn_bytes
+        key = serialized.fn_key
         if key is not None:
             assert fn_bytes is not None
-            self.shipped.send_function(key, fn_bytes, job.fn_blobs, self._write)
+            self.shipped.send_function(key, fn_bytes, serialized.fn_blobs, self._write)
             fn_bytes = None
         tag = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
-        body: Any = job.body
-        if job.segment is not None:  # its descriptor first, then the message announcing it
+        body: Any = serialized.body
+        if serialized.segment is not None:  # its descriptor first, then the message naming it
             assert self.segments is not None
-            body = job.segment.send(self.segments, job.id, body)
+            body = serialized.segment.send(self.segments, job.id, body)
         self._write(pickle.dumps((tag, job.id, key, fn_bytes, body), pickle.HIGHEST_PROTOCOL))
 
     def _write(self, data: bytes) -> None:
@@ -267,7 +268,7 @@ class WorkerHandle:
             if following.timeout is not None:
                 self.deadline = now + following.timeout
         self._become(state)
-        if following is not None and following.killed:
+        if following is not None and following.future.done():
             # Pool.kill() failed it while it waited here, too late to take it back: it started.
             self.kill(JobKilledError(KILLED_WAITING))
         return job if job is not None and job.id == job_id else None

@@ -327,7 +327,7 @@ class Workers:
         if jobs and handle.replied_after_kill:
             # It replied to the job we killed it for, so it had started the next one.
             self._outcomes.fail(jobs.pop(0), WorkerCrashedError(handle.pid, exitcode))
-        jobs = [job for job in jobs if not job.killed]
+        jobs = [job for job in jobs if not job.future.done()]  # not those Pool.kill() failed
         if not jobs:
             return
         if self.terminating or self.broken is not None:
@@ -412,10 +412,9 @@ class Workers:
                 handle.kill(JobKilledError("job killed by Pool.kill(); its worker was replaced"))
                 return True
             for job in handle.ahead:
-                if job.future is future and not job.killed:
+                if job.future is future and not future.done():
                     # Waiting behind another job: it fails now and is taken back unstarted; if
-                    # it starts first, its worker is killed then (_messages).
-                    job.killed = True
+                    # it starts first, its worker is killed then (WorkerHandle.replied).
                     self._outcomes.fail(job, JobKilledError(KILLED_WAITING))
                     if handle.state is WorkerState.BUSY:
                         handle.recall()
