@@ -16,9 +16,9 @@
                                  worker is running now
 
 The pool keeps its own queue: at most ``workers`` of its jobs run on the cluster at once, the
-slots shared out over the cluster's workers (see ``_slots``), and the rest wait
-in the pool's bounded queue, so backpressure, ``submit_nowait`` and the lazy ``map`` behave as on
-the other backends. A worker whose jobs are short also holds a few tasks beyond its slots, which
+slots shared out over the cluster's workers (see ``_slots``), and the rest wait in the pool's
+bounded queue, so backpressure, ``submit_nowait`` and the lazy ``map`` behave as on the other
+backends. A worker whose jobs are short also holds a few tasks beyond its slots, which
 start there the moment a running one ends: no worker waits for a scheduler round trip between two
 jobs. Like the process backend's jobs sent ahead, those are marked running when sent.
 
@@ -30,7 +30,12 @@ worker-side traceback. What *is* a task error is a worker that died while runnin
 (``KilledWorker``), reported as :class:`WorkerCrashedError`.
 
 Without ``address=`` or ``client=``, the backend starts a ``LocalCluster`` of worker processes on
-the loopback interface and closes it with the pool (``_cluster``). With
-``address=`` it connects a client of its own (closed with the pool, the cluster left running);
-with ``client=`` it uses that client and leaves it open.
+the loopback interface and closes it with the pool (``_cluster``). With ``address=`` it connects
+a client of its own (closed with the pool, the cluster left running); with ``client=`` it uses
+that client and leaves it open.
+
+The parts: ``_backend`` (``DaskBackend``, the face the pool sees) makes the dispatcher thread
+(``_dispatcher``, whose docstring draws its parts, from its loop down); what runs inside the Dask
+workers is ``_in_worker``, which the client side imports and which imports nothing of it; the
+pool's own cluster is ``_cluster``.
 """
