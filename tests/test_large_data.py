@@ -514,3 +514,40 @@ def test_a_forked_child_closes_inherited_segments() -> None:
         os.waitpid(pid, 0)
     finally:
         segment.close()
+
+
+def test_a_refused_job_tried_again_through_the_pipe_leaves_its_old_segment(
+    make_pool: MakePool, gate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio's ``run`` tries a job the full queue refused again, in the pool's helper thread,
+    and the second try prepares it anew. Its first segment was closed at the refusal; when the
+    second try's buffers go through the pipe (the descriptor budget is spent by then), that
+    closed segment must not travel with the job."""
+    import asyncio
+    import threading
+
+    pool = make_pool("process-forkserver", workers=1, max_pending=1, shared_memory_threshold=1024)
+    held = pool.submit(jobs.gate_job, gate.address, "hold")
+    gate.wait_for("hold")
+    queued = pool.submit(abs, -1)  # the queue is full
+    answers: list[bool] = []
+    tried_again = threading.Event()
+
+    def budget() -> bool:
+        """The first try gets a segment; the second finds the budget spent."""
+        answers.append(not answers)
+        if len(answers) == 2:
+            tried_again.set()
+        return answers[-1]
+
+    monkeypatch.setattr(_large_data, "may_hold_another", budget)
+
+    async def run_it() -> Any:
+        task = asyncio.ensure_future(pool.run(jobs.identity, jobs.bytes_of(4096)))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, tried_again.wait, WAIT)  # blocked on the slot
+        gate.release("hold")
+        return await asyncio.wait_for(task, WAIT)
+
+    assert asyncio.run(run_it()) == jobs.bytes_of(4096)
+    assert held.result(WAIT) is None and queued.result(WAIT) == 1

@@ -141,10 +141,12 @@ class ProcessBackend:
             self._large.prepare(job, job.serialized)
 
     def refused(self, job: Job) -> None:
-        """Close the job's shared memory now (see _large_data), if it has some."""
+        """Close the job's shared memory now (see _large_data), if it has some. A caller that
+        tries again (asyncio's run) prepares it anew: with a new segment, or none."""
         serialized = job.serialized
         if serialized is not None and serialized.segment is not None:
             serialized.segment.close()
+            serialized.segment = None
 
     def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:
         """Serialize ``fn`` (once for a whole ``map`` call), its large values out of line.
