@@ -209,6 +209,13 @@ class JobFuture(Future[Any]):
             timeout = self._read_reply(timeout)
         return _future_exception(self, timeout)
 
+    @property
+    def resolved(self) -> bool:
+        """Whether it has its outcome (or was cancelled), read without taking its lock, as on
+        every reply: once True it stays True. (A job failed by Pool.kill() while it waited
+        behind another must not run.)"""
+        return self._state != _RUNNING and self._state != _PENDING
+
     def _read_reply(self, timeout: Optional[float]) -> Optional[float]:
         """Let the backend read the reply here, if it can; the time left of ``timeout``."""
         reader = self._owner.backend.read_reply

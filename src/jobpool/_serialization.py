@@ -22,7 +22,10 @@ def dumps(obj: object, what: str = "object", *, to_worker: bool = True) -> bytes
     ``to_worker``: it travels to a worker, where functions of the script share one namespace
     (see ``_main_globals``); results and exceptions travel back with ``to_worker=False``.
     """
-    data = pickle_plainly(obj, what)
+    try:
+        data = plain_pickle(obj)  # pickle_plainly's, inline: every job's arguments come here
+    except Exception as exc:
+        raise explain_failure(obj, what, exc) from exc
     if data is not None:
         return data
     try:

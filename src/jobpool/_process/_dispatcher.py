@@ -116,10 +116,8 @@ class Dispatcher:
         try:
             if workers.closing or workers.broken is not None or self.line.waiting():
                 return False
-            handle = workers.idle_handle()
-            if handle is None:
+            if not workers.start_on_idle(job):
                 return False
-            workers.start_job(handle, job)
             # Marked running only now, to let the worker start sooner: nobody else holds the
             # future yet to cancel it, and its reply waits for the lock we hold.
             self._outcomes.start(job)

@@ -45,8 +45,6 @@ from ._state import (
     allows,
     check,
     fits_ahead,
-    may_lend,
-    may_take_ahead,
     next_state,
     pipe_returned_move,
     recall_answered_move,
@@ -143,10 +141,9 @@ class WorkerHandle:
 
     # --- the state: every change goes through here ------------------------------------------
 
-    def _move(self, move: Move) -> WorkerState:
-        """The state ``move`` leads to; raises ``WorkerStateError`` before anything changes if
-        the table does not allow it. The caller changes the data, then ``_become``s it."""
-        return next_state(self.state, move)
+    # Each method first asks ``next_state`` where its move leads (which raises WorkerStateError,
+    # before anything changes, if the table does not allow it), changes the data, then enters
+    # the new state with ``_become``.
 
     def _become(self, state: WorkerState) -> None:
         """Enter ``state``, whose rules the data must now meet (see ``_state.check``)."""
@@ -176,23 +173,18 @@ class WorkerHandle:
 
     def ready(self) -> None:
         """It said READY."""
-        self._become(self._move(Move.READY))
+        self._become(next_state(self.state, Move.READY))
 
     # --- jobs ----------------------------------------------------------------------------------
-
-    def may_take_ahead(self, now: float) -> bool:
-        """Whether jobs may wait in this worker's pipe behind its running job (_send_ahead)."""
-        return may_take_ahead(self.state, len(self.ahead), self.job_seconds, now - self.started_at)
 
     def fits_ahead(self, job: Job) -> bool:
         """Whether ``job`` is small enough to wait in the pipe, its function already here."""
         serialized = job.serialized
         assert serialized is not None
         key = serialized.fn_key
-        return fits_ahead(serialized.size(), key is None or self.shipped.has_function(key))
-
-    def may_lend(self) -> bool:
-        return may_lend(self.state, len(self.ahead))
+        if key is None:  # the function travels with it
+            return fits_ahead(len(serialized.body) + len(serialized.fn_bytes or b""), True)
+        return fits_ahead(len(serialized.body), self.shipped.has_function(key))
 
     @property
     def recall_at(self) -> Optional[float]:
@@ -214,12 +206,12 @@ class WorkerHandle:
         A job's time limit starts when it starts, not when it was queued or sent.
         """
         if self.state is WorkerState.IDLE:
-            state = self._move(Move.RUN)
+            state = next_state(self.state, Move.RUN)
             self.job = job
             self.started_at = now = time.monotonic()
             self.deadline = now + job.timeout if job.timeout is not None else None
         else:
-            state = self._move(Move.RUN_AHEAD)
+            state = next_state(self.state, Move.RUN_AHEAD)
             self.ahead.append(job)
         self._become(state)
         serialized = job.serialized
@@ -251,7 +243,7 @@ class WorkerHandle:
         if move is None:
             self.replied_after_kill = True
             return None
-        state = self._move(move)
+        state = next_state(self.state, move)
         job, self.job, self.deadline = self.job, None, None
         self.jobs_done += 1
         now = time.monotonic()
@@ -268,7 +260,7 @@ class WorkerHandle:
             if following.timeout is not None:
                 self.deadline = now + following.timeout
         self._become(state)
-        if following is not None and following.future.done():
+        if following is not None and following.future.resolved:
             # Pool.kill() failed it while it waited here, too late to take it back: it started.
             self.kill(JobKilledError(KILLED_WAITING))
         return job if job is not None and job.id == job_id else None
@@ -276,7 +268,7 @@ class WorkerHandle:
     def recall(self) -> None:
         """Ask the worker to give back the jobs it has not started (answered by GIVE_BACK)."""
         if self.state is WorkerState.BUSY:
-            self._become(self._move(Move.RECALL))
+            self._become(next_state(self.state, Move.RECALL))
         try:
             self._recall.send_bytes(b"r")
         except OSError:  # it is exiting: its exit hands the jobs back
@@ -292,7 +284,7 @@ class WorkerHandle:
             back.append(job)
         back += [job for job in self.ahead if job.id in returned]
         move = recall_answered_move(self.state, job is not None and job.id not in returned)
-        state = self.state if move is None else self._move(move)
+        state = self.state if move is None else next_state(self.state, move)
         if back:
             if job is not None and job.id in returned:
                 self.job, self.deadline = None, None
@@ -315,7 +307,7 @@ class WorkerHandle:
 
         Raises ``OSError`` (its first lease needs a pipe: out of descriptors) before it moves.
         """
-        state = self._move(Move.LEND)
+        state = next_state(self.state, Move.LEND)
         if self.lease is None:
             self.lease = Lease(self.fd)
         self.lease.active = True
@@ -326,7 +318,7 @@ class WorkerHandle:
         """The thread gave the pipe back (under the lock)."""
         assert self.lease is not None
         move = pipe_returned_move(self.state, self.job is not None)
-        state = self.state if move is None else self._move(move)
+        state = self.state if move is None else next_state(self.state, move)
         self.lease.active = False
         self._become(state)
         if self.state is WorkerState.EXITED:
@@ -336,7 +328,7 @@ class WorkerHandle:
 
     def stop(self) -> None:
         """Ask the worker to exit after its current job; its exit is then expected."""
-        self._become(self._move(Move.STOP))
+        self._become(next_state(self.state, Move.STOP))
         try:
             self._write(pickle.dumps((STOP,)))
         except OSError:
@@ -350,7 +342,7 @@ class WorkerHandle:
         ``failure``) is seen once they are all gone. Killing it again changes nothing."""
         if self.state is WorkerState.KILLED:
             return  # its tree is being stopped already; the first kill's reason stands
-        state = self._move(Move.KILL)
+        state = next_state(self.state, Move.KILL)
         self.failure = failure
         self.deadline = None  # its exit fails the job: no time limit to watch any more
         self._become(state)
@@ -375,7 +367,7 @@ class WorkerHandle:
         """
         self.process.join()
         code: Optional[int] = self.process.exitcode
-        state = self._move(Move.EXIT)
+        state = next_state(self.state, Move.EXIT)
         self.exited_from = self.state
         self._become(state)
         if self.lease is not None and self.lease.active:

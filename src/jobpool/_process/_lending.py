@@ -24,6 +24,7 @@ from ._handle import WorkerHandle
 from ._line import JobLine
 from ._messages import Messages, Reply
 from ._routing import assign_jobs
+from ._state import may_lend
 from ._watch import FdWatch, WakePipe
 from ._workers import Event, Workers
 
@@ -61,7 +62,11 @@ class ReplyLender:
             return
         with self._lock:
             handle = self._workers.running(future)
-            if handle is None or not handle.may_lend() or not self._watch.pause(handle.fd):
+            if (
+                handle is None
+                or not may_lend(handle.state, len(handle.ahead))
+                or not self._watch.pause(handle.fd)
+            ):
                 return
             try:
                 lease = handle.lend()
@@ -103,7 +108,7 @@ class ReplyLender:
             self._watch.resume(handle.fd)
         if handle.idle:
             workers = self._workers
-            workers.idle_again(handle)
+            workers.idle_again()
             if workers.closing or self._line.waiting():
                 assign_jobs(workers, self._line)
                 self._wake.wake()  # anything else a free worker changes (closing) is the loop's

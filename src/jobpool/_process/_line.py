@@ -53,7 +53,7 @@ class JobLine:
     def give_back(self, jobs: Iterable[Job]) -> None:
         """A worker will not run ``jobs``: they go after the other returned ones (not those
         Pool.kill() failed meanwhile: they must not run)."""
-        self._returned.extend(job for job in jobs if not job.future.done())
+        self._returned.extend(job for job in jobs if not job.future.resolved)
 
     def put_first(self, jobs: list[Job]) -> None:
         """``jobs`` (in order) go before everything else."""

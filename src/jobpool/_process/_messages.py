@@ -114,7 +114,8 @@ class Messages:
         if message[0] == OK and type(message[2]) is tuple:  # its buffers wait in a segment
             # Taken off the socket now, whatever happens to the reply, so none is left behind.
             message = (OK, message[1], receive(handle.segments, message[1], message[2]))
-        job = self._workers.replied(handle, message[1])
+        job = handle.replied(message[1])
+        self._workers.recycle_if_due(handle)  # max_jobs_per_worker: its last job replied
         return None if job is None else (job, message)
 
     def settle(self, reply: Reply) -> None:

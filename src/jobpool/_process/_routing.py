@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from ._line import JobLine
+from ._state import may_take_ahead
 from ._workers import Workers
 
 
@@ -33,9 +34,15 @@ def send_ahead(workers: Workers, line: JobLine) -> None:
         return
     now = time.monotonic()
     for handle in workers.handles:
-        while handle.may_take_ahead(now):
+        while may_take_ahead(
+            handle.state, len(handle.ahead), handle.job_seconds, now - handle.started_at
+        ):
             job = line.next_job_if(handle.fits_ahead)
-            if job is None or not workers.send_ahead(handle, job):
+            if job is None:
+                break
+            try:
+                handle.run(job)
+            except OSError:  # the worker died under us: its exit requeues the job
                 break
         if not line.waiting():
             return

@@ -105,8 +105,13 @@ class Workers:
         """At each turn of the loop: count the idle workers again."""
         self.idle_count = sum(handle.idle for handle in self.handles)
 
-    def idle_handle(self) -> Optional[WorkerHandle]:
-        return next((handle for handle in self.handles if handle.idle), None)
+    def start_on_idle(self, job: Job) -> bool:
+        """Send ``job`` to an idle worker, if one is; False if none is."""
+        for handle in self.handles:
+            if handle.state is WorkerState.IDLE:
+                self.start_job(handle, job)
+                return True
+        return False
 
     def start_job(self, handle: WorkerHandle, job: Job) -> None:
         """Send ``job`` to the idle worker ``handle``: one idle worker fewer."""
@@ -116,31 +121,17 @@ class Workers:
         except OSError:  # the worker died under us: its exit fails the job
             pass
 
-    def send_ahead(self, handle: WorkerHandle, job: Job) -> bool:
-        """Send ``job`` to wait behind the busy worker ``handle``'s running one; False if the
-        worker died under us (its exit requeues the job)."""
-        try:
-            handle.run(job)
-        except OSError:
-            return False
-        return True
-
-    def idle_again(self, handle: WorkerHandle) -> None:
-        """``handle`` became idle outside the loop (its caller gave its pipe back, _lending):
-        a submitter may hand it a job before the loop counts again."""
-        if handle.idle:
-            self.idle_count += 1
+    def idle_again(self) -> None:
+        """A worker became idle outside the loop (its caller gave its pipe back, _lending): a
+        submitter may hand it a job before the loop counts again."""
+        self.idle_count += 1
 
     def running(self, future: object) -> Optional[WorkerHandle]:
         """The worker that runs ``future``'s job now, if any."""
-        return next((handle for handle in self.handles if handle.running(future)), None)
-
-    def replied(self, handle: WorkerHandle, job_id: int) -> Optional[Job]:
-        """``handle``'s worker replied to job ``job_id``: that job, if it still waits for its
-        reply; a worker that has run its last job is replaced (``max_jobs_per_worker``)."""
-        job = handle.replied(job_id)
-        self.recycle_if_due(handle)
-        return job
+        for handle in self.handles:
+            if handle.running(future):
+                return handle
+        return None
 
     # --- the pool's lifecycle -------------------------------------------------------------------
 
@@ -327,7 +318,7 @@ class Workers:
         if jobs and handle.replied_after_kill:
             # It replied to the job we killed it for, so it had started the next one.
             self._outcomes.fail(jobs.pop(0), WorkerCrashedError(handle.pid, exitcode))
-        jobs = [job for job in jobs if not job.future.done()]  # not those Pool.kill() failed
+        jobs = [job for job in jobs if not job.future.resolved]  # not those Pool.kill() failed
         if not jobs:
             return
         if self.terminating or self.broken is not None:
@@ -340,7 +331,9 @@ class Workers:
 
     def recycle_if_due(self, handle: WorkerHandle) -> None:
         """After a reply: replace a worker that has run ``max_jobs_per_worker`` jobs."""
-        if due_for_recycling(handle.state, handle.jobs_done, self.max_jobs):
+        if self.max_jobs is not None and due_for_recycling(
+            handle.state, handle.jobs_done, self.max_jobs
+        ):
             handle.stop()
             self._replace()  # counted as a restart only when replaced, as for a crash
 
@@ -412,7 +405,7 @@ class Workers:
                 handle.kill(JobKilledError("job killed by Pool.kill(); its worker was replaced"))
                 return True
             for job in handle.ahead:
-                if job.future is future and not future.done():
+                if job.future is future and not job.future.resolved:
                     # Waiting behind another job: it fails now and is taken back unstarted; if
                     # it starts first, its worker is killed then (WorkerHandle.replied).
                     self._outcomes.fail(job, JobKilledError(KILLED_WAITING))
