@@ -1,6 +1,6 @@
 """An in-memory backend that runs jobs only when a test says so: the pool without processes.
 
-It holds to the same contract as the real backends (``jobpool._backend.Backend``; mypy checks
+It holds to the same contract as the real backends (``jobpool._contract.Backend``; mypy checks
 this file in strict mode, see test_typing.py), so tests of the pool's own logic (admission,
 backpressure, map windowing, cancel, kill, shutdown, a broken pool) run deterministically, in
 the test's own thread: a job runs when the test calls :meth:`FakeBackend.run` or
@@ -14,12 +14,13 @@ from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 from jobpool import JobKilledError
-from jobpool._backend import NOT_SERIALIZED, Backend, BackendSetup, PreparedFunction
+from jobpool._contract import NOT_SERIALIZED, Backend, BackendSetup, PreparedFunction
 from jobpool._job import Job
 
 
 class FakeBackend:
     name = "fake"
+    read_reply = None
 
     def __init__(self, setup: BackendSetup, kill_limitation: Optional[str] = None) -> None:
         self.setup = setup
@@ -36,6 +37,9 @@ class FakeBackend:
 
     def offer(self, job: Job) -> bool:
         return False
+
+    def refused(self, job: Job) -> None:
+        pass
 
     def notify(self) -> None:
         pass
@@ -99,7 +103,7 @@ class FakeBackend:
 
 
 def factory(kill_limitation: Optional[str] = None) -> Callable[..., Backend]:
-    """What goes into ``jobpool._backend.FACTORIES`` for the fake."""
+    """What goes into ``jobpool._backend_factory.FACTORIES`` for the fake."""
 
     def make(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
         backend = FakeBackend(setup, kill_limitation)

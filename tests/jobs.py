@@ -423,9 +423,9 @@ def fail_if_exists(path: str) -> None:
 
 def held_blob_count() -> int:
     """How many blobs (large values of functions) this worker process holds."""
-    from jobpool._process import _worker
+    from jobpool._process import _in_worker
 
-    return len(_worker.BLOBS)
+    return len(_in_worker.BLOBS)
 
 
 def say_then_exit(code: int) -> None:

@@ -17,12 +17,12 @@ import fake_backend
 import jobs
 from conftest import WAIT
 from fake_backend import FakeBackend
-from jobpool import InitializerError, JobKilledError, Pool, QueueFull, _backend
+from jobpool import InitializerError, JobKilledError, Pool, QueueFull, _backend_factory
 
 
 @pytest.fixture
 def pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pool]:
-    monkeypatch.setitem(_backend.FACTORIES, "fake", fake_backend.factory())
+    monkeypatch.setitem(_backend_factory.FACTORIES, "fake", fake_backend.factory())
     made = Pool(2, backend="fake", max_pending=3)
     yield made
     made.shutdown(wait=True, cancel_futures=True)
@@ -87,7 +87,7 @@ def test_kill_cancels_a_waiting_job_and_asks_the_backend_for_a_running_one(pool:
 def test_a_backend_that_cannot_stop_running_jobs_says_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(_backend.FACTORIES, "fake", fake_backend.factory("no can do"))
+    monkeypatch.setitem(_backend_factory.FACTORIES, "fake", fake_backend.factory("no can do"))
     with Pool(1, backend="fake") as pool:
         future = pool.submit(jobs.square, 3)
         fake().start()

@@ -48,8 +48,8 @@ from jobpool import (
     SchedulerLostError,
     SerializationError,
     WorkerCrashedError,
-    _dask_slots,
 )
+from jobpool._dask import _slots as _dask_slots
 
 # Tests on the run's shared cluster are quick and run always; a test that starts a cluster of its
 # own costs seconds, and is marked slow (run by CI, see conftest.py, and with -m slow).
@@ -488,7 +488,7 @@ def test_a_tls_cluster_you_bring_through_client_or_dask_config() -> None:
 
 
 # --- jobs waiting on the cluster's workers ------------------------------------------------------
-# A worker whose jobs are short holds tasks beyond its slots (see jobpool/_dask_slots.py). The
+# A worker whose jobs are short holds tasks beyond its slots (see jobpool/_dask/_slots.py). The
 # shared cluster has 4 threads (2 workers x 2), more than the pools below have workers.
 
 
@@ -585,30 +585,30 @@ def test_killing_a_job_waiting_on_a_worker_means_it_never_runs(
 
 
 class _ReleasedFuture:
-    """Stands for a Dask future the books let go of."""
+    """Stands for a Dask future the pool's task list lets go of."""
 
     def release(self) -> None:
         pass
 
 
 def test_a_job_killed_while_it_waits_to_go_again_is_not_sent() -> None:
-    """The books: a job given back (taken back from its worker) and then killed is forgotten
+    """ClusterTasks: a job given back (taken back from its worker) and then killed is forgotten
     when the dispatcher comes to send it again, without a task and without waiting.
 
     Pool.kill() can land between the moment the line hands the job out and the moment it is
-    sent; the books check under their lock, and must not take that lock twice.
+    sent; they are checked under a lock, and must not take that lock twice.
     """
     import asyncio
 
-    from jobpool._dask_inbox import Inbox
-    from jobpool._dask_slots import WorkerSlots
-    from jobpool._dask_tasks import Tasks
+    from jobpool._dask._inbox import Inbox
+    from jobpool._dask._slots import WorkerSlots
+    from jobpool._dask._tasks import ClusterTasks
     from jobpool._job import Call, Job, Outcomes
 
     loop = asyncio.new_event_loop()
     try:
         outcomes = Outcomes()
-        tasks = Tasks(None, outcomes, Inbox(loop))
+        tasks = ClusterTasks(None, outcomes, Inbox(loop))
         slots = WorkerSlots("tcp://127.0.0.1:1", 1)
         slots.quota = 1
         job = Job(Call(jobs.square, (3,), {}), None)

@@ -344,10 +344,10 @@ def test_terminate_frees_running_and_queued_segments(make_pool: MakePool, gate: 
 def test_jobs_sent_ahead_and_given_back_keep_then_free_their_segments(
     make_pool: MakePool, gate: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobpool._process import _handle
+    from jobpool._process import _state
 
-    monkeypatch.setattr(_handle, "SHORT_JOB_SECONDS", 3600.0)  # send ahead to any busy worker
-    monkeypatch.setattr(_handle, "RECALL_AFTER_SECONDS", 3600.0)  # ... recalling only later
+    monkeypatch.setattr(_state, "SHORT_JOB_SECONDS", 3600.0)  # send ahead to any busy worker
+    monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 3600.0)  # ... recalling only later
     pool = make_pool("process-forkserver", workers=2, shared_memory_threshold=1024)
     warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
     for i in range(2):
@@ -361,7 +361,7 @@ def test_jobs_sent_ahead_and_given_back_keep_then_free_their_segments(
     dispatcher = pool._backend._dispatcher  # type: ignore[attr-defined]
     dispatcher.call(lambda: None)  # one turn of its loop sends jobs ahead
     assert dispatcher.call(lambda: sum(len(h.ahead) for h in dispatcher.workers.handles)) > 0
-    monkeypatch.setattr(_handle, "RECALL_AFTER_SECONDS", 0.01)  # ... and recalls them
+    monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 0.01)  # ... and recalls them
     dispatcher.wake()
     gate.release("hold0")  # one worker frees up; the other keeps holding
     assert all(f.result(WAIT) == jobs.bytes_of(4096) for f in behind)
@@ -514,3 +514,40 @@ def test_a_forked_child_closes_inherited_segments() -> None:
         os.waitpid(pid, 0)
     finally:
         segment.close()
+
+
+def test_a_refused_job_tried_again_through_the_pipe_leaves_its_old_segment(
+    make_pool: MakePool, gate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio's ``run`` tries a job the full queue refused again, in the pool's helper thread,
+    and the second try prepares it anew. Its first segment was closed at the refusal; when the
+    second try's buffers go through the pipe (the descriptor budget is spent by then), that
+    closed segment must not travel with the job."""
+    import asyncio
+    import threading
+
+    pool = make_pool("process-forkserver", workers=1, max_pending=1, shared_memory_threshold=1024)
+    held = pool.submit(jobs.gate_job, gate.address, "hold")
+    gate.wait_for("hold")
+    queued = pool.submit(abs, -1)  # the queue is full
+    answers: list[bool] = []
+    tried_again = threading.Event()
+
+    def budget() -> bool:
+        """The first try gets a segment; the second finds the budget spent."""
+        answers.append(not answers)
+        if len(answers) == 2:
+            tried_again.set()
+        return answers[-1]
+
+    monkeypatch.setattr(_large_data, "may_hold_another", budget)
+
+    async def run_it() -> Any:
+        task = asyncio.ensure_future(pool.run(jobs.identity, jobs.bytes_of(4096)))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, tried_again.wait, WAIT)  # blocked on the slot
+        gate.release("hold")
+        return await asyncio.wait_for(task, WAIT)
+
+    assert asyncio.run(run_it()) == jobs.bytes_of(4096)
+    assert held.result(WAIT) is None and queued.result(WAIT) == 1

@@ -1,4 +1,4 @@
-"""Jobs sent to a busy worker ahead of time (``_process/_ahead.py``).
+"""Jobs sent to a busy worker ahead of time (``_process/_send_ahead.py``).
 
 The dispatcher gives a worker with short jobs its next few jobs before the running one ends.
 These tests check what that must never cost: a job waiting behind one that hangs, crashes,
@@ -25,13 +25,13 @@ import jobs
 from conftest import START_METHODS, WAIT
 from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError
 from jobpool._job import Call, Job, JobQueue
-from jobpool._process import _handle
-from jobpool._process import _protocol as p
-from jobpool._process._ahead import AHEAD_JOBS
+from jobpool._process import _handle, _state
 from jobpool._process._frames import write_frame
+from jobpool._process._in_worker import _Inbox
 from jobpool._process._line import JobLine
+from jobpool._process._send_ahead import AHEAD_JOBS
 from jobpool._process._state import WorkerState
-from jobpool._process._worker import _Inbox
+from jobpool._protocol import DEFINE_FN, RUN_CALL, RUN_CHUNK, STOP
 
 BACKEND = "process-forkserver"
 
@@ -39,8 +39,8 @@ BACKEND = "process-forkserver"
 @pytest.fixture
 def eager(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """Send ahead to any busy worker; recall only when a test lowers the timer again."""
-    monkeypatch.setattr(_handle, "SHORT_JOB_SECONDS", 3600.0)
-    monkeypatch.setattr(_handle, "RECALL_AFTER_SECONDS", 3600.0)
+    monkeypatch.setattr(_state, "SHORT_JOB_SECONDS", 3600.0)
+    monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 3600.0)
     return monkeypatch
 
 
@@ -124,7 +124,7 @@ def test_jobs_behind_a_hung_job_are_recalled_and_run_elsewhere(
     assert sorted(map(len, ahead)) == [AHEAD_JOBS, AHEAD_JOBS]
     assert any(queue[0] is futures[0] for queue in ahead)  # the hung job leads one pipe
     assert futures[0].running() and not futures[0].cancel()  # sent ahead: already running
-    eager.setattr(_handle, "RECALL_AFTER_SECONDS", 0.01)
+    eager.setattr(_state, "RECALL_AFTER_SECONDS", 0.01)
     _release_held(gate, held)
     short = futures[1:]
     done, _ = wait(short, timeout=WAIT)
@@ -279,31 +279,31 @@ def test_give_back_returns_only_unstarted_jobs_and_keeps_definitions() -> None:
     with parent, child:
         inbox = _Inbox(child)  # type: ignore[arg-type]
         frames = [
-            _message(p.RUN_CALL, 1, None, b"f", b"a"),
-            _message(p.RUN_CALL, 2, None, b"f", b"a"),
-            _message(p.DEFINE_FN, 7),
+            _message(RUN_CALL, 1, None, b"f", b"a"),
+            _message(RUN_CALL, 2, None, b"f", b"a"),
+            _message(DEFINE_FN, 7),
             b"raw function bytes",
-            _message(p.RUN_CALL, 3, 7, None, b"a"),
-            _message(p.RUN_CHUNK, 4, None, b"f", b"a"),
+            _message(RUN_CALL, 3, 7, None, b"a"),
+            _message(RUN_CHUNK, 4, None, b"f", b"a"),
         ]
         for frame in frames:
             write_frame(parent.fileno(), frame)
         message, extra = inbox.next()
-        assert message[:2] == (p.RUN_CALL, 1) and extra is None  # "started"
+        assert message[:2] == (RUN_CALL, 1) and extra is None  # "started"
         assert inbox.give_back() == [2, 3, 4]
-        write_frame(parent.fileno(), _message(p.STOP))
-        assert inbox.next() == ((p.DEFINE_FN, 7), b"raw function bytes")
-        assert inbox.next() == ((p.STOP,), None)
+        write_frame(parent.fileno(), _message(STOP))
+        assert inbox.next() == ((DEFINE_FN, 7), b"raw function bytes")
+        assert inbox.next() == ((STOP,), None)
 
 
 def test_give_back_while_the_main_thread_reads_returns_nothing() -> None:
     parent, child = socket.socketpair()
     with parent, child:
         inbox = _Inbox(child)  # type: ignore[arg-type]
-        write_frame(parent.fileno(), _message(p.RUN_CALL, 1, None, b"f", b"a"))
+        write_frame(parent.fileno(), _message(RUN_CALL, 1, None, b"f", b"a"))
         with inbox._lock:  # the main thread is inside next(): it runs what it reads
             assert inbox.give_back() == []
-        assert inbox.next()[0][:2] == (p.RUN_CALL, 1)
+        assert inbox.next()[0][:2] == (RUN_CALL, 1)
 
 
 def test_a_job_put_back_is_first_in_line() -> None:
@@ -322,7 +322,7 @@ def test_give_back_with_a_definition_still_arriving() -> None:
     parent, child = socket.socketpair()
     with parent, child:
         inbox = _Inbox(child)  # type: ignore[arg-type]
-        write_frame(parent.fileno(), _message(p.DEFINE_FN, 7))
+        write_frame(parent.fileno(), _message(DEFINE_FN, 7))
         assert inbox.give_back() == []  # its function bytes are not here yet
         write_frame(parent.fileno(), b"raw function bytes")
-        assert inbox.next() == ((p.DEFINE_FN, 7), b"raw function bytes")
+        assert inbox.next() == ((DEFINE_FN, 7), b"raw function bytes")

@@ -10,6 +10,7 @@ Hypothesis runs derandomized with few, short examples: the same sequences on eve
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -30,7 +31,15 @@ from hypothesis.stateful import (
 import jobs
 from conftest import WAIT, pool_kwargs
 from jobpool import JobKilledError, Pool, WorkerCrashedError
-from jobpool._process._state import TRANSITIONS, Move, WorkerState, WorkerStateError, next_state
+from jobpool._process._state import (
+    TRANSITIONS,
+    Move,
+    WorkerState,
+    WorkerStateError,
+    check,
+    disagreement,
+    next_state,
+)
 
 WORKERS = 2
 
@@ -216,54 +225,49 @@ class PoolMachine(RuleBasedStateMachine):
 
 
 def _disagreements(handle: Any) -> list[str]:
-    state, job, ahead = handle.state, handle.job, list(handle.ahead)
+    """What is wrong with a worker of the pool now: its data against its state, as the state
+    module checks it at every move (``_state.disagreement``), and an exited worker left in."""
     problems = []
-    if state in (WorkerState.STARTING, WorkerState.IDLE, WorkerState.RETIRING) and (
-        job is not None or ahead
-    ):
-        problems.append(f"{handle!r}: {state.value} yet holds jobs")
-    if state in (WorkerState.BUSY, WorkerState.LENT) and job is None:
-        problems.append(f"{handle!r}: {state.value} without a job")
-    if state is WorkerState.LENT and (ahead or handle.lease is None or not handle.lease.active):
-        problems.append(f"{handle!r}: lent with jobs ahead or no active lease")
-    if state is WorkerState.EXITED:
+    lent = handle.lease is not None and handle.lease.active
+    wrong = disagreement(handle.state, handle.job is not None, bool(handle.ahead), lent)
+    if wrong is not None:
+        problems.append(f"{handle!r}: {wrong}")
+    if handle.state is WorkerState.EXITED:
         problems.append(f"{handle!r}: exited but still among the workers")
-    if handle.lease is not None and handle.lease.active and state is not WorkerState.LENT:
-        problems.append(f"{handle!r}: lent out in state {state.value}")
     return problems
 
 
 # --- the worker state table itself ------------------------------------------------------------
 
-_W, _M = WorkerState, Move
 _LIVE = set(WorkerState) - {WorkerState.EXITED}
 
 # The moves of the diagram in ``_state``'s docstring, written out again here: the table must
 # allow exactly these, each to this state, and refuse every other move.
 DIAGRAM: dict[tuple[WorkerState, Move], WorkerState] = {
-    (_W.STARTING, _M.READY): _W.IDLE,
-    (_W.STARTING, _M.STOP): _W.RETIRING,
-    (_W.IDLE, _M.RUN): _W.BUSY,
-    (_W.IDLE, _M.STOP): _W.RETIRING,
-    (_W.BUSY, _M.FINISH_LAST): _W.IDLE,
-    (_W.BUSY, _M.RUN_AHEAD): _W.BUSY,
-    (_W.BUSY, _M.FINISH_NEXT): _W.BUSY,
-    (_W.BUSY, _M.LEND): _W.LENT,
-    (_W.LENT, _M.UNLEND_BUSY): _W.BUSY,
-    (_W.LENT, _M.FINISH_LAST): _W.IDLE,
-    (_W.LENT, _M.UNLEND_IDLE): _W.IDLE,
-    (_W.BUSY, _M.RECALL): _W.RECALLING,
-    (_W.RECALLING, _M.GIVE_BACK_BUSY): _W.BUSY,
-    (_W.RECALLING, _M.GIVE_BACK_IDLE): _W.IDLE,
-    # "finish_next/finish_last also keep RECALLING: a job may end while the recall is on its way"
-    (_W.RECALLING, _M.FINISH_NEXT): _W.RECALLING,
-    (_W.RECALLING, _M.FINISH_LAST): _W.RECALLING,
+    (WorkerState.STARTING, Move.READY): WorkerState.IDLE,
+    (WorkerState.STARTING, Move.STOP): WorkerState.RETIRING,
+    (WorkerState.IDLE, Move.RUN): WorkerState.BUSY,
+    (WorkerState.IDLE, Move.STOP): WorkerState.RETIRING,
+    (WorkerState.BUSY, Move.FINISH_LAST): WorkerState.IDLE,
+    (WorkerState.BUSY, Move.RUN_AHEAD): WorkerState.BUSY,
+    (WorkerState.BUSY, Move.FINISH_NEXT): WorkerState.BUSY,
+    (WorkerState.BUSY, Move.LEND): WorkerState.LENT,
+    (WorkerState.LENT, Move.UNLEND_BUSY): WorkerState.BUSY,
+    (WorkerState.LENT, Move.FINISH_LAST): WorkerState.LENT,
+    (WorkerState.LENT, Move.UNLEND_IDLE): WorkerState.IDLE,
+    (WorkerState.BUSY, Move.RECALL): WorkerState.RECALLING,
+    (WorkerState.RECALLING, Move.GIVE_BACK_BUSY): WorkerState.BUSY,
+    (WorkerState.RECALLING, Move.GIVE_BACK_IDLE): WorkerState.IDLE,
+    # "finish_next/finish_last also keep RECALLING: a job may end while the recall is on its
+    # way; finish_last keeps LENT: the caller read the reply and gives the pipe back next"
+    (WorkerState.RECALLING, Move.FINISH_NEXT): WorkerState.RECALLING,
+    (WorkerState.RECALLING, Move.FINISH_LAST): WorkerState.RECALLING,
     # a worker stopped or killed while starting may still say READY before it goes
-    (_W.RETIRING, _M.READY): _W.RETIRING,
-    (_W.KILLED, _M.READY): _W.KILLED,
+    (WorkerState.RETIRING, Move.READY): WorkerState.RETIRING,
+    (WorkerState.KILLED, Move.READY): WorkerState.KILLED,
     # "any state but EXITED --kill--> KILLED; any state --exit--> EXITED" (none leaves EXITED)
-    **{(state, _M.KILL): _W.KILLED for state in _LIVE},
-    **{(state, _M.EXIT): _W.EXITED for state in _LIVE},
+    **{(state, Move.KILL): WorkerState.KILLED for state in _LIVE},
+    **{(state, Move.EXIT): WorkerState.EXITED for state in _LIVE},
 }
 
 
@@ -403,3 +407,32 @@ class ForkMachine(PoolMachine):
 TestThreadPool = ThreadMachine.TestCase
 TestForkserverPool = ForkserverMachine.TestCase
 TestForkPool = ForkMachine.TestCase
+
+
+def _agrees(state: WorkerState, job: bool, ahead: bool, lent: bool) -> bool:
+    """The rules of ``_state``, written out again: what a worker in each state may hold."""
+    if state in (WorkerState.STARTING, WorkerState.IDLE, WorkerState.RETIRING):
+        return not (job or ahead or lent)  # nothing
+    if state is WorkerState.BUSY:
+        return job and not lent  # a job, maybe some behind it, its own pipe
+    if state is WorkerState.LENT:
+        return lent and not ahead  # its pipe with a caller, nothing behind its job
+    if state is WorkerState.RECALLING:
+        return not lent
+    return True  # KILLED, EXITED: whatever they held until their exit hands it back
+
+
+def test_the_rules_tie_each_state_to_its_data() -> None:
+    """``_state.check``, which every move of a worker runs, refuses exactly the data its state
+    does not allow, and says what is wrong."""
+    flags = (False, True)
+    for state in WorkerState:
+        for job, ahead, lent in itertools.product(flags, flags, flags):
+            wrong = disagreement(state, job, ahead, lent)
+            if _agrees(state, job, ahead, lent):
+                assert wrong is None, (state, job, ahead, lent)
+                check(state, job, ahead, lent)
+            else:
+                assert wrong is not None and state.value in wrong, (state, job, ahead, lent)
+                with pytest.raises(WorkerStateError, match=state.value):
+                    check(state, job, ahead, lent)

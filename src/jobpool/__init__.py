@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 # Names are imported on first use: a spawned worker process imports this package on its way to
-# jobpool._process._worker, and should not pay for the parent-side machinery (Pool, asyncio,
+# jobpool._process._in_worker, and should not pay for the parent-side machinery (Pool, asyncio,
 # typing_extensions) it never uses.
 _PUBLIC = {
     "InitializerError": "_errors",

@@ -25,6 +25,8 @@ import signal as _signal
 from concurrent.futures import BrokenExecutor
 from typing import Optional
 
+from ._picklers import travels
+
 __all__ = [
     "InitializerError",
     "JobKilledError",
@@ -170,13 +172,7 @@ class PerWorkerError(JobpoolError):
 
 def _if_it_travels(exc: Optional[BaseException]) -> Optional[BaseException]:
     """``exc`` if it pickles and unpickles; else None, so that the error carrying it still does."""
-    if exc is None:
-        return None
-    from ._serialization import dumps
-
-    try:
-        pickle.loads(dumps(exc, "exception"))
-    except Exception:
+    if exc is None or not travels(exc):
         return None
     return exc
 

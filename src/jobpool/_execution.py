@@ -5,7 +5,7 @@ run it, and send back a tag and bytes: the pickled result, or the packed excepti
 traceback (``_remote``). A ``map`` chunk whose results do not pickle together goes back with
 the items that pickle alone, the others failed with their own error. Both keep recent large
 functions unpickled (:class:`KeptFunctions`), so a ``map`` that sends the same function with
-every chunk unpickles it once per worker. The tags below are the same on both backends.
+every chunk unpickles it once per worker. The tags are the same on both backends (``_protocol``).
 """
 
 from __future__ import annotations
@@ -17,29 +17,17 @@ from typing import Any, Callable, Optional
 
 from . import _main_globals
 from ._job import ChunkResult, run_chunk
-from ._remote import ITEM_RESULT, pack_exception
+from ._protocol import FUNCTION_CACHE_SIZE, OK, RAISED, RUN_CALL, RUN_CHUNK
+from ._remote import ITEM_RESULT
+from ._remote_exceptions import pack_exception
 from ._serialization import dumps
-
-# What a worker runs: one call, or a chunk of a map.
-RUN_CALL = 1
-RUN_CHUNK = 2
-# What it sends back.
-INIT_FAILED = 11
-OK = 12
-RAISED = 13
 
 
 def dump_result(value: Any) -> bytes:
     return dumps(value, "the job's result", to_worker=False)
 
 
-# Functions a worker keeps unpickled; the oldest is forgotten first.
-FUNCTION_CACHE_SIZE = 16
-# Functions whose pickle is at least this large are kept (smaller ones unpickle cheaply).
-FUNCTION_CACHE_MIN_BYTES = 4096
-
-
-def run_job(
+def run_to_reply(
     kind: int,
     fn: Callable[..., Any],
     body: Any,

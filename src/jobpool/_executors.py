@@ -22,7 +22,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from ._job import ChunkResult
-from ._mp_pool._seam import submit_chunks
+from ._mp_pool._chunks import submit_chunks
 from ._pool import Pool
 from ._thread import ThreadBackend
 

@@ -2,7 +2,7 @@
 
 A worker here is whatever runs jobs one after the other and then ends: a worker process (process
 backend), a worker thread (thread backend), a Dask worker (one per pool, see
-``_per_worker_dask``), or, for a handle called outside any pool, the calling thread itself.
+``_dask._per_worker``), or, for a handle called outside any pool, the calling thread itself.
 Each owns one :class:`Instances`: the objects it built, by handle token, and how to close each.
 
 Which one a call uses is found in this order, and each step is a plain lookup because it runs on
@@ -28,15 +28,23 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from ._errors import PerWorkerError
 
-if TYPE_CHECKING:
-    from ._per_worker import Recipe
-
 _log = logging.getLogger("jobpool")
 _MISSING: Any = object()
+
+
+class Recipe(Protocol):
+    """What an instance is built from: ``_per_worker.Recipe`` (a factory and its arguments)."""
+
+    token: bytes  # names the recipe wherever it goes
+    factory_name: str  # for messages
+
+    def load(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """The factory and its arguments."""
+
 
 _local = threading.local()
 _process: Optional[Instances] = None  # set in a worker process: every thread there shares it

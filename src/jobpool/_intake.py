@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from . import _lifecycle
 from ._errors import InitializerError, SchedulerLostError
-from ._job import Chunk, ChunkResult, Job, JobQueue, Outcomes
+from ._job import Chunk, ChunkResult, Job, JobQueue, Outcomes, Serialized
 from ._map import as_items, windowed_map
 from ._progress import (
     ErrorCallback,
@@ -30,7 +30,7 @@ from ._progress import (
 )
 
 if TYPE_CHECKING:
-    from ._backend import Backend, PreparedFunction
+    from ._contract import Backend, PreparedFunction
 
 
 class PoolState(enum.Enum):
@@ -95,7 +95,8 @@ class MapPlan:
 
     def chunk_job(self, chunk: list[Any], star: bool) -> Job:
         job = Job(Chunk(self.fn, chunk, star), self.job_timeout)
-        job.fn_bytes, job.fn_key, job.fn_blobs = self.function
+        if self.function[0] is not None:  # serialized once for every chunk
+            job.serialized = Serialized(*self.function)
         return job
 
 
@@ -191,11 +192,10 @@ class Intake:
                 return job.future
             self._put(job, block)
         except BaseException:
-            # Refused (QueueFull, closed, interrupted): its shared memory is let go now, not
-            # when the job is collected (see _process/_large_data). A caller that tries again
-            # (asyncio's run) prepares it again.
-            if job.segment is not None:
-                job.segment.close()
+            # Refused (QueueFull, closed, interrupted): what the backend prepared is let go
+            # now, not when the job is collected. A caller that tries again (asyncio's run)
+            # prepares it again.
+            backend.refused(job)
             raise
         self.outcomes.count_submitted()
         backend.notify()

@@ -17,8 +17,11 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Callable, Optional
 
 from ._condition import FutureCondition
-from ._errors import QueueFull
+from ._errors import QueueFull, SerializationError
 from ._per_worker import bound
+from ._pickling_advice import explain_failure
+from ._remote_exceptions import pack_exception, unpack_exception
+from ._serialization import dumps
 
 # concurrent.futures' names for the states of a started and a resolved future
 _PENDING = "PENDING"
@@ -40,6 +43,13 @@ class Call:
     def run(self) -> Any:
         return self.fn(*self.args, **self.kwargs)
 
+    def __jobpool_parts__(self, path: str) -> list[tuple[str, Any]]:
+        """Its parts as a ``SerializationError`` names them (see ``_pickling_advice``)."""
+        parts: list[tuple[str, Any]] = [("fn", self.fn)]
+        parts += [(f"args[{i}]", a) for i, a in enumerate(self.args)]
+        parts += [(f"kwargs[{k!r}]", v) for k, v in self.kwargs.items()]
+        return parts
+
 
 class ChunkResult:
     """Per-item outcomes of a chunk: values in order, and the exceptions of the items that raised.
@@ -60,10 +70,8 @@ class ChunkResult:
     def __reduce__(self) -> tuple[Any, ...]:
         if not self.errors:
             return (ChunkResult, (self.values, self.errors, self.elapsed))
-        # Each failed item's exception travels as a single job's does (see _remote.py): with
-        # its worker-side traceback, and as a RemoteError if it cannot be pickled itself.
-        from ._remote import pack_exception
-
+        # Each failed item's exception travels as a single job's does: with its worker-side
+        # traceback, and as a RemoteError if it cannot be pickled itself.
         packed = {i: pack_exception(exc) for i, exc in self.errors.items()}
         return (_unpack_chunk_result, (self.values, packed, self.elapsed))
 
@@ -102,8 +110,6 @@ class ChunkResult:
 def _unpack_chunk_result(
     values: list[Any], packed: dict[int, bytes], elapsed: float
 ) -> ChunkResult:
-    from ._remote import unpack_exception
-
     return ChunkResult(values, {i: unpack_exception(data) for i, data in packed.items()}, elapsed)
 
 
@@ -159,19 +165,24 @@ class Chunk:
     def run(self) -> ChunkResult:
         return run_chunk(self.fn, self.items, self.star)
 
+    def __jobpool_parts__(self, path: str) -> list[tuple[str, Any]]:
+        """Its items as a ``SerializationError`` names them (see ``_pickling_advice``)."""
+        return [(f"items[{i}]", item) for i, item in enumerate(self.items)]
+
 
 class JobFuture(Future[Any]):
     """A :class:`~concurrent.futures.Future` whose waiter may fetch the reply itself.
 
-    While a process worker runs the job, ``result()`` and ``exception()`` read the worker's
-    reply in the waiting thread instead of sleeping until the dispatcher thread passes it on:
-    one thread wake-up fewer per round trip. Any backend that does not set ``_reader`` (and any
-    state but running) behaves exactly like the stdlib Future.
+    While the job runs, ``result()`` and ``exception()`` first offer the pool's backend to read
+    the reply in the waiting thread (``Backend.read_reply``): the process backend reads its
+    worker's reply there instead of sleeping until the dispatcher thread passes it on, one
+    thread wake-up fewer per round trip. With any other backend (whose ``read_reply`` is None),
+    and in any state but running, it behaves exactly like the stdlib Future.
     """
 
-    _reader: Optional[Callable[[JobFuture, Optional[float]], None]] = None
-    _worker: Any = None  # the process worker running this job, while it runs
-    _owner: Any = None  # the intake of the pool that accepted the job (Pool.kill asks)
+    # The intake of the pool that accepted the job: Pool.kill() asks whose future it is, and
+    # result() its backend's reader.
+    _owner: Any = None
 
     def __init__(self) -> None:
         # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
@@ -187,20 +198,27 @@ class JobFuture(Future[Any]):
         self._condition = FutureCondition()  # type: ignore[assignment]
 
     def result(self, timeout: Optional[float] = None) -> Any:
-        if self._reader is not None and self._state == _RUNNING:
+        if self._state == _RUNNING and self._owner is not None:
             timeout = self._read_reply(timeout)
             if self._state == _FINISHED and self._exception is None:
                 return self._result  # set before the state, under the lock: safe to read
         return _future_result(self, timeout)
 
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        if self._reader is not None and self._state == _RUNNING:
+        if self._state == _RUNNING and self._owner is not None:
             timeout = self._read_reply(timeout)
         return _future_exception(self, timeout)
 
+    @property
+    def resolved(self) -> bool:
+        """Whether it has its outcome (or was cancelled), read without taking its lock, as on
+        every reply: once True it stays True. (A job failed by Pool.kill() while it waited
+        behind another must not run.)"""
+        return self._state != _RUNNING and self._state != _PENDING
+
     def _read_reply(self, timeout: Optional[float]) -> Optional[float]:
-        """Let the backend read the reply here; the time left of ``timeout``."""
-        reader = self._reader
+        """Let the backend read the reply here, if it can; the time left of ``timeout``."""
+        reader = self._owner.backend.read_reply
         if reader is None:
             return timeout
         if timeout is None:
@@ -223,21 +241,7 @@ _SAME_ATTRIBUTES = set(vars(Future())) == {
 class Job:
     """A unit of work plus everything the pool needs to run it and resolve it once."""
 
-    __slots__ = (
-        "abandoned",
-        "body",
-        "finished",
-        "fn_blobs",
-        "fn_bytes",
-        "fn_key",
-        "future",
-        "holds_slot",
-        "id",
-        "killed",
-        "segment",
-        "timeout",
-        "work",
-    )
+    __slots__ = ("future", "holds_slot", "id", "serialized", "timeout", "work")
 
     def __init__(self, work: Call | Chunk, timeout: Optional[float]) -> None:
         self.future: JobFuture = JobFuture()
@@ -245,19 +249,34 @@ class Job:
         self.timeout = timeout
         self.id = next(_job_ids)
         self.holds_slot = False
-        # Filled by a backend that serializes (the process backend) in the submitting thread.
-        self.fn_bytes: Optional[bytes] = None
-        self.fn_key: Optional[int] = None
-        self.fn_blobs: tuple[tuple[int, Any], ...] = ()  # large values fn_bytes names by key
-        self.body: Optional[bytes] = None
-        # Process backend: the shared memory holding the body's large buffers (_large_data).
+        # What a backend that serializes (process, Dask) made of it in the submitting thread.
+        self.serialized: Optional[Serialized] = None
+
+
+class Serialized:
+    """A job as bytes, made in the submitting thread by a backend that serializes (process and
+    Dask): its function (``map`` makes that once for all its chunks), and its arguments or items.
+    """
+
+    __slots__ = ("body", "fn_blobs", "fn_bytes", "fn_key", "segment")
+
+    def __init__(
+        self,
+        fn_bytes: Optional[bytes],
+        fn_key: Optional[int] = None,
+        fn_blobs: tuple[tuple[int, Any], ...] = (),
+    ) -> None:
+        self.fn_bytes = fn_bytes
+        self.fn_key = fn_key  # process backend: the key each worker keeps the function under
+        self.fn_blobs = fn_blobs  # process backend: the large values fn_bytes names by key
+        self.body: bytes = b""  # the pickled (args, kwargs), or (items, star) of a chunk
+        # Process backend: the shared memory holding the body's large buffers (_large_data),
+        # freed when the job's future resolves.
         self.segment: Any = None
-        # Thread backend: the job's thread was given up on (timeout / kill) / the job returned.
-        self.abandoned = False
-        self.finished = False
-        # Process backend: Pool.kill() failed this job while it waited behind another in a
-        # worker's pipe; it must not run (see _process/_ahead.py).
-        self.killed = False
+
+    def size(self) -> int:
+        """The bytes that travel in the message: body, and the function unless it is keyed."""
+        return len(self.body) + (len(self.fn_bytes or b"") if self.fn_key is None else 0)
 
 
 class Outcomes:
@@ -446,3 +465,24 @@ class JobQueue:
 
     def qsize(self) -> int:
         return max(0, self._queue.qsize() - self._stop_markers) + len(self._front)
+
+
+def serialize_job(job: Job) -> Serialized:
+    """Serialize ``job`` (its function too, unless ``map`` did it already for all its chunks).
+
+    Runs in the submitting thread, so an unserializable argument fails at ``submit`` with the
+    part named ("args[0].conn"), before anything is queued.
+    """
+    work = job.work
+    try:
+        serialized = job.serialized
+        if serialized is None:
+            serialized = job.serialized = Serialized(dumps(work.fn, "fn"))
+        if isinstance(work, Call):
+            serialized.body = dumps((work.args, work.kwargs), "job")
+        else:
+            serialized.body = dumps((work.items, work.star), "job")
+        return serialized
+    except SerializationError as exc:
+        # Re-locate from the whole job so the path reads "args[0].conn", not "object".
+        raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, overload
 
 from . import _instances
 from ._errors import SerializationError
+from ._pickling_advice import explain_failure
+from ._serialization import dumps
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -47,7 +49,7 @@ _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 _recipes: weakref.WeakValueDictionary[bytes, Recipe] = weakref.WeakValueDictionary()
 _recipes_lock = threading.Lock()
 # Set once any handle was pickled in this process: the Dask backend then installs what closes
-# the instances its workers build (see _per_worker_dask).
+# the instances its workers build (see _dask._per_worker).
 _travelled = False
 
 
@@ -136,8 +138,6 @@ class Recipe:
         _travelled = True
         data = self._bytes
         if data is None:
-            from ._serialization import dumps  # imported here: its module imports ours
-
             assert self._call is not None
             try:
                 data = self._bytes = dumps(self._call, "per_worker")
@@ -279,8 +279,6 @@ def pickled_once(fn: Callable[..., Any]) -> bytes:
     try:
         return method.pickled()
     except Exception as exc:  # named from the handle: "fn.<per_worker args[0]>"
-        from ._serialization import explain_failure  # its module imports ours (through _job)
-
         raise explain_failure(fn, "fn", exc) from exc
 
 
@@ -302,7 +300,7 @@ def _recipe_of(handle: PerWorker) -> Recipe:
 
 
 def travelled() -> bool:
-    """Whether any handle was pickled in this process (see ``_per_worker_dask``)."""
+    """Whether any handle was pickled in this process (see ``_dask._per_worker``)."""
     return _travelled
 
 

@@ -2,7 +2,7 @@
 
 The pool owns everything users see: argument checks, the lifecycle, the bounded queue, ``map``
 windowing and statistics. A backend only takes jobs from the queue and resolves them (see
-``_backend``), so swapping backends is one argument and the same code gives the same results on
+``_contract``), so swapping backends is one argument and the same code gives the same results on
 each. The calls that submit jobs are shared with ``JobOptions`` (``_job_methods``); what decides
 whether a job is accepted lives in the pool's ``Intake``.
 """
@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from typing_extensions import Self
 
 from . import _lifecycle
-from ._backend import FACTORIES, BackendSetup, make_backend
+from ._backend_factory import FACTORIES, make_backend
+from ._contract import BackendSetup
 from ._intake import Intake, check_callable, check_positive_int, check_timeout
 from ._job import JobQueue, Outcomes
 from ._job_methods import JobMethods

@@ -1,27 +1,20 @@
-"""What comes back from a worker: an exception with its type and traceback, or a result.
+"""What a worker's reply does to its job: a result loaded, or an exception re-raised as itself.
 
-The worker pickles the exception together with its formatted traceback; the parent re-raises the
-original type with the traceback attached as ``__cause__`` (as ``concurrent.futures`` does). An
-exception that cannot be pickled, or not unpickled in the parent, is still reported: as a
-:class:`RemoteError` naming the original type and message. Its message travels once, in the
-exception, not again in the traceback text.
-
-A result that cannot be loaded in the parent fails its job with :class:`ResultLoadError`, which
-names the part, the class or function, and the cause (see ``_salvage``); in a ``map`` chunk only
-the items that do not load fail.
+A job's exception comes back packed with its worker-side traceback (``_remote_exceptions``) and
+fails the job as its own type. A result that cannot be loaded in the caller fails its job with
+:class:`ResultLoadError`, which names the part, the class or function, and the cause (see
+``_salvage``); in a ``map`` chunk only the items that do not load fail.
 """
 
 from __future__ import annotations
 
 import functools
 import pickle
-import struct
-import traceback
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ._errors import RemoteError, RemoteTraceback, ResultLoadError
+from ._errors import ResultLoadError
 from ._job import CHUNK_REBUILDERS, Chunk, ChunkResult, Job, Outcomes
-from ._serialization import dumps
+from ._remote_exceptions import unpack_exception
 
 if TYPE_CHECKING:  # imported when a result fails to load: workers import this module to start
     from ._salvage import Failed, FailedIn
@@ -35,65 +28,6 @@ LOAD_FIX = (
     "The job ran and its result was sent back; every class and function the result's pickle "
     "names must be importable, and rebuild without error, in the caller as in the worker."
 )
-
-
-# A packed exception: the length of its first pickle, that pickle (traceback text, type name,
-# message), then the exception's own pickle (nothing if it could not travel as itself).
-_HEAD = struct.Struct("<Q")
-# Longer exception messages are cut where they would travel a second time: in the traceback
-# text (the exception itself carries the message) and in the fallback message for an exception
-# that pickled but may not load in the caller. A 100 MB message travels once, as a 100 MB result.
-MESSAGE_IN_FULL = 64 * 1024
-
-
-def pack_exception(exc: BaseException) -> bytes:
-    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    try:
-        exc_bytes = dumps(exc, "exception", to_worker=False)
-        pickle.loads(exc_bytes)  # some exceptions pickle but cannot be rebuilt (bad __init__)
-    except Exception:
-        exc_bytes = b""
-    message = _safe_str(exc)
-    if exc_bytes:  # only a fallback then: the exception carries its message
-        message = _cut(message, "not sent: the exception itself carries them")
-    tb = _traceback_text(exc)
-    head = pickle.dumps((tb, type_name, message), pickle.HIGHEST_PROTOCOL)
-    return b"".join((_HEAD.pack(len(head)), head, exc_bytes))
-
-
-def unpack_exception(data: bytes) -> BaseException:
-    with memoryview(data) as view:  # slices of it are read in place, not copied
-        start = _HEAD.size
-        end = start + _HEAD.unpack_from(view)[0]
-        tb, type_name, message = pickle.loads(view[start:end])
-        exc: BaseException
-        try:
-            if end == len(view):
-                raise ValueError("not picklable")
-            exc = pickle.loads(view[end:])
-        except Exception:
-            exc = RemoteError(type_name, message)
-    exc.__cause__ = RemoteTraceback(tb)
-    return exc
-
-
-def _traceback_text(exc: BaseException) -> str:
-    """The formatted traceback, the exception's own message cut if it is long (see above)."""
-    try:
-        formatted = traceback.TracebackException(type(exc), exc, exc.__traceback__)
-        text = getattr(formatted, "_str", None)  # its message (a private name, 3.9 to 3.13)
-        if isinstance(text, str) and len(text) > MESSAGE_IN_FULL:
-            formatted._str = _cut(text, "in the exception itself")  # type: ignore[attr-defined]
-        return "".join(formatted.format())
-    except Exception:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-
-
-def _cut(text: str, where_the_rest_is: str) -> str:
-    if len(text) <= MESSAGE_IN_FULL:
-        return text
-    rest = len(text) - MESSAGE_IN_FULL
-    return f"{text[:MESSAGE_IN_FULL]}... [{rest:,} more characters, {where_the_rest_is}]"
 
 
 def settle_reply(outcomes: Outcomes, job: Job, raised: bool, data: bytes) -> None:
@@ -164,10 +98,3 @@ def result_load_error(
     )
     load_error.__cause__ = error
     return load_error
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return "<exception str() failed>"

@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
-from ._backend import NOT_SERIALIZED, BackendSetup, PreparedFunction
+from ._contract import NOT_SERIALIZED, BackendSetup, PreparedFunction
 from ._deadlines import DeadlineTimer
 from ._errors import JobKilledError, JobTimeoutError, initializer_error
 from ._instances import for_worker_thread
@@ -24,6 +24,7 @@ from ._job import Job
 class ThreadBackend:
     name = "thread"
     kill_limitation = None  # a running job's future fails at once; its thread runs on
+    read_reply = None  # a waiting thread waits on the future
     #: Worker threads are named this and a number (ThreadPoolExecutor sets its own).
     name_prefix = "jobpool-thread-"
 
@@ -35,7 +36,11 @@ class ThreadBackend:
         self._initargs = setup.initargs
         self._on_broken = setup.on_broken
         self._threads: set[threading.Thread] = set()
+        # The job each thread runs now, and the threads given up on (a timeout or a kill failed
+        # their job): they run on until it returns, then exit. Both change under _abandon_lock,
+        # so that a job that returns and one that is given up on cannot both win.
         self._current: dict[threading.Thread, Job] = {}
+        self._abandoned: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._idle = threading.Semaphore(0)
         self._abandon_lock = threading.Lock()
@@ -52,6 +57,9 @@ class ThreadBackend:
     def offer(self, job: Job) -> bool:
         """Jobs always go through the queue, which the worker threads read directly."""
         return False
+
+    def refused(self, job: Job) -> None:
+        """Nothing was prepared."""
 
     def notify(self) -> None:
         """A job was queued: wake an idle thread, or start one if fewer than ``workers`` serve."""
@@ -101,10 +109,10 @@ class ThreadBackend:
                 outcomes.succeed(job, job.work.run())
             except BaseException as exc:
                 outcomes.fail(job, exc)
-            self._current.pop(me, None)
             with self._abandon_lock:
-                job.finished = True
-                if job.abandoned:
+                del self._current[me]  # finished: it can no longer be given up on
+                if me in self._abandoned:
+                    self._abandoned.discard(me)
                     return
             # Do not keep the finished job (its function, arguments and result) alive while
             # this thread waits for the next one: callers expect them to be freed.
@@ -122,11 +130,14 @@ class ThreadBackend:
     def _abandon(self, job: Job, error: BaseException, timed_out: bool) -> bool:
         """Fail a running job now and replace its thread, which runs on until the call returns."""
         with self._abandon_lock:
-            if job.finished or job.abandoned:
+            running = list(self._current.items())  # a copy: threads add theirs without the lock
+            thread = next((t for t, current in running if current is job), None)
+            if thread is None or thread in self._abandoned:  # it returned, or was given up on
                 return False
-            job.abandoned = True
-        # The job may have returned just now (its result set, ``finished`` not yet): then it
-        # keeps its result and kill() reports False, but the thread is given up on all the same.
+            self._abandoned.add(thread)
+        # The job may have returned just now (its result set, its thread not yet out of
+        # _current): then it keeps its result and kill() reports False, but the thread is given
+        # up on all the same.
         failed = self._outcomes.fail(job, error, timed_out=timed_out)
         with self._lock:
             self._serving -= 1
@@ -164,8 +175,7 @@ class ThreadBackend:
         self._queue.put(None)
         if wait:
             for thread in threads:
-                job = self._current.get(thread)
-                if job is not None and job.abandoned:
+                if thread in self._abandoned:  # its job runs on, unobserved
                     continue
                 thread.join()
         if self._timer is not None:

@@ -8,7 +8,7 @@ package holds the pools and what they need, one job per module:
 - ``_results``: ``AsyncResult`` and ``MapResult`` (``get``, ``wait``, ``ready``, ``successful``);
 - ``_callbacks``: the thread that runs ``callback`` / ``error_callback``, one at a time;
 - ``_imap``: the lazy iterator of ``imap`` / ``imap_unordered``, with ``next(timeout)``;
-- ``_seam``: submitting a map's chunks to a ``jobpool.Pool`` (the one internal seam).
+- ``_chunks``: submitting a map's chunks to a ``jobpool.Pool`` (the one internal seam).
 
 ``jobpool.multiprocessing`` itself only re-exports them (and the stdlib's other names).
 """

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar
 
 from .._map import windowed_map
-from ._seam import chunk_submitter
+from ._chunks import chunk_submitter
 
 if TYPE_CHECKING:
     from .._pool import Pool

@@ -17,9 +17,9 @@ from ._checks import (
     check_maxtasksperchild,
     check_processes,
 )
+from ._chunks import stdlib_chunksize, submit_chunks
 from ._imap import IMapIterator, imap
 from ._results import AsyncResult, CalledBack, MapResult, outcome
-from ._seam import stdlib_chunksize, submit_chunks
 
 T = TypeVar("T")
 S = TypeVar("S")

@@ -10,7 +10,7 @@
       else JobQueue.put -- wake -> take a job for an idle worker
                                   send on that worker's pipe ------> run fn(*args)
                                   (short jobs: up to 4 more wait
-                                  in a busy worker's pipe, _ahead)
+                                  in a busy worker's pipe, _send_ahead)
                                   read the reply <------------------ send OK / RAISED
       Future resolved <---------- resolve the job's Future
     result() on a running job, nothing queued:
@@ -23,5 +23,5 @@
                                   (jobs it had not started: requeue)
 
 Serializing in the caller's thread makes a bad argument fail at ``submit`` with the part named,
-before anything is queued. See ``_dispatcher`` for the loop and ``_worker`` for the child side.
+before anything is queued. See ``_dispatcher`` for the loop and ``_in_worker`` for the child side.
 """

@@ -8,12 +8,13 @@ from multiprocessing.context import BaseContext
 from types import FunctionType
 from typing import Any, Callable, Optional
 
-from .._backend import BackendSetup, PreparedFunction
+from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
-from .._job import Job
+from .._job import Job, Serialized, serialize_job
 from .._per_worker import PICKLED_ONCE, pickled_once
-from .._serialization import dumps, explain_failure, pickle_plainly, serialize_job
-from . import _protocol as p
+from .._pickling_advice import explain_failure
+from .._protocol import FUNCTION_CACHE_SIZE
+from .._serialization import dumps, pickle_plainly
 from ._blobs import BlobTable, dumps_function
 from ._by_value import ByValueCache
 from ._dispatcher import Dispatcher
@@ -23,6 +24,10 @@ from ._start import WorkerSetup
 # Functions that pickle by module and name, remembered with their bytes (see prepare_function).
 _BY_NAME_CACHE_SIZE = 256
 _BY_NAME_MAX_BYTES = 512
+
+# Functions whose pickle is at least this large get a key, so each worker keeps its unpickled
+# copy (smaller ones travel with every job and unpickle cheaply).
+KEYED_FUNCTION_MIN_BYTES = 4096
 
 # How long the first submit waits for the first workers to be forked (see notify).
 FIRST_FORK_SECONDS = 30.0
@@ -39,7 +44,7 @@ class FunctionKeys:
     compares bytes only against entries of the same length, so no hashing of large payloads.
     """
 
-    def __init__(self, capacity: int = p.FUNCTION_CACHE_SIZE) -> None:
+    def __init__(self, capacity: int = FUNCTION_CACHE_SIZE) -> None:
         self._by_length: dict[int, list[tuple[bytes, int]]] = {}
         self._order: list[tuple[bytes, int]] = []
         self._capacity = capacity
@@ -48,7 +53,7 @@ class FunctionKeys:
 
     def key(self, data: bytes, keep: bool = False) -> Optional[int]:
         """The key for ``data``; None (send it inline) if it is small, unless ``keep``."""
-        if len(data) < p.FUNCTION_CACHE_MIN_BYTES and not keep:
+        if len(data) < KEYED_FUNCTION_MIN_BYTES and not keep:
             return None
         with self._lock:
             for known, key in self._by_length.get(len(data), ()):
@@ -117,23 +122,31 @@ class ProcessBackend:
             large,
         )
         self._dispatcher.thread.start()
-        self._read_reply = self._dispatcher.lender.read_reply
+        # A thread waiting for a running job's result reads its worker's reply (_lending).
+        self.read_reply = self._dispatcher.lender.read_reply
 
     def prepare(self, job: Job) -> None:
         """Serialize the job in the caller's thread, so a bad argument fails at submit.
 
-        ``map`` serializes its function once and sets ``fn_bytes`` on every chunk beforehand.
+        ``map`` serializes its function once, for every chunk, beforehand.
         """
-        if job.fn_bytes is None:
+        if job.serialized is None:
             try:
-                job.fn_bytes, job.fn_key, job.fn_blobs = self.prepare_function(job.work.fn)
+                job.serialized = Serialized(*self.prepare_function(job.work.fn))
             except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
                 raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
         if self._large is None:
             serialize_job(job)
         else:
-            self._large.prepare(job)
-        job.future._reader = self._read_reply
+            self._large.prepare(job, job.serialized)
+
+    def refused(self, job: Job) -> None:
+        """Close the job's shared memory now (see _large_data), if it has some. A caller that
+        tries again (asyncio's run) prepares it anew: with a new segment, or none."""
+        serialized = job.serialized
+        if serialized is not None and serialized.segment is not None:
+            serialized.segment.close()
+            serialized.segment = None
 
     def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:
         """Serialize ``fn`` (once for a whole ``map`` call), its large values out of line.

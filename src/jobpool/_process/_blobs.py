@@ -25,7 +25,9 @@ from typing import Any, Callable, Optional
 
 from .. import _main_globals
 from .._main_globals import share_main_globals
-from .._serialization import PROTOCOL, _cloudpickle, explain_failure, pickle_plainly
+from .._picklers import PROTOCOL, load_cloudpickle
+from .._pickling_advice import explain_failure
+from .._serialization import pickle_plainly
 
 BLOB_TYPES = (bytes, str)
 # Smaller values are cheap to pickle with the function; larger ones are sent out of line.
@@ -93,7 +95,7 @@ _cloud_blob_pickler: Any = None
 def _cloud_pickler() -> Any:
     global _cloud_blob_pickler
     if _cloud_blob_pickler is None:
-        _cloud_blob_pickler = _blob_pickler(_cloudpickle().Pickler)
+        _cloud_blob_pickler = _blob_pickler(load_cloudpickle().Pickler)
     return _cloud_blob_pickler
 
 

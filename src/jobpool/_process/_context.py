@@ -123,7 +123,7 @@ def _preload_worker(context: BaseContext) -> None:
     except Exception:
         current = []
     wanted = [name for name in current if name != "__main__"]
-    if "jobpool._process._worker" not in wanted:
-        wanted.append("jobpool._process._worker")
+    if "jobpool._process._in_worker" not in wanted:
+        wanted.append("jobpool._process._in_worker")
     if wanted != current:
         context.set_forkserver_preload(wanted)

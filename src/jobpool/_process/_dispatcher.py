@@ -2,8 +2,8 @@
 
 It sleeps in an FdWatch (epoll) over each worker's pipe, each worker's exit fd, each starting
 worker's stderr and a wake-up pipe, with a timeout equal to the nearest job deadline, never a
-polling interval. Each wake-up is a few named steps: read what workers said (_messages), bury
-the workers that exited (_workers: failing only the job each ran, requeueing the ones sent
+polling interval. Each wake-up is a few named steps: read what workers said (_messages), see
+to the workers that exited (_workers: failing only the job each ran, requeueing the ones sent
 ahead, starting a replacement), kill overdue workers, hand waiting jobs to idle workers and send
 busy workers with short jobs their next ones (_routing).
 
@@ -11,8 +11,10 @@ busy workers with short jobs their next ones (_routing).
 
 The parts call downwards only: the loop asks the others; ``_lending`` (a caller thread reading
 its own reply) uses ``_messages``, ``_routing`` and ``_workers``; ``_messages`` uses
-``_workers``, which uses the handles and the ``JobLine``. The dispatcher's lock is held by its
-thread except while it sleeps; whoever holds it may touch the workers.
+``_workers``, which uses the handles and the ``JobLine``. None of them writes a worker's
+bookkeeping itself: ``Workers`` owns the set's (the idle count, closing, broken), each
+``WorkerHandle`` its own worker's. The dispatcher's lock is held by its thread except while it
+sleeps; whoever holds it may ask the workers to act.
 """
 
 from __future__ import annotations
@@ -114,14 +116,8 @@ class Dispatcher:
         try:
             if workers.closing or workers.broken is not None or self.line.waiting():
                 return False
-            handle = workers.idle_handle()
-            if handle is None:
+            if not workers.start_on_idle(job):
                 return False
-            workers.idle_count -= 1
-            try:
-                handle.run(job)
-            except OSError:  # the worker died under us: its exit fails the job
-                pass
             # Marked running only now, to let the worker start sooner: nobody else holds the
             # future yet to cancel it, and its reply waits for the lock we hold.
             self._outcomes.start(job)
@@ -133,12 +129,11 @@ class Dispatcher:
 
     def close(self) -> None:
         """Run what waits, then stop the workers."""
-        self.workers.closing = True
+        self.workers.close()
         self.wake()
 
     def terminate(self) -> None:
-        self.workers.terminating = True
-        self.workers.closing = True
+        self.workers.terminate()
         self.wake()
 
     def kill_job(self, future: Future[Any]) -> bool:
@@ -174,7 +169,7 @@ class Dispatcher:
             self._give_up(exc)
         finally:
             self.first_workers.set()  # nobody waits for workers that will not come
-            workers.idle_count = 0
+            workers.loop_ended()
             self.line.fail_returned(workers.broken or JobKilledError(TERMINATED))
             self.lock.release()
             self._run_requests()
@@ -235,7 +230,7 @@ class Dispatcher:
             if kind == PIPE:
                 self._read(handle)
             elif kind == EXIT:
-                self._bury(handle)
+                self._exited(handle)
             elif kind == OUTPUT:
                 workers.on_output(handle)
         self._run_requests()
@@ -245,19 +240,19 @@ class Dispatcher:
             workers.kill_all()
 
     def _read(self, handle: WorkerHandle) -> None:
-        if handle.exited or (handle.lease is not None and handle.lease.active):
-            return  # buried already / a waiting thread reads this pipe
+        if handle.exited or handle.lent:
+            return  # seen to already / a waiting thread reads this pipe
         for reply in self._messages.read(handle, blocking_read=not self._events_stale):
             self._messages.settle(reply)
         if handle.reader.eof:  # the worker is gone; its exit fd tells the rest
             self._watch.remove(handle.fd)
 
-    def _bury(self, handle: WorkerHandle) -> None:
+    def _exited(self, handle: WorkerHandle) -> None:
         if handle.exited:
             return
         for reply in self._messages.read(handle, blocking_read=False):  # its last words
             self._messages.settle(reply)
-        self.workers.bury(handle)
+        self.workers.worker_exited(handle)
 
     def _run_requests(self) -> None:
         if not self._requests:  # call() appends before it wakes us: we look again then

@@ -2,12 +2,16 @@
 
 Because each worker has its own pipe and runs its jobs one at a time, in the order sent, the
 parent always knows which job a dead or overdue worker was running: only that job fails, the
-ones waiting behind it (see _ahead) run elsewhere, and nothing needs acknowledging.
+ones waiting behind it (see _send_ahead) run elsewhere, and nothing needs acknowledging.
 
-The handle's :class:`~jobpool._process._state.WorkerState` is its one state; every method that
-changes it goes through :meth:`WorkerHandle.move`, which refuses a move the table in ``_state``
-does not allow. What is not a state is data: the job it runs, the jobs waiting behind it, when
-the running job started, why it was killed.
+The handle is the one owner of everything the parent knows about its worker: its
+:class:`~jobpool._process._state.WorkerState`, and the data that is not a state (the job it
+runs, the jobs waiting behind it, when the running job started, its time limit, its lent pipe,
+why it was killed). Nothing else assigns them: the others report events to its methods (a
+reply arrived, the recall was answered, the pipe came back, it exited), and ask it questions.
+Each method asks ``_state`` which move the event makes and whether it is allowed (refused
+before anything changes), changes its data, then enters the new state, whose rules the data
+must meet (``_state.check``).
 """
 
 from __future__ import annotations
@@ -21,25 +25,33 @@ from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
-from .. import _serialization
+from .. import _picklers
+from .._errors import JobKilledError
 from .._job import Call, Job
-from . import _protocol as p
-from ._ahead import (
-    AHEAD_JOBS,
-    JOB_TIME_WEIGHT,
-    MAX_AHEAD_BYTES,
-    RECALL_AFTER_SECONDS,
-    SHORT_JOB_SECONDS,
-)
+from .._protocol import RUN_CALL, RUN_CHUNK, STOP
 from ._frames import FrameReader, write_frame
-from ._held import Held
+from ._in_worker import worker_main
 from ._large_data import LargeData
 from ._lease import Lease
+from ._send_ahead import JOB_TIME_WEIGHT, KILLED_WAITING
 from ._shared_memory import socket_pair
+from ._shipped import Shipped
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
-from ._state import HOLDS_JOB, Move, WorkerState, next_state
+from ._state import (
+    AGREEING,
+    HOLDS_JOB,
+    Move,
+    WorkerState,
+    allows,
+    check,
+    fits_ahead,
+    next_state,
+    pipe_returned_move,
+    recall_answered_move,
+    recall_due_at,
+    reply_move,
+)
 from ._stopping import kill_worker
-from ._worker import worker_main
 
 
 class WorkerHandle:
@@ -59,7 +71,7 @@ class WorkerHandle:
         self.exit_fd: int = _exit_fd(self.process)
         self._owns_exit_fd = self.exit_fd != self.process.sentinel
         self.pid: Optional[int] = self.process.pid
-        self.held = Held()
+        self.shipped = Shipped()  # the keyed functions and blobs it keeps
         # A thread waiting for this worker's job result may read the reply itself (_lending).
         self.lease: Optional[Lease] = None
         self.job: Optional[Job] = None  # the job it runs (as far as the parent knows)
@@ -71,8 +83,8 @@ class WorkerHandle:
         self.jobs_done = 0
         self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
         # What it sent out of turn, if that is why we killed it (see _messages).
-        self.broke_protocol: Optional[str] = None
-        self.moved_on = False  # KILLED, yet it replied to its job: it started the next one
+        self.protocol_breach: Optional[str] = None
+        self.replied_after_kill = False  # so it started the next job sent ahead
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
 
     def _start_process(
@@ -99,7 +111,7 @@ class WorkerHandle:
                 theirs.append(child_segments)
             worker_large = None if large is None else LargeData(*large.settings, child_segments)
             # "Give back the jobs you have not started": read by the worker's watch thread, so
-            # it is heard while the worker runs a job (see _ahead).
+            # it is heard while the worker runs a job (see _send_ahead).
             recall_reader, self._recall = context.Pipe(duplex=False)
             ours.append(self._recall)
             theirs.append(recall_reader)
@@ -114,7 +126,7 @@ class WorkerHandle:
                 daemon=True,
             )
             if context.get_start_method() == "fork":
-                with _serialization.IMPORT_FORK_LOCK:  # not while jobpool imports cloudpickle
+                with _picklers.IMPORT_FORK_LOCK:  # not while jobpool imports cloudpickle
                     self.process.start()
             else:
                 self.process.start()
@@ -127,9 +139,19 @@ class WorkerHandle:
                 end.close()
         self.startup_output = StartupOutput(stderr_reader.fileno(), stderr_reader)
 
-    def move(self, move: Move) -> None:
-        """Apply ``move`` (raises ``WorkerStateError`` if the state does not allow it)."""
-        self.state = next_state(self.state, move)
+    # --- the state: every change goes through here ------------------------------------------
+
+    # Each method first asks ``next_state`` where its move leads (which raises WorkerStateError,
+    # before anything changes, if the table does not allow it), changes the data, then enters
+    # the new state with ``_become``.
+
+    def _become(self, state: WorkerState) -> None:
+        """Enter ``state``, whose rules the data must now meet (see ``_state.check``)."""
+        self.state = state
+        lease = self.lease
+        data = (state, self.job is not None, bool(self.ahead), lease is not None and lease.active)
+        if data not in AGREEING:  # inline: one set lookup per move
+            check(*data)
 
     @property
     def idle(self) -> bool:
@@ -144,33 +166,39 @@ class WorkerHandle:
         """Its exit was seen and it was reaped (nothing to read or write any more)."""
         return self.state is WorkerState.EXITED
 
-    # --- jobs ----------------------------------------------------------------------------------
+    @property
+    def lent(self) -> bool:
+        """Whether a caller thread holds its pipe now (see _lending)."""
+        return self.lease is not None and self.lease.active
 
-    def can_take_ahead(self, now: float) -> bool:
-        """Whether jobs may wait in this worker's pipe behind its running job (see _ahead)."""
-        return (
-            self.state is WorkerState.BUSY
-            and len(self.ahead) < AHEAD_JOBS
-            and self.job_seconds < SHORT_JOB_SECONDS
-            and now - self.started_at < SHORT_JOB_SECONDS
-        )
+    def ready(self) -> None:
+        """It said READY."""
+        self._become(next_state(self.state, Move.READY))
+
+    # --- jobs ----------------------------------------------------------------------------------
 
     def fits_ahead(self, job: Job) -> bool:
         """Whether ``job`` is small enough to wait in the pipe, its function already here."""
-        key = job.fn_key
-        size = len(job.body or b"")
-        if key is None:
-            size += len(job.fn_bytes or b"")
-        elif not self.held.has_function(key):
-            return False
-        return size <= MAX_AHEAD_BYTES
+        serialized = job.serialized
+        assert serialized is not None
+        key = serialized.fn_key
+        if key is None:  # the function travels with it
+            return fits_ahead(len(serialized.body) + len(serialized.fn_bytes or b""), True)
+        return fits_ahead(len(serialized.body), self.shipped.has_function(key))
 
     @property
     def recall_at(self) -> Optional[float]:
         """When to take back the jobs waiting behind the running one, if any wait."""
-        if not self.ahead or self.state is not WorkerState.BUSY:
-            return None
-        return max(self.started_at, self.recalled_at) + RECALL_AFTER_SECONDS
+        return recall_due_at(self.state, len(self.ahead), self.started_at, self.recalled_at)
+
+    def past_deadline(self, now: float) -> bool:
+        """Whether its running job has run past its time limit (and the worker is not killed)."""
+        return self.deadline is not None and self.deadline <= now and self.job is not None
+
+    def running(self, future: object) -> bool:
+        """Whether the job it runs is ``future``'s."""
+        job = self.job
+        return job is not None and job.future is future and self.state in HOLDS_JOB
 
     def run(self, job: Job) -> None:
         """Send ``job`` to the worker: to run now if it is idle, else after the ones it holds.
@@ -178,86 +206,99 @@ class WorkerHandle:
         A job's time limit starts when it starts, not when it was queued or sent.
         """
         if self.state is WorkerState.IDLE:
-            self.move(Move.RUN)
+            state = next_state(self.state, Move.RUN)
             self.job = job
             self.started_at = now = time.monotonic()
             self.deadline = now + job.timeout if job.timeout is not None else None
         else:
-            self.move(Move.RUN_AHEAD)
+            state = next_state(self.state, Move.RUN_AHEAD)
             self.ahead.append(job)
-        job.future._worker = self
-        fn_bytes = job.fn_bytes
-        key = job.fn_key
+        self._become(state)
+        serialized = job.serialized
+        assert serialized is not None
+        fn_bytes = serialized.fn_bytes
+        key = serialized.fn_key
         if key is not None:
             assert fn_bytes is not None
-            self.held.send_function(key, fn_bytes, job.fn_blobs, self._write)
+            self.shipped.send_function(key, fn_bytes, serialized.fn_blobs, self._write)
             fn_bytes = None
-        tag = p.RUN_CALL if isinstance(job.work, Call) else p.RUN_CHUNK
-        body: Any = job.body
-        if job.segment is not None:  # its descriptor first, then the message announcing it
+        tag = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
+        body: Any = serialized.body
+        if serialized.segment is not None:  # its descriptor first, then the message naming it
             assert self.segments is not None
-            body = job.segment.send(self.segments, job.id, body)
+            body = serialized.segment.send(self.segments, job.id, body)
         self._write(pickle.dumps((tag, job.id, key, fn_bytes, body), pickle.HIGHEST_PROTOCOL))
 
     def _write(self, data: bytes) -> None:
         write_frame(self.fd, data)
 
-    def finish_job(self) -> Optional[Job]:
-        """The running job replied: return it; the next one sent ahead (if any) starts now."""
+    def replied(self, job_id: int) -> Optional[Job]:
+        """It replied to job ``job_id``: that job, done here (None if it is not the one it
+        runs). The next job sent ahead, if any, starts now.
+
+        A worker we killed may still reply: its job fails when its exit is seen, with the
+        reason it was killed for, and it had started the next job sent ahead (if any).
+        """
+        move = reply_move(self.state, len(self.ahead))
+        if move is None:
+            self.replied_after_kill = True
+            return None
+        state = next_state(self.state, move)
         job, self.job, self.deadline = self.job, None, None
         self.jobs_done += 1
         now = time.monotonic()
         if job is not None:
-            job.future._worker = None
             seconds = now - self.started_at
             if self.job_seconds == math.inf:
                 self.job_seconds = seconds
             else:
                 self.job_seconds += (seconds - self.job_seconds) * JOB_TIME_WEIGHT
+        following = None
         if self.ahead:
-            self.move(Move.FINISH_NEXT)
             following = self.job = self.ahead.popleft()
             self.started_at = now
             if following.timeout is not None:
                 self.deadline = now + following.timeout
-        else:
-            self.move(Move.FINISH_LAST)
-        return job
+        self._become(state)
+        if following is not None and following.future.resolved:
+            # Pool.kill() failed it while it waited here, too late to take it back: it started.
+            self.kill(JobKilledError(KILLED_WAITING))
+        return job if job is not None and job.id == job_id else None
 
     def recall(self) -> None:
         """Ask the worker to give back the jobs it has not started (answered by GIVE_BACK)."""
         if self.state is WorkerState.BUSY:
-            self.move(Move.RECALL)
+            self._become(next_state(self.state, Move.RECALL))
         try:
             self._recall.send_bytes(b"r")
         except OSError:  # it is exiting: its exit hands the jobs back
             pass
 
-    def gave_back(self, ids: list[int]) -> list[Job]:
+    def recall_answered(self, ids: list[int]) -> list[Job]:
         """The worker will not run the jobs ``ids``: take them off its hands, in order."""
         self.recalled_at = time.monotonic()
         returned = set(ids)
         back: list[Job] = []
         job = self.job
         if job is not None and job.id in returned:  # its reply to the job before came first
-            self.job, self.deadline = None, None
             back.append(job)
         back += [job for job in self.ahead if job.id in returned]
+        move = recall_answered_move(self.state, job is not None and job.id not in returned)
+        state = self.state if move is None else next_state(self.state, move)
         if back:
+            if job is not None and job.id in returned:
+                self.job, self.deadline = None, None
             self.ahead = deque(job for job in self.ahead if job.id not in returned)
-        for job in back:
-            job.future._worker = None
-        if self.state is WorkerState.RECALLING:
-            self.move(Move.GIVE_BACK_IDLE if self.job is None else Move.GIVE_BACK_BUSY)
+        self._become(state)
         return back
 
-    def take_ahead(self) -> list[Job]:
-        """The jobs sent ahead and not started (the worker is gone), in order."""
-        jobs = list(self.ahead)
+    def release_jobs(self) -> tuple[Optional[Job], list[Job]]:
+        """The worker is gone (or nobody will hear it): the job it ran, and the ones sent
+        ahead that it had not started, in order; it holds none from now on."""
+        job, self.job, self.deadline = self.job, None, None
+        ahead = list(self.ahead)
         self.ahead.clear()
-        for job in jobs:
-            job.future._worker = None
-        return jobs
+        return job, ahead
 
     # --- lending the pipe (see _lending) -------------------------------------------------------
 
@@ -266,39 +307,57 @@ class WorkerHandle:
 
         Raises ``OSError`` (its first lease needs a pipe: out of descriptors) before it moves.
         """
+        state = next_state(self.state, Move.LEND)
         if self.lease is None:
             self.lease = Lease(self.fd)
-        self.move(Move.LEND)
         self.lease.active = True
+        self._become(state)
         return self.lease
 
-    def unlend(self) -> None:
+    def pipe_returned(self) -> None:
         """The thread gave the pipe back (under the lock)."""
         assert self.lease is not None
+        move = pipe_returned_move(self.state, self.job is not None)
+        state = self.state if move is None else next_state(self.state, move)
         self.lease.active = False
-        if self.state is WorkerState.LENT:
-            self.move(Move.UNLEND_IDLE if self.job is None else Move.UNLEND_BUSY)
-        elif self.state is WorkerState.EXITED:
+        self._become(state)
+        if self.state is WorkerState.EXITED:
             self.close_fds()  # left open for the thread by reap()
 
     # --- the end ---------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the worker to exit after its current job; its exit is then expected."""
-        self.move(Move.STOP)
+        self._become(next_state(self.state, Move.STOP))
         try:
-            self._write(pickle.dumps((p.STOP,)))
+            self._write(pickle.dumps((STOP,)))
         except OSError:
             pass
+
+    def may_stop(self) -> bool:
+        return allows(self.state, Move.STOP)
 
     def kill(self, failure: Optional[BaseException] = None) -> None:
         """Kill the worker with every process it started; its exit (which fails its job with
         ``failure``) is seen once they are all gone. Killing it again changes nothing."""
         if self.state is WorkerState.KILLED:
             return  # its tree is being stopped already; the first kill's reason stands
+        state = next_state(self.state, Move.KILL)
         self.failure = failure
-        self.move(Move.KILL)
+        self.deadline = None  # its exit fails the job: no time limit to watch any more
+        self._become(state)
         kill_worker(self.process, self.exit_fd if self._owns_exit_fd else None)
+
+    def kill_for_breach(self, what: str) -> bool:
+        """It sent ``what`` out of turn: read nothing more from it, and kill it (its exit fails
+        its job with ``WorkerCrashedError`` saying so). False if it was killed already (a time
+        limit, say): that reason stands."""
+        self.reader.stop(what)
+        if self.state is WorkerState.KILLED:
+            return False
+        self.protocol_breach = what
+        self.kill()
+        return True
 
     def reap(self) -> Optional[int]:
         """Collect the exited process; returns its exit code (negative: killed by that signal).
@@ -308,8 +367,9 @@ class WorkerHandle:
         """
         self.process.join()
         code: Optional[int] = self.process.exitcode
+        state = next_state(self.state, Move.EXIT)
         self.exited_from = self.state
-        self.move(Move.EXIT)
+        self._become(state)
         if self.lease is not None and self.lease.active:
             self.lease.call_off()  # the thread closes the fds once it has stopped polling
         else:

@@ -30,9 +30,10 @@ import socket
 from typing import Any, Optional, Union
 
 from .._errors import SerializationError
-from .._job import Call, ChunkResult, Job
+from .._job import Call, ChunkResult, Job, Serialized
+from .._pickling_advice import explain_failure
 from .._remote import load_failed
-from .._serialization import dumps, explain_failure
+from .._serialization import dumps
 from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
 from ._shared_memory import (
     Segment,
@@ -169,8 +170,8 @@ class LargeData:
 
     # --- parent -------------------------------------------------------------------------------
 
-    def prepare(self, job: Job) -> None:
-        """Pickle ``job``'s arguments (or items) into ``job.body``; large buffers into a segment.
+    def prepare(self, job: Job, serialized: Serialized) -> None:
+        """Pickle ``job``'s arguments (or items) into its body; large buffers into a segment.
 
         When no segment can be made (out of descriptors or memory), or this process holds
         its budget of segments already (``_shared_memory.may_hold_another``: a quarter of its
@@ -194,7 +195,7 @@ class LargeData:
             if not likely:  # the usual case, inlined: today's pickle, small
                 body = dumps(payload, "job")
                 if len(body) < threshold:
-                    job.body = body
+                    serialized.body = body
                     return
             body, views = pickle_payload(payload, "job", threshold, likely_large=True)
         except SerializationError as exc:  # named from the whole call: "args[0].conn"
@@ -207,9 +208,9 @@ class LargeData:
             except OSError:
                 body = _in_band(payload, "job", True)
             else:
-                job.segment = outgoing
+                serialized.segment = outgoing
                 job.future.add_done_callback(outgoing.segment.close)
-        job.body = body
+        serialized.body = body
 
     # --- worker -------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from ._handle import WorkerHandle
 from ._line import JobLine
 from ._messages import Messages, Reply
 from ._routing import assign_jobs
-from ._state import WorkerState
+from ._state import may_lend
 from ._watch import FdWatch, WakePipe
 from ._workers import Event, Workers
 
@@ -61,13 +61,10 @@ class ReplyLender:
         ):
             return
         with self._lock:
-            handle = future._worker
+            handle = self._workers.running(future)
             if (
                 handle is None
-                or handle.state is not WorkerState.BUSY
-                or handle.ahead
-                or handle.job is None
-                or handle.job.future is not future
+                or not may_lend(handle.state, len(handle.ahead))
                 or not self._watch.pause(handle.fd)
             ):
                 return
@@ -87,22 +84,22 @@ class ReplyLender:
                     if readable and not handle.exited:
                         replies += self._messages.read(handle)
                     if (
-                        not handle.holds_job
+                        not handle.running(future)  # it replied, or it was killed
                         or handle.reader.eof
                         or (left is not None and left <= 0)
                     ):
-                        self._give_back(handle)
+                        self._return_pipe(handle)
                         break
         finally:
             if lease.active:  # interrupted (KeyboardInterrupt in poll): give the pipe back
                 with self._lock:
-                    self._give_back(handle)
+                    self._return_pipe(handle)
             for reply in replies:  # outside the lock: done-callbacks may use the pool
                 self._messages.settle(reply)
 
-    def _give_back(self, handle: WorkerHandle) -> None:
+    def _return_pipe(self, handle: WorkerHandle) -> None:
         """Give ``handle``'s pipe back to the dispatcher (under the lock)."""
-        handle.unlend()
+        handle.pipe_returned()
         if handle.exited:
             return
         if handle.reader.eof:
@@ -111,7 +108,7 @@ class ReplyLender:
             self._watch.resume(handle.fd)
         if handle.idle:
             workers = self._workers
-            workers.idle_count += 1
+            workers.idle_again()
             if workers.closing or self._line.waiting():
                 assign_jobs(workers, self._line)
                 self._wake.wake()  # anything else a free worker changes (closing) is the loop's

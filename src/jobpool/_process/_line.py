@@ -1,7 +1,7 @@
 """JobLine: the jobs waiting for a worker process, in the order they get one.
 
 First the jobs a worker handed back unstarted (recalled, or left behind by a worker that died,
-timed out or was killed; see _ahead): they are already marked running, so they go first. Then
+timed out or was killed; see _send_ahead): they are already marked running, so they go first. Then
 the pool's own queue, whose jobs are marked running as they leave it (a cancelled one is
 skipped).
 """
@@ -51,8 +51,9 @@ class JobLine:
                 return job
 
     def give_back(self, jobs: Iterable[Job]) -> None:
-        """A worker will not run ``jobs``: they go after the other returned ones."""
-        self._returned.extend(job for job in jobs if not job.killed)
+        """A worker will not run ``jobs``: they go after the other returned ones (not those
+        Pool.kill() failed meanwhile: they must not run)."""
+        self._returned.extend(job for job in jobs if not job.future.resolved)
 
     def put_first(self, jobs: list[Job]) -> None:
         """``jobs`` (in order) go before everything else."""
@@ -61,11 +62,9 @@ class JobLine:
     def kill(self, future: object, error: BaseException) -> bool:
         """Fail the returned job of ``future`` (Pool.kill): it will not run."""
         for job in self._returned:
-            if job.future is future and not job.killed:
-                job.killed = True
-                self._outcomes.fail(job, error)
+            if job.future is future:
                 self._returned.remove(job)
-                return True
+                return self._outcomes.fail(job, error)
         return False
 
     def fail_returned(self, error: BaseException) -> None:

@@ -12,7 +12,7 @@ worker may say in its state (:func:`out_of_turn`) before anything acts on it. By
 a message, a frame that does not unpickle, an unknown tag, a second reply, a reply for a job it
 does not run, a READY or INIT_FAILED from a worker long started: each is that worker's fault.
 It is killed, the job it ran fails with ``WorkerCrashedError`` saying what it sent, and it is
-replaced (``Workers.bury``); the dispatcher never raises on what a worker sends.
+replaced (``Workers.worker_exited``); the dispatcher never raises on what a worker sends.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ import sys
 import traceback
 from typing import Any, Optional
 
-from .._errors import JobKilledError, initializer_error
+from .._errors import initializer_error
 from .._job import Job, Outcomes
-from .._remote import settle_reply, unpack_exception
-from . import _protocol as p
+from .._protocol import GIVE_BACK, INIT_FAILED, INIT_LOADING, LOG, OK, RAISED, READY
+from .._remote import settle_reply
+from .._remote_exceptions import unpack_exception
 from ._handle import WorkerHandle
 from ._large_data import receive
 from ._line import JobLine
-from ._state import Move, WorkerState
-from ._workers import KILLED_WAITING, Workers
+from ._state import HOLDS_JOB, MAY_GIVE_BACK, MAY_REPLY, MAY_REPORT_START, WorkerState
+from ._workers import Workers
 
 _log = logging.getLogger("jobpool")
 
@@ -74,33 +75,29 @@ class Messages:
 
     def broke_protocol(self, handle: WorkerHandle, what: str) -> None:
         """``handle``'s worker sent ``what`` out of turn: kill it; its exit fails its job."""
-        handle.reader.stop(what)  # nothing more it sends is read
-        if handle.state is WorkerState.KILLED:
-            return  # killed already (a time limit, say): that reason stands
-        _log.warning(
-            "jobpool worker process %s sent %s; it is killed and replaced", handle.pid, what
-        )
-        handle.broke_protocol = what
-        handle.kill()
+        if handle.kill_for_breach(what):  # not if killed already (a time limit, say)
+            _log.warning(
+                "jobpool worker process %s sent %s; it is killed and replaced", handle.pid, what
+            )
 
     def handle(self, handle: WorkerHandle, message: tuple[Any, ...]) -> Optional[Reply]:
         """Act on one message (checked by :func:`out_of_turn`); a job's reply is returned, for
         the caller to settle."""
         tag = message[0]
-        if tag == p.OK or tag == p.RAISED:
+        if tag in _REPLIES:
             return self._reply(handle, message)
-        if tag == p.GIVE_BACK:
-            self._line.give_back(handle.gave_back(message[1]))
-        elif tag == p.LOG:
+        if tag == GIVE_BACK:
+            self._line.give_back(handle.recall_answered(message[1]))
+        elif tag == LOG:
             record = _log_record(handle, message[1])
             if record is None:
                 self.broke_protocol(handle, "a log record that is not one")
             else:
                 _forward_log(record)
-        elif tag == p.READY:
-            handle.move(Move.READY)
+        elif tag == READY:
+            handle.ready()
             self._workers.on_ready()
-        elif tag == p.INIT_FAILED:
+        elif tag == INIT_FAILED:
             try:
                 cause = unpack_exception(message[2])
             except Exception:
@@ -108,29 +105,18 @@ class Messages:
                 return None
             self._workers.break_pool(
                 initializer_error(
-                    cause, f"in worker process {handle.pid}", loading=message[1] == p.INIT_LOADING
+                    cause, f"in worker process {handle.pid}", loading=message[1] == INIT_LOADING
                 )
             )
         return None
 
     def _reply(self, handle: WorkerHandle, message: tuple[Any, ...]) -> Optional[Reply]:
-        if message[0] == p.OK and type(message[2]) is tuple:  # its buffers wait in a segment
+        if message[0] == OK and type(message[2]) is tuple:  # its buffers wait in a segment
             # Taken off the socket now, whatever happens to the reply, so none is left behind.
-            message = (p.OK, message[1], receive(handle.segments, message[1], message[2]))
-        if handle.state is WorkerState.KILLED:
-            # We killed this worker (timeout, Pool.kill): its job fails with that reason when
-            # the exit is seen, even if a reply slipped out meanwhile; and it is replaced there,
-            # not also recycled here.
-            handle.moved_on = True
-            return None
-        job = handle.finish_job()
-        reply = (job, message) if job is not None and job.id == message[1] else None
-        following = handle.job
-        if following is not None and following.killed:  # Pool.kill() came too late
-            handle.kill(JobKilledError(KILLED_WAITING))
-            return reply
-        self._workers.recycle_if_due(handle)
-        return reply
+            message = (OK, message[1], receive(handle.segments, message[1], message[2]))
+        job = handle.replied(message[1])
+        self._workers.recycle_if_due(handle)  # max_jobs_per_worker: its last job replied
+        return None if job is None else (job, message)
 
     def settle(self, reply: Reply) -> None:
         """Resolve a replied job's future (outside the lock: its callbacks may use the pool)."""
@@ -142,7 +128,7 @@ class Messages:
             else:
                 self._outcomes.fail(job, value)
             return
-        settle_reply(self._outcomes, job, tag == p.RAISED, data)
+        settle_reply(self._outcomes, job, tag == RAISED, data)
 
 
 def _log_record(handle: WorkerHandle, state: dict[str, Any]) -> Optional[logging.LogRecord]:
@@ -171,12 +157,8 @@ def _forward_log(record: logging.LogRecord) -> None:
             traceback.print_exc(file=sys.stderr)
 
 
-# The states in which a worker may send each message (a killed one may still say anything).
-_STARTED = (WorkerState.STARTING, WorkerState.RETIRING, WorkerState.KILLED)
-_HOLDING = (WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING, WorkerState.KILLED)
-_GIVING_BACK = (WorkerState.RECALLING, WorkerState.KILLED)
-_RUNNING = frozenset((WorkerState.BUSY, WorkerState.LENT, WorkerState.RECALLING))
-_ARITY = {p.OK: 3, p.RAISED: 3, p.GIVE_BACK: 2, p.LOG: 2, p.READY: 2, p.INIT_FAILED: 3}
+_REPLIES = frozenset((OK, RAISED))
+_ARITY = {OK: 3, RAISED: 3, GIVE_BACK: 2, LOG: 2, READY: 2, INIT_FAILED: 3}
 
 
 def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
@@ -184,12 +166,12 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
     if type(message) is not tuple or not message:
         return f"a {type(message).__name__} where a message is a tuple"
     tag = message[0]
-    if (tag == p.OK or tag == p.RAISED) and len(message) == 3:  # the usual one, checked first
+    if tag in _REPLIES and len(message) == 3:  # the usual one, checked first
         job = handle.job
         if (
             job is not None
             and job.id == message[1]
-            and handle.state in _RUNNING
+            and handle.state in HOLDS_JOB
             and type(message[2]) is bytes
         ):
             return None
@@ -199,35 +181,35 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
     if len(message) != arity:
         return f"a message of {len(message)} parts with tag {tag!r}, which has {arity}"
     state = handle.state
-    if tag == p.OK or tag == p.RAISED:
+    if tag in _REPLIES:
         job_id, data = message[1], message[2]
         if type(job_id) is not int or not (type(data) is bytes or _is_wire(tag, data)):
             return "a reply that is not (tag, job id, bytes)"
         if state is WorkerState.KILLED:
             return None
         job = handle.job
-        if state not in _HOLDING or job is None:
+        if state not in MAY_REPLY or job is None:
             return f"a reply for job {job_id} while it ran no job (a second reply?)"
         if job.id != job_id:
             return f"a reply for job {job_id} while it ran job {job.id}"
-    elif tag == p.GIVE_BACK:
+    elif tag == GIVE_BACK:
         ids = message[1]
         if type(ids) is not list or any(type(i) is not int for i in ids):
             return "a GIVE_BACK that is not a list of job ids"
-        if state not in _GIVING_BACK:
+        if state not in MAY_GIVE_BACK:
             return "a GIVE_BACK nobody asked for"
         held = {job.id for job in handle.ahead}
         if handle.job is not None:
             held.add(handle.job.id)
         if state is not WorkerState.KILLED and not held.issuperset(ids):
             return f"a GIVE_BACK of jobs it does not hold ({sorted(set(ids) - held)})"
-    elif tag == p.LOG:
+    elif tag == LOG:
         if type(message[1]) is not dict:
             return "a log record that is not a dict"
-    elif tag == p.READY:
-        if state not in _STARTED:
+    elif tag == READY:
+        if state not in MAY_REPORT_START:
             return f"READY while {state.value}, long after it started"
-    elif tag == p.INIT_FAILED and (state not in _STARTED or type(message[2]) is not bytes):
+    elif tag == INIT_FAILED and (state not in MAY_REPORT_START or type(message[2]) is not bytes):
         return f"INIT_FAILED while {state.value}, long after its initializer ran"
     return None
 
@@ -235,7 +217,7 @@ def out_of_turn(handle: WorkerHandle, message: Any) -> Optional[str]:
 def _is_wire(tag: int, data: Any) -> bool:
     """Whether ``data`` is a result's shared-memory announcement (see _large_data.Wire)."""
     return (
-        tag == p.OK
+        tag == OK
         and type(data) is tuple
         and len(data) == 3
         and type(data[0]) is bytes

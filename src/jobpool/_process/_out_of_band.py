@@ -29,7 +29,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
 from .._main_globals import share_main_globals
-from .._serialization import PROTOCOL, _cloudpickle, dumps, explain_failure
+from .._picklers import PROTOCOL, load_cloudpickle
+from .._pickling_advice import explain_failure
+from .._serialization import dumps
 
 if TYPE_CHECKING:  # imported when a result fails to load (see salvage_loads)
     from .._salvage import FailedIn
@@ -119,7 +121,7 @@ class _PlainPickler(pickle.Pickler):
 
 
 def _cloud_pickler_type() -> Any:
-    cloudpickle = _cloudpickle()
+    cloudpickle = load_cloudpickle()
 
     class CloudPickler(cloudpickle.Pickler):  # type: ignore[misc,name-defined]
         threshold = 0

@@ -1,7 +1,9 @@
-"""Which job goes to which worker: waiting jobs to idle workers, and short ones ahead (_ahead).
+"""Which job goes to which worker: waiting jobs to idle workers, short ones ahead (_send_ahead).
 
 The dispatcher calls :func:`assign_jobs` and :func:`send_ahead` on every turn of its loop; a
-waiting caller that gives a worker's pipe back calls :func:`assign_jobs` too (_lending).
+waiting caller that gives a worker's pipe back calls :func:`assign_jobs` too (_lending). Both
+ask the workers (``Workers``, the handles) what may be done, and have them do it: nothing here
+changes a worker's bookkeeping itself.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import time
 
 from ._line import JobLine
+from ._state import may_take_ahead
 from ._workers import Workers
 
 
@@ -22,20 +25,18 @@ def assign_jobs(workers: Workers, line: JobLine) -> None:
         job = line.next_job()
         if job is None:
             return
-        workers.idle_count -= 1
-        try:
-            handle.run(job)
-        except OSError:  # the worker died under us: its exit fails the job
-            pass
+        workers.start_job(handle, job)
 
 
 def send_ahead(workers: Workers, line: JobLine) -> None:
-    """Give busy workers whose jobs are short their next jobs now (see _ahead)."""
+    """Give busy workers whose jobs are short their next jobs now (see _send_ahead)."""
     if workers.max_jobs is not None or workers.terminating or not line.waiting():
         return
     now = time.monotonic()
     for handle in workers.handles:
-        while handle.can_take_ahead(now):
+        while may_take_ahead(
+            handle.state, len(handle.ahead), handle.job_seconds, now - handle.started_at
+        ):
             job = line.next_job_if(handle.fits_ahead)
             if job is None:
                 break

@@ -58,7 +58,7 @@ def starting_without_main() -> Iterator[None]:
     """Start the processes started in this block, in this thread, without ``__main__``.
 
     For processes jobpool starts under another name than its workers': the Dask backend's own
-    LocalCluster workers (see ``_dask_cluster``).
+    LocalCluster workers (see ``_dask._cluster``).
     """
     skip_main_in_workers()
     _launching.without_main = True
@@ -141,7 +141,7 @@ def dumps_setup(value: object) -> bytes:
     import io
     from multiprocessing.reduction import ForkingPickler
 
-    from .._serialization import PROTOCOL, _cloudpickle, is_plain_pickle_refusal
+    from .._picklers import PROTOCOL, is_plain_pickle_refusal, load_cloudpickle
 
     try:
         data = bytes(ForkingPickler.dumps(value, PROTOCOL))
@@ -151,7 +151,7 @@ def dumps_setup(value: object) -> bytes:
     else:
         if b"__main__" not in data:
             return data
-    cloudpickle = _cloudpickle()
+    cloudpickle = load_cloudpickle()
     buffer = io.BytesIO()
     pickler = cloudpickle.Pickler(buffer, PROTOCOL)
     # multiprocessing's own reducers (connections, sockets) take precedence, as in its pickler.

@@ -26,12 +26,13 @@ from .._errors import (
     WorkerCrashedError,
     describe_exit,
 )
-from .._job import Outcomes
+from .._job import Job, Outcomes
 from ._handle import WorkerHandle
 from ._large_data import LargeData
 from ._line import JobLine
+from ._send_ahead import KILLED_WAITING
 from ._start import WorkerSetup
-from ._state import WorkerState
+from ._state import LEAVING, WorkerState, due_for_recycling
 from ._watch import FdWatch
 
 # A worker that dies before it is ready this many times in a row breaks the pool.
@@ -45,10 +46,7 @@ START_RETRY_SECONDS = 30.0
 # What starting a process fails with when the system is short of something that comes back:
 # descriptors (EMFILE, ENFILE), processes (EAGAIN), memory (ENOMEM).
 _SHORT_OF = (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM)
-KILLED_WAITING = "job killed by Pool.kill() before it started; it will not run"
 TERMINATED = "the pool was terminated"
-
-_LEAVING = (WorkerState.RETIRING, WorkerState.KILLED, WorkerState.EXITED)
 
 _log = logging.getLogger("jobpool")
 
@@ -84,7 +82,10 @@ class Workers:
         self._next_index = 0
         self._start_failures = 0
         self.started = False  # workers start with the pool's first job
-        self.idle_count = 0  # read without the lock by submitters (see Dispatcher.offer)
+        # How many workers are idle: counted again at each turn of the loop, and kept by the
+        # methods that make a worker busy or idle outside it, so that a submitter can read it
+        # without the lock (see Dispatcher.offer). Nothing else writes it.
+        self.idle_count = 0
         self.closing = False  # finish what waits, then stop the workers
         self.terminating = False  # stop now: kill the workers
         self.broken: Optional[BaseException] = None  # workers cannot start: every job fails
@@ -96,13 +97,56 @@ class Workers:
 
     def serving(self) -> int:
         """Workers that serve the queue (``PoolStats.workers``): not the ones being stopped."""
-        return sum(h.state not in _LEAVING for h in list(self.handles))
+        return sum(h.state not in LEAVING for h in list(self.handles))
+
+    # --- which worker is idle, and which runs what ------------------------------------------------
 
     def count_idle(self) -> None:
+        """At each turn of the loop: count the idle workers again."""
         self.idle_count = sum(handle.idle for handle in self.handles)
 
-    def idle_handle(self) -> Optional[WorkerHandle]:
-        return next((handle for handle in self.handles if handle.idle), None)
+    def start_on_idle(self, job: Job) -> bool:
+        """Send ``job`` to an idle worker, if one is; False if none is."""
+        for handle in self.handles:
+            if handle.state is WorkerState.IDLE:
+                self.start_job(handle, job)
+                return True
+        return False
+
+    def start_job(self, handle: WorkerHandle, job: Job) -> None:
+        """Send ``job`` to the idle worker ``handle``: one idle worker fewer."""
+        self.idle_count -= 1
+        try:
+            handle.run(job)
+        except OSError:  # the worker died under us: its exit fails the job
+            pass
+
+    def idle_again(self) -> None:
+        """A worker became idle outside the loop (its caller gave its pipe back, _lending): a
+        submitter may hand it a job before the loop counts again."""
+        self.idle_count += 1
+
+    def running(self, future: object) -> Optional[WorkerHandle]:
+        """The worker that runs ``future``'s job now, if any."""
+        for handle in self.handles:
+            if handle.running(future):
+                return handle
+        return None
+
+    # --- the pool's lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Run what waits, then stop the workers (read by the loop at its next turn)."""
+        self.closing = True
+
+    def terminate(self) -> None:
+        """Stop now: kill the workers (read by the loop at its next turn)."""
+        self.terminating = True
+        self.closing = True
+
+    def loop_ended(self) -> None:
+        """The dispatcher's loop is over: no worker takes a job from a submitter any more."""
+        self.idle_count = 0
 
     # --- starting ------------------------------------------------------------------------------
 
@@ -219,7 +263,7 @@ class Workers:
 
     # --- exits ----------------------------------------------------------------------------------
 
-    def bury(self, handle: WorkerHandle) -> None:
+    def worker_exited(self, handle: WorkerHandle) -> None:
         """A worker process ended (its last words already read): fail only the job it held,
         put the ones waiting behind it first in line, and replace it if needed."""
         self._watch.remove(handle.fd)
@@ -229,8 +273,8 @@ class Workers:
             self._watch.remove(handle.startup_output.fd)
         self.handles.remove(handle)
         exitcode = handle.reap()
-        job, handle.job = handle.job, None
-        self._requeue_unstarted(handle, exitcode)
+        job, unstarted = handle.release_jobs()
+        self._requeue_unstarted(handle, exitcode, unstarted)
         if handle.exited_from is WorkerState.STARTING:
             self._start_failures += 1
             if self._start_failures >= MAX_START_FAILURES:
@@ -239,19 +283,18 @@ class Workers:
         if handle.exited_from is not WorkerState.RETIRING:  # not a planned exit (recycled)
             self._replace()
         if job is not None:  # failed last: by then its replacement has started
-            job.future._worker = None
             error = handle.failure or self._crash(handle, exitcode)
             self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
 
     @staticmethod
     def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
         """The error for the job of a worker that died, or that we killed for what it sent."""
-        if handle.broke_protocol is None:
+        if handle.protocol_breach is None:
             return WorkerCrashedError(handle.pid, exitcode)
         return WorkerCrashedError(
             handle.pid,
             exitcode,
-            f"it had sent {handle.broke_protocol}, which breaks the protocol between the pool "
+            f"it had sent {handle.protocol_breach}, which breaks the protocol between the pool "
             "and its workers, so the pool killed it and started another",
         )
 
@@ -268,13 +311,14 @@ class Workers:
             f"could report; {self._start_failures} workers in a row did so, and {BROKEN}. " + said
         )
 
-    def _requeue_unstarted(self, handle: WorkerHandle, exitcode: Optional[int]) -> None:
+    def _requeue_unstarted(
+        self, handle: WorkerHandle, exitcode: Optional[int], jobs: list[Job]
+    ) -> None:
         """The jobs a gone worker held but had not started run elsewhere, first in line."""
-        jobs = handle.take_ahead()
-        if jobs and handle.moved_on:
+        if jobs and handle.replied_after_kill:
             # It replied to the job we killed it for, so it had started the next one.
             self._outcomes.fail(jobs.pop(0), WorkerCrashedError(handle.pid, exitcode))
-        jobs = [job for job in jobs if not job.killed]
+        jobs = [job for job in jobs if not job.future.resolved]  # not those Pool.kill() failed
         if not jobs:
             return
         if self.terminating or self.broken is not None:
@@ -287,10 +331,8 @@ class Workers:
 
     def recycle_if_due(self, handle: WorkerHandle) -> None:
         """After a reply: replace a worker that has run ``max_jobs_per_worker`` jobs."""
-        if (
-            self.max_jobs is not None
-            and handle.jobs_done >= self.max_jobs
-            and handle.state is WorkerState.IDLE
+        if self.max_jobs is not None and due_for_recycling(
+            handle.state, handle.jobs_done, self.max_jobs
         ):
             handle.stop()
             self._replace()  # counted as a restart only when replaced, as for a crash
@@ -302,7 +344,7 @@ class Workers:
         if self._line.waiting() and not self.terminating and self.broken is None:
             return
         for handle in self.handles:
-            if handle.state in (WorkerState.IDLE, WorkerState.STARTING):
+            if handle.may_stop():
                 handle.stop()
 
     def kill_all(self) -> None:
@@ -328,17 +370,14 @@ class Workers:
         """Fail every job a worker runs or holds behind its running one (the dispatcher gave
         up: nobody would see their replies)."""
         for handle in self.handles:
-            jobs = [handle.job] if handle.job is not None else []
-            handle.job = None
-            jobs += handle.take_ahead()
-            for job in jobs:
-                job.future._worker = None
-                self._outcomes.fail(job, error)
+            job, unstarted = handle.release_jobs()
+            for held in ([job] if job is not None else []) + unstarted:
+                self._outcomes.fail(held, error)
 
     # --- time limits, recalls and kills ----------------------------------------------------------
 
     def seconds_to_next_deadline(self) -> Optional[float]:
-        """Until the nearest job deadline, recall (see _ahead) or start to try again, or None."""
+        """Until the nearest job deadline, recall (_send_ahead) or start to try again, or None."""
         nearest = self.retry_at
         for handle in self.handles:
             for deadline in (handle.deadline, handle.recall_at):
@@ -355,24 +394,20 @@ class Workers:
             recall_at = handle.recall_at
             if recall_at is not None and recall_at <= now:
                 handle.recall()
-            job = handle.job
-            if handle.deadline is not None and handle.deadline <= now and job is not None:
-                assert job.timeout is not None
-                handle.deadline = None
-                handle.kill(JobTimeoutError(job.timeout))
+            if handle.past_deadline(now):
+                assert handle.job is not None and handle.job.timeout is not None
+                handle.kill(JobTimeoutError(handle.job.timeout))  # no deadline from now on
 
     def kill_job(self, future: Future[Any]) -> bool:
         """Pool.kill(): stop ``future``'s job wherever it is, running or waiting behind one."""
         for handle in self.handles:
-            job = handle.job
-            if job is not None and job.future is future and handle.holds_job:
+            if handle.running(future):
                 handle.kill(JobKilledError("job killed by Pool.kill(); its worker was replaced"))
                 return True
             for job in handle.ahead:
-                if job.future is future and not job.killed:
+                if job.future is future and not job.future.resolved:
                     # Waiting behind another job: it fails now and is taken back unstarted; if
-                    # it starts first, its worker is killed then (_messages).
-                    job.killed = True
+                    # it starts first, its worker is killed then (WorkerHandle.replied).
                     self._outcomes.fail(job, JobKilledError(KILLED_WAITING))
                     if handle.state is WorkerState.BUSY:
                         handle.recall()

@@ -8,20 +8,14 @@ stdlib's own, unchanged.
 
 from __future__ import annotations
 
+import multiprocessing
 import multiprocessing.pool as _stdlib
 from typing import Any
 
 from .._errors import RemoteTraceback
-from . import (
-    ApplyResult,
-    AsyncResult,
-    IMapIterator,
-    IMapUnorderedIterator,
-    MapResult,
-    Pool,
-    ThreadPool,
-    TimeoutError,
-)
+from .._mp_pool._imap import IMapIterator
+from .._mp_pool._pool import Pool, ThreadPool
+from .._mp_pool._results import AsyncResult, MapResult
 
 __all__ = [
     "ApplyResult",
@@ -34,6 +28,12 @@ __all__ = [
     "ThreadPool",
     "TimeoutError",
 ]
+
+# The same objects as jobpool.multiprocessing's (taken from where they live, not from the
+# package, which imports this module), under the stdlib's names.
+TimeoutError = multiprocessing.TimeoutError
+ApplyResult = AsyncResult
+IMapUnorderedIterator = IMapIterator
 
 
 def __getattr__(name: str) -> Any:

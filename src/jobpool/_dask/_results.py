@@ -6,13 +6,14 @@ next task waiting on that worker is running. Its result is fetched off the dispa
 one request for all the tasks that ended since the last one came back (the client merges
 fetches that overlap), so a burst of short jobs costs a request per batch, not per job.
 
-A result settles its job (see :mod:`jobpool._dask_replies`), or gives it back to the line when
+A result settles its job (see :mod:`jobpool._dask._replies`), or gives it back to the line when
 its worker had taken it back before it started. A task that Dask failed is a worker that died
 (``KilledWorker``: the workers lose it, with the jobs running there), a scheduler the client lost
 (every job fails, the pool breaks: :meth:`DaskWorkers.scheduler_lost`) or a task Dask could not
 run; a result that could not be fetched, or that is not jobpool's reply, fails its job alone.
 
-Calls go down only: to the workers, the line, the books (:class:`Tasks`) and the inbox.
+Calls go down only: to the workers, the line, the pool's tasks (:class:`ClusterTasks`) and the
+inbox.
 """
 
 from __future__ import annotations
@@ -24,28 +25,28 @@ from typing import Any, Callable, Optional
 
 import distributed.client
 
-from ._dask import WITHDRAWN
-from ._dask_parts import Below, Part
-from ._dask_replies import (
+from .._job import Outcomes
+from .._protocol import WITHDRAWN
+from ._parts import LowerParts, UpperPart
+from ._replies import (
     crash_error,
     is_reply,
     lost_result_error,
     not_a_reply_error,
-    settle_reply,
+    settle_task_outcome,
     task_error,
 )
-from ._dask_slots import Task
-from ._dask_workers import CLOSE_TIMEOUT_SECONDS, DaskWorkers
-from ._job import Outcomes
+from ._slots import Task
+from ._workers import CLOSE_TIMEOUT_SECONDS, DaskWorkers
 
 # Waits (on the client's event loop) for a Dask future to be done, then calls back there.
 _done_callback: Any = distributed.client.done_callback
 
 
-class Results(Part):
-    def __init__(self, below: Below, workers: DaskWorkers, outcomes: Outcomes) -> None:
-        super().__init__(below)
-        self._loop = below.client.loop.asyncio_loop
+class Results(UpperPart):
+    def __init__(self, lower: LowerParts, workers: DaskWorkers, outcomes: Outcomes) -> None:
+        super().__init__(lower)
+        self._loop = lower.client.loop.asyncio_loop
         self._outcomes = outcomes
         self._workers = workers
         self._to_fetch: list[Task] = []  # the tasks that ended since the last request
@@ -138,7 +139,7 @@ class Results(Part):
         if task.running_since == task.sent_at:  # sent to a free slot: beyond the job's own
             round_trip = max(0.0, now - task.sent_at - seconds)  # time, it is the round trip
             self._workers.round_trip_seen(round_trip)
-        broken = settle_reply(self._outcomes, job, tag, data)
+        broken = settle_task_outcome(self._outcomes, job, tag, data)
         if broken is not None:
             self._line.break_pool(broken)
 

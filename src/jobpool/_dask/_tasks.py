@@ -1,12 +1,12 @@
-"""The Dask backend's books: the pool's tasks on the cluster, and every job the dispatcher holds.
+"""ClusterTasks: the pool's tasks on the cluster, and every job the Dask dispatcher holds.
 
-A task is on the books from the moment it is sent until it is settled, timed out, killed, taken
-back or lost with its worker (:meth:`Tasks.drop`); it is in its worker's slots (see
-:mod:`jobpool._dask_slots`) until it ends. The jobs, by future, are the ones on the cluster and
+A task is held here from the moment it is sent until it is settled, timed out, killed, taken
+back or lost with its worker (:meth:`ClusterTasks.drop`); it is in its worker's slots (see
+:mod:`jobpool._dask._slots`) until it ends. The jobs, by future, are the ones on the cluster and
 the ones given back and waiting to go again: ``Pool.kill()`` looks them up from its own thread,
 so they change under a lock, with the sending of a job.
 
-Everything else here runs in the dispatcher thread. The books call nothing above them; a kill
+Everything else here runs in the dispatcher thread. This calls nothing above it; a kill
 sends its bookkeeping to that thread through the inbox.
 """
 
@@ -18,18 +18,18 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
-from ._dask import withdraw_tasks
-from ._dask_inbox import Inbox
-from ._dask_slots import Task, WorkerSlots
-from ._errors import JobKilledError, JobTimeoutError
-from ._job import Job, Outcomes
+from .._errors import JobKilledError, JobTimeoutError
+from .._job import Job, Outcomes
+from ._in_worker import withdraw_tasks
+from ._inbox import Inbox
+from ._slots import Task, WorkerSlots
 
 _log = logging.getLogger("jobpool")
 
 KILLED_WAITING = "job killed by Pool.kill() before it started on its Dask worker; it will not run"
 
 
-class Tasks:
+class ClusterTasks:
     def __init__(self, client: Any, outcomes: Outcomes, inbox: Inbox) -> None:
         self._client = client
         self._outcomes = outcomes
@@ -48,7 +48,7 @@ class Tasks:
         return self._by_key.get(key)
 
     def holds(self, task: Task) -> bool:
-        """Whether ``task`` is still on the books (not settled, timed out, killed or lost)."""
+        """Whether ``task`` is still held here (not settled, timed out, killed or lost)."""
         return self._by_key.get(task.key) is task
 
     def task_of(self, future: Future[Any]) -> Optional[Task]:
@@ -96,7 +96,7 @@ class Tasks:
         return [task for task in self._fetching if task.slots is slots]
 
     def drop(self, task: Task, now: float) -> None:
-        """The task is off the pool's books: free its slot (the next one there starts) and let
+        """Let go of the task: free its slot (the next one there starts) and let
         Dask forget it. A task that has not started then never does; a running one runs on."""
         self._by_key.pop(task.key, None)
         self._timed.discard(task)
@@ -116,7 +116,7 @@ class Tasks:
             self._jobs.pop(job.future, None)
 
     def fail(self, task: Task, error: BaseException, now: float, timed_out: bool = False) -> None:
-        """Take ``task`` off the books and fail its job with ``error``."""
+        """Let go of ``task`` and fail its job with ``error``."""
         self.drop(task, now)
         self.forget(task.job)
         self._outcomes.fail(task.job, error, timed_out=timed_out)
@@ -174,7 +174,7 @@ class Tasks:
         return killed
 
     def _killed(self, task: Task) -> None:
-        """In the dispatcher thread: take the task of a killed job off the cluster's books."""
+        """In the dispatcher thread: let go of the task of a killed job."""
         if self.holds(task):
             self.drop(task, time.monotonic())
             self.forget(task.job)

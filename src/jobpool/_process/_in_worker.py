@@ -40,10 +40,25 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, NoReturn, Optional
 
 from .. import _main_globals
-from .._execution import BrokenFunction, KeptFunctions, run_job
+from .._execution import BrokenFunction, KeptFunctions, run_to_reply
 from .._instances import for_worker_process
-from .._remote import pack_exception, unpack_exception
-from . import _protocol as p
+from .._protocol import (
+    DEFINE_BLOB,
+    DEFINE_FN,
+    FORGET_BLOB,
+    GIVE_BACK,
+    INIT_FAILED,
+    INIT_LOADING,
+    INIT_RUNNING,
+    LOG,
+    OK,
+    RAISED,
+    READY,
+    RUN_CALL,
+    RUN_CHUNK,
+    STOP,
+)
+from .._remote_exceptions import pack_exception, unpack_exception
 from ._blobs import loads_function
 from ._frames import FrameReader, write_frame
 from ._large_data import Incoming, LargeData, discard, receive
@@ -105,7 +120,7 @@ class _ForwardingHandler(logging.Handler):
                 state["exc_text"] = logging.Formatter().formatException(record.exc_info)
             state["exc_info"] = None
             state.pop("message", None)
-            self._channel.send((p.LOG, state))
+            self._channel.send((LOG, state))
         except Exception:
             self.handleError(record)
 
@@ -114,7 +129,7 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
     """Exit when the parent process is gone, so no worker outlives a killed parent, taking the
     processes it started with it (_stopping).
 
-    Also answer the parent's recalls (see _ahead), which must be heard while a job runs. It
+    Also answer the parent's recalls (see _send_ahead), which must be heard while a job runs. It
     sleeps on file descriptors only: a pidfd of the parent where the platform has one (Linux),
     which becomes readable when the parent exits, and multiprocessing's parent sentinel. The
     sentinel alone is not enough under the fork start method (a worker forked later may hold
@@ -142,7 +157,7 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
             except (EOFError, OSError):  # the parent closed it: this worker is going away
                 watched.remove(recall)
             else:
-                channel.send((p.GIVE_BACK, inbox.give_back()))
+                channel.send((GIVE_BACK, inbox.give_back()))
 
 
 def _open_pidfd(pid: Optional[int]) -> Optional[int]:
@@ -166,13 +181,13 @@ def _initialize(setup: WorkerSetup, channel: _Channel) -> bool:
     try:
         initializer, initargs = setup.load()
     except BaseException as exc:
-        channel.send((p.INIT_FAILED, p.INIT_LOADING, pack_exception(exc)))
+        channel.send((INIT_FAILED, INIT_LOADING, pack_exception(exc)))
         return False
     try:
         if initializer is not None:
             initializer(*initargs)
     except BaseException as exc:
-        channel.send((p.INIT_FAILED, p.INIT_RUNNING, pack_exception(exc)))
+        channel.send((INIT_FAILED, INIT_RUNNING, pack_exception(exc)))
         return False
     return True
 
@@ -238,7 +253,7 @@ def _work(
         _setup_logging(channel, log_level)
         if not _initialize(setup, channel):
             return
-    channel.send((p.READY, os.getpid()))
+    channel.send((READY, os.getpid()))
     _serve(inbox, channel, large)
     instances.close()  # a normal exit (STOP, or the parent closed the pipe): close them
 
@@ -260,7 +275,7 @@ def _end_forked_copy(tag: int, data: Any) -> NoReturn:
     ``sys.exit(n)`` (status n). It sends nothing to the parent, whose pipe is the worker's.
     """
     code = 0
-    if tag == p.RAISED:
+    if tag == RAISED:
         try:
             exc = unpack_exception(data)
             if isinstance(exc, SystemExit):
@@ -302,7 +317,7 @@ class _InThisProcess:
 
     def __call__(self, value: Any) -> Any:
         if os.getpid() != self._pid:
-            _end_forked_copy(p.OK, None)
+            _end_forked_copy(OK, None)
         return self._dump(value)
 
 
@@ -322,7 +337,7 @@ class _Inbox:
         """The next message, with the raw frame that follows a DEFINE_FN or DEFINE_BLOB."""
         with self._lock:
             message = pickle.loads(self._next_frame())
-            if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
+            if message[0] == DEFINE_FN or message[0] == DEFINE_BLOB:
                 return message, self._next_frame()
             if len(message) == 5 and type(message[4]) is tuple:  # buffers in shared memory
                 message = (*message[:4], receive(self._segments, message[1], message[4]))
@@ -351,13 +366,13 @@ class _Inbox:
             frames = iter(self._waiting)
             for data in frames:
                 message = pickle.loads(data)
-                if message[0] == p.RUN_CALL or message[0] == p.RUN_CHUNK:
+                if message[0] == RUN_CALL or message[0] == RUN_CHUNK:
                     ids.append(message[1])
                     if type(message[4]) is tuple:  # its segment's descriptor waits: close it
                         discard(self._segments, message[1])
                     continue
                 kept.append(data)
-                if message[0] == p.DEFINE_FN or message[0] == p.DEFINE_BLOB:
+                if message[0] == DEFINE_FN or message[0] == DEFINE_BLOB:
                     raw = next(frames, None)  # raw bytes, not a message (None: still to come)
                     if raw is not None:
                         kept.append(raw)
@@ -385,15 +400,15 @@ def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) 
         except (EOFError, OSError):
             return
         tag = message[0]
-        if tag == p.STOP:
+        if tag == STOP:
             return
-        if tag == p.DEFINE_FN:
+        if tag == DEFINE_FN:
             functions.keep(message[1], functools.partial(loads_function, extra, blobs))
             continue
-        if tag == p.DEFINE_BLOB:
+        if tag == DEFINE_BLOB:
             blobs[message[1]] = pickle.loads(extra)
             continue
-        if tag == p.FORGET_BLOB:
+        if tag == FORGET_BLOB:
             blobs.pop(message[1], None)
             continue
         _, job_id, fn_key, fn_bytes, body = message
@@ -404,11 +419,11 @@ def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) 
         if fn is None:  # the parent and this worker disagree on what it holds: a bug
             fn = BrokenFunction(KeyError(f"this worker does not hold function {fn_key}"))
         if large is None:
-            result_tag, data = run_job(tag, fn, body)
+            result_tag, data = run_to_reply(tag, fn, body)
         else:  # large buffers through shared memory, both ways (see _large_data)
             load = loads if type(body) is bytes else functools.partial(_load_mapped, writable)
             dump = _InThisProcess(pid, functools.partial(large.dump_result, key=job_id))
-            result_tag, data = run_job(tag, fn, body, load, dump)
+            result_tag, data = run_to_reply(tag, fn, body, load, dump)
         fn = body = None
         if os.getpid() != pid:  # the job forked and this is the copy: it must not serve
             _end_forked_copy(result_tag, data)

@@ -15,66 +15,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Optional
 
-from distributed.diagnostics.plugin import WorkerPlugin
-
-from ._instances import Instances, used_by_this_thread
-from ._per_worker import travelled
+from .._per_worker import travelled
+from ._in_worker import InstancesPlugin, instances_plugin_name
 
 _log = logging.getLogger("jobpool")
-
-# --- worker side ----------------------------------------------------------------------------------
-
-# (worker address, pool key) -> the instances that pool's jobs built on that worker. Keyed by
-# address too: a cluster of threads (processes=False) runs several workers in one process.
-_instances: dict[tuple[str, str], Instances] = {}
-_instances_lock = threading.Lock()
-
-
-def plugin_name(key: str) -> str:
-    return f"jobpool-per-worker-{key}"
-
-
-class InstancesPlugin(WorkerPlugin):
-    """Gives a pool its own instances on each Dask worker, and closes them at the end."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.name = plugin_name(key)
-
-    def setup(self, worker: Any = None) -> None:
-        address = str(worker.address)
-        with _instances_lock:
-            if (address, self.key) not in _instances:
-                _instances[address, self.key] = Instances(f"Dask worker {address}")
-
-    def teardown(self, worker: Any = None) -> None:
-        with _instances_lock:
-            instances = _instances.pop((str(worker.address), self.key), None)
-        if instances is not None:
-            instances.close()
-
-
-@contextmanager
-def pool_instances(key: Optional[str]) -> Iterator[None]:
-    """Around a task of the pool ``key`` (None: the pool has no plugin; the thread's own)."""
-    instances = None
-    if key is not None:
-        from distributed import get_worker
-
-        try:
-            address = str(get_worker().address)
-        except ValueError:  # not inside a Dask worker
-            address = ""
-        instances = _instances.get((address, key))
-    with used_by_this_thread(instances):
-        yield
-
-
-# --- client side ----------------------------------------------------------------------------------
 
 
 class PoolInstances:
@@ -99,7 +45,7 @@ class PoolInstances:
                 if register is None:  # distributed < 2023.9
                     register = self._client.register_worker_plugin
                 try:
-                    register(InstancesPlugin(self._key), name=plugin_name(self._key))
+                    register(InstancesPlugin(self._key), name=instances_plugin_name(self._key))
                 except Exception:
                     self._failed = True
                     _log.warning(
@@ -120,6 +66,6 @@ class PoolInstances:
         if unregister is None:
             return
         try:
-            unregister(plugin_name(self._key))
+            unregister(instances_plugin_name(self._key))
         except Exception:  # the scheduler is gone: its workers closed theirs as they went
             _log.debug("removing the per_worker plugin failed", exc_info=True)

@@ -59,7 +59,7 @@ import dask
 import distributed
 import distributed.process
 
-from ._process._start import skip_main_in_workers, starting_without_main
+from .._process._start import skip_main_in_workers, starting_without_main
 
 _process_module: Any = distributed.process  # untyped: its functions have no annotations
 

@@ -1,6 +1,6 @@
 """What a Dask task's outcome means for its job: the reply settled, or the error that says why not.
 
-A task sends back ``(tag, bytes, seconds)`` (see :func:`jobpool._dask.run_on_worker`); the job's
+A task sends back ``(tag, bytes, seconds)`` (see :func:`._in_worker.run_on_worker`); the job's
 own exception travels inside those bytes and is re-raised with its type and the worker's
 traceback. Everything else that can happen to a task is Dask's doing (its worker died or left,
 its result was lost, Dask could not run it at all) and is turned here into the errors the other
@@ -11,18 +11,28 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._dask import INIT_FAILED, OK, RAISED, initializer_error
-from ._errors import BROKEN, InitializerError, JobpoolError, SchedulerLostError, WorkerCrashedError
-from ._job import Job, Outcomes
-from ._remote import settle_reply as settle_reply_bytes
+from .._errors import (
+    BROKEN,
+    InitializerError,
+    JobpoolError,
+    SchedulerLostError,
+    WorkerCrashedError,
+    initializer_error,
+)
+from .._job import Job, Outcomes
+from .._protocol import INIT_FAILED, OK, RAISED
+from .._remote import settle_reply
+from .._remote_exceptions import unpack_exception
 
 
-def settle_reply(outcomes: Outcomes, job: Job, tag: int, data: bytes) -> Optional[InitializerError]:
+def settle_task_outcome(
+    outcomes: Outcomes, job: Job, tag: int, data: bytes
+) -> Optional[InitializerError]:
     """Resolve ``job`` from its worker's reply; the error that breaks the pool, if any."""
     if tag in (OK, RAISED):  # as on the process backend
-        settle_reply_bytes(outcomes, job, tag == RAISED, data)
+        settle_reply(outcomes, job, tag == RAISED, data)
     elif tag == INIT_FAILED:
-        error = initializer_error(data)
+        error = initializer_error_on_dask(data)
         outcomes.fail(job, error)
         return error
     else:  # not an answer of run_on_worker's: someone else's task ran under this key
@@ -30,8 +40,17 @@ def settle_reply(outcomes: Outcomes, job: Job, tag: int, data: bytes) -> Optiona
     return None
 
 
+def initializer_error_on_dask(
+    failure: bytes, worker: Optional[str] = None, at_start: bool = False
+) -> InitializerError:
+    """The pool's initializer failed on a Dask worker (the words are every backend's)."""
+    where = f"on Dask worker {worker}" if worker else "on a Dask worker"
+    outcome = "no pool was created" if at_start else BROKEN
+    return initializer_error(unpack_exception(failure), where, outcome=outcome)
+
+
 def is_reply(value: object) -> bool:
-    """Whether ``value`` has the shape of what :func:`jobpool._dask.run_on_worker` returns."""
+    """Whether ``value`` has the shape of what :func:`._in_worker.run_on_worker` returns."""
     return (
         isinstance(value, (tuple, list))
         and len(value) == 3

@@ -1,11 +1,11 @@
 """DaskWorkers: the cluster's workers as the pool sees them, their slots, who joins and who leaves.
 
 Each Dask worker the pool uses has a :class:`WorkerSlots`: its quota of the pool's slots and its
-tasks in the order sent (see :mod:`jobpool._dask_slots`). Which workers the cluster has is asked
+tasks in the order sent (see :mod:`jobpool._dask._slots`). Which workers the cluster has is asked
 every ``MEMBERSHIP_SECONDS`` while jobs are in flight or waiting, and at once after a worker
 died: the slots of workers that left go to the others, and new workers get the slots the pool
 still lacks. Where a worker has more threads than slots, its quota is the pool's Dask resource
-on it (:func:`jobpool._dask.set_slots`), set without waiting for the answer and reset to 0 when
+on it (:func:`._in_worker.set_slots`), set without waiting for the answer and reset to 0 when
 the pool closes.
 
 A worker that died or left takes its running jobs with it (they fail) and gives back the ones
@@ -19,7 +19,7 @@ finds a scheduler that knows nothing of the pool's tasks, plugins and resources,
 does not try to go on. Answers of an unexpected shape are logged and ignored: the next question
 is asked in a second.
 
-Calls go down only: to the books (:class:`Tasks`), the line and the inbox.
+Calls go down only: to the pool's tasks (:class:`ClusterTasks`), the line and the inbox.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ import logging
 import time
 from typing import Any, Optional
 
-from ._dask import set_slots
-from ._dask_parts import Below, Part
-from ._dask_replies import left_error, scheduler_lost_error
-from ._dask_slots import FIRST_ROUND_TRIP_SECONDS, ROUND_TRIP_WEIGHT, WorkerSlots, share_slots
-from ._errors import WorkerCrashedError
-from ._job import Outcomes
+from .._errors import WorkerCrashedError
+from .._job import Outcomes
+from ._in_worker import set_slots
+from ._parts import LowerParts, UpperPart
+from ._replies import left_error, scheduler_lost_error
+from ._slots import FIRST_ROUND_TRIP_SECONDS, ROUND_TRIP_WEIGHT, WorkerSlots, share_slots
 
 _log = logging.getLogger("jobpool")
 
@@ -43,9 +43,11 @@ MEMBERSHIP_SECONDS = 1.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 
 
-class DaskWorkers(Part):
-    def __init__(self, below: Below, outcomes: Outcomes, *, workers: int, resource: str) -> None:
-        super().__init__(below)
+class DaskWorkers(UpperPart):
+    def __init__(
+        self, lower: LowerParts, outcomes: Outcomes, *, workers: int, resource: str
+    ) -> None:
+        super().__init__(lower)
         self._outcomes = outcomes
         self._workers = workers
         self.resource = resource  # the name of the pool's Dask resource

@@ -1,4 +1,4 @@
-"""The contract between the pool and a backend, and where each backend is found.
+"""The contract between the pool and a backend: what every backend does, and what it is given.
 
 The pool owns everything users see (argument checks, the lifecycle, the bounded queue, ``map``
 windowing, statistics); a backend only takes jobs from the pool's queue and resolves each one
@@ -13,23 +13,22 @@ in-memory fake backend the tests drive the pool with.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from typing_extensions import Protocol
 
-from ._job import Job, JobQueue, Outcomes
-
-if TYPE_CHECKING:
-    from ._process._blobs import Blob
+from ._job import Job, JobFuture, JobQueue, Outcomes
 
 #: What ``prepare_function`` makes of a ``map``'s function, once for all its chunks: its bytes
 #: (None where nothing is serialized), the key workers cache it under, and the large values its
-#: bytes refer to (see ``_process/_blobs``).
-PreparedFunction = tuple[Optional[bytes], Optional[int], tuple["Blob", ...]]
+#: bytes refer to, each ``(key, value)`` (see ``_process/_blobs``).
+PreparedFunction = tuple[Optional[bytes], Optional[int], tuple[tuple[int, Any], ...]]
 NOT_SERIALIZED: PreparedFunction = (None, None, ())
+
+#: Reads the reply of a running job in the thread that waits for it (see ``Backend.read_reply``).
+ReplyReader = Callable[[JobFuture, Optional[float]], None]
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,11 @@ class Backend(Protocol):
     def kill_limitation(self) -> Optional[str]:
         """Why ``kill()`` cannot stop a job that already runs here, or None if it can."""
 
+    @property
+    def read_reply(self) -> Optional[ReplyReader]:
+        """What a thread waiting in ``result(timeout)`` for a running job calls, to read its
+        reply itself (the process backend); None: the thread waits on the future."""
+
     def prepare(self, job: Job) -> None:
         """Make ``job`` ready to travel (serialize it); raise ``SerializationError`` if not."""
 
@@ -64,6 +68,10 @@ class Backend(Protocol):
 
     def offer(self, job: Job) -> bool:
         """Start ``job`` at once if a worker is idle and nothing waits; False: queue it."""
+
+    def refused(self, job: Job) -> None:
+        """The pool refused ``job`` after ``prepare`` (queue full, closed, interrupted): let go
+        now of what ``prepare`` holds for it (shared memory), rather than when it is collected."""
 
     def notify(self) -> None:
         """A job was queued."""
@@ -79,54 +87,3 @@ class Backend(Protocol):
 
     def terminate(self) -> None:
         """Stop now: fail what runs (as ``kill``), stop the workers."""
-
-
-BackendFactory = Callable[[BackendSetup, Mapping[str, Any]], Backend]
-
-
-def _thread(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
-    from ._thread import ThreadBackend
-
-    return ThreadBackend(setup)
-
-
-def _process(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
-    from ._process._backend import ProcessBackend
-    from ._process._context import get_context
-    from ._process._large_data import large_data
-
-    threshold, writable = options.get("shared_memory", (None, False))
-    return ProcessBackend(
-        setup,
-        get_context(options.get("start_method")),
-        options.get("max_jobs_per_worker"),
-        large_data(threshold, writable),
-    )
-
-
-def _dask(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
-    from ._dask_loader import load_dask_backend
-
-    return load_dask_backend()(setup, address=options.get("address"), client=options.get("client"))
-
-
-#: The backends by name. Tests add an in-memory fake here.
-FACTORIES: dict[str, BackendFactory] = {"thread": _thread, "process": _process, "dask": _dask}
-
-#: The options only some backends honour; any other backend refuses them.
-OPTIONS_FOR = {
-    "start_method": ("process",),
-    "max_jobs_per_worker": ("process",),
-    "address": ("dask",),
-    "client": ("dask",),
-}
-
-
-def make_backend(name: str, setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
-    """The backend called ``name``; an option it cannot honour is an error, never ignored."""
-    for option, value in options.items():
-        allowed = OPTIONS_FOR.get(option)  # not listed: every backend takes it
-        if allowed is not None and value is not None and name not in allowed:
-            names = " or ".join(repr(b) for b in allowed)
-            raise ValueError(f"{option}= applies only to backend={names}, not backend={name!r}")
-    return FACTORIES[name](setup, options)

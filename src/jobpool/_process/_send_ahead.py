@@ -33,3 +33,5 @@ RECALL_AFTER_SECONDS = 0.01
 MAX_AHEAD_BYTES = 8192
 # Weight of the newest job in a worker's running average of job times.
 JOB_TIME_WEIGHT = 0.25
+
+KILLED_WAITING = "job killed by Pool.kill() before it started; it will not run"

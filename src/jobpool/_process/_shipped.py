@@ -1,4 +1,4 @@
-"""What one worker holds besides its jobs: the keyed functions and the blobs they name.
+"""What was shipped to one worker and is kept there: the keyed functions and the blobs they name.
 
 Both sides keep the same least-recently-used tables (see ``_protocol``), so the parent always
 knows whether a worker needs a function's bytes or can be sent just its key, and tells the
@@ -11,11 +11,11 @@ import pickle
 from collections import OrderedDict
 from typing import Callable
 
-from . import _protocol as p
+from .._protocol import DEFINE_BLOB, DEFINE_FN, FORGET_BLOB, FUNCTION_CACHE_SIZE
 from ._blobs import MAX_BLOB_BYTES, MAX_BLOBS, Blob
 
 
-class Held:
+class Shipped:
     """The parent's copy of one worker's function and blob tables."""
 
     def __init__(self) -> None:
@@ -35,10 +35,10 @@ class Held:
             return
         if blobs:
             self._send_blobs(blobs, write)
-        write(pickle.dumps((p.DEFINE_FN, key), pickle.HIGHEST_PROTOCOL))
+        write(pickle.dumps((DEFINE_FN, key), pickle.HIGHEST_PROTOCOL))
         write(data)
         self._functions[key] = None
-        if len(self._functions) > p.FUNCTION_CACHE_SIZE:
+        if len(self._functions) > FUNCTION_CACHE_SIZE:
             self._functions.popitem(last=False)
 
     def _send_blobs(self, blobs: tuple[Blob, ...], write: Callable[[bytes], None]) -> None:
@@ -48,7 +48,7 @@ class Held:
             if key in self._blobs:
                 self._blobs.move_to_end(key)
                 continue
-            write(pickle.dumps((p.DEFINE_BLOB, key), pickle.HIGHEST_PROTOCOL))
+            write(pickle.dumps((DEFINE_BLOB, key), pickle.HIGHEST_PROTOCOL))
             write(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
             self._blobs[key] = len(value)
             self._blob_bytes += len(value)
@@ -58,4 +58,4 @@ class Held:
             if key in needed:
                 continue
             self._blob_bytes -= self._blobs.pop(key)
-            write(pickle.dumps((p.FORGET_BLOB, key), pickle.HIGHEST_PROTOCOL))
+            write(pickle.dumps((FORGET_BLOB, key), pickle.HIGHEST_PROTOCOL))

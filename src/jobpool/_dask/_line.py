@@ -4,7 +4,7 @@ First the jobs that came back unstarted (taken back from behind a long job, or l
 that died or left): they are already marked running, so they go first, and only to a free slot
 (a job that killed its worker then fails at its next crash, not in a loop). Then the pool's own
 queue, whose jobs are marked running as they leave it; a job too big to wait on a worker leaves
-it only for a free slot (see :func:`jobpool._dask_slots.may_wait`).
+it only for a free slot (see :func:`jobpool._dask._slots.may_wait`).
 
 The line also knows when no more jobs will go: the pool is closing (the queue drains first),
 terminating, or broken (every waiting job fails with the pool's error).
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Optional
 
-from ._dask_slots import may_wait
-from ._dask_tasks import Tasks
-from ._job import Job, JobQueue, Outcomes
+from .._job import Job, JobQueue, Outcomes
+from ._slots import may_wait
+from ._tasks import ClusterTasks
 
 
 class DaskLine:
@@ -25,7 +25,7 @@ class DaskLine:
         self,
         queue: JobQueue,
         outcomes: Outcomes,
-        tasks: Tasks,
+        tasks: ClusterTasks,
         on_broken: Callable[[BaseException], None],
     ) -> None:
         self._queue = queue

@@ -9,28 +9,28 @@ answer, so a slow answer never keeps the next job from being sent. Each turn of 
 - sends waiting jobs to workers with room (:class:`Sender`) and has :class:`Results` watch them;
 - runs what arrived: tasks that ended, results fetched, the cluster's answers, kills, calls;
 - fetches the results of the tasks that ended, in one request (:class:`Results`);
-- fails the jobs past their time limit (:class:`Tasks`), takes back tasks stuck behind a long
+- fails the jobs past their time limit (:class:`ClusterTasks`), takes back tasks stuck behind a long
   job (:class:`Sender`), and asks which workers the cluster has when it is time
   (:class:`DaskWorkers`: slots of workers that left go to the others, new workers get the
-  slots the pool still lacks; see :mod:`jobpool._dask_slots`).
+  slots the pool still lacks; see :mod:`jobpool._dask._slots`).
 
 Each part calls only the parts below it (Sender and Results sit side by side and never call
 each other), so none imports one above it either:
 
     DaskDispatcher (here)          the loop, its wake-ups, closing and terminating
-      |-- Sender (_dask_sending)   which worker each job runs on; taking back stuck tasks
-      |-- Results (_dask_results)  watching tasks, fetching results in batches, settling jobs
+      |-- Sender (_sending)        which worker each job runs on; taking back stuck tasks
+      |-- Results (_results)       watching tasks, fetching results in batches, settling jobs
       v
-    DaskWorkers (_dask_workers)    the workers' slots; joining, leaving, dying; the round trip
+    DaskWorkers (_workers)         the workers' slots; joining, leaving, dying; the round trip
       v
-    DaskLine (_dask_line)          returned jobs first, then the pool's queue; closing, broken
+    DaskLine (_line)               returned jobs first, then the pool's queue; closing, broken
       v
-    Tasks (_dask_tasks)            the tasks on the cluster and the jobs held; Pool.kill()
+    ClusterTasks (_tasks)                 the tasks on the cluster and the jobs held; Pool.kill()
       v
-    Inbox (_dask_inbox)            the queue the thread sleeps on; answers from the client's loop
+    Inbox (_inbox)                 the queue the thread sleeps on; answers from the client's loop
 
-The client, the inbox, the books and the line reach the three upper parts as one ``Below``
-(:mod:`jobpool._dask_parts`).
+The client, the inbox, the tasks and the line reach the three upper parts as one ``LowerParts``
+(:mod:`jobpool._dask._parts`).
 
 The thread must outlive whatever the cluster answers. A scheduler the client lost is found at
 the top of every turn, and from the tasks Dask cancels for it: every job the pool holds fails
@@ -54,17 +54,17 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
-from ._dask_inbox import Inbox
-from ._dask_line import DaskLine
-from ._dask_parts import Below
-from ._dask_results import Results
-from ._dask_sending import Sender
-from ._dask_tasks import Tasks
-from ._dask_workers import DaskWorkers
-from ._errors import InitializerError, JobKilledError
-from ._job import JobQueue, Outcomes
-from ._lifecycle import weak_callback
-from ._per_worker_dask import PoolInstances
+from .._errors import InitializerError, JobKilledError
+from .._job import JobQueue, Outcomes
+from .._lifecycle import weak_callback
+from ._inbox import Inbox
+from ._line import DaskLine
+from ._parts import LowerParts
+from ._per_worker import PoolInstances
+from ._results import Results
+from ._sending import Sender
+from ._tasks import ClusterTasks
+from ._workers import DaskWorkers
 
 _log = logging.getLogger("jobpool")
 
@@ -84,18 +84,18 @@ class DaskDispatcher:
         per_worker: PoolInstances,
     ) -> None:
         inbox = self._inbox = Inbox(client.loop.asyncio_loop)
-        tasks = self.tasks = Tasks(client, outcomes, inbox)
+        tasks = self.tasks = ClusterTasks(client, outcomes, inbox)
         line = self._line = DaskLine(queue, outcomes, tasks, weak_callback(on_broken))
-        below = Below(client, inbox, tasks, line)
-        self.workers = DaskWorkers(below, outcomes, workers=workers, resource=f"jobpool-{token}")
+        lower = LowerParts(client, inbox, tasks, line)
+        self.workers = DaskWorkers(lower, outcomes, workers=workers, resource=f"jobpool-{token}")
         self._sender = Sender(
-            below,
+            lower,
             self.workers,
             token=token,
             with_initializer=with_initializer,
             per_worker=per_worker,
         )
-        self._results = Results(below, self.workers, outcomes)
+        self._results = Results(lower, self.workers, outcomes)
         self._on_exit = on_exit
         self._room = True  # whether notify() should wake the dispatcher (read without a lock)
         self.workers.share_out(client.nthreads(), wait=True)

@@ -2,8 +2,9 @@
 
 :class:`DaskWorkers`, :class:`Sender` and :class:`Results` each call the same lower parts: the
 Dask client (through which they ask the cluster), the inbox (where its answers come back), the
-books (:class:`Tasks`) and the line. The dispatcher makes those once and hands them over as one
-:class:`Below`; each upper part is a :class:`Part` that keeps them. Nothing below calls a part.
+pool's tasks (:class:`ClusterTasks`) and the line. The dispatcher makes those once and hands
+them over as one :class:`LowerParts`; each upper part is an :class:`UpperPart` that keeps them.
+Nothing below calls an upper part.
 """
 
 from __future__ import annotations
@@ -11,24 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._dask_inbox import Inbox
-from ._dask_line import DaskLine
-from ._dask_tasks import Tasks
+from ._inbox import Inbox
+from ._line import DaskLine
+from ._tasks import ClusterTasks
 
 
 @dataclass(frozen=True)
-class Below:
+class LowerParts:
     client: Any  # the distributed.Client
     inbox: Inbox
-    tasks: Tasks
+    tasks: ClusterTasks
     line: DaskLine
 
 
-class Part:
+class UpperPart:
     """An upper part of the dispatcher: it may call what is below it, never what is above."""
 
-    def __init__(self, below: Below) -> None:
-        self._client = below.client
-        self._inbox = below.inbox
-        self._tasks = below.tasks
-        self._line = below.line
+    def __init__(self, lower: LowerParts) -> None:
+        self._client = lower.client
+        self._inbox = lower.inbox
+        self._tasks = lower.tasks
+        self._line = lower.line

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from ._job import Job
+from .._job import Job
 
 # A worker holds tasks beyond its quota only while its recent jobs took less than this: longer
 # jobs leave the round trip between two of them a small share of the time.
@@ -55,7 +55,8 @@ RECALL_MIN_SECONDS = 0.02
 
 def may_wait(job: Job) -> bool:
     """Whether ``job`` is small enough to be sent to a worker before one of its slots is free."""
-    return len(job.body or b"") + len(job.fn_bytes or b"") <= MAX_WAITING_JOB_BYTES
+    serialized = job.serialized
+    return serialized is not None and serialized.size() <= MAX_WAITING_JOB_BYTES
 
 
 class Task:

@@ -8,8 +8,8 @@ queue and starts the moment a slot there is free.
 Tasks waiting behind a job that turned out long are taken back (``withdraw_tasks`` on their
 worker) when a slot is free elsewhere; the line sends them again, first, to a free slot.
 
-Calls go down only: to the workers' slots, the line, the books (:class:`Tasks`) and the inbox.
-The dispatcher hands the tasks sent to :class:`Results`, which watches them.
+Calls go down only: to the workers' slots, the line, the pool's tasks (:class:`ClusterTasks`)
+and the inbox. The dispatcher hands the tasks sent to :class:`Results`, which watches them.
 """
 
 from __future__ import annotations
@@ -21,25 +21,26 @@ import re
 import time
 from typing import Any, Optional
 
-from ._dask import RUN_CALL, RUN_CHUNK, run_on_worker, withdraw_tasks
-from ._dask_parts import Below, Part
-from ._dask_slots import Task, WorkerSlots
-from ._dask_workers import DaskWorkers
-from ._job import Call, Job
-from ._per_worker_dask import PoolInstances
+from .._job import Call, Job
+from .._protocol import RUN_CALL, RUN_CHUNK
+from ._in_worker import run_on_worker, withdraw_tasks
+from ._parts import LowerParts, UpperPart
+from ._per_worker import PoolInstances
+from ._slots import Task, WorkerSlots
+from ._workers import DaskWorkers
 
 
-class Sender(Part):
+class Sender(UpperPart):
     def __init__(
         self,
-        below: Below,
+        lower: LowerParts,
         workers: DaskWorkers,
         *,
         token: str,
         with_initializer: bool,
         per_worker: PoolInstances,
     ) -> None:
-        super().__init__(below)
+        super().__init__(lower)
         self._workers = workers
         self._token = token
         self._run_token = token if with_initializer else None  # its tasks check the initializer
@@ -78,7 +79,8 @@ class Sender(Part):
         return best
 
     def _send(self, job: Job, target: WorkerSlots) -> Optional[Task]:
-        assert job.fn_bytes is not None and job.body is not None
+        serialized = job.serialized
+        assert serialized is not None and serialized.fn_bytes is not None
         kind = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
         # A readable key for Dask's dashboard and logs: "jobpool-square-<pool>-<job id>-<n>".
         name = re.sub(r"\W+", "_", str(getattr(job.work.fn, "__name__", "job"))).strip("_")
@@ -92,8 +94,8 @@ class Sender(Part):
                 run_on_worker,
                 self._run_token,
                 kind,
-                job.fn_bytes,
-                job.body,
+                serialized.fn_bytes,
+                serialized.body,
                 key,
                 self._per_worker.key(),  # installs its plugin once handles travel
                 key=key,
