@@ -49,6 +49,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import _main_globals
 from ._backend import BackendSetup, PreparedFunction
+from ._dask_inputs import KeptResults, loader
 from ._errors import InitializerError, SerializationError
 from ._errors import initializer_error as _initializer_error
 from ._execution import INIT_FAILED, OK, RAISED, RUN_CALL, RUN_CHUNK, KeptFunctions, run_job
@@ -162,10 +163,13 @@ def run_on_worker(
     body: bytes,
     key: str,
     instances: Optional[str] = None,
+    inputs: Optional[tuple[Any, ...]] = None,
 ) -> tuple[int, bytes, float]:
     """The Dask task of every job: unpickle, run, and send the outcome back as bytes.
 
     ``instances`` names the pool whose per_worker instances the job uses (see _per_worker_dask).
+    ``inputs``: the values of the futures among the job's arguments, each the reply of this
+    pool's task that made it (Dask hands it over) or one pickled by the pool (_dask_inputs).
     """
     with _claims_lock:
         if key in _withdrawn_keys:
@@ -183,7 +187,14 @@ def run_on_worker(
         except BaseException as exc:
             return RAISED, pack_exception(exc), time.perf_counter() - start
         with pool_instances(instances):
-            tag, data = run_job(kind, fn, body)
+            if inputs is None:
+                tag, data = run_job(kind, fn, body)
+            else:
+                try:
+                    load = loader(inputs, OK)
+                except BaseException as exc:
+                    return RAISED, pack_exception(exc), time.perf_counter() - start
+                tag, data = run_job(kind, fn, body, load)
         return tag, data, time.perf_counter() - start
     finally:
         with _claims_lock:
@@ -324,6 +335,12 @@ class DaskBackend:
     def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:
         """Serialize ``fn`` once for a whole ``map`` call."""
         return dumps(fn, "fn"), None, ()
+
+    @property
+    def cluster_inputs(self) -> KeptResults:
+        """The results of this pool's jobs kept on the cluster for its jobs that take their
+        futures as arguments (see _dask_inputs)."""
+        return self._dispatcher.tasks.kept
 
     def offer(self, job: Job) -> bool:
         """Jobs always go through the queue: the dispatcher decides where each one runs."""

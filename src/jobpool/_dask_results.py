@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import distributed.client
 
-from ._dask import WITHDRAWN
+from ._dask import OK, WITHDRAWN
 from ._dask_parts import Below, Part
 from ._dask_replies import (
     crash_error,
@@ -128,8 +128,11 @@ class Results(Part):
         if not is_reply(value):
             self._tasks.fail(task, not_a_reply_error(value), now)
             return
-        self._tasks.drop(task, now)
         tag, data, seconds = value
+        # Jobs of this pool that take this one's future as an argument get its result on the
+        # cluster: its Dask future is kept for them (before the job's own future resolves).
+        kept = tag == OK and self._tasks.kept.keep(job.future, task.future, task.slots.address)
+        self._tasks.drop(task, now, release=not kept)
         if tag == WITHDRAWN:
             self._line.give_back(job)
             return

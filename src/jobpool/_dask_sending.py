@@ -56,6 +56,7 @@ class Sender(Part):
             job = self._line.next_job(free_slot=target.free_slots() > 0)
             if job is None:
                 break
+            target = self._near_its_inputs(job, target)
             task = self._send(job, target)
             if task is not None:
                 sent.append(task)
@@ -77,6 +78,17 @@ class Sender(Part):
                 best, best_rank = slots, rank
         return best
 
+    def _near_its_inputs(self, job: Job, target: WorkerSlots) -> WorkerSlots:
+        """The worker holding the job's first input kept on the cluster, if it has room as
+        good as ``target``'s (a free slot if ``target`` has one): its value is already there."""
+        inputs = getattr(job, "inputs", None)
+        near = self._workers.slots.get(inputs.near) if inputs is not None and inputs.near else None
+        if near is None or near is target or near.room(self._workers.round_trip) <= 0:
+            return target
+        if target.free_slots() > 0 and near.free_slots() <= 0:
+            return target
+        return near
+
     def _send(self, job: Job, target: WorkerSlots) -> Optional[Task]:
         assert job.fn_bytes is not None and job.body is not None
         kind = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
@@ -87,6 +99,10 @@ class Sender(Part):
         if target.resource is not None:
             restrictions["resources"] = {self._workers.resource: 1}
 
+        inputs = getattr(job, "inputs", None)  # its futures' values (see _dask_inputs)
+        if job.priority:  # Dask runs the tasks waiting on a worker in this order too
+            restrictions["priority"] = job.priority
+
         def submit() -> Any:
             return self._client.submit(
                 run_on_worker,
@@ -96,6 +112,7 @@ class Sender(Part):
                 job.body,
                 key,
                 self._per_worker.key(),  # installs its plugin once handles travel
+                None if inputs is None else inputs.values,
                 key=key,
                 pure=False,
                 **restrictions,

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 from ._condition import FutureCondition
 from ._errors import QueueFull
 from ._per_worker import bound
+from ._priority import SWITCHED, RankedQueue
 
 # concurrent.futures' names for the states of a started and a resolved future
 _PENDING = "PENDING"
@@ -172,6 +173,9 @@ class JobFuture(Future[Any]):
     _reader: Optional[Callable[[JobFuture, Optional[float]], None]] = None
     _worker: Any = None  # the process worker running this job, while it runs
     _owner: Any = None  # the intake of the pool that accepted the job (Pool.kill asks)
+    # The job waits for a future that no pool of jobpool resolves on its own (see
+    # _dependencies): set on the job's own future only, so most futures never carry it.
+    _waits_outside = False
 
     def __init__(self) -> None:
         # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
@@ -223,6 +227,10 @@ _SAME_ATTRIBUTES = set(vars(Future())) == {
 class Job:
     """A unit of work plus everything the pool needs to run it and resolve it once."""
 
+    # Dask backend: the values of the futures among its arguments, kept on the cluster
+    # (_dask_inputs.ClusterInputs). Set only on such jobs: read it with getattr.
+    inputs: Any
+
     __slots__ = (
         "abandoned",
         "body",
@@ -233,16 +241,19 @@ class Job:
         "future",
         "holds_slot",
         "id",
+        "inputs",
         "killed",
+        "priority",
         "segment",
         "timeout",
         "work",
     )
 
-    def __init__(self, work: Call | Chunk, timeout: Optional[float]) -> None:
+    def __init__(self, work: Call | Chunk, timeout: Optional[float], priority: int = 0) -> None:
         self.future: JobFuture = JobFuture()
         self.work = work
         self.timeout = timeout
+        self.priority = priority  # higher first among waiting jobs (see _priority)
         self.id = next(_job_ids)
         self.holds_slot = False
         # Filled by a backend that serializes (the process backend) in the submitting thread.
@@ -354,10 +365,16 @@ class JobQueue:
     With ``max_pending`` set, ``put`` blocks (or raises :class:`QueueFull`) while that many jobs
     wait. A slot frees when a worker takes the job, or at once when a waiting job is cancelled.
     ``None`` in the queue tells thread workers to exit.
+
+    Jobs come out first-come, first-served, until a job with a priority arrives: from then on,
+    higher priority first, first-come within one priority (see ``_priority``).
     """
 
     def __init__(self, max_pending: Optional[int]) -> None:
         self._queue: queue.SimpleQueue[Optional[Job]] = queue.SimpleQueue()
+        # Set, for good, by the first job with a priority other than 0 (see _priority).
+        self._ranked: Optional[RankedQueue] = None
+        self._switch_lock = threading.Lock()
         self.max_pending = max_pending
         self._slots = threading.Semaphore(max_pending) if max_pending else None
         self._slot_lock = threading.Lock()
@@ -392,10 +409,31 @@ class JobQueue:
         self._slots.release()
 
     def put(self, job: Optional[Job]) -> None:
+        if job is not None and self._ranked is None and not job.priority:  # the usual case
+            self._queue.put(job)
+            if self._ranked is not None:  # the queue moved onto the heap just now
+                self._ranked.take_from(self._queue)
+            return
         if job is None:
             with self._slot_lock:
                 self._stop_markers += 1
-        self._queue.put(job)
+            if self._ranked is None:
+                self._queue.put(job)
+                if self._ranked is not None:
+                    self._ranked.take_from(self._queue)
+                return
+        (self._ranked or self._rank()).put(job)
+
+    def _rank(self) -> RankedQueue:
+        """Move onto the priority heap, for good: the first job with a priority is here."""
+        with self._switch_lock:
+            ranked = self._ranked
+            if ranked is None:
+                ranked = RankedQueue()
+                self._ranked = ranked
+                ranked.take_from(self._queue)
+                self._queue.put(SWITCHED)  # wakes a thread blocked on the FIFO (see get)
+            return ranked
 
     def put_back(self, job: Job) -> None:
         """Return a job just taken (and not started) to the front of the line."""
@@ -404,7 +442,13 @@ class JobQueue:
     def get(self) -> Optional[Job]:
         if self._front:
             return self._front.popleft()
-        return self._taken(self._queue.get())
+        if self._ranked is None:
+            item = self._queue.get()
+            if item is not SWITCHED:
+                return self._taken(item)
+            self._queue.put(item)  # for the next thread blocked on the FIFO
+        assert self._ranked is not None
+        return self._taken(self._ranked.get())
 
     def get_nowait(self) -> Optional[Job]:
         """Next waiting job, or None if there is none."""
@@ -414,7 +458,13 @@ class JobQueue:
             except IndexError:  # drained meanwhile by another thread
                 pass
         try:
-            return self._taken(self._queue.get_nowait())
+            if self._ranked is None:
+                item = self._queue.get_nowait()
+                if item is not SWITCHED:
+                    return self._taken(item)
+                self._queue.put(item)  # moved onto the heap just now
+            assert self._ranked is not None
+            return self._taken(self._ranked.get_nowait())
         except queue.Empty:
             return None
 
@@ -435,14 +485,24 @@ class JobQueue:
                 jobs.append(self._front.popleft())
             except IndexError:
                 break
+        if self._ranked is not None:
+            for ranked in self._ranked.drain():
+                jobs.append(ranked)
+                self._taken(ranked)
+            return jobs
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return jobs
+            if job is SWITCHED:  # moved onto the heap meanwhile
+                self._queue.put(job)
+                return jobs + self.drain()
             taken = self._taken(job)
             if taken is not None:
                 jobs.append(taken)
 
     def qsize(self) -> int:
+        if self._ranked is not None:
+            return self._ranked.qsize() + len(self._front)
         return max(0, self._queue.qsize() - self._stop_markers) + len(self._front)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, Union
 
 from typing_extensions import ParamSpec
 
@@ -24,9 +24,31 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: What cancelling the asyncio task awaiting a running job does to it (``options(on_cancel=)``).
+OnCancel = Literal["kill", "leave"]
+ON_CANCEL = ("kill", "leave")
+
+
+def check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, not {type(priority).__name__} ({priority!r})")
+    return priority
+
+
+def check_on_cancel(on_cancel: object) -> OnCancel:
+    if on_cancel not in ON_CANCEL:
+        raise ValueError(
+            f"on_cancel must be 'kill' (stop a running job when its awaiting task is cancelled) "
+            f"or 'leave' (let it finish), not {on_cancel!r}"
+        )
+    return on_cancel  # type: ignore[return-value]
+
+
 class JobMethods:
     _intake: Intake
     _job_timeout: Optional[float]
+    _priority: int = 0  # higher first among waiting jobs (options(priority=))
+    _on_cancel: OnCancel = "kill"  # what cancelling run()'s awaiting task does to a running job
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule ``fn(*args, **kwargs)`` and return its Future.
@@ -41,12 +63,14 @@ class JobMethods:
             InitializerError: the pool is broken (its workers could not start).
         """
         check_callable("submit()", fn)
-        return self._intake.enqueue(Job(Call(fn, args, kwargs), self._job_timeout), block=True)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        return self._intake.enqueue(job, block=True)
 
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for a slot."""
         check_callable("submit_nowait()", fn)
-        return self._intake.enqueue(Job(Call(fn, args, kwargs), self._job_timeout), block=False)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        return self._intake.enqueue(job, block=False)
 
     def map(
         self,
@@ -83,7 +107,7 @@ class JobMethods:
         plan = self._intake.plan_map(
             "map", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
             job_timeout=self._job_timeout, progress=progress, on_result=on_result,
-            on_error=on_error,
+            on_error=on_error, priority=self._priority,
         )  # fmt: skip
         return self._intake.map(plan, iterables, False, ordered)
 
@@ -104,7 +128,7 @@ class JobMethods:
         plan = self._intake.plan_map(
             "starmap", fn, (iterable,), timeout=timeout, chunksize=chunksize,
             buffersize=buffersize, job_timeout=self._job_timeout, progress=progress,
-            on_result=on_result, on_error=on_error,
+            on_result=on_result, on_error=on_error, priority=self._priority,
         )  # fmt: skip
         return self._intake.map(plan, (iterable,), True, ordered)
 
@@ -117,7 +141,8 @@ class JobMethods:
         check_callable("run()", fn)
         from ._async import run_job
 
-        result: R = await run_job(self._intake, Job(Call(fn, args, kwargs), self._job_timeout))
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        result: R = await run_job(self._intake, job, self._on_cancel)
         return result
 
     def amap(
@@ -142,6 +167,6 @@ class JobMethods:
         plan = self._intake.plan_map(
             "amap", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
             job_timeout=self._job_timeout, progress=progress, on_result=on_result,
-            on_error=on_error,
+            on_error=on_error, priority=self._priority,
         )  # fmt: skip
-        return amap(self._intake, plan, iterables, ordered)
+        return amap(self._intake, plan, iterables, ordered, self._on_cancel)

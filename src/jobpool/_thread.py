@@ -24,6 +24,7 @@ from ._job import Job
 class ThreadBackend:
     name = "thread"
     kill_limitation = None  # a running job's future fails at once; its thread runs on
+    serializes = False  # prepare() costs nothing: jobs may be admitted from any thread
     #: Worker threads are named this and a number (ThreadPoolExecutor sets its own).
     name_prefix = "jobpool-thread-"
 

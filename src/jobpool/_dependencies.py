@@ -1,0 +1,604 @@
+"""Futures as arguments: a job whose arguments hold futures waits here until they are done.
+
+    submit(f, fut_a, key=fut_b)
+      Intake.enqueue: find_inputs(work)       None (no future): the usual path, unchanged
+        --> Dependencies.accept: the job waits, on no worker and in no queue
+      each input done --> its callback, in the thread that resolved it:
+        failed, cancelled or killed --> the job fails with DependencyError, never runs
+        the last one done --> the arguments get the values --> admitted: prepare, offer or queue
+
+What counts as an input: a ``concurrent.futures.Future`` (of any kind: this pool's, another
+pool's, any executor's, one the caller made) found in ``args``, in ``kwargs``' values, or inside
+``list``, ``tuple``, ``dict`` (values) and ``set``/``frozenset`` found there, up to
+:data:`MAX_DEPTH` containers deep. Only those exact types are searched: a subclass (a
+``namedtuple``, an ``OrderedDict``) travels as it is, as Dask does. The containers that hold a
+future are copied with the values in place; the caller's own are left alone.
+
+Finding no future must cost next to nothing, since every job pays it: a call's arguments are
+looked at by type only (:func:`find_call_inputs`), and containers are walked only when there is
+one. A ``map`` chunk looks at its items' types in one C-level pass.
+
+**Queue slots and deadlock.** A job that waits only for futures of jobpool's own pools holds a
+slot of the bounded queue (``max_pending``) from ``submit`` on, like any job, so a producer that
+submits faster than the pool runs is held back there, and memory stays bounded. That cannot
+deadlock: a pool's futures resolve without the caller's help, and the oldest job waiting in any
+pool has inputs that are older still, so it runs (every job in the queue has its inputs done).
+A future that jobpool did not make (the caller's own, another executor's), or a pool's job that
+waits for one, may be resolved only by the very thread that a full queue would block: a job
+waiting for such a one takes no slot and never makes ``submit`` wait. When its inputs are done
+it joins the queue without a slot, rather than block the thread that resolved them.
+
+**Where the job is admitted.** The callback of the last input runs in the thread that resolved
+it: a pool's worker thread or dispatcher thread, another pool's, or the caller's. It must not
+block and must not copy large data there (the process dispatcher never pickles a large buffer),
+so it admits the job itself only when the backend serializes nothing (threads) or the job is
+small (its arguments plain and the values it received small); any other job is prepared in the
+pool's one ``jobpool-inputs`` thread, made on first need.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import weakref
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ._errors import DependencyError
+from ._job import Call, Chunk, ChunkResult, Job, JobFuture
+
+if TYPE_CHECKING:
+    from ._intake import Intake
+
+_log = logging.getLogger("jobpool")
+
+#: How many containers deep a future is looked for: ``args[0][1][2]`` is three deep.
+MAX_DEPTH = 8
+# Values that hold no future and pickle quickly.
+_SCALARS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+_SEARCHED = frozenset({list, tuple, dict, set, frozenset})
+# A job is admitted in the thread that resolved its last input only if it is this small: its
+# strings and bytes, its containers, and the values it received.
+_SMALL_BYTES = 64 * 1024
+_SMALL_ITEMS = 256
+
+Path = tuple[Any, ...]  # ("args", 0, 2) or ("kwargs", "key"); see describe_path
+
+
+def describe_path(path: Path) -> str:
+    """``("args", 0, 2)`` -> ``"args[0][2]"``; ``("kwargs", "k")`` -> ``"kwargs['k']"``; a step
+    into a set reads ``{…}``."""
+    root, *steps = path
+    return str(root) + "".join("{…}" if isinstance(s, _Member) else f"[{s!r}]" for s in steps)
+
+
+class _Member:
+    """A step into a set, naming the member (hashable: it is one) that holds the future."""
+
+    __slots__ = ("member",)
+
+    def __init__(self, member: Any) -> None:
+        self.member = member
+
+
+class Found:
+    """The futures in one job's arguments: where each one is, and whether the rest is small.
+
+    ``places`` lists ``(item, path, future)`` in argument order; ``item`` is the map item's
+    index in a chunk (None for a call). ``small``: everything else in the arguments is a short
+    string, a number or a small container of those.
+    """
+
+    __slots__ = ("places", "small")
+
+    def __init__(self) -> None:
+        self.places: list[tuple[Optional[int], Path, Future[Any]]] = []
+        self.small = True
+
+    def futures(self) -> list[Future[Any]]:
+        """Each future once, in the order first found."""
+        return list({id(f): f for _, _, f in self.places}.values())
+
+    def walk(self, value: Any, item: Optional[int], path: Path) -> None:
+        kind = type(value)
+        if kind in _SCALARS:
+            if (kind is str or kind is bytes) and len(value) > _SMALL_BYTES:
+                self.small = False
+            return
+        if isinstance(value, Future):
+            self.places.append((item, path, value))
+            return
+        if kind not in _SEARCHED or len(path) > MAX_DEPTH + 1:  # ("args", 0) is one deep
+            self.small = False
+            return
+        if len(value) > _SMALL_ITEMS:
+            self.small = False
+            if set(map(type, value.values() if kind is dict else value)) <= _SCALARS:
+                return  # many plain values, no future among them: one C-level pass
+        if kind is dict:
+            for key, member in value.items():
+                self.walk(member, item, (*path, key))
+        elif kind is list or kind is tuple:
+            for index, member in enumerate(value):
+                self.walk(member, item, (*path, index))
+        else:
+            for member in value:
+                self.walk(member, item, (*path, _Member(member)))
+
+
+def _may_hold_futures(values: Any) -> bool:
+    """Whether any of ``values`` is a future or a container to search (cheap: types only)."""
+    for value in values:
+        kind = type(value)
+        if kind not in _SCALARS and (kind in _SEARCHED or isinstance(value, Future)):
+            return True
+    return False
+
+
+def find_inputs(work: Call | Chunk) -> Optional[Found]:
+    """The futures among ``work``'s arguments, or None (the usual case, found cheaply)."""
+    if type(work) is Call:
+        if not _may_hold_futures(work.args) and not (
+            work.kwargs and _may_hold_futures(work.kwargs.values())
+        ):
+            return None
+        found = Found()
+        found.walk(work.args, None, ("args",))
+        if work.kwargs:
+            found.walk(work.kwargs, None, ("kwargs",))
+        return found if found.places else None
+    assert isinstance(work, Chunk)
+    items = work.items
+    types = set(map(type, items))
+    if types <= _SCALARS:
+        return None
+    if work.star:  # each item is a tuple of arguments (a list or other iterable is not searched)
+        if types == {tuple} and set(map(type, itertools.chain.from_iterable(items))) <= _SCALARS:
+            return None
+    elif not any(t in _SEARCHED or issubclass(t, Future) for t in types):
+        return None
+    found = Found()
+    for index, item in enumerate(items):
+        if not work.star:
+            found.walk(item, index, ("args", 0))
+        elif type(item) is tuple:
+            found.walk(item, index, ("args",))
+    return found if found.places else None
+
+
+# --- putting the values in --------------------------------------------------------------------
+
+
+def _rebuild(value: Any, trie: Any, values: dict[int, Any]) -> Any:
+    """``value`` with the futures the ``trie`` of paths leads to replaced by their values."""
+    if isinstance(trie, Future):
+        return values[id(trie)]
+    kind = type(value)
+    if kind is set or kind is frozenset:
+        members = set(value)
+        for step, below in trie.items():
+            members.discard(step.member)
+            members.add(_rebuild(step.member, below, values))
+        return kind(members)
+    copy: Any = dict(value) if kind is dict else list(value)
+    for step, below in trie.items():
+        copy[step] = _rebuild(value[step], below, values)
+    return tuple(copy) if kind is tuple else copy
+
+
+def _trie(paths: list[tuple[Path, Future[Any]]]) -> dict[Any, Any]:
+    """The paths (below their root) as nested dicts, each ending in its future."""
+    root: dict[Any, Any] = {}
+    for path, future in paths:
+        node = root
+        for step in path[:-1]:
+            node = node.setdefault(step, {})
+        node[path[-1]] = future
+    return root
+
+
+def _member_steps(path: Path) -> Path:
+    """Set steps are keyed by their member in the trie (equal members are one step)."""
+    return tuple(_MemberKey(step.member) if isinstance(step, _Member) else step for step in path)
+
+
+class _MemberKey:
+    """A trie key for a set member: equal to another for the same member."""
+
+    __slots__ = ("member",)
+
+    def __init__(self, member: Any) -> None:
+        self.member = member
+
+    def __hash__(self) -> int:
+        return hash(("set member", id(self.member)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _MemberKey) and other.member is self.member
+
+
+def resolved_args(
+    args: Any, root: str, places: list[tuple[Path, Future[Any]]], values: dict[int, Any]
+) -> Any:
+    """``args`` (the tuple of positional arguments, or the kwargs dict) with values in place."""
+    mine = [(_member_steps(path[1:]), future) for path, future in places if path[0] == root]
+    if not mine:
+        return args
+    return _rebuild(args, _trie(mine), values)
+
+
+def _outcome(future: Future[Any]) -> tuple[bool, Any]:
+    """``(True, result)`` or ``(False, exception)`` of a done future."""
+    if future.cancelled():
+        return False, CancelledError("the input was cancelled")
+    error = future.exception(timeout=0)
+    if error is not None:
+        return False, error
+    return True, future.result(timeout=0)
+
+
+def _small_value(future: Future[Any]) -> bool:
+    """Whether a done future's result is small enough to pickle in any thread."""
+    ok, value = _outcome(future)
+    kind = type(value)
+    if not ok or kind not in _SCALARS:
+        return ok
+    return not ((kind is str or kind is bytes) and len(value) > _SMALL_BYTES)
+
+
+class _Waiting:
+    """One job waiting for its inputs; released exactly once (ready, failed or cancelled).
+
+    On Dask, ``native`` are the inputs that are this pool's own jobs, whose results the cluster
+    keeps for this job; ``kept`` their Dask futures once released (see _dask_inputs).
+    """
+
+    __slots__ = ("found", "job", "kept", "left", "lock", "native", "released")
+
+    def __init__(self, job: Job, found: Found, left: int) -> None:
+        self.job = job
+        self.found = found
+        self.left = left
+        self.lock = threading.Lock()
+        self.released = False
+        self.native: list[Future[Any]] = []
+        self.kept: Optional[dict[int, tuple[Any, str]]] = None  # None: arguments not prepared
+
+
+class Dependencies:
+    """The jobs of one pool that wait for the futures among their arguments (see module doc).
+
+    A job is *unsettled* from ``accept`` until it is in the queue (or handed to a worker), or
+    has failed or been cancelled; ``shutdown`` stops the backend only once none is, so that a
+    job accepted before it still runs.
+    """
+
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when none is unsettled
+        self._waiting: set[_Waiting] = set()  # waiting for inputs (cancel_all, fail_all)
+        self._unsettled = 0
+        self._feeder: Optional[ThreadPoolExecutor] = None
+        self._closed = False
+        self._when_settled: list[Callable[[], None]] = []
+        # The pool, held while jobs are unsettled: a pool dropped without shutdown() would
+        # otherwise stop its workers (its finalizer) before the jobs it accepted could run.
+        self.pool: Optional[weakref.ReferenceType[Any]] = None
+        self._pool_held: Any = None
+
+    def count(self) -> int:
+        """Jobs waiting for their inputs now (``PoolStats.waiting``)."""
+        return len(self._waiting)
+
+    # --- accepting a job -----------------------------------------------------------------------
+
+    def accept(self, job: Job, found: Found, block: bool) -> Future[Any]:
+        """Take ``job`` in; it runs once its inputs are done. Called by ``Intake.enqueue``."""
+        intake = self._intake
+        call = type(job.work) is Call
+        failed = _first_failure(found) if call else None
+        pending = [f for f in found.futures() if not f.done()]
+        failures = None
+        if failed is None and not pending:  # every input is done: the usual path, here
+            failures = self._put_values(job, found)
+            if failures is None:
+                return intake.enqueue_ready(job, block)
+        record = _Waiting(job, found, len(pending))
+        backend = intake.backend
+        cluster = getattr(backend, "cluster_inputs", None) if call else None
+        if cluster is not None and failed is None and pending:
+            # Dask: the arguments travel now, each future a placeholder (an argument that
+            # cannot be pickled fails here); this pool's own inputs stay on the cluster.
+            from ._dask_inputs import prepare
+
+            prepare(job, found.futures())
+            record.kept = {}
+            record.native = [f for f in pending if getattr(f, "_owner", None) is intake]
+        elif failed is None and pending and getattr(backend, "serializes", True):
+            _check_arguments(job, found, backend)
+        outside = any(not isinstance(f, JobFuture) or f._waits_outside for f in pending)
+        if outside:
+            job.future._waits_outside = True
+        elif intake.queue.bounded and failed is None:  # only jobpool's futures: take a slot
+            intake.take_slot(job, block)
+        with self._lock:
+            if not intake.accepting():
+                intake.queue.release(job)
+                intake.refuse()
+            self._unsettled += 1
+            if self._unsettled == 1 and self.pool is not None:
+                self._pool_held = self.pool()
+            if failed is None and pending:
+                self._waiting.add(record)
+        job.future._owner = intake
+        intake.outcomes.count_submitted()
+        if record.native:
+            assert cluster is not None
+            for future in record.native:
+                cluster.want(future)
+        if failed is not None:  # a call whose input failed already fails at once
+            record.released = True
+            self._fail(job, DependencyError.of_input(*failed))
+        elif not pending:  # a chunk some of whose items' inputs failed
+            record.released = True
+            self._admit_part(job, failures or {})
+            self._settle()
+        else:
+            job.future.add_done_callback(lambda _: self._cancelled(record))
+            for future in pending:
+                future.add_done_callback(lambda done: self._input_done(record, done))
+        return job.future
+
+    # --- callbacks, in whatever thread resolved the future -------------------------------------
+
+    def _input_done(self, record: _Waiting, future: Future[Any]) -> None:
+        try:
+            ok, error = _outcome(future)
+            with record.lock:
+                if record.released:
+                    return
+                record.left -= 1
+                failed = not ok and type(record.job.work) is Call
+                if record.left and not failed:
+                    return
+            if not self._release(record):
+                return
+            if failed:
+                path = next(p for _, p, f in record.found.places if f is future)
+                self._fail(record.job, DependencyError.of_input(describe_path(path), error))
+            else:
+                self._ready(record)
+        except BaseException as exc:  # never into concurrent.futures' callback logger
+            _log.exception("jobpool: a job waiting for its inputs could not be admitted")
+            self._fail(record.job, exc)
+
+    def _cancelled(self, record: _Waiting) -> None:
+        """The job's own future is done: cancelled (or killed) by the caller while it waits?"""
+        job = record.job
+        if not job.future.cancelled():
+            return
+        self._intake.queue.release(job)  # at once, as for a queued job
+        if self._release(record):
+            self._intake.outcomes.cancel_pending(job)
+            self._settle()
+
+    def _release(self, record: _Waiting) -> bool:
+        """Mark ``record`` no longer waiting; False if something else did first."""
+        with record.lock:
+            if record.released:
+                return False
+            record.released = True
+        with self._lock:
+            self._waiting.discard(record)
+        if record.native:  # done waiting: the cluster need not keep them for this job
+            cluster = self._intake.backend.cluster_inputs  # type: ignore[attr-defined]
+            for future in record.native:
+                entry = cluster.take(future)
+                if entry is not None and record.kept is not None:
+                    record.kept[id(future)] = entry
+        return True
+
+    def _settle(self) -> None:
+        """One job is settled; once none is left: let go of the pool, and run what waited for
+        that (``shutdown``)."""
+        with self._lock:
+            self._unsettled -= 1
+            if self._unsettled:
+                return
+            self._pool_held = None
+            self._settled.notify_all()
+            then, self._when_settled = self._when_settled, []
+            feeder = self._feeder if self._closed else None
+            if feeder is not None:
+                self._feeder = None
+        if feeder is not None:
+            feeder.shutdown(wait=False)
+        for call in then:
+            call()
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        self._intake.queue.release(job)
+        self._intake.outcomes.fail_pending(job, error)
+        self._settle()
+
+    # --- admitting a job whose inputs are done -------------------------------------------------
+
+    def _ready(self, record: _Waiting) -> None:
+        """Admit the job here if that is cheap (see the module doc), else in the feeder."""
+        found, kept = record.found, record.kept
+        if kept is not None:  # arguments pickled at submit: only the values not kept are left
+            small = all(id(f) in kept or _small_value(f) for f in found.futures())
+        else:
+            small = not getattr(self._intake.backend, "serializes", True) or (
+                found.small and all(_small_value(f) for f in found.futures())
+            )
+        if small:
+            self._admit(record)
+            return
+        try:
+            self._feeder_pool().submit(self._admit, record)
+        except RuntimeError:  # cannot start a thread: the interpreter is exiting
+            self._fail(record.job, RuntimeError("the pool's inputs thread could not start"))
+
+    def _feeder_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._feeder is None:
+                self._feeder = ThreadPoolExecutor(1, thread_name_prefix="jobpool-inputs")
+            return self._feeder
+
+    def _admit(self, record: _Waiting) -> None:
+        job = record.job
+        try:
+            if record.kept is not None:  # Dask: the values go along as the task's inputs
+                from ._dask_inputs import inputs_for
+                from ._execution import OK
+
+                job.inputs = inputs_for(record.found.futures(), record.kept, OK)
+                self._intake.admit(job, prepared=True)
+            else:
+                failures = self._put_values(job, record.found)
+                if failures is not None:
+                    self._admit_part(job, failures)
+                else:
+                    self._intake.admit(job)
+        except BaseException as exc:
+            self._fail(job, exc)
+            return
+        self._settle()
+
+    def _put_values(self, job: Job, found: Found) -> Optional[dict[int, BaseException]]:
+        """Put the inputs' values into ``job``'s arguments. For a chunk, the items whose input
+        failed are taken out instead, and returned with their errors (None: none failed)."""
+        outcomes = {id(f): _outcome(f) for f in found.futures()}
+        values = {key: value for key, (ok, value) in outcomes.items() if ok}
+        work = job.work
+        if type(work) is Call:
+            places = [(path, future) for _, path, future in found.places]
+            args = resolved_args(work.args, "args", places, values)
+            kwargs = resolved_args(work.kwargs, "kwargs", places, values)
+            job.work = Call(work.fn, args, kwargs)
+            return None
+        assert isinstance(work, Chunk)
+        failures: dict[int, BaseException] = {}
+        by_item: dict[int, list[tuple[Path, Future[Any]]]] = {}
+        for item, path, future in found.places:
+            assert item is not None
+            ok, error = outcomes[id(future)]
+            if not ok and item not in failures:
+                failures[item] = DependencyError.of_input(describe_path(path), error, item=True)
+            by_item.setdefault(item, []).append((path, future))
+        items = list(work.items)
+        for index, places in by_item.items():
+            if index not in failures:
+                wrapped = items[index] if work.star else (items[index],)
+                resolved = resolved_args(wrapped, "args", places, values)
+                items[index] = resolved if work.star else resolved[0]
+        if failures:
+            items = [item for index, item in enumerate(items) if index not in failures]
+        job.work = Chunk(work.fn, items, work.star)
+        return failures or None
+
+    def _admit_part(self, job: Job, failures: dict[int, BaseException]) -> None:
+        """A chunk some of whose items' inputs failed: the others run as a chunk of their own;
+        ``job``'s future gets every item's outcome, the failed ones in their places."""
+        intake = self._intake
+        assert isinstance(job.work, Chunk)
+        total = len(job.work.items) + len(failures)
+        kept = [index for index in range(total) if index not in failures]
+        if not kept:
+            intake.queue.release(job)
+            if intake.outcomes.start(job):
+                intake.outcomes.succeed(job, ChunkResult([None] * total, failures, 0.0))
+            return
+        part = Job(job.work, job.timeout, job.priority)
+        part.fn_bytes, part.fn_key, part.fn_blobs = job.fn_bytes, job.fn_key, job.fn_blobs
+        part.holds_slot, job.holds_slot = job.holds_slot, False
+
+        def merge(done: Future[Any]) -> None:
+            if not job.future.set_running_or_notify_cancel():
+                return
+            if done.cancelled():
+                job.future.set_exception(CancelledError("this map chunk was cancelled"))
+                return
+            error = done.exception()
+            if error is not None:
+                job.future.set_exception(error)
+                return
+            ran: ChunkResult = done.result()
+            values: list[Any] = [None] * total
+            errors: dict[int, BaseException] = dict(failures)
+            for position, (ok, value) in zip(kept, ran.outcomes()):
+                if ok:
+                    values[position] = value
+                else:
+                    errors[position] = value
+            job.future.set_result(ChunkResult(values, errors, ran.elapsed))
+
+        job.future.add_done_callback(lambda _: part.future.cancel())
+        part.future.add_done_callback(merge)
+        intake.admit(part)
+
+    # --- the pool closing ----------------------------------------------------------------------
+
+    def cancel_all(self) -> None:
+        """Cancel every job still waiting for its inputs (``shutdown(cancel_futures=True)``)."""
+        for record in list(self._waiting):
+            record.job.future.cancel()  # its own callback releases it
+
+    def fail_all(self, error: BaseException) -> None:
+        """Fail every job still waiting (the pool broke)."""
+        for record in list(self._waiting):
+            if self._release(record):
+                self._fail(record.job, error)
+
+    def close(self) -> None:
+        """The pool takes no new jobs: the feeder thread ends once none is unsettled."""
+        with self._lock:
+            self._closed = True
+            feeder = self._feeder if not self._unsettled else None
+            if feeder is not None:
+                self._feeder = None
+        if feeder is not None:
+            feeder.shutdown(wait=False)
+
+    def when_settled(self, call: Callable[[], None]) -> None:
+        """Run ``call`` once no job is unsettled (now, if none is)."""
+        with self._lock:
+            if self._unsettled:
+                self._when_settled.append(call)
+                return
+        call()
+
+    def wait_settled(self) -> None:
+        """Block until no job is unsettled."""
+        with self._lock:
+            self._settled.wait_for(lambda: not self._unsettled)
+
+
+def _check_arguments(job: Job, found: Found, backend: Any) -> None:
+    """Pickle the job's function and arguments (its futures as placeholders) now, so that one
+    that cannot travel fails at ``submit``, as for any job; the arguments are pickled again
+    with the values later, so only their size is kept (``found.small``)."""
+    from ._errors import SerializationError
+    from ._placeholders import dump_arguments
+    from ._serialization import explain_failure
+
+    if job.fn_bytes is None:
+        try:
+            job.fn_bytes, job.fn_key, job.fn_blobs = backend.prepare_function(job.work.fn)
+        except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
+            raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
+    if len(dump_arguments(job.work, found.futures())) > _SMALL_BYTES:
+        found.small = False
+
+
+def _first_failure(found: Found) -> Optional[tuple[str, BaseException]]:
+    """The path and exception of the first input (in argument order) that failed already."""
+    for _, path, future in found.places:
+        if future.done():
+            ok, error = _outcome(future)
+            if not ok:
+                return describe_path(path), error
+    return None
