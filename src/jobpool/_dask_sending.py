@@ -115,6 +115,7 @@ class Sender(Part):
                 None if inputs is None else inputs.values,
                 key=key,
                 pure=False,
+                fifo_timeout=0,  # a generation of its own: see _dask_slots (order of tasks)
                 **restrictions,
             )
 
