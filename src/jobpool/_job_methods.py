@@ -53,6 +53,10 @@ class JobMethods:
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule ``fn(*args, **kwargs)`` and return its Future.
 
+        A future among the arguments (also inside lists, tuples, dicts and sets) is replaced by
+        its result once it is done; the job waits for it on no worker, and fails with
+        :class:`DependencyError` if it failed (see [Pipelines](pipelines.md)).
+
         Blocks while ``max_pending`` jobs are waiting (backpressure). On the process backend the
         call is serialized here, so an unpicklable argument raises :class:`SerializationError`
         at once, naming the part that failed, and nothing is queued.
@@ -136,7 +140,9 @@ class JobMethods:
         """Run ``fn(*args, **kwargs)`` in the pool and await its result (see :doc:`asyncio`).
 
         Never blocks the event loop: when ``max_pending`` jobs already wait, the coroutine waits
-        for a free slot. Cancelling the awaiting task cancels the job if it has not started.
+        for a free slot. Cancelling the awaiting task cancels the job if it has not started, and
+        stops it if it runs, as :meth:`Pool.kill` does (on the process backend, with the
+        programs it started); ``options(on_cancel="leave")`` lets a running job finish.
         """
         check_callable("run()", fn)
         from ._async import run_job
@@ -160,7 +166,9 @@ class JobMethods:
         """:meth:`map` for asyncio: ``async for r in pool.amap(fn, items)``; never blocks the loop.
 
         Same window, chunking and options as :meth:`map`; the input may also be an async
-        iterable. Callbacks and the bar run in the event loop. See :doc:`asyncio`.
+        iterable. Callbacks and the bar run in the event loop. An iteration that ends early
+        (closed, cancelled, an item's error) stops the chunks still running, as :meth:`run`
+        does. See :doc:`asyncio`.
         """
         from ._async import amap
 
