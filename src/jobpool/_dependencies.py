@@ -38,14 +38,16 @@ pool's one ``jobpool-inputs`` thread, made on first need.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ._errors import DependencyError
+from ._errors import DependencyError, SerializationError
 from ._job import Call, Chunk, ChunkResult, Job, JobFuture
 
 if TYPE_CHECKING:
@@ -87,18 +89,31 @@ class Found:
 
     ``places`` lists ``(item, path, future)`` in argument order; ``item`` is the map item's
     index in a chunk (None for a call). ``small``: everything else in the arguments is a short
-    string, a number or a small container of those.
+    string, a number or a small container of those. ``plain``: everything else is a number or
+    a string (each pickles, whatever the backend).
     """
 
-    __slots__ = ("places", "small")
+    __slots__ = ("_futures", "places", "plain", "small")
 
     def __init__(self) -> None:
         self.places: list[tuple[Optional[int], Path, Future[Any]]] = []
         self.small = True
+        self.plain = True
+        self._futures: Optional[list[Future[Any]]] = None
 
     def futures(self) -> list[Future[Any]]:
         """Each future once, in the order first found."""
-        return list({id(f): f for _, _, f in self.places}.values())
+        if self._futures is None:
+            places = self.places
+            if len(places) == 1:
+                self._futures = [places[0][2]]
+            else:
+                self._futures = list({id(f): f for _, _, f in places}.values())
+        return self._futures
+
+    def flat(self) -> bool:
+        """Whether every future is an argument itself (``args[i]``, ``kwargs[k]``)."""
+        return all(len(path) == 2 for _, path, _ in self.places)
 
     def walk(self, value: Any, item: Optional[int], path: Path) -> None:
         kind = type(value)
@@ -110,7 +125,7 @@ class Found:
             self.places.append((item, path, value))
             return
         if kind not in _SEARCHED or len(path) > MAX_DEPTH + 1:  # ("args", 0) is one deep
-            self.small = False
+            self.small = self.plain = False
             return
         if len(value) > _SMALL_ITEMS:
             self.small = False
@@ -144,9 +159,12 @@ def find_inputs(work: Call | Chunk) -> Optional[Found]:
         ):
             return None
         found = Found()
-        found.walk(work.args, None, ("args",))
+        walk = found.walk
+        for index, value in enumerate(work.args):
+            walk(value, None, _ARG_PATHS[index] if index < 8 else ("args", index))
         if work.kwargs:
-            found.walk(work.kwargs, None, ("kwargs",))
+            for key, value in work.kwargs.items():
+                walk(value, None, ("kwargs", key))
         return found if found.places else None
     assert isinstance(work, Chunk)
     items = work.items
@@ -165,6 +183,9 @@ def find_inputs(work: Call | Chunk) -> Optional[Found]:
         elif type(item) is tuple:
             found.walk(item, index, ("args",))
     return found if found.places else None
+
+
+_ARG_PATHS = [("args", index) for index in range(8)]  # shared: most jobs have few arguments
 
 
 # --- putting the values in --------------------------------------------------------------------
@@ -228,8 +249,25 @@ def resolved_args(
     return _rebuild(args, _trie(mine), values)
 
 
+# concurrent.futures' own states, read directly from the futures whose class is known (a
+# state only moves forward, and a finished future's result and exception are set before it).
+_FINISHED = "FINISHED"
+_CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+_KNOWN = (Future, JobFuture)
+
+
+def _is_done(future: Future[Any]) -> bool:
+    if type(future) in _KNOWN:
+        state = future._state
+        return state == _FINISHED or state in _CANCELLED
+    return future.done()
+
+
 def _outcome(future: Future[Any]) -> tuple[bool, Any]:
     """``(True, result)`` or ``(False, exception)`` of a done future."""
+    if type(future) in _KNOWN and future._state == _FINISHED:
+        error = future._exception
+        return (True, future._result) if error is None else (False, error)
     if future.cancelled():
         return False, CancelledError("the input was cancelled")
     error = future.exception(timeout=0)
@@ -254,7 +292,7 @@ class _Waiting:
     keeps for this job; ``kept`` their Dask futures once released (see _dask_inputs).
     """
 
-    __slots__ = ("found", "job", "kept", "left", "lock", "native", "released")
+    __slots__ = ("found", "hook", "job", "kept", "left", "lock", "native", "released")
 
     def __init__(self, job: Job, found: Found, left: int) -> None:
         self.job = job
@@ -262,8 +300,18 @@ class _Waiting:
         self.left = left
         self.lock = threading.Lock()
         self.released = False
-        self.native: list[Future[Any]] = []
+        # What the inputs' callbacks hold: emptied when the job stops waiting, so that an input
+        # future does not keep the job (which holds that future) alive in a cycle.
+        self.hook = _Hook(self)
+        self.native: Sequence[Future[Any]] = ()
         self.kept: Optional[dict[int, tuple[Any, str]]] = None  # None: arguments not prepared
+
+
+class _Hook:
+    __slots__ = ("record",)
+
+    def __init__(self, record: Optional[_Waiting]) -> None:
+        self.record = record
 
 
 class Dependencies:
@@ -287,6 +335,10 @@ class Dependencies:
         # otherwise stop its workers (its finalizer) before the jobs it accepted could run.
         self.pool: Optional[weakref.ReferenceType[Any]] = None
         self._pool_held: Any = None
+        backend = intake.backend
+        self._serializes: bool = getattr(backend, "serializes", True)
+        # Dask: where the results kept on the cluster for other jobs are (see _dask_inputs).
+        self._cluster: Any = getattr(backend, "cluster_inputs", None)
 
     def count(self) -> int:
         """Jobs waiting for their inputs now (``PoolStats.waiting``)."""
@@ -298,8 +350,9 @@ class Dependencies:
         """Take ``job`` in; it runs once its inputs are done. Called by ``Intake.enqueue``."""
         intake = self._intake
         call = type(job.work) is Call
-        failed = _first_failure(found) if call else None
-        pending = [f for f in found.futures() if not f.done()]
+        inputs = found.futures()
+        pending = [f for f in inputs if not _is_done(f)]
+        failed = _first_failure(found) if call and len(pending) < len(inputs) else None
         failures = None
         if failed is None and not pending:  # every input is done: the usual path, here
             failures = self._put_values(job, found)
@@ -307,7 +360,7 @@ class Dependencies:
                 return intake.enqueue_ready(job, block)
         record = _Waiting(job, found, len(pending))
         backend = intake.backend
-        cluster = getattr(backend, "cluster_inputs", None) if call else None
+        cluster = self._cluster if call else None
         if cluster is not None and failed is None and pending:
             # Dask: the arguments travel now, each future a placeholder (an argument that
             # cannot be pickled fails here); this pool's own inputs stay on the cluster.
@@ -316,9 +369,13 @@ class Dependencies:
             prepare(job, found.futures())
             record.kept = {}
             record.native = [f for f in pending if getattr(f, "_owner", None) is intake]
-        elif failed is None and pending and getattr(backend, "serializes", True):
+        elif failed is None and pending and self._serializes:
             _check_arguments(job, found, backend)
-        outside = any(not isinstance(f, JobFuture) or f._waits_outside for f in pending)
+        outside = False  # waits for a future no pool of jobpool resolves on its own
+        for future in pending:
+            if not isinstance(future, JobFuture) or future._waits_outside:
+                outside = True
+                break
         if outside:
             job.future._waits_outside = True
         elif intake.queue.bounded and failed is None:  # only jobpool's futures: take a slot
@@ -346,50 +403,55 @@ class Dependencies:
             self._admit_part(job, failures or {})
             self._settle()
         else:
-            job.future.add_done_callback(lambda _: self._cancelled(record))
+            job.future._on_cancel = functools.partial(self._cancelled, record)
             for future in pending:
-                future.add_done_callback(lambda done: self._input_done(record, done))
+                future.add_done_callback(functools.partial(self._input_done, record.hook))
         return job.future
 
     # --- callbacks, in whatever thread resolved the future -------------------------------------
 
-    def _input_done(self, record: _Waiting, future: Future[Any]) -> None:
+    def _input_done(self, hook: _Hook, future: Future[Any]) -> None:
+        record = hook.record
+        if record is None:  # it stopped waiting already
+            return
+        job = record.job
         try:
             ok, error = _outcome(future)
             with record.lock:
                 if record.released:
                     return
                 record.left -= 1
-                failed = not ok and type(record.job.work) is Call
+                failed = not ok and type(job.work) is Call
                 if record.left and not failed:
                     return
             if not self._release(record):
                 return
             if failed:
                 path = next(p for _, p, f in record.found.places if f is future)
-                self._fail(record.job, DependencyError.of_input(describe_path(path), error))
+                self._fail(job, DependencyError.of_input(describe_path(path), error))
             else:
                 self._ready(record)
         except BaseException as exc:  # never into concurrent.futures' callback logger
             _log.exception("jobpool: a job waiting for its inputs could not be admitted")
-            self._fail(record.job, exc)
+            self._fail(job, exc)
 
     def _cancelled(self, record: _Waiting) -> None:
-        """The job's own future is done: cancelled (or killed) by the caller while it waits?"""
+        """The job's future was cancelled (or killed) while the job waits for its inputs."""
         job = record.job
-        if not job.future.cancelled():
-            return
         self._intake.queue.release(job)  # at once, as for a queued job
         if self._release(record):
             self._intake.outcomes.cancel_pending(job)
             self._settle()
 
     def _release(self, record: _Waiting) -> bool:
-        """Mark ``record`` no longer waiting; False if something else did first."""
+        """Mark ``record`` no longer waiting; False if something else did first. The job's
+        future lets go of it (no cycle through the future to collect later)."""
         with record.lock:
             if record.released:
                 return False
             record.released = True
+            record.hook.record = None
+        record.job.future._on_cancel = None
         with self._lock:
             self._waiting.discard(record)
         if record.native:  # done waiting: the cluster need not keep them for this job
@@ -428,12 +490,18 @@ class Dependencies:
     def _ready(self, record: _Waiting) -> None:
         """Admit the job here if that is cheap (see the module doc), else in the feeder."""
         found, kept = record.found, record.kept
+        small = True
         if kept is not None:  # arguments pickled at submit: only the values not kept are left
-            small = all(id(f) in kept or _small_value(f) for f in found.futures())
-        else:
-            small = not getattr(self._intake.backend, "serializes", True) or (
-                found.small and all(_small_value(f) for f in found.futures())
-            )
+            for future in found.futures():
+                if id(future) not in kept and not _small_value(future):
+                    small = False
+                    break
+        elif self._serializes:
+            small = found.small
+            for future in found.futures():
+                if not small:
+                    break
+                small = _small_value(future)
         if small:
             self._admit(record)
             return
@@ -471,14 +539,39 @@ class Dependencies:
     def _put_values(self, job: Job, found: Found) -> Optional[dict[int, BaseException]]:
         """Put the inputs' values into ``job``'s arguments. For a chunk, the items whose input
         failed are taken out instead, and returned with their errors (None: none failed)."""
+        work = job.work
+        if type(work) is Call and len(found.places) == 1 and len(found.places[0][1]) == 2:
+            # The usual case, quickly: one future, an argument itself (and done: a call whose
+            # input failed never gets here).
+            _, (root, where), future = found.places[0]
+            value = _outcome(future)[1]
+            if root == "args":
+                before, after = work.args[:where], work.args[where + 1 :]
+                job.work = Call(work.fn, (*before, value, *after), work.kwargs)
+            else:
+                job.work = Call(work.fn, work.args, {**work.kwargs, where: value})
+            return None
         outcomes = {id(f): _outcome(f) for f in found.futures()}
         values = {key: value for key, (ok, value) in outcomes.items() if ok}
-        work = job.work
         if type(work) is Call:
-            places = [(path, future) for _, path, future in found.places]
-            args = resolved_args(work.args, "args", places, values)
-            kwargs = resolved_args(work.kwargs, "kwargs", places, values)
-            job.work = Call(work.fn, args, kwargs)
+            if found.flat():  # the futures are arguments themselves
+                args: list[Any] = list(work.args)
+                kwargs = work.kwargs
+                for _, (root, where), future in found.places:
+                    if root == "args":
+                        args[where] = values[id(future)]
+                    else:
+                        if kwargs is work.kwargs:
+                            kwargs = dict(kwargs)
+                        kwargs[where] = values[id(future)]
+                job.work = Call(work.fn, tuple(args), kwargs)
+                return None
+            paths = [(path, future) for _, path, future in found.places]
+            job.work = Call(
+                work.fn,
+                resolved_args(work.args, "args", paths, values),
+                resolved_args(work.kwargs, "kwargs", paths, values),
+            )
             return None
         assert isinstance(work, Chunk)
         failures: dict[int, BaseException] = {}
@@ -490,10 +583,10 @@ class Dependencies:
                 failures[item] = DependencyError.of_input(describe_path(path), error, item=True)
             by_item.setdefault(item, []).append((path, future))
         items = list(work.items)
-        for index, places in by_item.items():
+        for index, item_paths in by_item.items():
             if index not in failures:
                 wrapped = items[index] if work.star else (items[index],)
-                resolved = resolved_args(wrapped, "args", places, values)
+                resolved = resolved_args(wrapped, "args", item_paths, values)
                 items[index] = resolved if work.star else resolved[0]
         if failures:
             items = [item for index, item in enumerate(items) if index not in failures]
@@ -517,6 +610,7 @@ class Dependencies:
         part.holds_slot, job.holds_slot = job.holds_slot, False
 
         def merge(done: Future[Any]) -> None:
+            job.future._on_cancel = None
             if not job.future.set_running_or_notify_cancel():
                 return
             if done.cancelled():
@@ -536,7 +630,7 @@ class Dependencies:
                     errors[position] = value
             job.future.set_result(ChunkResult(values, errors, ran.elapsed))
 
-        job.future.add_done_callback(lambda _: part.future.cancel())
+        job.future._on_cancel = functools.partial(_cancel, part.future)
         part.future.add_done_callback(merge)
         intake.admit(part)
 
@@ -545,7 +639,7 @@ class Dependencies:
     def cancel_all(self) -> None:
         """Cancel every job still waiting for its inputs (``shutdown(cancel_futures=True)``)."""
         for record in list(self._waiting):
-            record.job.future.cancel()  # its own callback releases it
+            record.job.future.cancel()  # its hook releases it
 
     def fail_all(self, error: BaseException) -> None:
         """Fail every job still waiting (the pool broke)."""
@@ -581,15 +675,17 @@ def _check_arguments(job: Job, found: Found, backend: Any) -> None:
     """Pickle the job's function and arguments (its futures as placeholders) now, so that one
     that cannot travel fails at ``submit``, as for any job; the arguments are pickled again
     with the values later, so only their size is kept (``found.small``)."""
-    from ._errors import SerializationError
-    from ._placeholders import dump_arguments
-    from ._serialization import explain_failure
-
     if job.fn_bytes is None:
         try:
             job.fn_bytes, job.fn_key, job.fn_blobs = backend.prepare_function(job.work.fn)
         except SerializationError as exc:  # named from the whole call: "fn.<closure x>"
+            from ._serialization import explain_failure
+
             raise explain_failure(job.work, "job", exc.__cause__ or exc) from exc.__cause__
+    if found.plain:  # numbers and strings only: they pickle, and found.small says the size
+        return
+    from ._placeholders import dump_arguments
+
     if len(dump_arguments(job.work, found.futures())) > _SMALL_BYTES:
         found.small = False
 
@@ -597,8 +693,12 @@ def _check_arguments(job: Job, found: Found, backend: Any) -> None:
 def _first_failure(found: Found) -> Optional[tuple[str, BaseException]]:
     """The path and exception of the first input (in argument order) that failed already."""
     for _, path, future in found.places:
-        if future.done():
+        if _is_done(future):
             ok, error = _outcome(future)
             if not ok:
                 return describe_path(path), error
     return None
+
+
+def _cancel(future: Future[Any]) -> None:
+    future.cancel()

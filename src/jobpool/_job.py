@@ -176,6 +176,8 @@ class JobFuture(Future[Any]):
     # The job waits for a future that no pool of jobpool resolves on its own (see
     # _dependencies): set on the job's own future only, so most futures never carry it.
     _waits_outside = False
+    # Called once if the future is cancelled: a job waiting for its inputs lets them go.
+    _on_cancel: Optional[Callable[[], None]] = None
 
     def __init__(self) -> None:
         # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
@@ -189,6 +191,14 @@ class JobFuture(Future[Any]):
         else:
             Future.__init__(self)
         self._condition = FutureCondition()  # type: ignore[assignment]
+
+    def cancel(self) -> bool:
+        cancelled = _future_cancel(self)
+        hook = self._on_cancel
+        if cancelled and hook is not None:
+            self._on_cancel = None
+            hook()
+        return cancelled
 
     def result(self, timeout: Optional[float] = None) -> Any:
         if self._reader is not None and self._state == _RUNNING:
@@ -218,6 +228,7 @@ class JobFuture(Future[Any]):
 # Called directly rather than through super(): result() is on every job's path.
 _future_result = Future.result
 _future_exception = Future.exception
+_future_cancel = Future.cancel
 # JobFuture.__init__ sets these itself; where Future.__init__ sets others, it calls that instead.
 _SAME_ATTRIBUTES = set(vars(Future())) == {
     "_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import pickle
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 from ._errors import SerializationError
 from ._job import Call, Chunk
@@ -24,18 +24,37 @@ INPUT = "jobpool-input"  # persistent ids: (INPUT, index into the job's inputs)
 _MAIN_MARKER = b"__main__"
 
 
-def _pickler(base: Any, positions: dict[int, int]) -> Callable[..., Any]:
-    """A ``base`` pickler class whose futures (by id) become placeholders."""
+class _Placeholders:
+    """Mixed into a pickler: each future among ``positions`` (by id) becomes a placeholder."""
 
-    class Pickler(base):  # type: ignore[misc]
-        def persistent_id(self, obj: Any) -> Any:
-            if isinstance(obj, Future):
-                index = positions.get(id(obj))
-                if index is not None:
-                    return (INPUT, index)
-            return None
+    positions: dict[int, int]
 
-    return Pickler
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, Future):
+            index = self.positions.get(id(obj))
+            if index is not None:
+                return (INPUT, index)
+        return None
+
+
+class _PlainPickler(_Placeholders, pickle.Pickler):
+    pass
+
+
+_cloud_pickler: Any = None  # made on first need: cloudpickle is imported lazily
+
+
+def _pickler(cloud: bool, buffer: io.BytesIO, positions: dict[int, int]) -> Any:
+    global _cloud_pickler
+    if not cloud:
+        pickler: Any = _PlainPickler(buffer, PROTOCOL)
+    else:
+        if _cloud_pickler is None:
+            _cloud_pickler = type("CloudPickler", (_Placeholders, _cloudpickle().Pickler), {})
+        pickler = _cloud_pickler(buffer, PROTOCOL)
+        share_main_globals(pickler)
+    pickler.positions = positions
+    return pickler
 
 
 def arguments_of(work: Call | Chunk) -> Any:
@@ -52,7 +71,7 @@ def dump_arguments(work: Call | Chunk, futures: list[Future[Any]]) -> bytes:
     arguments = arguments_of(work)
     buffer = io.BytesIO()
     try:
-        _pickler(pickle.Pickler, positions)(buffer, PROTOCOL).dump(arguments)
+        _pickler(False, buffer, positions).dump(arguments)
         data = buffer.getvalue()
         if _MAIN_MARKER not in data:
             return data
@@ -60,9 +79,7 @@ def dump_arguments(work: Call | Chunk, futures: list[Future[Any]]) -> bytes:
         pass
     buffer = io.BytesIO()
     try:
-        pickler = _pickler(_cloudpickle().Pickler, positions)(buffer, PROTOCOL)
-        share_main_globals(pickler)
-        pickler.dump(arguments)
+        _pickler(True, buffer, positions).dump(arguments)
     except Exception as exc:
         raise _explained(work, positions, exc) from exc
     return buffer.getvalue()
