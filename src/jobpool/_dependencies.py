@@ -380,14 +380,18 @@ class Dependencies:
             job.future._waits_outside = True
         elif intake.queue.bounded and failed is None:  # only jobpool's futures: take a slot
             intake.take_slot(job, block)
+        waits = failed is None and bool(pending)
+        if waits:  # before the job can be found (cancel_all): a cancel always finds it
+            job.future._on_cancel = functools.partial(self._cancelled, record)
         with self._lock:
             if not intake.accepting():
+                job.future._on_cancel = None
                 intake.queue.release(job)
                 intake.refuse()
             self._unsettled += 1
             if self._unsettled == 1 and self.pool is not None:
                 self._pool_held = self.pool()
-            if failed is None and pending:
+            if waits:
                 self._waiting.add(record)
         job.future._owner = intake
         intake.outcomes.count_submitted()
@@ -400,10 +404,13 @@ class Dependencies:
             self._fail(job, DependencyError.of_input(*failed))
         elif not pending:  # a chunk some of whose items' inputs failed
             record.released = True
-            self._admit_part(job, failures or {})
-            self._settle()
+            try:
+                self._admit_part(job, failures or {})
+            except BaseException as exc:  # its other items cannot travel, say
+                self._fail(job, exc)
+            else:
+                self._settle()
         else:
-            job.future._on_cancel = functools.partial(self._cancelled, record)
             for future in pending:
                 future.add_done_callback(functools.partial(self._input_done, record.hook))
         return job.future
@@ -632,7 +639,12 @@ class Dependencies:
 
         job.future._on_cancel = functools.partial(_cancel, part.future)
         part.future.add_done_callback(merge)
-        intake.admit(part)
+        try:
+            intake.admit(part)
+        except BaseException:
+            job.future._on_cancel = None
+            intake.queue.release(part)  # the slot it took over from the job
+            raise
 
     # --- the pool closing ----------------------------------------------------------------------
 
