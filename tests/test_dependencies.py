@@ -542,3 +542,20 @@ def test_no_dag_of_jobs_deadlocks_with_max_pending_1(
                 pool.shutdown(wait=True, cancel_futures=True)
 
     check()
+
+
+# --- the standard library's dialects ------------------------------------------------------------
+
+
+def test_the_stdlib_dialects_pass_a_future_as_it_is() -> None:
+    """There a job may be the one that resolves the future it is given, as in the stdlib."""
+    from jobpool.concurrent.futures import ThreadPoolExecutor
+    from jobpool.multiprocessing.dummy import Pool as MpThreadPool
+
+    handed: Future[int] = Future()
+    with ThreadPoolExecutor(1) as executor:
+        assert executor.submit(handed.set_result, 5).result(WAIT) is None
+    assert handed.result(0) == 5
+    with MpThreadPool(1) as pool:
+        other: Future[int] = Future()
+        assert pool.apply_async(jobs.identity, (other,)).get(WAIT) is other

@@ -56,6 +56,12 @@ class Backend(Protocol):
     def kill_limitation(self) -> Optional[str]:
         """Why ``kill()`` cannot stop a job that already runs here, or None if it can."""
 
+    @property
+    def serializes(self) -> bool:
+        """Whether ``prepare`` pickles the job: then a job may not be prepared in just any
+        thread (it may be large), and a map chunk's pickle failing is how futures among its
+        items are found (see ``_dependencies``)."""
+
     def prepare(self, job: Job) -> None:
         """Make ``job`` ready to travel (serialize it); raise ``SerializationError`` if not."""
 

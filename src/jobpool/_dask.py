@@ -280,6 +280,7 @@ def initializer_error(
 class DaskBackend:
     name = "dask"
     kill_limitation = KILL_UNSUPPORTED  # for a job a Dask worker runs already
+    serializes = True  # prepare() pickles the job in the caller's thread
 
     def __init__(
         self, setup: BackendSetup, *, address: Optional[str] = None, client: Any = None

@@ -154,18 +154,30 @@ def _may_hold_futures(values: Any) -> bool:
 def find_inputs(work: Call | Chunk) -> Optional[Found]:
     """The futures among ``work``'s arguments, or None (the usual case, found cheaply)."""
     if type(work) is Call:
-        if not _may_hold_futures(work.args) and not (
-            work.kwargs and _may_hold_futures(work.kwargs.values())
-        ):
-            return None
-        found = Found()
-        walk = found.walk
-        for index, value in enumerate(work.args):
-            walk(value, None, _ARG_PATHS[index] if index < 8 else ("args", index))
-        if work.kwargs:
-            for key, value in work.kwargs.items():
-                walk(value, None, ("kwargs", key))
-        return found if found.places else None
+        for value in work.args:  # _may_hold_futures, inlined: every job goes through here
+            kind = type(value)
+            if kind not in _SCALARS and (kind in _SEARCHED or isinstance(value, Future)):
+                return _in_call(work)
+        if work.kwargs and _may_hold_futures(work.kwargs.values()):
+            return _in_call(work)
+        return None
+    return _in_chunk(work)
+
+
+def _in_call(work: Call) -> Optional[Found]:
+    """The futures in a call that may hold some (a future or a container among its arguments)."""
+    found = Found()
+    walk = found.walk
+    for index, value in enumerate(work.args):
+        walk(value, None, _ARG_PATHS[index] if index < 8 else ("args", index))
+    if work.kwargs:
+        for key, value in work.kwargs.items():
+            walk(value, None, ("kwargs", key))
+    return found if found.places else None
+
+
+def _in_chunk(work: Call | Chunk) -> Optional[Found]:
+    """The futures in a map chunk's items (their types looked at in one C-level pass first)."""
     assert isinstance(work, Chunk)
     items = work.items
     types = set(map(type, items))
@@ -357,7 +369,7 @@ class Dependencies:
         if failed is None and not pending:  # every input is done: the usual path, here
             failures = self._put_values(job, found)
             if failures is None:
-                return intake.enqueue_ready(job, block)
+                return intake.enqueue(job, block, look_for_futures=False)
         record = _Waiting(job, found, len(pending))
         backend = intake.backend
         cluster = self._cluster if call else None

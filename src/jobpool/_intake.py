@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from . import _lifecycle
 from ._dependencies import Dependencies, find_inputs
-from ._errors import InitializerError, SchedulerLostError
-from ._job import Chunk, ChunkResult, Job, JobQueue, Outcomes
+from ._errors import InitializerError, SchedulerLostError, SerializationError
+from ._job import Call, Chunk, ChunkResult, Job, JobQueue, Outcomes
 from ._map import as_items, windowed_map
 from ._progress import (
     ErrorCallback,
@@ -134,6 +134,9 @@ class Intake:
         self._slot_waiter: Optional[ThreadPoolExecutor] = None
         self._dependencies: Optional[Dependencies] = None
         self.terminated = False  # Pool.terminate(): jobs still to be admitted are cancelled
+        # Futures among a job's arguments are replaced by their results (_dependencies); the
+        # standard library's dialects turn this off: there, an argument is passed as it is.
+        self.futures_as_arguments = True
         self.pool: Optional[weakref.ReferenceType[Any]] = None  # set by the Pool it serves
 
     # --- the lifecycle -------------------------------------------------------------------------
@@ -217,22 +220,29 @@ class Intake:
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    def enqueue(self, job: Job, block: bool) -> Future[Any]:
+    def enqueue(self, job: Job, block: bool, look_for_futures: bool = True) -> Future[Any]:
         """Accept ``job``: serialize it here, then start it or queue it (waiting if ``block``).
 
-        A job with futures among its arguments waits for them first (``_dependencies``).
+        A job with futures among its arguments waits for them first (``_dependencies``, which
+        passes ``look_for_futures=False`` once they are done).
         """
         if self.state is not _OPEN:
             self.refuse()
-        found = find_inputs(job.work)
-        if found is not None:
-            return self.dependencies().accept(job, found, block)
-        return self.enqueue_ready(job, block)
-
-    def enqueue_ready(self, job: Job, block: bool) -> Future[Any]:
-        """``enqueue`` for a job whose arguments hold no future that is not done."""
+        look_for_futures = look_for_futures and self.futures_as_arguments
         backend = self.backend
-        backend.prepare(job)
+        # A call's arguments are looked at (by type: cheap); a map chunk's items too on
+        # threads, but where they are pickled anyway, only if that fails: a future never pickles.
+        if look_for_futures and (type(job.work) is Call or not backend.serializes):
+            found = find_inputs(job.work)
+            if found is not None:
+                return self.dependencies().accept(job, found, block)
+        try:
+            backend.prepare(job)
+        except SerializationError:
+            found = find_inputs(job.work) if look_for_futures else None
+            if found is None:
+                raise
+            return self.dependencies().accept(job, found, block)
         job.future._owner = self
         try:
             # Straight to an idle worker, nothing to queue. No lock needed: a backend that is

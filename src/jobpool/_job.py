@@ -192,6 +192,11 @@ class JobFuture(Future[Any]):
             Future.__init__(self)
         self._condition = FutureCondition()  # type: ignore[assignment]
 
+    def __reduce__(self) -> Any:
+        # At once, without pickling its state (its result, its callbacks) first: a map chunk
+        # whose pickle fails is then searched for futures (see Intake.enqueue).
+        raise TypeError("a Future cannot be pickled: it lives in the process that made it")
+
     def cancel(self) -> bool:
         cancelled = _future_cancel(self)
         hook = self._on_cancel

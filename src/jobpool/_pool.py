@@ -125,6 +125,7 @@ class Pool(JobMethods, Executor):
         )
         max_pending = check_positive_int("max_pending", max_pending)
         self._job_timeout = check_timeout("job_timeout", job_timeout)
+        self._priority = 0  # read by every submit: an instance attribute is found first
         self._backend_name = backend
         self._workers = workers or default_workers(backend)
         self._queue = JobQueue(max_pending)

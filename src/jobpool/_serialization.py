@@ -17,6 +17,7 @@ import io
 import os
 import pickle
 import threading
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._errors import SerializationError
@@ -197,6 +198,8 @@ def locate_unpicklable(obj: object, path: str, depth: int = 0) -> tuple[str, Opt
 
 
 def _children(obj: object, path: str) -> list[tuple[str, Any]]:
+    if isinstance(obj, Future):  # it is what cannot travel: its own parts say nothing
+        return []
     if isinstance(obj, Call):
         out: list[tuple[str, Any]] = [("fn", obj.fn)]
         out += [(f"args[{i}]", a) for i, a in enumerate(obj.args)]

@@ -90,6 +90,7 @@ def worker_setup(
 class ProcessBackend:
     name = "process"
     kill_limitation = None  # the worker running the job is killed and replaced
+    serializes = True  # prepare() pickles the job in the caller's thread
 
     def __init__(
         self,
