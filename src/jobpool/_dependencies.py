@@ -15,8 +15,10 @@ pool's, any executor's, one the caller made) found in ``args``, in ``kwargs``' v
 future are copied with the values in place; the caller's own are left alone.
 
 Finding no future must cost next to nothing, since every job pays it: a call's arguments are
-looked at by type only (:func:`find_call_inputs`), and containers are walked only when there is
-one. A ``map`` chunk looks at its items' types in one C-level pass.
+looked at by type only (:func:`find_inputs`), and containers are walked only when there is one.
+A ``map`` chunk is searched only when its pickle fails on the process and Dask backends (a future
+never pickles: ``JobFuture`` refuses at once), so a map there pays nothing; on threads its items'
+types are looked at in one C-level pass (about 18 ns per item).
 
 **Queue slots and deadlock.** A job that waits only for futures of jobpool's own pools holds a
 slot of the bounded queue (``max_pending``) from ``submit`` on, like any job, so a producer that

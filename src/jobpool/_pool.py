@@ -79,7 +79,9 @@ class Pool(JobMethods, Executor):
             processes. ``max_workers=`` is accepted as an alias.
         backend: ``"thread"``, ``"process"`` or ``"dask"``.
         max_pending: bound on jobs waiting in the queue. ``submit`` blocks while it is full;
-            ``submit_nowait`` raises :class:`QueueFull`. ``None``: unbounded.
+            ``submit_nowait`` raises :class:`QueueFull`. ``None``: unbounded. A job waiting for
+            futures of jobpool's pools among its arguments holds a slot too; one waiting for
+            any other future holds none (see [Pipelines](pipelines.md)).
         initializer, initargs: run once in every worker (and every replacement) before its
             first job.
         start_method: ``"forkserver"`` (default on POSIX), ``"spawn"``, ``"fork"`` or a
