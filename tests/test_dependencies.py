@@ -38,7 +38,7 @@ from jobpool import (
     QueueFull,
     SerializationError,
 )
-from jobpool._dependencies import MAX_DEPTH
+from jobpool._arguments import MAX_DEPTH
 
 MakePool = Callable[..., Pool]
 EVERY = [*BACKENDS, "dask"]  # thread, process (forkserver, fork) and the run's Dask cluster

@@ -18,7 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from . import _lifecycle
-from ._dependencies import Dependencies, find_inputs
+from ._arguments import find_inputs
+from ._dependencies import Dependencies
 from ._errors import InitializerError, SchedulerLostError, SerializationError
 from ._job import Call, Chunk, ChunkResult, Job, JobQueue, Outcomes
 from ._map import as_items, windowed_map
