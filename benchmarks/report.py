@@ -14,6 +14,7 @@ INFO_COLUMNS = {
     "big_data": ["arguments_mb_s / floor", "results_mb_s / floor"],
     "crash": ["crashed job", "other jobs", "same pool usable after", "graceful shutdown"],
     "mp_pool": ["speed x stdlib", "at least as fast"],
+    "chain": ["speed x caller waits"],
 }
 
 

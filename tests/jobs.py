@@ -749,3 +749,48 @@ class StateRefused:
 
 class Items(list):  # type: ignore[type-arg]
     """A list of the caller's own kind: pickle fills it by calling its extend()."""
+
+
+# --- jobs that take other jobs' results (futures as arguments, issue 26) -----------------------
+
+
+def add_all(*values: int) -> int:
+    """1 + the sum of ``values``: a node of a test DAG, whose result says which inputs it got."""
+    return 1 + sum(values)
+
+
+def nested_sum(value: Any) -> int:
+    """The sum of the ints in nested lists, tuples, dicts (values) and sets."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return sum(nested_sum(v) for v in value.values())
+    return sum(nested_sum(v) for v in value)
+
+
+def gate_then_value(address: str, tag: Any, value: Any) -> Any:
+    """Wait at the test's StartGate until released, then return ``value``."""
+    gate_job(address, tag)
+    return value
+
+
+def gate_with_input(address: str, tag: Any, value: Any) -> Any:
+    """Report ``tag`` to the StartGate (and wait there): the job started with its input."""
+    gate_job(address, tag)
+    return value
+
+
+def fail_or_add(fails: bool, *args: Any, values: Any = ()) -> int:
+    """A node of the DAG test: raises ValueError if ``fails``, else 1 + the sum of its inputs
+    (given as arguments, or nested in ``values``)."""
+    if fails:
+        raise ValueError("this node fails")
+    return 1 + nested_sum(args) + nested_sum(values)
+
+
+def dask_dependencies(dask_scheduler: Any = None) -> dict[str, list[str]]:
+    """On the Dask scheduler: each task's key and the keys of the tasks it depends on."""
+    return {
+        str(key): [str(d.key) for d in task.dependencies]
+        for key, task in dask_scheduler.tasks.items()
+    }
