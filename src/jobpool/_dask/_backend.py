@@ -17,6 +17,7 @@ from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
 from .._job import Job, serialize_job
 from .._serialization import dumps
+from ._client import new_client
 from ._in_worker import InitializerPlugin, init_outcome, initializer_plugin_name
 from ._inputs import KeptResults
 from ._per_worker import PoolInstances
@@ -46,7 +47,7 @@ def _distributed() -> Any:
 
 def _connect(address: str) -> Any:
     try:
-        return _distributed().Client(address, set_as_default=False)
+        return new_client(address)
     except Exception as exc:
         raise OSError(f"cannot connect to the Dask scheduler at {address!r}: {exc}") from exc
 
