@@ -603,8 +603,12 @@ def describe(value: Any) -> tuple[str, Any]:
 
 def segments_mapped_here(value: Any = None) -> int:
     """How many shared-memory segments this worker maps while it runs (its argument's, say)."""
+    import re
+
+    # A memfd, or a file in a jobpool directory (named segments, without memfd).
+    segment = re.compile(r"/memfd:jobpool|/jobpool-\d+-[0-9a-f]+/")
     with open("/proc/self/maps") as f:
-        return sum("/memfd:jobpool" in line for line in f)
+        return sum(bool(segment.search(line)) for line in f)
 
 
 def write_first(value: Any) -> Any:
@@ -628,6 +632,12 @@ def gate_then_return(address: str, tag: Any, value: Any) -> int:
     """Wait at the gate holding a (large) argument; its size once released."""
     gate_job(address, tag)
     return len(memoryview(value).cast("B"))
+
+
+def gate_then_ones(address: str, tag: Any, n: int) -> Any:
+    """Wait at the gate, then return a (large) array of ``n`` float64 ones."""
+    gate_job(address, tag)
+    return ones_array(n)
 
 
 def gate_then_die(address: str, tag: Any, value: Any) -> None:

@@ -12,7 +12,6 @@ when the waiting thread starts to wait for the reply (``on_first_wait`` wraps th
 from __future__ import annotations
 
 import os
-import select
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 
 import jobs
 from conftest import PROCESS, WAIT, join_or_fail
-from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError
+from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError, _platform
 from jobpool._process._lease import Lease
 from jobpool._process._watch import FdWatch
 from jobs import StartGate
@@ -221,9 +220,9 @@ def watch(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FdWatch[Any]]:
     if request.param == "selectors":
-        monkeypatch.delattr(select, "epoll", raising=False)
-    elif not hasattr(select, "epoll"):
-        pytest.skip("no epoll on this platform")
+        monkeypatch.setattr(_platform, "EPOLL", False)
+    elif not _platform.EPOLL:
+        pytest.skip("linux_only(epoll): no epoll here, or turned off (JOBPOOL_PORTABLE)")
     fd_watch: FdWatch[Any] = FdWatch()
     yield fd_watch
     fd_watch.close()

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._errors import PerWorkerError
+from ._platform import after_fork_in_child
 
 if TYPE_CHECKING:
     from ._per_worker import Recipe
@@ -208,5 +209,4 @@ def _forget_inherited() -> None:
     _process = None
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited)
+after_fork_in_child(_forget_inherited)

@@ -14,7 +14,6 @@ object that cannot be serialized (``args[0].conn``) and what it holds.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import threading
 from typing import TYPE_CHECKING, Any, Optional
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ._errors import SerializationError
 from ._job import Call, Chunk
 from ._main_globals import share_main_globals
+from ._platform import after_fork_in_child
 
 if TYPE_CHECKING:
     from ._job import Job
@@ -145,8 +145,7 @@ def _new_import_fork_lock() -> None:
     IMPORT_FORK_LOCK = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_import_fork_lock)
+after_fork_in_child(_new_import_fork_lock)
 
 
 _CLOUDPICKLE: Any = None

@@ -15,13 +15,12 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import socket
 import time
 from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
-from .. import _serialization
+from .. import _platform, _serialization
 from .._job import Call, Job
 from . import _protocol as p
 from ._ahead import (
@@ -31,11 +30,11 @@ from ._ahead import (
     RECALL_AFTER_SECONDS,
     SHORT_JOB_SECONDS,
 )
+from ._death_notice import held_by_parent_only
 from ._frames import FrameReader, write_frame
 from ._held import Held
-from ._large_data import LargeData
+from ._large_data import Channel, LargeData
 from ._lease import Lease
-from ._shared_memory import socket_pair
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
 from ._state import HOLDS_JOB, Move, WorkerState, next_state
 from ._stopping import kill_worker
@@ -90,11 +89,11 @@ class WorkerHandle:
             self.conn, child_conn = context.Pipe(duplex=True)
             ours.append(self.conn)
             theirs.append(child_conn)
-            # Carries the descriptors of shared-memory segments, both ways (see _large_data).
-            self.segments: Optional[socket.socket] = None
+            # Carries the shared-memory segments (or their names), both ways (see _large_data).
+            self.segments: Optional[Channel] = None
             child_segments = None
             if large is not None:
-                self.segments, child_segments = socket_pair()
+                self.segments, child_segments = large.channel_pair()
                 ours.append(self.segments)
                 theirs.append(child_segments)
             worker_large = None if large is None else LargeData(*large.settings, child_segments)
@@ -102,6 +101,7 @@ class WorkerHandle:
             # it is heard while the worker runs a job (see _ahead).
             recall_reader, self._recall = context.Pipe(duplex=False)
             ours.append(self._recall)
+            held_by_parent_only(self._recall)  # its end of file: this process died
             theirs.append(recall_reader)
             # The worker's stderr until it is ready (see _start).
             stderr_reader, stderr_writer = context.Pipe(duplex=False)
@@ -347,10 +347,5 @@ def _exit_fd(process: Any) -> int:
     thread (another pool starting workers, say) can inherit that write end too, and then the
     sentinel stays silent after our worker exits. A pidfd follows the process itself.
     """
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is not None:
-        try:
-            return int(pidfd_open(process.pid))
-        except OSError:  # kernels before 5.3, or seccomp filters
-            pass
-    return int(process.sentinel)
+    pidfd = _platform.pidfd_open(process.pid)  # None: no pidfds here (or turned off)
+    return int(process.sentinel) if pidfd is None else pidfd

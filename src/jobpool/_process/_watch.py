@@ -4,7 +4,8 @@ It exists for one operation ``selectors`` makes slow: setting a descriptor aside
 and taking it back (``pause``/``resume``), which a thread waiting for its own job's reply does
 on every round trip (see ``Dispatcher.read_reply``). With epoll that is one ``epoll_ctl`` each;
 ``selectors`` adds several microseconds of Python per call around the same system call.
-Where epoll does not exist, it falls back to a ``selectors`` selector.
+Where epoll does not exist (or ``_platform`` turned it off), it falls back to the selector
+``selectors.DefaultSelector`` would pick without epoll: kqueue, else poll, else select.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import selectors
 import threading
 from typing import Generic, Optional, TypeVar
 
+from .. import _platform
+
 T = TypeVar("T")
 
 
@@ -23,8 +26,10 @@ class FdWatch(Generic[T]):
 
     def __init__(self) -> None:
         self._values: dict[int, T] = {}
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._selector = None if self._epoll is not None else selectors.DefaultSelector()
+        self._epoll = select.epoll() if _platform.EPOLL else None
+        self._selector: Optional[selectors.BaseSelector] = (
+            None if self._epoll is not None else _platform.selector_type()()
+        )
 
     def add(self, fd: int, value: T) -> None:
         self._values[fd] = value
