@@ -147,6 +147,7 @@ def test_second_reply_is_the_workers_crash(make_pool: MakePool, backend: str) ->
     assert pool.stats().worker_restarts == 1
 
 
+@pytest.mark.logs_errors  # the dispatcher's death is logged, on purpose
 @pytest.mark.parametrize("backend", PROCESS)
 def test_a_dead_dispatcher_fails_every_waiting_future(make_pool: MakePool, backend: str) -> None:
     """If the dispatcher thread dies anyway (a bug), nothing hangs: every future in flight
