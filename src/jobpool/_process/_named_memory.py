@@ -67,7 +67,7 @@ except ImportError:  # Windows: no named store (see _platform.SHARED_FILES)
 PREFIX = "jobpool-"
 LOCK_SUFFIX = ".lock"
 _MAX_WRITE = 1 << 30  # write at most this much per call (Linux stops at ~2 GB)
-_FLAGS = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 # How long a worker whose parent died waits for the dead parent's lock (another worker may be
 # removing the directory at that moment); a parent still alive holds it for good.
 RECLAIM_WAIT_SECONDS = 2.0
