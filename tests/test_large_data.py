@@ -379,14 +379,15 @@ def test_jobs_sent_ahead_and_given_back_keep_then_free_their_segments(
 ) -> None:
     from jobpool._process import _handle
 
+    pool = make_pool("process-forkserver", workers=2, shared_memory_threshold=1024)
+    # Both workers ready, each holding a job at once (none is sent ahead yet: no job time known).
+    warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
+    assert gate.wait_for("warm0") != gate.wait_for("warm1")
+    gate.release("warm0")
+    gate.release("warm1")
+    assert [f.result(WAIT) for f in warm] == [0, 1]
     monkeypatch.setattr(_handle, "SHORT_JOB_SECONDS", 3600.0)  # send ahead to any busy worker
     monkeypatch.setattr(_handle, "RECALL_AFTER_SECONDS", 3600.0)  # ... recalling only later
-    pool = make_pool("process-forkserver", workers=2, shared_memory_threshold=1024)
-    warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
-    for i in range(2):
-        gate.wait_for(f"warm{i}")
-        gate.release(f"warm{i}")
-    assert [f.result(WAIT) for f in warm] == [0, 1]
     held = [pool.submit(jobs.gate_job, gate.address, f"hold{i}") for i in range(2)]
     gate.wait_for("hold0")
     gate.wait_for("hold1")
