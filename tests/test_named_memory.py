@@ -290,3 +290,14 @@ def test_everything_killed_at_once_is_swept_by_the_next_pool(gate: Any) -> None:
     )
     assert done.stdout == "done\n", done.stderr
     assert owned_by(child.pid) == [], f"the dead directory was not swept from {base_directory()}"
+
+
+def test_arguments_released_before_the_worker_opened_them_say_so(tmp_path: Any) -> None:
+    """A job resolved (killed, say) while its worker was about to open its file: that job
+    fails with what happened, not with a bare 'No such file'."""
+    from jobpool._process import _large_data
+
+    end = _named_memory.WorkerEnd(str(tmp_path), "w0")
+    incoming = _large_data.receive(end, 12, (b"", [(0, 4096)], 4096))
+    with pytest.raises(OSError, match="released before it could be read"):
+        incoming.load(False)

@@ -65,6 +65,11 @@ def reported(gate: jobs.StartGate) -> set[int]:
     return {int(pid) for pid in tag.split(":", 1)[1].split(",")}
 
 
+def assert_none_running(programs: MarkedPrograms) -> None:
+    """No marked program runs once the job's future failed (see :func:`assert_all_gone`)."""
+    assert_all_gone(programs, set())
+
+
 def assert_all_gone(programs: MarkedPrograms, pids: set[int]) -> None:
     """Checked right after the future failed: with the tree walk, nothing may still be dying.
 
@@ -115,7 +120,7 @@ def test_a_program_that_keeps_forking_cannot_outrun_the_kill(programs: MarkedPro
         reported(gate)
         assert len(programs.running()) > 10  # the loop runs and keeps starting more
         assert pool.kill(future) is True
-        assert not programs.running()
+        assert_none_running(programs)
 
 
 def test_a_job_that_keeps_starting_programs_cannot_outrun_the_kill(
@@ -126,7 +131,7 @@ def test_a_job_that_keeps_starting_programs_cannot_outrun_the_kill(
         future = pool.submit(jobs.keep_starting_programs, gate.address, programs.env, TREE_WALK)
         gate.wait(WAIT)
         assert pool.kill(future) is True
-        assert not programs.running()
+        assert_none_running(programs)
 
 
 def test_terminate_stops_the_programs_of_every_worker(programs: MarkedPrograms) -> None:

@@ -394,7 +394,14 @@ def write_file(path: str, buffers: list[memoryview]) -> tuple[NamedSegment, list
 
 
 def _open_and_unlink(path: str, size: int, copy: bool) -> ReceivedSegment:
-    fd = os.open(path, os.O_RDONLY | _FLAGS)
+    try:
+        fd = os.open(path, os.O_RDONLY | _FLAGS)
+    except FileNotFoundError:
+        raise OSError(
+            errno.ENOENT,
+            "the shared memory holding this job's data was released before it could be read "
+            f"(the job had already been resolved, or {os.path.dirname(path)} was removed)",
+        ) from None
     _unlink(path)  # the name's work is done: from now on only descriptors hold the memory
     return ReceivedSegment(fd, size, copy)
 
