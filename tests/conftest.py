@@ -167,9 +167,11 @@ def gate() -> Iterator[jobs.StartGate]:
 
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
-    """Every test that starts processes must leave none behind (the fork server excepted)."""
+    """Every test that starts processes must leave none behind (the fork server excepted), nor
+    a named shared-memory segment (without memfd: ``JOBPOOL_PORTABLE=1``)."""
     yield
     assert_no_leftover_processes()
+    assert_no_named_segments()
 
 
 def assert_no_leftover_processes() -> None:
@@ -183,6 +185,24 @@ def assert_no_leftover_processes() -> None:
             child.kill()
             child.join(5)
         pytest.fail(f"processes left behind: {leftovers}")
+
+
+def assert_no_named_segments() -> None:
+    """This process's named-segment directory is empty once its pools are shut down: every
+    argument's name was unlinked when its job resolved, every result's when it arrived."""
+    from jobpool._process import _named_memory
+
+    directory = _named_memory._directory
+    if directory is None or not os.path.isdir(directory.path):
+        return
+    deadline = time.monotonic() + WAIT
+    while os.listdir(directory.path):
+        if time.monotonic() > deadline:
+            left = os.listdir(directory.path)
+            for name in left:
+                os.unlink(os.path.join(directory.path, name))
+            pytest.fail(f"named shared-memory segments left in {directory.path}: {left}")
+        time.sleep(0.005)
 
 
 EXCLUDED = "excluded on purpose: "

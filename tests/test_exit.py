@@ -164,3 +164,44 @@ def test_workers_notice_a_killed_parent_without_pidfd_while_a_fork_of_it_lives()
             leftovers = reap(family)
         assert not leftovers, f"processes still there: {leftovers}"
         assert_no_zombies()
+
+
+CHILD_LOSING_ITS_FORK_SERVER = """
+import os
+import signal
+import sys
+sys.path.insert(0, {tests!r})
+import jobs
+from multiprocessing import forkserver
+from jobpool import Pool
+
+if __name__ == "__main__":
+    with Pool(1, backend="process", start_method="forkserver") as pool, jobs.StartGate() as gate:
+        future = pool.submit(jobs.gate_job, gate.address, "held", 7)
+        worker = gate.wait_for("held")
+        os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+        gate.release("held")
+        print("result", future.result(60), flush=True)
+        print("same worker", pool.submit(os.getpid).result(60) == worker, flush=True)
+    print("done", flush=True)
+"""
+
+
+def test_a_dead_fork_server_does_not_make_its_workers_look_dead() -> None:
+    """Without pidfds a worker's exit is its own pipe's end of file, not multiprocessing's
+    sentinel, which under forkserver reports every worker as exited (code 255) once the fork
+    server is gone (killed, or dead for want of a descriptor while starting a worker)."""
+    env = {**os.environ, "JOBPOOL_DISABLE": "pidfd", "JOBPOOL_PORTABLE": ""}
+    with subreaper():
+        child = Child(CHILD_LOSING_ITS_FORK_SERVER.format(tests=TESTS), env=env)
+        family: set[int] = set()
+        try:
+            lines = [child.lines.get(timeout=WAIT) for _ in range(3)]
+            family = descendants(child.proc.pid)
+            assert child.finish() == 0, child.stderr
+        finally:
+            family |= descendants(child.proc.pid)
+            child.kill()
+            leftovers = reap(family)
+        assert lines == ["result 7", "same worker True", "done"], child.stderr
+        assert not leftovers, f"processes still there: {leftovers}"

@@ -45,6 +45,7 @@ from .._instances import for_worker_process
 from .._remote import pack_exception, unpack_exception
 from . import _protocol as p
 from ._blobs import loads_function
+from ._death_notice import held_here_only
 from ._frames import FrameReader, write_frame
 from ._large_data import Incoming, LargeData, discard, receive, release_on_parent_death
 from ._start import WorkerSetup, stderr_into
@@ -191,11 +192,16 @@ def worker_main(
     log_level: int,
     startup_stderr: Optional[Connection] = None,
     large: Optional[LargeData] = None,
+    exit_writer: Optional[Connection] = None,
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``).
 
     It never returns: the process ends with ``os._exit`` (see the module docstring).
+    ``exit_writer``: held open until then, never written; its end of file tells the parent
+    that this worker exited, where there are no pidfds (``_death_notice``).
     """
+    if exit_writer is not None:
+        held_here_only(exit_writer)  # a child a job forks must not hold it
     code = 0
     try:
         _work(conn, recall, setup, log_level, startup_stderr, large)
@@ -206,7 +212,7 @@ def worker_main(
         except BaseException:
             pass
     _flush_output()
-    os._exit(code)
+    os._exit(code)  # exit_writer, still referenced here, is closed by the exit
 
 
 def _work(
