@@ -11,8 +11,8 @@ mechanism       used for                                     without it
 ==============  ===========================================  =================================
 ``memfd``       large buffers in anonymous, sealed memfds    named files in a private
                 passed with ``SCM_RIGHTS`` (``_shared_memory``)  directory (``_named_memory``)
-``pidfd``       the dispatcher's exit fd for a worker, a     multiprocessing's sentinel; the
-                worker's watch on its parent, tree signals   death-notice pipe (``_worker``)
+``pidfd``       the dispatcher's exit fd for a worker, a     pipes only the worker, or only the
+                worker's watch on its parent, tree signals   parent, holds (``_death_notice``)
 ``subreaper``   ``PR_SET_CHILD_SUBREAPER``: detached         detached programs escape to init
                 programs stay below their worker
 ``proc``        the /proc walk that stops a worker's whole   one ``SIGKILL`` to the worker's
