@@ -179,6 +179,8 @@ if __name__ == "__main__":
     with Pool(1, backend="process", start_method="forkserver") as pool, jobs.StartGate() as gate:
         future = pool.submit(jobs.gate_job, gate.address, "held", 7)
         worker = gate.wait_for("held")
+        print("worker", worker, flush=True)  # now the test's to reap, once its fork server died
+        print("WAITING", flush=True)
         os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
         gate.release("held")
         print("result", future.result(60), flush=True)
@@ -196,8 +198,9 @@ def test_a_dead_fork_server_does_not_make_its_workers_look_dead() -> None:
         child = Child(CHILD_LOSING_ITS_FORK_SERVER.format(tests=TESTS), env=env)
         family: set[int] = set()
         try:
+            worker = child.read_pids("worker", 1)
+            family = descendants(child.proc.pid) | worker
             lines = [child.lines.get(timeout=WAIT) for _ in range(3)]
-            family = descendants(child.proc.pid)
             assert child.finish() == 0, child.stderr
         finally:
             family |= descendants(child.proc.pid)
@@ -205,3 +208,4 @@ def test_a_dead_fork_server_does_not_make_its_workers_look_dead() -> None:
             leftovers = reap(family)
         assert lines == ["result 7", "same worker True", "done"], child.stderr
         assert not leftovers, f"processes still there: {leftovers}"
+        assert_no_zombies()

@@ -8,6 +8,7 @@ are made unimportable and the POSIX-only names removed, and only then is jobpool
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import mmap
@@ -28,7 +29,16 @@ import threading
 import weakref
 from typing import Any
 
-PRELOADED = (concurrent.futures, logging, multiprocessing, queue, random, selectors, subprocess)
+PRELOADED = (
+    asyncio,
+    concurrent.futures,
+    logging,
+    multiprocessing,
+    queue,
+    random,
+    selectors,
+    subprocess,
+)
 PRELOADED += (threading, weakref)
 
 BLOCKED = [
