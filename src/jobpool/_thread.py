@@ -37,6 +37,8 @@ class ThreadBackend:
         self._threads: set[threading.Thread] = set()
         self._current: dict[threading.Thread, Job] = {}
         self._lock = threading.Lock()
+        # Notified when a thread stops serving (it exits, or its job is abandoned).
+        self._serving_changed = threading.Condition(self._lock)
         self._idle = threading.Semaphore(0)
         self._abandon_lock = threading.Lock()
         self._timer: Optional[DeadlineTimer] = None
@@ -83,14 +85,14 @@ class ThreadBackend:
                 self._on_broken(
                     initializer_error(exc, f"in thread {threading.current_thread().name}")
                 )
+                self._stop_serving()
                 return
         queue, outcomes, me = self._queue, self._outcomes, threading.current_thread()
         while True:
             job = queue.get()
             if job is None:
                 queue.put(None)  # let the other threads see it too
-                with self._lock:
-                    self._serving -= 1  # stats().workers: threads that still serve
+                self._stop_serving()
                 return
             if not outcomes.start(job):
                 continue
@@ -112,6 +114,20 @@ class ThreadBackend:
             if self._serving < self._workers:  # the idle count only matters while growing
                 self._idle.release()
 
+    def _stop_serving(self) -> None:
+        """This thread serves the queue no more (it exits, or its job was abandoned).
+
+        Once the pool is closing and no thread serves, no job can start or run unobserved any
+        more: the timer of time limits goes then, not before (a job that runs, or still waits,
+        when ``shutdown(wait=False)`` returns keeps its limit).
+        """
+        with self._lock:
+            self._serving -= 1  # stats().workers: threads that still serve
+            self._serving_changed.notify_all()
+            done = self._closing and self._serving <= 0
+        if done and self._timer is not None:
+            self._timer.close()
+
     def _timer_for_jobs(self) -> DeadlineTimer:
         if self._timer is None:
             with self._lock:
@@ -129,12 +145,13 @@ class ThreadBackend:
         # keeps its result and kill() reports False, but the thread is given up on all the same.
         failed = self._outcomes.fail(job, error, timed_out=timed_out)
         with self._lock:
-            self._serving -= 1
-            if not self._closing:
-                self._start_thread()
-                # PoolStats.worker_restarts counts abandoned threads replaced, as it counts
-                # worker processes replaced on the process backend.
-                self._outcomes.count("worker_restarts")
+            # Replaced while closing too: a shutdown still runs the jobs that wait (a new thread
+            # finds the end of the queue at once when none does).
+            self._start_thread()
+            # PoolStats.worker_restarts counts abandoned threads replaced, as it counts
+            # worker processes replaced on the process backend.
+            self._outcomes.count("worker_restarts")
+        self._stop_serving()
         return failed
 
     def _expire(self, job: Job) -> None:
@@ -158,18 +175,27 @@ class ThreadBackend:
         return self._serving
 
     def shutdown(self, wait: bool) -> None:
+        """Let the threads run what waits, then end; with ``wait``, until they have.
+
+        Not for abandoned threads (their jobs have failed), including those abandoned while this
+        waits: a job that passes its time limit now fails and its thread is left to run on.
+        """
         with self._lock:
             self._closing = True
-            threads = list(self._threads)
+            idle = self._serving <= 0
         self._queue.put(None)
-        if wait:
-            for thread in threads:
-                job = self._current.get(thread)
-                if job is not None and job.abandoned:
-                    continue
-                thread.join()
-        if self._timer is not None:
+        if idle and self._timer is not None:
             self._timer.close()
+        if not wait:
+            return
+        with self._lock:
+            self._serving_changed.wait_for(lambda: self._serving <= 0)
+            threads = list(self._threads)
+        for thread in threads:  # they have stopped serving: only their exit is left
+            job = self._current.get(thread)
+            if job is not None and job.abandoned:
+                continue
+            thread.join()
 
     def terminate(self) -> None:
         """Stop as fast as threads allow: fail what runs now, let the threads finish unobserved."""
