@@ -148,6 +148,39 @@ def _running_job_id() -> int:
     raise LookupError("not running in a worker's loop")
 
 
+# --- the worker's own descriptors ---------------------------------------------------------------
+
+
+def worker_descriptors() -> dict[str, int]:
+    """The descriptors a worker process serves the pool on, found as any job could find them:
+    its job pipe, the pipe the parent recalls jobs sent ahead on, and the socket that carries
+    the descriptors of shared-memory segments (when the pool uses shared memory)."""
+    found = {"job pipe": _worker_connection().fileno()}
+    for obj in gc.get_objects():
+        kind = type(obj)
+        ours = kind.__name__ == "_Inbox" and kind.__module__.endswith("_worker")
+        if ours and obj._segments is not None:
+            found["segment socket"] = obj._segments.fileno()
+    for thread in threading.enumerate():
+        if thread.name == "jobpool-parent-watch":
+            found["recall pipe"] = thread._args[0].fileno()  # type: ignore[attr-defined]
+    return found
+
+
+def close_worker_descriptor(which: str) -> str:
+    """Close one of the worker's own descriptors (see :func:`worker_descriptors`), then return."""
+    os.close(worker_descriptors()[which])
+    return which
+
+
+def null_worker_descriptor(which: str) -> str:
+    """Put /dev/null where one of the worker's own descriptors was (``dup2``), then return."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, worker_descriptors()[which])
+    os.close(null)
+    return which
+
+
 # --- descriptors -------------------------------------------------------------------------------
 
 

@@ -147,6 +147,66 @@ def test_second_reply_is_the_workers_crash(make_pool: MakePool, backend: str) ->
     assert pool.stats().worker_restarts == 1
 
 
+def _short_jobs_then_a_recall(pool: Pool) -> None:
+    """Short jobs, sent ahead into the worker's pipe, behind one that runs long enough to have
+    them recalled; then more: all must run."""
+    for _ in range(3):
+        futures = [pool.submit(abs, -i) for i in range(20)]
+        futures.append(pool.submit(jobs.sleep_for, 0.05))
+        futures += [pool.submit(abs, -i) for i in range(20)]
+        assert [f.result(WAIT) for f in futures] == [*range(20), 0.05, *range(20)]
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("how", ["close", "null"])
+def test_job_that_breaks_the_workers_recall_pipe(
+    make_pool: MakePool, backend: str, how: str
+) -> None:
+    """Found by the fault campaign: a job that closed the worker's end of its recall pipe (or
+    put /dev/null in its place) left the worker unable to hand back jobs sent ahead; the pool
+    waited for it forever, every later job stayed queued and shutdown() hung. Now the worker
+    ends after that job (which fails: exit code 71) and a replacement serves the rest."""
+    pool = make_pool(backend, workers=1)
+    breaker = hostile.close_worker_descriptor if how == "close" else hostile.null_worker_descriptor
+    with pytest.raises(WorkerCrashedError, match="code 71"):
+        pool.submit(breaker, "recall pipe").result(WAIT)
+    _short_jobs_then_a_recall(pool)
+    assert pool.stats().worker_restarts == 1
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("how", ["close", "null"])
+def test_job_that_breaks_the_workers_segment_socket(
+    make_pool: MakePool, backend: str, how: str
+) -> None:
+    """Found by the fault campaign: a job that closed the worker's shared-memory socket (or put
+    /dev/null in its place) returned normally, but the next job with a large argument sent
+    there was lost: the pool could not send it, took the worker for dead, and waited for an
+    exit that never came; its future never resolved. Now the pool kills that worker: the job
+    fails with WorkerCrashedError saying why, and the next ones run on a replacement."""
+    pool = make_pool(backend, workers=1, shared_memory_threshold=1024)
+    breaker = hostile.close_worker_descriptor if how == "close" else hostile.null_worker_descriptor
+    assert pool.submit(breaker, "segment socket").result(WAIT) == "segment socket"
+    data = bytes(range(256)) * 16
+    with pytest.raises(WorkerCrashedError, match="could not send it a job") as info:
+        pool.submit(bytes, data).result(WAIT)
+    assert info.value.signal == "SIGKILL"
+    assert [pool.submit(bytes, data).result(WAIT) for _ in range(3)] == [data] * 3
+    assert pool.stats().worker_restarts == 1
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("how", ["close", "null"])
+def test_job_that_breaks_the_workers_job_pipe(make_pool: MakePool, backend: str, how: str) -> None:
+    pool = make_pool(backend, workers=1)
+    breaker = hostile.close_worker_descriptor if how == "close" else hostile.null_worker_descriptor
+    with pytest.raises(WorkerCrashedError):
+        pool.submit(breaker, "job pipe").result(WAIT)
+    _short_jobs_then_a_recall(pool)
+    assert pool.stats().worker_restarts == 1
+
+
+@pytest.mark.logs_errors  # the dispatcher's death is logged, as it must be
 @pytest.mark.parametrize("backend", PROCESS)
 def test_a_dead_dispatcher_fails_every_waiting_future(make_pool: MakePool, backend: str) -> None:
     """If the dispatcher thread dies anyway (a bug), nothing hangs: every future in flight

@@ -72,6 +72,8 @@ class WorkerHandle:
         self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
         # What it sent out of turn, if that is why we killed it (see _messages).
         self.broke_protocol: Optional[str] = None
+        # Why a job could not be sent to it, if that is why we killed it (see run).
+        self.unreachable: Optional[str] = None
         self.moved_on = False  # KILLED, yet it replied to its job: it started the next one
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
 
@@ -186,6 +188,19 @@ class WorkerHandle:
             self.move(Move.RUN_AHEAD)
             self.ahead.append(job)
         job.future._worker = self
+        try:
+            self._send(job)
+        except OSError as exc:
+            # The worker died under us, or it broke its own end of a pipe (a job closed it):
+            # either way it cannot run what it holds. Kill it: its exit fails its running job
+            # and hands back the ones behind it; a live worker would wait for a job that never
+            # came, and the job's future would never resolve.
+            if self.unreachable is None:
+                self.unreachable = f"{type(exc).__name__}: {exc}"
+            self.kill()
+            raise
+
+    def _send(self, job: Job) -> None:
         fn_bytes = job.fn_bytes
         key = job.fn_key
         if key is not None:

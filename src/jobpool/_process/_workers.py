@@ -246,6 +246,13 @@ class Workers:
     @staticmethod
     def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
         """The error for the job of a worker that died, or that we killed for what it sent."""
+        if handle.unreachable is not None:
+            return WorkerCrashedError(
+                handle.pid,
+                exitcode,
+                f"the pool could not send it a job ({handle.unreachable}): a job it ran may "
+                "have closed its end of a pipe; the pool killed it and started another",
+            )
         if handle.broke_protocol is None:
             return WorkerCrashedError(handle.pid, exitcode)
         return WorkerCrashedError(
