@@ -201,6 +201,29 @@ def fill_descriptors() -> list[int]:
         return filler
 
 
+def zombie_without_descriptors() -> int:
+    """Leave this worker a zombie child and no free descriptor, and run long enough that it
+    looks for zombies right after (it does between jobs, at most every ZOMBIE_SECONDS: a
+    clock the job lets pass, not a wait for anything). jobpool's /proc reader is dropped from
+    ``sys.modules``, as in a worker that has not needed it yet (a fork-started worker may have
+    inherited it from a parent that had). The zombie's pid."""
+    import time
+
+    from jobpool._process import _worker
+
+    time.sleep(_worker.ZOMBIE_SECONDS * 1.1)
+    sys.modules.pop("jobpool._process._tree", None)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    FILLER.extend(fill_descriptors())
+    return pid
+
+
+FILLER: list[int] = []  # descriptors taken by zombie_without_descriptors, kept open
+
+
 # --- shared memory kept by a job --------------------------------------------------------------
 
 KEPT: list[int] = []  # descriptors of result segments reopened by keep_result_segment

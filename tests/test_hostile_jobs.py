@@ -498,6 +498,20 @@ except OSError as exc:
 
 
 @pytest.mark.skipif(not LINUX, reason="memfd shared memory is Linux's")
+@pytest.mark.parametrize("backend", PROCESS)
+def test_worker_without_descriptors_survives_its_housekeeping(
+    make_pool: MakePool, backend: str
+) -> None:
+    """Found by the fault campaign: in a worker a job had left without descriptors, the look
+    for zombies between jobs failed (it could not import or read anything) and the exception
+    ended the worker, failing the next job, an innocent one, with WorkerCrashedError. The look
+    is housekeeping: it now tries again later, and the worker serves on."""
+    pool = make_pool(backend, workers=1)
+    assert pool.submit(hostile.zombie_without_descriptors).result(WAIT) > 0
+    assert [pool.submit(abs, -i).result(WAIT) for i in range(5)] == list(range(5))
+    assert pool.stats().worker_restarts == 0
+
+
 def test_segment_received_without_a_free_descriptor_fails_its_job_saying_so() -> None:
     """A result (or argument) whose descriptor the kernel had to drop (no descriptor free in
     the receiver) fails with an error that says so, not as memory 'released' before reading."""

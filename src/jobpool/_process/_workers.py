@@ -250,8 +250,8 @@ class Workers:
             return WorkerCrashedError(
                 handle.pid,
                 exitcode,
-                f"the pool could not send it a job ({handle.unreachable}): a job it ran may "
-                "have closed its end of a pipe; the pool killed it and started another",
+                f"the pool could not send it a job ({handle.unreachable}), so it killed it "
+                "and started another",
             )
         if handle.broke_protocol is None:
             return WorkerCrashedError(handle.pid, exitcode)
