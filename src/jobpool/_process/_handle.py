@@ -192,12 +192,13 @@ class WorkerHandle:
             self._send(job)
         except OSError as exc:
             # The worker died under us, or it broke its own end of a pipe (a job closed it):
-            # either way it cannot run what it holds. Kill it: its exit fails its running job
-            # and hands back the ones behind it; a live worker would wait for a job that never
-            # came, and the job's future would never resolve.
+            # either way it cannot run what it holds. A live one would wait for a job that never
+            # came, its future never resolved: end it as if it had crashed (no KILL move: the
+            # replies it sent before still count), and its exit fails its running job and hands
+            # back the ones behind it. A dead one is only a zombie to be reaped.
             if self.unreachable is None:
                 self.unreachable = f"{type(exc).__name__}: {exc}"
-            self.kill()
+                kill_worker(self.process, self.exit_fd if self._owns_exit_fd else None)
             raise
 
     def _send(self, job: Job) -> None:
