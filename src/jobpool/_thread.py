@@ -20,6 +20,8 @@ from ._errors import JobKilledError, JobTimeoutError, initializer_error
 from ._instances import for_worker_thread
 from ._job import Job
 
+TERMINATED = "the pool was terminated"
+
 
 class ThreadBackend:
     name = "thread"
@@ -43,6 +45,7 @@ class ThreadBackend:
         self._abandon_lock = threading.Lock()
         self._timer: Optional[DeadlineTimer] = None
         self._closing = False
+        self._terminated = False  # terminate(): a job that starts now fails instead
         self._serving = 0  # threads that serve the queue (abandoned ones excluded)
 
     def prepare(self, job: Job) -> None:
@@ -94,9 +97,19 @@ class ThreadBackend:
                 queue.put(None)  # let the other threads see it too
                 self._stop_serving()
                 return
-            if not outcomes.start(job):
+            # Started and made known to kill() and terminate() at once, under the lock they
+            # take: a running job is always found there (kill() of a job that had just started
+            # returned False, and terminate() let it run).
+            with self._lock:
+                terminated = self._terminated
+                started = not terminated and outcomes.start(job)
+                if started:
+                    self._current[me] = job
+            if terminated:  # taken out of the queue as terminate() cancelled the rest
+                outcomes.cancel_pending(job)
                 continue
-            self._current[me] = job
+            if not started:
+                continue
             if job.timeout is not None:
                 self._timer_for_jobs().add(job.timeout, functools.partial(self._expire, job))
             try:
@@ -125,8 +138,8 @@ class ThreadBackend:
             self._serving -= 1  # stats().workers: threads that still serve
             self._serving_changed.notify_all()
             done = self._closing and self._serving <= 0
-        if done and self._timer is not None:
-            self._timer.close()
+        if done:
+            self._close_timer()
 
     def _timer_for_jobs(self) -> DeadlineTimer:
         if self._timer is None:
@@ -134,6 +147,16 @@ class ThreadBackend:
                 if self._timer is None:
                     self._timer = DeadlineTimer("jobpool-thread-timeouts")
         return self._timer
+
+    def _close_timer(self) -> None:
+        """No job can need a deadline any more: close the timer, or make sure none starts (a
+        thread whose job was abandoned on its way in adds its deadline to a closed timer,
+        which ignores it, instead of starting a timer thread that nothing would close)."""
+        with self._lock:
+            if self._timer is None:
+                self._timer = DeadlineTimer("jobpool-thread-timeouts")  # starts no thread
+            timer = self._timer
+        timer.close()
 
     def _abandon(self, job: Job, error: BaseException, timed_out: bool) -> bool:
         """Fail a running job now and replace its thread, which runs on until the call returns."""
@@ -160,10 +183,9 @@ class ThreadBackend:
 
     def kill(self, future: Future[Any]) -> bool:
         """Fail a running job with JobKilledError; its thread runs on, abandoned."""
-        for job in list(self._current.values()):
-            if job.future is future:
-                break
-        else:
+        with self._lock:
+            job = next((job for job in self._current.values() if job.future is future), None)
+        if job is None:
             return False
         return self._abandon(
             job,
@@ -184,8 +206,8 @@ class ThreadBackend:
             self._closing = True
             idle = self._serving <= 0
         self._queue.put(None)
-        if idle and self._timer is not None:
-            self._timer.close()
+        if idle:
+            self._close_timer()
         if not wait:
             return
         with self._lock:
@@ -201,8 +223,9 @@ class ThreadBackend:
         """Stop as fast as threads allow: fail what runs now, let the threads finish unobserved."""
         with self._lock:
             self._closing = True
+            self._terminated = True  # a job that a thread is starting now fails (see _serve)
+            running = list(self._current.values())
         self._queue.put(None)
-        for job in list(self._current.values()):
-            self._abandon(job, JobKilledError("the pool was terminated"), timed_out=False)
-        if self._timer is not None:
-            self._timer.close()
+        for job in running:
+            self._abandon(job, JobKilledError(TERMINATED), timed_out=False)
+        self._close_timer()
