@@ -248,7 +248,10 @@ class Run:
         every job may suffer are added by ``track``)."""
         extra: list[Expect] = []
         if SEGMENTS in taints and SEGMENTS in self.taints:
+            # It could not be sent to that worker, or (sent ahead before the socket closed)
+            # its data could not be received there.
             extra.append(raises(WorkerCrashedError))
+            extra.append(raises(OSError, lambda e: "could not be received" in str(e)))
         return extra
 
     def large(self, n: int) -> bytes:

@@ -173,6 +173,12 @@ def close_worker_descriptor(which: str) -> str:
     return which
 
 
+def close_segment_socket_then_return(size: int) -> bytes:
+    """Close the worker's shared-memory socket, then return a result large enough to need it."""
+    os.close(worker_descriptors()["segment socket"])
+    return b"s" * size
+
+
 def null_worker_descriptor(which: str) -> str:
     """Put /dev/null where one of the worker's own descriptors was (``dup2``), then return."""
     null = os.open(os.devnull, os.O_RDWR)

@@ -196,6 +196,17 @@ def test_job_that_breaks_the_workers_segment_socket(
 
 
 @pytest.mark.parametrize("backend", PROCESS)
+def test_large_result_of_a_job_that_closed_the_segment_socket(
+    make_pool: MakePool, backend: str
+) -> None:
+    """Found by the fault campaign: the job returned, but its large result could not be sent
+    through the socket it had closed, and the future failed with a bare ``OSError: [Errno 9]
+    Bad file descriptor``, as if the job had raised it. The result now goes through the pipe."""
+    pool = make_pool(backend, workers=1, shared_memory_threshold=1024)
+    assert pool.submit(hostile.close_segment_socket_then_return, 5000).result(WAIT) == b"s" * 5000
+
+
+@pytest.mark.parametrize("backend", PROCESS)
 @pytest.mark.parametrize("how", ["close", "null"])
 def test_job_that_breaks_the_workers_job_pipe(make_pool: MakePool, backend: str, how: str) -> None:
     pool = make_pool(backend, workers=1)
