@@ -17,6 +17,7 @@ from .._protocol import FUNCTION_CACHE_SIZE
 from .._serialization import dumps, pickle_plainly
 from ._blobs import BlobTable, dumps_function
 from ._by_value import ByValueCache
+from ._context import start_fork_server
 from ._dispatcher import Dispatcher
 from ._large_data import LargeData
 from ._start import WorkerSetup
@@ -105,6 +106,9 @@ class ProcessBackend:
     ) -> None:
         worker = worker_setup(setup.initializer, setup.initargs)
         self._forks = context.get_start_method() == "fork"
+        # The fork server is started at the first job, before it is serialized (see
+        # prepare_function): it loads while the caller works.
+        self._fork_server_cold = context.get_start_method() == "forkserver"
         # Large buffers through shared memory (None: everything through the pipe).
         self._large = large
         self._functions = FunctionKeys()
@@ -153,6 +157,9 @@ class ProcessBackend:
 
         A function that names blobs is always keyed, so each worker keeps its unpickled copy.
         """
+        if self._fork_server_cold:
+            self._fork_server_cold = False
+            start_fork_server()
         if type(fn) in PICKLED_ONCE:  # per_worker: the same small bytes, kept by each worker
             data = pickled_once(fn)
             return data, self._functions.key(data, keep=True), ()
@@ -185,7 +192,9 @@ class ProcessBackend:
     def notify(self) -> None:
         dispatcher = self._dispatcher
         workers = dispatcher.workers
-        if (workers.idle_count > 0 or not workers.started) and not dispatcher.wake_pending:
+        if (
+            workers.idle_count > 0 or not workers.started or workers.may_grow
+        ) and not dispatcher.wake_pending:
             dispatcher.wake()
         if (
             self._forks

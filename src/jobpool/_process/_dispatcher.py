@@ -160,6 +160,7 @@ class Dispatcher:
                 workers.count_idle()
                 assign_jobs(workers, self.line)
                 send_ahead(workers, self.line)
+                workers.grow()
                 workers.stop_when_drained()
                 if not workers.handles and workers.closing and not workers.retrying():
                     break
@@ -214,10 +215,12 @@ class Dispatcher:
     def _sleep_and_handle_events(self) -> None:
         workers = self.workers
         timeout = workers.seconds_to_next_deadline()
+        # Growing: only look for events, then start the next worker (see Workers.grow).
+        sleep = 0.0 if workers.wants_worker() else timeout
         lends = self.lender.lends
         self.lock.release()  # while we sleep, a submitter may hand a job to an idle worker
         try:
-            events = self._watch.wait(timeout)
+            events = self._watch.wait(sleep)
         finally:
             self.lock.acquire()
         # A thread that borrowed a pipe while we slept may have read what woke us.

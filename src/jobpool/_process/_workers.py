@@ -1,7 +1,8 @@
 """Workers: the set of worker processes, from start to exit, and the pool's lifecycle flags.
 
-It starts workers (with the pool's first job), replaces the ones that crash, time out, are
-killed or recycled, stops them when the pool closes, and breaks the pool when they cannot start.
+It starts workers as the waiting jobs need them (see :meth:`Workers.grow`), replaces the ones
+that crash, time out, are killed or recycled, stops them when the pool closes, and breaks the
+pool when they cannot start.
 A start that fails for want of descriptors, processes or memory is tried again later, with
 backoff (``_start_later``), while the other workers serve.
 When a worker exits it fails only the job that worker ran and puts the jobs waiting behind it
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import textwrap
 import time
 from concurrent.futures import Future
@@ -47,6 +49,9 @@ START_RETRY_SECONDS = 30.0
 # descriptors (EMFILE, ENFILE), processes (EAGAIN), memory (ENOMEM).
 _SHORT_OF = (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM)
 TERMINATED = "the pool was terminated"
+# At most this many workers are starting (not READY yet) at once while the pool grows: starting
+# more would share the same cores and delay the first of them, which the waiting jobs need now.
+STARTING_AT_ONCE = max(2, os.cpu_count() or 1)
 
 _log = logging.getLogger("jobpool")
 
@@ -82,6 +87,12 @@ class Workers:
         self._next_index = 0
         self._start_failures = 0
         self.started = False  # workers start with the pool's first job
+        # With fork, every worker starts with the first job, while the submitter waits (see
+        # ProcessBackend.notify); otherwise the pool grows as jobs wait (see grow).
+        self._grows = context.get_start_method() != "fork"
+        # Whether a job queued now might start a worker (see grow): a submitter that finds no
+        # idle worker wakes the loop then. Written by the loop only.
+        self.may_grow = False
         # How many workers are idle: counted again at each turn of the loop, and kept by the
         # methods that make a worker busy or idle outside it, so that a submitter can read it
         # without the lock (see Dispatcher.offer). Nothing else writes it.
@@ -162,9 +173,48 @@ class Workers:
 
     def start_first(self) -> None:
         self.started = True
+        if self._grows:
+            self.grow()
+            return
         for _ in range(self.size):
             if self.broken is None:
                 self._start()
+
+    def grow(self) -> None:
+        """Start one worker if waiting jobs would have none to take them, at each turn of the
+        loop (the loop does not sleep while :meth:`wants_worker`): the pool grows to its size
+        only as fast as jobs wait for workers, one start at a time between the loop's other
+        work, so dispatching never waits for all of them to start.
+
+        So ``Pool(workers=50)`` with three jobs starts three processes, and 300 short jobs
+        start only the few that the queue keeps busy; ``stats().workers`` counts them.
+        """
+        if self.wants_worker():
+            self._start()
+        self.may_grow = (
+            self._grows
+            and self.started
+            and len(self.handles) + self.missing < self.size
+            and not self.closing
+        )
+
+    def wants_worker(self) -> bool:
+        """Whether :meth:`grow` would start a worker now: jobs wait that no idle or starting
+        worker will take, the pool is not at its size, and few are starting already."""
+        if (
+            not self._grows
+            or not self.started
+            or len(self.handles) + self.missing >= self.size
+            or self.terminating
+            or self.broken is not None
+            or self.retry_at is not None
+        ):
+            return False
+        waiting = self._line.count()
+        if waiting <= self.idle_count:
+            return False
+        starting = sum(handle.state is WorkerState.STARTING for handle in self.handles)
+        return starting < STARTING_AT_ONCE and waiting > self.idle_count + starting
 
     def _start(self) -> None:
         try:
