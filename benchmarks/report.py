@@ -232,7 +232,14 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
         )
     out += _big_data_goals(w)
     out += _mp_pool_goals(w)
+    out += _tutorial_goals(w)
     return out
+
+
+def _tutorial_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    from .workloads import tutorial
+
+    return tutorial.goals(w)
 
 
 def _mp_pool_goals(w: dict[str, Any]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from . import (
     per_worker,
     roundtrip,
     startup,
+    tutorial,
 )
 
 ALL: dict[str, ModuleType] = {
@@ -39,5 +40,6 @@ ALL: dict[str, ModuleType] = {
         crash,
         per_worker,
         mp_pool,
+        tutorial,
     )
 }
