@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import textwrap
 import time
@@ -34,7 +35,7 @@ from ._large_data import LargeData
 from ._line import JobLine
 from ._send_ahead import KILLED_WAITING
 from ._start import WorkerSetup
-from ._state import LEAVING, WorkerState, due_for_recycling
+from ._state import HOLDS_JOB, LEAVING, WorkerState, due_for_recycling
 from ._watch import FdWatch
 
 # A worker that dies before it is ready this many times in a row breaks the pool.
@@ -52,6 +53,9 @@ TERMINATED = "the pool was terminated"
 # At most this many workers are starting (not READY yet) at once while the pool grows: starting
 # more would share the same cores and delay the first of them, which the waiting jobs need now.
 STARTING_AT_ONCE = max(2, os.cpu_count() or 1)
+# While its loop is awake more than this part of the time (starting workers aside), the parent
+# is what limits how fast jobs run: another worker would only share the same cores (see grow).
+PARENT_BUSY = 0.5
 
 _log = logging.getLogger("jobpool")
 
@@ -93,6 +97,10 @@ class Workers:
         # Whether a job queued now might start a worker (see grow): a submitter that finds no
         # idle worker wakes the loop then. Written by the loop only.
         self.may_grow = False
+        self.start_now = False  # grow wants another start at the next turn: do not sleep
+        self.grow_check_at: Optional[float] = None  # when to ask again (see grow)
+        self.start_seconds = 0.0  # how long the last workers took to say READY (see grow)
+        self.seconds_starting = 0.0  # spent in starting processes, since the loop last asked
         # How many workers are idle: counted again at each turn of the loop, and kept by the
         # methods that make a worker busy or idle outside it, so that a submitter can read it
         # without the lock (see Dispatcher.offer). Nothing else writes it.
@@ -180,17 +188,47 @@ class Workers:
             if self.broken is None:
                 self._start()
 
-    def grow(self) -> None:
-        """Start one worker if waiting jobs would have none to take them, at each turn of the
-        loop (the loop does not sleep while :meth:`wants_worker`): the pool grows to its size
-        only as fast as jobs wait for workers, one start at a time between the loop's other
-        work, so dispatching never waits for all of them to start.
+    def grow(self, parent_busy: float = 0.0) -> None:
+        """Start a worker if waiting jobs need one, at each turn of the loop (which does not
+        sleep while ``start_now``): the pool grows to its size only as fast as jobs wait for
+        workers, one start at a time between the loop's other work, so dispatching never waits
+        for all of them to start.
 
-        So ``Pool(workers=50)`` with three jobs starts three processes, and 300 short jobs
-        start only the few that the queue keeps busy; ``stats().workers`` counts them.
+        Jobs need a worker when more wait than the idle and starting workers will take, fewer
+        than ``STARTING_AT_ONCE`` are starting, and the workers there would not finish them
+        before a new one could start: by their recent job times, the waiting jobs would keep
+        them busy longer than the last workers took to say READY; and, once jobs have replied,
+        the parent keeps up (its loop was awake less than ``PARENT_BUSY`` of the time, as the
+        dispatcher measures it in ``parent_busy``): jobs of microseconds are limited by the
+        parent, and one more process would only take its CPU. Otherwise the question is
+        asked again after that long (``grow_check_at``), when a long job will have shown that
+        it is one. So ``Pool(workers=50)`` with three jobs starts three processes, 300 jobs of
+        microseconds start the few that keep up with the queue, and ``stats().workers``
+        counts them.
         """
-        if self.wants_worker():
-            self._start()
+        self.start_now = False
+        self.grow_check_at = None
+        if self._may_start():
+            waiting = self._line.count() - self.idle_count
+            starting = busy = 0
+            per_job = 0.0
+            now = time.monotonic()
+            for handle in self.handles:
+                state = handle.state
+                if state is WorkerState.STARTING:
+                    starting += 1
+                elif state in HOLDS_JOB:
+                    busy += 1
+                    per_job = max(per_job, handle.seconds_per_job(now))
+            if waiting > starting and starting < STARTING_AT_ONCE:
+                unserved = waiting - starting
+                drain = unserved * per_job / busy if busy else math.inf
+                if drain >= self.start_seconds and (not busy or parent_busy < PARENT_BUSY):
+                    self._start()
+                    self.start_now = starting + 1 < STARTING_AT_ONCE and unserved > 1
+                else:  # ask again when a job running from now on would have made it worth it
+                    wait = self.start_seconds * busy / unserved if busy else self.start_seconds
+                    self.grow_check_at = now + min(self.start_seconds, wait)
         self.may_grow = (
             self._grows
             and self.started
@@ -198,25 +236,31 @@ class Workers:
             and not self.closing
         )
 
-    def wants_worker(self) -> bool:
-        """Whether :meth:`grow` would start a worker now: jobs wait that no idle or starting
-        worker will take, the pool is not at its size, and few are starting already."""
-        if (
-            not self._grows
-            or not self.started
-            or len(self.handles) + self.missing >= self.size
-            or self.terminating
-            or self.broken is not None
-            or self.retry_at is not None
-        ):
-            return False
-        waiting = self._line.count()
-        if waiting <= self.idle_count:
-            return False
-        starting = sum(handle.state is WorkerState.STARTING for handle in self.handles)
-        return starting < STARTING_AT_ONCE and waiting > self.idle_count + starting
+    def _may_start(self) -> bool:
+        """Whether the pool may grow now at all (see grow)."""
+        return (
+            self._grows
+            and self.started
+            and len(self.handles) + self.missing < self.size
+            and not self.terminating
+            and self.broken is None
+            and self.retry_at is None
+            and self._line.count() > self.idle_count
+        )
 
     def _start(self) -> None:
+        began = time.monotonic()
+        try:
+            self._start_one()
+        finally:
+            self.seconds_starting += time.monotonic() - began
+
+    def took_starting(self) -> float:
+        """The seconds spent starting processes since the last call (see Dispatcher)."""
+        seconds, self.seconds_starting = self.seconds_starting, 0.0
+        return seconds
+
+    def _start_one(self) -> None:
         try:
             handle = WorkerHandle(
                 self._context, self._next_index, self._setup, self._log_level, self._large
@@ -308,8 +352,9 @@ class Workers:
             self._watch.remove(output.fd)
             output.close()
 
-    def on_ready(self) -> None:
+    def on_ready(self, handle: WorkerHandle) -> None:
         self._start_failures = 0
+        self.start_seconds = handle.start_seconds
 
     # --- exits ----------------------------------------------------------------------------------
 
@@ -429,6 +474,9 @@ class Workers:
     def seconds_to_next_deadline(self) -> Optional[float]:
         """Until the nearest job deadline, recall (_send_ahead) or start to try again, or None."""
         nearest = self.retry_at
+        check = self.grow_check_at
+        if check is not None and (nearest is None or check < nearest):
+            nearest = check
         for handle in self.handles:
             for deadline in (handle.deadline, handle.recall_at):
                 if deadline is not None and (nearest is None or deadline < nearest):
