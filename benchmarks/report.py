@@ -14,6 +14,7 @@ INFO_COLUMNS = {
     "big_data": ["arguments_mb_s / floor", "results_mb_s / floor"],
     "crash": ["crashed job", "other jobs", "same pool usable after", "graceful shutdown"],
     "mp_pool": ["speed x stdlib", "at least as fast"],
+    "recycling": ["hung"],
 }
 
 
@@ -233,7 +234,14 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
     out += _big_data_goals(w)
     out += _mp_pool_goals(w)
     out += _tutorial_goals(w)
+    out += _recycling_goals(w)
     return out
+
+
+def _recycling_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    from .workloads import recycling
+
+    return recycling.goals(w)
 
 
 def _tutorial_goals(w: dict[str, Any]) -> list[dict[str, Any]]:

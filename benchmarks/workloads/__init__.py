@@ -20,6 +20,7 @@ from . import (
     mp_pool,
     overhead,
     per_worker,
+    recycling,
     roundtrip,
     startup,
     tutorial,
@@ -40,6 +41,7 @@ ALL: dict[str, ModuleType] = {
         crash,
         per_worker,
         mp_pool,
+        recycling,
         tutorial,
     )
 }
