@@ -12,6 +12,7 @@ from types import ModuleType
 from . import (
     big_closure,
     big_data,
+    chain,
     cpu,
     crash,
     io,
@@ -43,5 +44,6 @@ ALL: dict[str, ModuleType] = {
         mp_pool,
         recycling,
         tutorial,
+        chain,
     )
 }

@@ -30,3 +30,5 @@ class PoolStats:
     worker_restarts: int
     #: Workers serving the queue now; a worker being stopped or replaced no longer counts.
     workers: int
+    #: Jobs waiting for the futures among their arguments (not in ``pending`` yet).
+    waiting: int = 0

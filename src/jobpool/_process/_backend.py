@@ -96,6 +96,7 @@ def worker_setup(
 class ProcessBackend:
     name = "process"
     kill_limitation = None  # the worker running the job is killed and replaced
+    serializes = True  # prepare() pickles the job in the caller's thread
 
     def __init__(
         self,
@@ -192,9 +193,14 @@ class ProcessBackend:
     def notify(self) -> None:
         dispatcher = self._dispatcher
         workers = dispatcher.workers
+        # The dispatcher itself queues a job whose inputs it just settled (_dependencies): its
+        # loop assigns jobs (and grows the pool) next anyway, and waking itself would cost it a
+        # turn. A pool that may still grow is woken too: the job may need a new worker.
         if (
-            workers.idle_count > 0 or not workers.started or workers.may_grow
-        ) and not dispatcher.wake_pending:
+            (workers.idle_count > 0 or not workers.started or workers.may_grow)
+            and not dispatcher.wake_pending
+            and threading.get_ident() != dispatcher.thread.ident
+        ):
             dispatcher.wake()
         if (
             self._forks
