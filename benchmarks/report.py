@@ -14,6 +14,7 @@ INFO_COLUMNS = {
     "big_data": ["arguments_mb_s / floor", "results_mb_s / floor"],
     "crash": ["crashed job", "other jobs", "same pool usable after", "graceful shutdown"],
     "mp_pool": ["speed x stdlib", "at least as fast"],
+    "recycling": ["hung"],
     "chain": ["speed x caller waits"],
 }
 
@@ -140,20 +141,24 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
     out.append(
         _goal(
             "process per-job overhead",
-            "<= mp.Pool.apply_async",
+            "<= 0.6 x mp.Pool.apply_async",
             f"{_fmt(jp, '{:.1f}')} vs {_fmt(mpp, '{:.1f}')} us/job = {_fmt(r, '{:.2f}')}x",
-            None if r is None else r <= 1.0,
+            None if r is None else r <= 0.6,
         )
     )
     rt = _get(w, "roundtrip", "jobpool[process]", "us_per_job")
     floor = _get(w, "roundtrip", "floor: mp.Pipe + pickle", "us_per_job")
-    r = _ratio(rt, floor)
+    # The ratio to the floor measured batch for batch in the same process (see roundtrip.py);
+    # the ratio of the two rows' medians, taken minutes apart, only when that is missing.
+    paired = _get(w, "roundtrip", "jobpool[process]", "x_floor")
+    r = paired if paired is not None else _ratio(rt, floor)
     out.append(
         _goal(
             "process round trip",
-            "< 2 x bare pickled Pipe round trip",
-            f"{_fmt(rt, '{:.1f}')} vs floor {_fmt(floor, '{:.1f}')} us = {_fmt(r, '{:.2f}')}x",
-            None if r is None else r < 2.0,
+            "<= 1.5 x bare pickled Pipe round trip (paired in one process)",
+            f"{_fmt(rt, '{:.1f}')} us, floor {_fmt(floor, '{:.1f}')} us; paired "
+            f"{_fmt(r, '{:.2f}')}x",
+            None if r is None else r <= 1.5,
         )
     )
     jm = _get(w, "map_tiny", "jobpool[process] [cs=default]", "items_per_s")
@@ -233,7 +238,21 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
         )
     out += _big_data_goals(w)
     out += _mp_pool_goals(w)
+    out += _tutorial_goals(w)
+    out += _recycling_goals(w)
     return out
+
+
+def _recycling_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    from .workloads import recycling
+
+    return recycling.goals(w)
+
+
+def _tutorial_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    from .workloads import tutorial
+
+    return tutorial.goals(w)
 
 
 def _mp_pool_goals(w: dict[str, Any]) -> list[dict[str, Any]]:

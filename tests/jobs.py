@@ -124,6 +124,23 @@ def get_state(_: Any = None) -> Any:
     return _state.get("value")
 
 
+def modules_loaded(names: list[str]) -> list[bool]:
+    """Which of the modules ``names`` this worker had imported before the job ran."""
+    return [name in sys.modules for name in names]
+
+
+def mark_module(name: str, value: Any) -> None:
+    """Change the state of module ``name`` in this worker (imported here if need be)."""
+    __import__(name)
+    sys.modules[name].__dict__["_jobpool_test_mark"] = value
+
+
+def module_mark(name: str) -> Any:
+    """What :func:`mark_module` left in module ``name`` here, or None."""
+    __import__(name)
+    return getattr(sys.modules[name], "_jobpool_test_mark", None)
+
+
 # --- a gate: jobs report that they started (with their pid) and wait to be released ----------
 #
 # Synchronization primitives of multiprocessing cannot be passed as job arguments (they may

@@ -127,7 +127,8 @@ def test_out_of_turn_message_is_the_workers_crash(
     assert [pool.submit(abs, -i).result(WAIT) for i in range(10)] == list(range(10))
     assert pool.submit(abs, -5).result(WAIT) == 5
     stats = pool.stats()
-    assert stats.worker_restarts == 1 and stats.workers == 2
+    # One job at a time needs one worker: a pool that grows as jobs wait (not fork) has one.
+    assert stats.worker_restarts == 1 and 1 <= stats.workers <= 2
     assert first > 0
 
 
@@ -433,6 +434,12 @@ from jobpool._process import _workers
 
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 pool = Pool(2, backend="process", start_method={method!r})
+with jobs.StartGate() as gate:  # two jobs at once: both workers start (the pool grows)
+    both = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(2)]
+    assert len({{gate.wait_for(0), gate.wait_for(1)}}) == 2
+    gate.release(0)
+    gate.release(1)
+    assert [f.result(60) for f in both] == [0, 1]
 assert [pool.submit(abs, -i).result(60) for i in range(4)] == [0, 1, 2, 3]
 filler = hostile.fill_descriptors()  # no descriptor left in this process
 crash = pool.submit(jobs.exit_now, 3)

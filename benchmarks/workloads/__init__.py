@@ -21,8 +21,10 @@ from . import (
     mp_pool,
     overhead,
     per_worker,
+    recycling,
     roundtrip,
     startup,
+    tutorial,
 )
 
 ALL: dict[str, ModuleType] = {
@@ -40,6 +42,8 @@ ALL: dict[str, ModuleType] = {
         crash,
         per_worker,
         mp_pool,
+        recycling,
+        tutorial,
         chain,
     )
 }

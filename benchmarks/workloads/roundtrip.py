@@ -2,7 +2,9 @@
 
 The floor is a ``multiprocessing.Pipe`` round trip of a pickled ``(fn, (x,), {})`` to a forked
 child that unpickles it, calls it and sends back the pickled result: what any process pool pays
-at least, measured in the same run.
+at least, measured in the same run: in a child of its own (the floor row), and in each process
+pool's own child, batch for batch alternating with the pool's (``x_floor``, the median of the
+paired ratios: what the goal reads).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from ..jobs import inc
 
 NAME = "roundtrip"
 TITLE = "round trip: N sequential submit -> result() of inc(x), 2 workers; floor = bare Pipe"
-COLUMNS = [("us_per_job", "us/round trip", "{:.1f}")]
+COLUMNS = [
+    ("us_per_job", "us/round trip", "{:.1f}"),
+    ("x_floor", "x floor, paired", "{:.2f}"),
+]
 PRIMARY = "us_per_job"
 HIGHER_IS_BETTER = False
 ROUNDS = 3
@@ -73,19 +78,62 @@ def _floor(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [out]
 
 
+class _PairedFloor:
+    """The floor measured in the same process as a pool, batch for batch, so that each ratio
+    compares two numbers taken within the same second: the load of a shared machine moves the
+    floor as much as the pools (20-60 us here within one run), which a ratio of medians taken
+    in separate processes minutes apart does not cancel."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("fork")
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_echo, args=(child_conn,), daemon=True)
+        self.process.start()
+        child_conn.close()
+
+    def batch(self, n: int) -> float:
+        """Microseconds per round trip over ``n``."""
+        start = time.perf_counter()
+        for i in range(n):
+            self.conn.send_bytes(pickle.dumps((inc, (i,), {}), pickle.HIGHEST_PROTOCOL))
+            pickle.loads(self.conn.recv_bytes())
+        return (time.perf_counter() - start) / n * 1e6
+
+    def close(self) -> None:
+        self.conn.send_bytes(b"")
+        self.process.join(5)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+
+
 def run(impl: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     if impl == FLOOR:
         return _floor(params)
     adapter = make(impl)
     adapter.open(WORKERS)
-    samples = []
+    paired = _PairedFloor() if adapter.flavour == "process" else None
+    samples, ratios = [], []
     try:
         adapter.warm(inc, WORKERS)
-        for _ in range(params["reps"]):
+        if paired is not None:
+            paired.batch(params["n"])  # warm-up
+        for rep in range(params["reps"]):
+            floor = paired.batch(params["n"]) if paired is not None and rep % 2 == 0 else None
             start = time.perf_counter()
             for i in range(params["n"]):
                 adapter.result(adapter.submit(inc, i))
-            samples.append((time.perf_counter() - start) / params["n"] * 1e6)
+            mine = (time.perf_counter() - start) / params["n"] * 1e6
+            if paired is not None and floor is None:
+                floor = paired.batch(params["n"])
+            samples.append(mine)
+            if floor:
+                ratios.append(mine / floor)
     finally:
         adapter.close()
-    return [row(impl, adapter.flavour, adapter.submit_api, us_per_job=samples)]
+        if paired is not None:
+            paired.close()
+    metrics: dict[str, list[float]] = {"us_per_job": samples}
+    if ratios:
+        metrics["x_floor"] = ratios
+    return [row(impl, adapter.flavour, adapter.submit_api, **metrics)]

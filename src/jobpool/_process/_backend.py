@@ -17,6 +17,7 @@ from .._protocol import FUNCTION_CACHE_SIZE
 from .._serialization import dumps, pickle_plainly
 from ._blobs import BlobTable, dumps_function
 from ._by_value import ByValueCache
+from ._context import start_fork_server
 from ._dispatcher import Dispatcher
 from ._large_data import LargeData
 from ._start import WorkerSetup
@@ -106,6 +107,9 @@ class ProcessBackend:
     ) -> None:
         worker = worker_setup(setup.initializer, setup.initargs)
         self._forks = context.get_start_method() == "fork"
+        # The fork server is started at the first job, before it is serialized (see
+        # prepare_function): it loads while the caller works.
+        self._fork_server_cold = context.get_start_method() == "forkserver"
         # Large buffers through shared memory (None: everything through the pipe).
         self._large = large
         self._functions = FunctionKeys()
@@ -154,6 +158,9 @@ class ProcessBackend:
 
         A function that names blobs is always keyed, so each worker keeps its unpickled copy.
         """
+        if self._fork_server_cold:
+            self._fork_server_cold = False
+            start_fork_server()
         if type(fn) in PICKLED_ONCE:  # per_worker: the same small bytes, kept by each worker
             data = pickled_once(fn)
             return data, self._functions.key(data, keep=True), ()
@@ -187,9 +194,10 @@ class ProcessBackend:
         dispatcher = self._dispatcher
         workers = dispatcher.workers
         # The dispatcher itself queues a job whose inputs it just settled (_dependencies): its
-        # loop assigns jobs next anyway, and waking itself would cost it a turn.
+        # loop assigns jobs (and grows the pool) next anyway, and waking itself would cost it a
+        # turn. A pool that may still grow is woken too: the job may need a new worker.
         if (
-            (workers.idle_count > 0 or not workers.started)
+            (workers.idle_count > 0 or not workers.started or workers.may_grow)
             and not dispatcher.wake_pending
             and threading.get_ident() != dispatcher.thread.ident
         ):

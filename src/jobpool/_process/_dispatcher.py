@@ -20,7 +20,9 @@ sleeps; whoever holds it may ask the workers to act.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional
@@ -38,6 +40,9 @@ from ._watch import FdWatch, WakePipe
 from ._workers import EXIT, OUTPUT, PIPE, TERMINATED, Event, Workers
 
 _log = logging.getLogger("jobpool")
+
+# How long the loop's record of how busy it is lasts (see _count_load).
+LOAD_SECONDS = 0.05
 
 
 class Dispatcher:
@@ -76,6 +81,10 @@ class Dispatcher:
         self._requests: list[tuple[Callable[[], Any], threading.Event, list[Any]]] = []
         self._requests_lock = threading.Lock()
         self._events_stale = False
+        # How busy the loop is: seconds awake (starting workers aside) and asleep, each fading
+        # over LOAD_SECONDS (see Workers.grow).
+        self._awake, self._asleep = 0.0, 1e-9
+        self._woke_at = time.monotonic()
         self.first_workers = threading.Event()  # set once the first workers were started
         self.thread = threading.Thread(target=self._run, name="jobpool-dispatcher", daemon=True)
         self.lender.dispatcher = self.thread
@@ -160,6 +169,7 @@ class Dispatcher:
                 workers.count_idle()
                 assign_jobs(workers, self.line)
                 send_ahead(workers, self.line)
+                workers.grow(self._awake / (self._awake + self._asleep))
                 workers.stop_when_drained()
                 if not workers.handles and workers.closing and not workers.retrying():
                     break
@@ -214,12 +224,16 @@ class Dispatcher:
     def _sleep_and_handle_events(self) -> None:
         workers = self.workers
         timeout = workers.seconds_to_next_deadline()
+        # Growing: only look for events, then start the next worker (see Workers.grow).
+        sleep = 0.0 if workers.start_now else timeout
         lends = self.lender.lends
+        fell_asleep = time.monotonic()
         self.lock.release()  # while we sleep, a submitter may hand a job to an idle worker
         try:
-            events = self._watch.wait(timeout)
+            events = self._watch.wait(sleep)
         finally:
             self.lock.acquire()
+        self._count_load(fell_asleep)
         # A thread that borrowed a pipe while we slept may have read what woke us.
         self._events_stale = lends != self.lender.lends
         for event in events:
@@ -238,6 +252,16 @@ class Dispatcher:
             workers.expire_deadlines()
         if workers.terminating:
             workers.kill_all()
+
+    def _count_load(self, fell_asleep: float) -> None:
+        """Add this turn's time awake (not starting workers) and asleep to the fading sums."""
+        now = time.monotonic()
+        awake = max(0.0, fell_asleep - self._woke_at - self.workers.took_starting())
+        asleep = now - fell_asleep
+        fade = math.exp(-(now - self._woke_at) / LOAD_SECONDS)
+        self._awake = self._awake * fade + awake
+        self._asleep = self._asleep * fade + asleep + 1e-9
+        self._woke_at = now
 
     def _read(self, handle: WorkerHandle) -> None:
         if handle.exited or handle.lent:

@@ -64,6 +64,8 @@ class WorkerHandle:
     ):
         self.index = index
         self.state = WorkerState.STARTING
+        self.created_at = time.monotonic()
+        self.start_seconds = math.inf  # from its start to its READY (once it said so)
         self._start_process(context, setup, log_level, large)
         self.fd = self.conn.fileno()
         self.reader = FrameReader(self.fd, pickles=True)  # a worker sends pickles only
@@ -185,6 +187,16 @@ class WorkerHandle:
     def ready(self) -> None:
         """It said READY."""
         self._become(next_state(self.state, Move.READY))
+        self.start_seconds = time.monotonic() - self.created_at
+
+    def seconds_per_job(self, now: float) -> float:
+        """How long a job takes it, as far as the parent can tell: its recent jobs' average,
+        or longer if the running one has already run longer (before its first reply: how
+        long its first job has run so far)."""
+        running_for = now - self.started_at
+        if self.job_seconds == math.inf:
+            return running_for
+        return max(self.job_seconds, running_for)
 
     # --- jobs ----------------------------------------------------------------------------------
 

@@ -25,6 +25,10 @@ class JobLine:
         """Whether jobs wait for a worker (queued, or returned by one)."""
         return bool(self._returned) or self._queue.qsize() > 0
 
+    def count(self) -> int:
+        """How many jobs wait for a worker (queued, or returned by one)."""
+        return len(self._returned) + self._queue.qsize()
+
     def next_job(self) -> Optional[Job]:
         if self._returned:
             return self._returned.popleft()

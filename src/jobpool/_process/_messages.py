@@ -96,7 +96,7 @@ class Messages:
                 _forward_log(record)
         elif tag == READY:
             handle.ready()
-            self._workers.on_ready()
+            self._workers.on_ready(handle)
         elif tag == INIT_FAILED:
             try:
                 cause = unpack_exception(message[2])

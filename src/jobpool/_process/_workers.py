@@ -1,7 +1,8 @@
 """Workers: the set of worker processes, from start to exit, and the pool's lifecycle flags.
 
-It starts workers (with the pool's first job), replaces the ones that crash, time out, are
-killed or recycled, stops them when the pool closes, and breaks the pool when they cannot start.
+It starts workers as the waiting jobs need them (see :meth:`Workers.grow`), replaces the ones
+that crash, time out, are killed or recycled, stops them when the pool closes, and breaks the
+pool when they cannot start.
 A start that fails for want of descriptors, processes or memory is tried again later, with
 backoff (``_start_later``), while the other workers serve.
 When a worker exits it fails only the job that worker ran and puts the jobs waiting behind it
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
+import os
 import textwrap
 import time
 from concurrent.futures import Future
@@ -32,7 +35,7 @@ from ._large_data import LargeData
 from ._line import JobLine
 from ._send_ahead import KILLED_WAITING
 from ._start import WorkerSetup
-from ._state import LEAVING, WorkerState, due_for_recycling
+from ._state import HOLDS_JOB, LEAVING, WorkerState, due_for_recycling
 from ._watch import FdWatch
 
 # A worker that dies before it is ready this many times in a row breaks the pool.
@@ -47,6 +50,12 @@ START_RETRY_SECONDS = 30.0
 # descriptors (EMFILE, ENFILE), processes (EAGAIN), memory (ENOMEM).
 _SHORT_OF = (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM)
 TERMINATED = "the pool was terminated"
+# At most this many workers are starting (not READY yet) at once while the pool grows: starting
+# more would share the same cores and delay the first of them, which the waiting jobs need now.
+STARTING_AT_ONCE = max(2, os.cpu_count() or 1)
+# While its loop is awake more than this part of the time (starting workers aside), the parent
+# is what limits how fast jobs run: another worker would only share the same cores (see grow).
+PARENT_BUSY = 0.5
 
 _log = logging.getLogger("jobpool")
 
@@ -82,6 +91,16 @@ class Workers:
         self._next_index = 0
         self._start_failures = 0
         self.started = False  # workers start with the pool's first job
+        # With fork, every worker starts with the first job, while the submitter waits (see
+        # ProcessBackend.notify); otherwise the pool grows as jobs wait (see grow).
+        self._grows = context.get_start_method() != "fork"
+        # Whether a job queued now might start a worker (see grow): a submitter that finds no
+        # idle worker wakes the loop then. Written by the loop only.
+        self.may_grow = False
+        self.start_now = False  # grow wants another start at the next turn: do not sleep
+        self.grow_check_at: Optional[float] = None  # when to ask again (see grow)
+        self.start_seconds = 0.0  # how long the last workers took to say READY (see grow)
+        self.seconds_starting = 0.0  # spent in starting processes, since the loop last asked
         # How many workers are idle: counted again at each turn of the loop, and kept by the
         # methods that make a worker busy or idle outside it, so that a submitter can read it
         # without the lock (see Dispatcher.offer). Nothing else writes it.
@@ -162,11 +181,86 @@ class Workers:
 
     def start_first(self) -> None:
         self.started = True
+        if self._grows:
+            self.grow()
+            return
         for _ in range(self.size):
             if self.broken is None:
                 self._start()
 
+    def grow(self, parent_busy: float = 0.0) -> None:
+        """Start a worker if waiting jobs need one, at each turn of the loop (which does not
+        sleep while ``start_now``): the pool grows to its size only as fast as jobs wait for
+        workers, one start at a time between the loop's other work, so dispatching never waits
+        for all of them to start.
+
+        Jobs need a worker when more wait than the idle and starting workers will take, fewer
+        than ``STARTING_AT_ONCE`` are starting, and the workers there would not finish them
+        before a new one could start: by their recent job times, the waiting jobs would keep
+        them busy longer than the last workers took to say READY; and, once jobs have replied,
+        the parent keeps up (its loop was awake less than ``PARENT_BUSY`` of the time, as the
+        dispatcher measures it in ``parent_busy``): jobs of microseconds are limited by the
+        parent, and one more process would only take its CPU. Otherwise the question is
+        asked again after that long (``grow_check_at``), when a long job will have shown that
+        it is one. So ``Pool(workers=50)`` with three jobs starts three processes, 300 jobs of
+        microseconds start the few that keep up with the queue, and ``stats().workers``
+        counts them.
+        """
+        self.start_now = False
+        self.grow_check_at = None
+        if self._may_start():
+            waiting = self._line.count() - self.idle_count
+            starting = busy = 0
+            per_job = 0.0
+            now = time.monotonic()
+            for handle in self.handles:
+                state = handle.state
+                if state is WorkerState.STARTING:
+                    starting += 1
+                elif state in HOLDS_JOB:
+                    busy += 1
+                    per_job = max(per_job, handle.seconds_per_job(now))
+            if waiting > starting and starting < STARTING_AT_ONCE:
+                unserved = waiting - starting
+                drain = unserved * per_job / busy if busy else math.inf
+                if drain >= self.start_seconds and (not busy or parent_busy < PARENT_BUSY):
+                    self._start()
+                    self.start_now = starting + 1 < STARTING_AT_ONCE and unserved > 1
+                else:  # ask again when a job running from now on would have made it worth it
+                    wait = self.start_seconds * busy / unserved if busy else self.start_seconds
+                    self.grow_check_at = now + min(self.start_seconds, wait)
+        self.may_grow = (
+            self._grows
+            and self.started
+            and len(self.handles) + self.missing < self.size
+            and not self.closing
+        )
+
+    def _may_start(self) -> bool:
+        """Whether the pool may grow now at all (see grow)."""
+        return (
+            self._grows
+            and self.started
+            and len(self.handles) + self.missing < self.size
+            and not self.terminating
+            and self.broken is None
+            and self.retry_at is None
+            and self._line.count() > self.idle_count
+        )
+
     def _start(self) -> None:
+        began = time.monotonic()
+        try:
+            self._start_one()
+        finally:
+            self.seconds_starting += time.monotonic() - began
+
+    def took_starting(self) -> float:
+        """The seconds spent starting processes since the last call (see Dispatcher)."""
+        seconds, self.seconds_starting = self.seconds_starting, 0.0
+        return seconds
+
+    def _start_one(self) -> None:
         try:
             handle = WorkerHandle(
                 self._context, self._next_index, self._setup, self._log_level, self._large
@@ -258,8 +352,9 @@ class Workers:
             self._watch.remove(output.fd)
             output.close()
 
-    def on_ready(self) -> None:
+    def on_ready(self, handle: WorkerHandle) -> None:
         self._start_failures = 0
+        self.start_seconds = handle.start_seconds
 
     # --- exits ----------------------------------------------------------------------------------
 
@@ -386,6 +481,9 @@ class Workers:
     def seconds_to_next_deadline(self) -> Optional[float]:
         """Until the nearest job deadline, recall (_send_ahead) or start to try again, or None."""
         nearest = self.retry_at
+        check = self.grow_check_at
+        if check is not None and (nearest is None or check < nearest):
+            nearest = check
         for handle in self.handles:
             for deadline in (handle.deadline, handle.recall_at):
                 if deadline is not None and (nearest is None or deadline < nearest):

@@ -1,0 +1,127 @@
+"""How worker processes come up: as the waiting jobs need them, from a warm fork server.
+
+``Pool(workers=50)`` is a ceiling, not 50 processes at the first job: under forkserver and spawn
+a worker starts when a job waits that no idle or starting worker will take (``_workers.grow``),
+so three jobs start three workers and ``stats().workers`` says so. Under fork every worker starts
+with the first job, while the submitter waits (a fork must not copy the caller mid-operation).
+The fork server imports what a worker needs once (``_context.WORKER_PRELOAD``), and each worker
+forked from it starts from that clean state, whatever an earlier worker's jobs changed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import jobpool
+import jobs
+from conftest import PROCESS_BACKENDS, START_METHODS, WAIT, MakePool
+from jobs import StartGate
+
+TESTS = Path(__file__).resolve().parent
+SOURCE = Path(jobpool.__file__).resolve().parent.parent  # the jobpool this test runs
+GROWING = [m for m in START_METHODS if m != "fork"]
+
+
+@pytest.mark.parametrize("method", GROWING)
+def test_a_big_pool_starts_only_the_workers_its_jobs_use(
+    make_pool: MakePool, gate: StartGate, method: str
+) -> None:
+    pool = make_pool(f"process-{method}", workers=50)
+    assert pool.stats().workers == 0  # nothing started before the first job
+    running = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(3)]
+    pids = {gate.wait_for(i) for i in range(3)}  # all three run at once: three workers
+    assert len(pids) == 3
+    assert pool.stats().workers == 3
+    for i in range(3):
+        gate.release(i)
+    assert [f.result(WAIT) for f in running] == [0, 1, 2]
+    assert [pool.submit(abs, -i).result(WAIT) for i in range(20)] == list(range(20))
+    stats = pool.stats()
+    assert stats.workers == 3 and stats.worker_restarts == 0
+
+
+@pytest.mark.parametrize("method", GROWING)
+def test_a_job_queued_behind_busy_workers_starts_another(
+    make_pool: MakePool, gate: StartGate, method: str
+) -> None:
+    """Every started worker is busy and a job is queued: the pool grows at once, without
+    waiting for a reply to wake it."""
+    pool = make_pool(f"process-{method}", workers=4)
+    first = pool.submit(jobs.gate_job, gate.address, "first", 1)
+    gate.wait_for("first")
+    assert pool.stats().workers == 1
+    second = pool.submit(jobs.gate_job, gate.address, "second", 2)
+    gate.wait_for("second")  # while the first still holds its worker
+    assert pool.stats().workers == 2
+    gate.release("first")
+    gate.release("second")
+    assert (first.result(WAIT), second.result(WAIT)) == (1, 2)
+
+
+@pytest.mark.parametrize("method", GROWING)
+def test_the_pool_grows_to_its_size_for_long_jobs(
+    make_pool: MakePool, gate: StartGate, method: str
+) -> None:
+    workers = 6
+    pool = make_pool(f"process-{method}", workers=workers)
+    held = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(workers + 2)]
+    assert len({gate.wait_for(i) for i in range(workers)}) == workers  # all at once
+    assert pool.stats().workers == workers  # and no more, though two more jobs wait
+    for i in range(workers + 2):
+        gate.release(i)
+    assert [f.result(WAIT) for f in held] == list(range(workers + 2))
+    assert pool.stats().workers == workers
+
+
+@pytest.mark.skipif("fork" not in START_METHODS, reason="no fork start method here")
+def test_under_fork_every_worker_starts_with_the_first_job(make_pool: MakePool) -> None:
+    pool = make_pool("process-fork", workers=3)
+    assert pool.submit(abs, -1).result(WAIT) == 1
+    assert pool.stats().workers == 3
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_fresh_worker_starts_clean(make_pool: MakePool, backend: str) -> None:
+    """What a job changes in its worker (a module of the test, a module the fork server
+    preloads) is not seen by the worker that replaces it."""
+    pool = make_pool(backend, workers=1, max_jobs_per_worker=1)
+    first = pool.submit(jobs.mark_module, "cloudpickle", "changed")
+    first.result(WAIT)
+    pool.submit(jobs.set_state, "changed").result(WAIT)
+    assert pool.submit(jobs.module_mark, "cloudpickle").result(WAIT) is None
+    assert pool.submit(jobs.get_state).result(WAIT) is None
+    assert pool.stats().worker_restarts >= 3
+
+
+PRELOAD_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import jobs
+from jobpool import Pool
+
+if __name__ == "__main__":
+    with Pool(2, backend="process", start_method="forkserver") as pool:
+        # A job sent by reference: nothing in it needs cloudpickle, so only the fork server
+        # can have imported it.
+        loaded = pool.submit(jobs.modules_loaded, ["jobpool._process._in_worker", "cloudpickle"])
+        print(loaded.result(60))
+"""
+
+
+@pytest.mark.skipif("forkserver" not in START_METHODS, reason="no fork server here")
+def test_the_fork_server_preloads_what_a_worker_needs(tmp_path: Path) -> None:
+    script = tmp_path / "preload.py"  # a fresh interpreter: its own, new fork server
+    script.write_text(textwrap.dedent(PRELOAD_SCRIPT.format(tests=str(TESTS))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[True, True]", done.stderr
