@@ -73,7 +73,16 @@ def check_callable(where: str, fn: object) -> None:
 class MapPlan:
     """What a ``map``/``amap`` call settles once, before its first chunk."""
 
-    __slots__ = ("chunksize", "fn", "function", "job_timeout", "reporter", "timeout", "window")
+    __slots__ = (
+        "chunksize",
+        "fn",
+        "function",
+        "job_timeout",
+        "memory_limit",
+        "reporter",
+        "timeout",
+        "window",
+    )
 
     def __init__(
         self,
@@ -84,8 +93,10 @@ class MapPlan:
         window: int,
         timeout: Optional[float],
         reporter: Optional[Reporter],
+        memory_limit: Optional[int] = None,
     ) -> None:
         self.fn = fn
+        self.memory_limit = memory_limit  # per chunk: a chunk runs in one worker
         self.function = function  # serialized once for every chunk (process and Dask backends)
         self.job_timeout = job_timeout
         self.chunksize = chunksize
@@ -94,7 +105,7 @@ class MapPlan:
         self.reporter = reporter
 
     def chunk_job(self, chunk: list[Any], star: bool) -> Job:
-        job = Job(Chunk(self.fn, chunk, star), self.job_timeout)
+        job = Job(Chunk(self.fn, chunk, star), self.job_timeout, self.memory_limit)
         if self.function[0] is not None:  # serialized once for every chunk
             job.serialized = Serialized(*self.function)
         return job
@@ -242,6 +253,7 @@ class Intake:
         chunksize: Optional[int],
         buffersize: Optional[int],
         job_timeout: Optional[float],
+        memory_limit: Optional[int] = None,
         progress: ProgressArg,
         on_result: Optional[Callable[[Any], object]],
         on_error: Optional[ErrorCallback],
@@ -264,6 +276,7 @@ class Intake:
             buffersize or 2 * self.workers,
             None if timeout is None else float(timeout),
             make_reporter(progress, on_result, on_error, sized_total(iterables), fn),
+            memory_limit,
         )
 
     def map(

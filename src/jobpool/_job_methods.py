@@ -2,7 +2,8 @@
 
 A class that mixes in :class:`JobMethods` provides ``_intake`` (the pool's
 :class:`~jobpool._intake.Intake`) and ``_job_timeout`` (the time limit its jobs get: the pool's
-``job_timeout``, or a view's ``timeout``).
+``job_timeout``, or a view's ``timeout``) and ``_job_memory_limit`` (the pool's
+``job_memory_limit``, or a view's).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ R = TypeVar("R")
 class JobMethods:
     _intake: Intake
     _job_timeout: Optional[float]
+    _job_memory_limit: Optional[int]
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule ``fn(*args, **kwargs)`` and return its Future.
@@ -41,12 +43,14 @@ class JobMethods:
             InitializerError: the pool is broken (its workers could not start).
         """
         check_callable("submit()", fn)
-        return self._intake.enqueue(Job(Call(fn, args, kwargs), self._job_timeout), block=True)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._job_memory_limit)
+        return self._intake.enqueue(job, block=True)
 
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for a slot."""
         check_callable("submit_nowait()", fn)
-        return self._intake.enqueue(Job(Call(fn, args, kwargs), self._job_timeout), block=False)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._job_memory_limit)
+        return self._intake.enqueue(job, block=False)
 
     def map(
         self,
@@ -82,8 +86,8 @@ class JobMethods:
         """
         plan = self._intake.plan_map(
             "map", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
-            job_timeout=self._job_timeout, progress=progress, on_result=on_result,
-            on_error=on_error,
+            job_timeout=self._job_timeout, memory_limit=self._job_memory_limit,
+            progress=progress, on_result=on_result, on_error=on_error,
         )  # fmt: skip
         return self._intake.map(plan, iterables, False, ordered)
 
@@ -103,8 +107,9 @@ class JobMethods:
         """Like :meth:`map`, but each item is a tuple of arguments: ``fn(*item)``."""
         plan = self._intake.plan_map(
             "starmap", fn, (iterable,), timeout=timeout, chunksize=chunksize,
-            buffersize=buffersize, job_timeout=self._job_timeout, progress=progress,
-            on_result=on_result, on_error=on_error,
+            buffersize=buffersize, job_timeout=self._job_timeout,
+            memory_limit=self._job_memory_limit, progress=progress, on_result=on_result,
+            on_error=on_error,
         )  # fmt: skip
         return self._intake.map(plan, (iterable,), True, ordered)
 
@@ -117,7 +122,8 @@ class JobMethods:
         check_callable("run()", fn)
         from ._async import run_job
 
-        result: R = await run_job(self._intake, Job(Call(fn, args, kwargs), self._job_timeout))
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._job_memory_limit)
+        result: R = await run_job(self._intake, job)
         return result
 
     def amap(
@@ -141,7 +147,7 @@ class JobMethods:
 
         plan = self._intake.plan_map(
             "amap", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
-            job_timeout=self._job_timeout, progress=progress, on_result=on_result,
-            on_error=on_error,
+            job_timeout=self._job_timeout, memory_limit=self._job_memory_limit,
+            progress=progress, on_result=on_result, on_error=on_error,
         )  # fmt: skip
         return amap(self._intake, plan, iterables, ordered)

@@ -30,3 +30,8 @@ class PoolStats:
     worker_restarts: int
     #: Workers serving the queue now; a worker being stopped or replaced no longer counts.
     workers: int
+    #: The part of ``failed`` stopped for going over ``job_memory_limit`` (process backend).
+    over_memory_limit: int = 0
+    #: Workers replaced after a job because their own memory was over ``max_worker_memory``
+    #: (also counted in ``worker_restarts``).
+    recycled_for_memory: int = 0

@@ -88,6 +88,7 @@ class Messages:
             return self._reply(handle, message)
         if tag == GIVE_BACK:
             self._line.give_back(handle.recall_answered(message[1]))
+            self._workers.recycle_if_due(handle)  # it may have been waiting to be idle
         elif tag == LOG:
             record = _log_record(handle, message[1])
             if record is None:

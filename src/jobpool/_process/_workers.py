@@ -23,6 +23,7 @@ from .._errors import (
     InitializerError,
     JobKilledError,
     JobTimeoutError,
+    MemoryLimitError,
     WorkerCrashedError,
     describe_exit,
 )
@@ -51,7 +52,8 @@ TERMINATED = "the pool was terminated"
 _log = logging.getLogger("jobpool")
 
 # What the dispatcher's sleep reports: (what happened, to which worker), or None for a wake-up.
-PIPE, EXIT, OUTPUT = "pipe", "exit", "output"
+# MEMORY: the worker's memory cgroup ran out (its job went over its job_memory_limit).
+PIPE, EXIT, OUTPUT, MEMORY = "pipe", "exit", "output", "memory"
 Event = Optional[tuple[str, WorkerHandle]]
 
 
@@ -67,8 +69,10 @@ class Workers:
         on_broken: Callable[[BaseException], None],
         watch: FdWatch[Event],
         large: Optional[LargeData] = None,
+        max_worker_memory: Optional[int] = None,
     ) -> None:
         self._context = context
+        self.max_memory = max_worker_memory  # replace a worker bigger than this after a job
         self._large = large  # large buffers through shared memory, or None (_large_data)
         self._setup = setup
         self.size = size
@@ -190,6 +194,7 @@ class Workers:
         self._watch.add(handle.fd, (PIPE, handle))
         self._watch.add(handle.exit_fd, (EXIT, handle))
         self._watch.add(handle.startup_output.fd, (OUTPUT, handle))
+        handle.watch_memory(lambda fd: self._watch.add(fd, (MEMORY, handle)))
 
     def _start_later(self, exc: Exception) -> None:
         """A worker could not start for want of descriptors, processes or memory (or the
@@ -268,6 +273,9 @@ class Workers:
         put the ones waiting behind it first in line, and replace it if needed."""
         self._watch.remove(handle.fd)
         self._watch.remove(handle.exit_fd)
+        memory_fd = handle.memory_fd
+        if memory_fd is not None:
+            self._watch.remove(memory_fd)
         if not handle.startup_output.closed:
             handle.startup_output.drain()
             self._watch.remove(handle.startup_output.fd)
@@ -283,14 +291,16 @@ class Workers:
         if handle.exited_from is not WorkerState.RETIRING:  # not a planned exit (recycled)
             self._replace()
         if job is not None:  # failed last: by then its replacement has started
-            error = handle.failure or self._crash(handle, exitcode)
+            error = handle.failure or handle.limit_error or self._crash(handle, exitcode)
             self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
+            if isinstance(error, MemoryLimitError):
+                self._outcomes.count("over_memory_limit")
 
     @staticmethod
     def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
         """The error for the job of a worker that died, or that we killed for what it sent."""
         if handle.protocol_breach is None:
-            return WorkerCrashedError(handle.pid, exitcode)
+            return WorkerCrashedError(handle.pid, exitcode, handle.oom_note or "")
         return WorkerCrashedError(
             handle.pid,
             exitcode,
@@ -330,12 +340,20 @@ class Workers:
     # --- recycling, stopping, breaking ------------------------------------------------------------
 
     def recycle_if_due(self, handle: WorkerHandle) -> None:
-        """After a reply: replace a worker that has run ``max_jobs_per_worker`` jobs."""
+        """After a reply (or a give-back): replace a worker that has run
+        ``max_jobs_per_worker`` jobs, or whose own memory is over ``max_worker_memory``."""
         if self.max_jobs is not None and due_for_recycling(
             handle.state, handle.jobs_done, self.max_jobs
         ):
             handle.stop()
             self._replace()  # counted as a restart only when replaced, as for a crash
+        elif self.max_memory is not None and handle.check_size(self.max_memory):
+            if handle.state is WorkerState.IDLE:
+                handle.stop()
+                self._outcomes.count("recycled_for_memory")
+                self._replace()
+            elif handle.ahead and handle.state is WorkerState.BUSY:
+                handle.recall()  # the jobs waiting behind it run elsewhere; it stops when idle
 
     def stop_when_drained(self) -> None:
         """Closing and nothing waits: tell every idle (or still starting) worker to exit."""
@@ -380,7 +398,7 @@ class Workers:
         """Until the nearest job deadline, recall (_send_ahead) or start to try again, or None."""
         nearest = self.retry_at
         for handle in self.handles:
-            for deadline in (handle.deadline, handle.recall_at):
+            for deadline in (handle.deadline, handle.recall_at, handle.memory_due_at):
                 if deadline is not None and (nearest is None or deadline < nearest):
                     nearest = deadline
         if nearest is None:
@@ -397,6 +415,14 @@ class Workers:
             if handle.past_deadline(now):
                 assert handle.job is not None and handle.job.timeout is not None
                 handle.kill(JobTimeoutError(handle.job.timeout))  # no deadline from now on
+            memory_due_at = handle.memory_due_at
+            if memory_due_at is not None and memory_due_at <= now:
+                handle.sample_memory(now)  # kills it if its job is over its memory limit
+
+    def out_of_memory(self, handle: WorkerHandle) -> None:
+        """``handle``'s memory cgroup ran out: its job went over its limit (killed with it)."""
+        if not handle.exited:
+            handle.out_of_memory()
 
     def kill_job(self, future: Future[Any]) -> bool:
         """Pool.kill(): stop ``future``'s job wherever it is, running or waiting behind one."""
