@@ -15,7 +15,7 @@ None and the worker's memory is sampled instead (``_memory``).
 
 Every cgroup made here is removed: when its worker is gone (what its job left running is killed
 if the worker was killed, moved up to the caller's cgroup if it ended normally); by the worker
-itself when it exits because its parent died (:func:`leave_own`); and, for a caller that was
+itself when it exits because its parent died (``_tree.leave_jobpool_cgroup``); and, for a caller that was
 SIGKILLed, by the next pool that makes one, which removes the empty ``jobpool-<pid>-*`` groups of
 callers that are gone (:meth:`Controller.sweep`).
 """
@@ -354,24 +354,3 @@ def _find_controller() -> Optional[Controller]:
     if not os.access(directory, os.W_OK):
         return None
     return Controller(version, directory)
-
-
-def forget_after_fork() -> None:
-    """A forked child makes its own (its pid names them)."""
-    global _controller, _looked
-    _controller, _looked = None, False
-
-
-def leave_own() -> None:
-    """In a worker that exits: leave its own jobpool cgroup for the one above and remove it,
-    so a worker whose parent died leaves no group behind (best effort: something its job left
-    running may still be in it)."""
-    found = own_cgroup_dir()
-    if found is None or not os.path.basename(found[1]).startswith(PREFIX):
-        return
-    directory = found[1]
-    try:
-        _write(os.path.join(os.path.dirname(directory), "cgroup.procs"), str(os.getpid()))
-        os.rmdir(directory)
-    except OSError:
-        pass

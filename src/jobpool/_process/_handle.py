@@ -89,7 +89,7 @@ class WorkerHandle:
         self.replied_after_kill = False  # so it started the next job sent ahead
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
         # Its memory: the running job's limit, its own size, the OOM killer (see _memory).
-        self.memory = WorkerMemory(self.pid or 0)
+        self.memory = WorkerMemory(self.pid or 0, context.get_start_method() == "fork")
         # Told of the descriptor that says "out of memory" once it has one (see watch_memory).
         self._watch_memory: Optional[Callable[[int], None]] = None
         self.memory_limit: Optional[int] = None  # the running job's job_memory_limit
@@ -339,7 +339,7 @@ class WorkerHandle:
         """After a job: whether the worker is over ``most`` bytes of its own (max_worker_memory);
         if so it takes no job any more, and is to be stopped once it holds none."""
         if not self.too_big:
-            size = self.memory.own_bytes()
+            size = self.memory.grown_bytes()
             self.too_big = size is not None and size > most
         return self.too_big
 

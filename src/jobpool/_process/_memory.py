@@ -14,7 +14,9 @@ questions:
 - **Is the worker itself too big to take another job (``max_worker_memory``)?** Its private
   resident memory, read from ``/proc/<pid>/statm`` (resident minus shared: the pages of
   jobpool's shared-memory segments it maps, and of files and libraries, are shared and do not
-  count), with one ``pread`` on a descriptor kept open (about 1 us).
+  count), with one ``pread`` on a descriptor kept open (about 1 us). A worker started by
+  ``fork`` holds the caller's pages as its own until one side writes them, so what it held when
+  it was forked is not counted (``WorkerMemory.inherited``): that is the caller's memory.
 - **Did the kernel's out-of-memory killer kill it?** The ``oom_kill`` counters of its cgroup and
   of the machine, compared with what they were when the worker started.
 """
@@ -60,9 +62,12 @@ def _process_private(pid: int) -> int:
 class WorkerMemory:
     """One worker's memory, as the parent watches it (see the module docstring)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, forked: bool = False) -> None:
         self.pid = pid
         self._statm: Optional[int] = None
+        # Forked: the caller's memory it holds from the fork (its page tables are copied by the
+        # time fork returns here), not counted against max_worker_memory.
+        self.inherited = (self.own_bytes() or 0) if forked else 0
         self.cgroup: Optional[_cgroups.WorkerCgroup] = None
         self._tried_cgroup = False
         self.limit: Optional[int] = None  # the running job's limit
@@ -79,6 +84,11 @@ class WorkerMemory:
         self._start_system_kills = _cgroups.system_oom_kills()
 
     # --- max_worker_memory --------------------------------------------------------------------
+
+    def grown_bytes(self) -> Optional[int]:
+        """The worker's own memory: its private resident memory, less what it inherited."""
+        size = self.own_bytes()
+        return None if size is None else size - self.inherited
 
     def own_bytes(self) -> Optional[int]:
         """The worker's private resident memory (see :func:`private_bytes`)."""

@@ -256,6 +256,40 @@ def _kill_and_wait(targets: list[_Target], deadline: float) -> None:
             target.close()
 
 
+def leave_jobpool_cgroup(tries: int = 1) -> None:
+    """If this process is in a worker's memory cgroup (``jobpool-...``, see ``_cgroups``): move
+    up to the group above and remove it, so that a worker whose parent died leaves none behind.
+    It stays if something else still runs in it (a process killed a moment ago may take a few
+    milliseconds to leave: ``tries`` removals, 10 ms apart)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            directory = "/sys/fs/cgroup/memory" + path
+        elif controllers == "":
+            directory = "/sys/fs/cgroup" + path
+        else:
+            continue
+        if not os.path.basename(directory).startswith("jobpool-"):
+            continue
+        try:
+            with open(os.path.join(os.path.dirname(directory), "cgroup.procs"), "w") as up:
+                up.write(str(os.getpid()))
+        except OSError:
+            continue
+        for attempt in range(tries):
+            try:
+                os.rmdir(directory)
+                break
+            except OSError:
+                if attempt + 1 < tries:
+                    time.sleep(0.01)
+
+
 def _main(argv: list[str]) -> None:
     """Run by a worker whose parent died, in a fresh interpreter outside the worker's group."""
     root = int(argv[1])
@@ -270,6 +304,7 @@ def _main(argv: list[str]) -> None:
     finally:
         if fd is not None:
             os.close(fd)
+        leave_jobpool_cgroup(tries=100)  # the worker's, once what it held has left it
 
 
 if __name__ == "__main__":

@@ -256,6 +256,16 @@ class Workers:
             self._outcomes.count("worker_restarts")
             self._start()
 
+    def _replace_soon(self) -> None:
+        """``_replace``, by the loop at its next turn (see ``retry_starts``)."""
+        if self.terminating or self.broken is not None:
+            return
+        if not self.closing or self._line.waiting():
+            self._outcomes.count("worker_restarts")
+            self.missing += 1
+            if self.retry_at is None:
+                self.retry_at = time.monotonic()
+
     def on_output(self, handle: WorkerHandle) -> None:
         """A starting worker wrote to stderr (or, at end of file, is done starting)."""
         output = handle.startup_output
@@ -339,21 +349,33 @@ class Workers:
 
     # --- recycling, stopping, breaking ------------------------------------------------------------
 
-    def recycle_if_due(self, handle: WorkerHandle) -> None:
-        """After a reply (or a give-back): replace a worker that has run
-        ``max_jobs_per_worker`` jobs, or whose own memory is over ``max_worker_memory``."""
+    def recycle_if_due(self, handle: WorkerHandle, in_loop: bool = True) -> bool:
+        """After a reply (or a give-back, or a caller gave its pipe back): replace a worker that
+        has run ``max_jobs_per_worker`` jobs, or whose own memory is over ``max_worker_memory``
+        (it takes no job from then on). True if it was told to stop.
+
+        Outside the loop (``in_loop=False``: a caller thread) the replacement is started by the
+        loop at its next turn: starting processes is the dispatcher's job.
+        """
         if self.max_jobs is not None and due_for_recycling(
             handle.state, handle.jobs_done, self.max_jobs
         ):
             handle.stop()
             self._replace()  # counted as a restart only when replaced, as for a crash
-        elif self.max_memory is not None and handle.check_size(self.max_memory):
-            if handle.state is WorkerState.IDLE:
-                handle.stop()
-                self._outcomes.count("recycled_for_memory")
+            return True
+        if self.max_memory is None or not handle.check_size(self.max_memory):
+            return False
+        if handle.state is WorkerState.IDLE:
+            handle.stop()
+            self._outcomes.count("recycled_for_memory")
+            if in_loop:
                 self._replace()
-            elif handle.ahead and handle.state is WorkerState.BUSY:
-                handle.recall()  # the jobs waiting behind it run elsewhere; it stops when idle
+            else:
+                self._replace_soon()
+            return True
+        if handle.ahead and handle.state is WorkerState.BUSY:
+            handle.recall()  # the jobs waiting behind it run elsewhere; it stops when idle
+        return False
 
     def stop_when_drained(self) -> None:
         """Closing and nothing waits: tell every idle (or still starting) worker to exit."""

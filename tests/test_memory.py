@@ -1,0 +1,348 @@
+"""Memory on the process backend: a job over its job_memory_limit fails alone, a worker over
+max_worker_memory is replaced after its job, and a worker the kernel's OOM killer took is named.
+
+Each limit test runs under both enforcements where this machine has them: a memory cgroup per
+worker (``cgroup``) and sampling by the dispatcher (``sampled``, the fallback, forced here by
+having no controller). The module checks after every test that no cgroup it made is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import jobs
+import memory_jobs
+from conftest import PROCESS, PROCESS_BACKENDS, WAIT, MakePool, wait_until
+from jobpool import MemoryLimitError, Pool, WorkerCrashedError
+from jobpool._memory_size import MIN_MEMORY, parse_memory
+from jobpool._process import _cgroups
+
+MB = 1 << 20
+LIMIT = 160 * MB
+
+CONTROLLER = _cgroups.controller()
+NO_CGROUP = "no memory cgroup can be made here (needs a writable memory controller, v1 or v2)"
+
+
+def _ours() -> list[str]:
+    """The cgroups this process made that still exist."""
+    if CONTROLLER is None:
+        return []
+    prefix = f"{_cgroups.PREFIX}{os.getpid()}-"
+    return [name for name in os.listdir(CONTROLLER.parent) if name.startswith(prefix)]
+
+
+@pytest.fixture(autouse=True)
+def no_cgroup_left() -> Iterator[None]:
+    """Every cgroup a test made is removed once its pool is shut down."""
+    yield
+    wait_until(lambda: not _ours(), f"the cgroups {_ours()} to be removed")
+
+
+@pytest.fixture(params=["cgroup", "sampled"])
+def enforcement(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "cgroup":
+        if CONTROLLER is None:
+            pytest.skip(NO_CGROUP)
+    else:
+        monkeypatch.setattr(_cgroups, "controller", lambda: None)
+    return str(request.param)
+
+
+# --- job_memory_limit ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_job_over_its_limit_fails_alone(
+    make_pool: MakePool, backend: str, enforcement: str, gate: jobs.StartGate
+) -> None:
+    pool = make_pool(backend, 2, job_memory_limit=LIMIT)
+    held = pool.submit(jobs.gate_job, gate.address, "held", "kept")
+    gate.wait_for("held")
+    greedy = pool.submit(memory_jobs.grow, 4 * LIMIT // MB)
+    with pytest.raises(MemoryLimitError) as caught:
+        greedy.result(WAIT)
+    error = caught.value
+    assert error.limit == LIMIT and isinstance(error, MemoryError)
+    assert "160.0 MiB" in str(error) and error.how in str(error)
+    assert error.reached is not None and error.reached >= LIMIT * 0.9
+    assert ("sampled" in error.how) == (enforcement == "sampled")
+    # The job that ran beside it was not touched, and the pool takes the next job.
+    gate.release("held")
+    assert held.result(WAIT) == "kept"
+    assert pool.submit(memory_jobs.grow, 40).result(WAIT) == 40
+    stats = pool.stats()
+    assert stats.over_memory_limit == 1 and stats.failed == 1 and stats.worker_restarts == 1
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_a_fast_job_is_stopped_before_a_quarter_over(
+    make_pool: MakePool, backend: str, enforcement: str, tmp_path: Path
+) -> None:
+    """At ~500 MB/s, the job itself says how far it got: under 1.25 times its limit."""
+    progress = str(tmp_path / "progress")
+    pool = make_pool(backend, 1, job_memory_limit=LIMIT)
+    future = pool.submit(memory_jobs.grow, 1000, 4, 500.0, progress)
+    with pytest.raises(MemoryLimitError):
+        future.result(WAIT)
+    allocated = int(Path(progress).read_text())
+    assert 0.5 * LIMIT < allocated < 1.25 * LIMIT
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_child_the_job_forked_counts_and_is_stopped(
+    make_pool: MakePool, backend: str, enforcement: str, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "child"
+    pool = make_pool(backend, 1, job_memory_limit=LIMIT)
+    with pytest.raises(MemoryLimitError):
+        pool.submit(memory_jobs.grow_in_child, 4 * LIMIT // MB, str(pid_file)).result(WAIT)
+    child = int(pid_file.read_text())
+    wait_until(lambda: not _exists(child), f"the job's child {child} to be gone")
+    assert pool.submit(jobs.square, 3).result(WAIT) == 9
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_an_external_program_the_job_ran_counts_and_is_stopped(
+    make_pool: MakePool, backend: str, enforcement: str
+) -> None:
+    pool = make_pool(backend, 1, job_memory_limit=LIMIT)
+    with pytest.raises(MemoryLimitError):
+        pool.submit(memory_jobs.grow_in_program, 4 * LIMIT // MB).result(WAIT)
+    assert pool.submit(jobs.square, 4).result(WAIT) == 16
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_options_set_the_limit_per_job(
+    make_pool: MakePool, backend: str, enforcement: str
+) -> None:
+    pool = make_pool(backend, 1)
+    limited = pool.options(job_memory_limit="160 MiB")
+    with pytest.raises(MemoryLimitError) as caught:
+        limited.submit(memory_jobs.grow, 400).result(WAIT)
+    assert caught.value.limit == LIMIT
+    # The same worker's next job has no limit; a map's chunks get the view's.
+    assert pool.submit(memory_jobs.grow, 400).result(WAIT) == 400
+    assert list(limited.map(memory_jobs.grow, [16, 24], timeout=WAIT)) == [16, 24]
+    with pytest.raises(MemoryLimitError):
+        list(limited.map(memory_jobs.grow, [400], timeout=WAIT))
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_a_job_that_leaves_its_cgroup_escapes_the_kernels_limit(
+    make_pool: MakePool, backend: str
+) -> None:
+    """Documented: a job that may write to the cgroup tree (root) can move its worker out of
+    its group, and the kernel then no longer holds it. Its group is still removed."""
+    if CONTROLLER is None:
+        pytest.skip(NO_CGROUP)
+    pool = make_pool(backend, 1, job_memory_limit=LIMIT)
+    assert pool.submit(memory_jobs.leave_cgroup_and_grow, 2 * LIMIT // MB).result(WAIT) == 320
+
+
+def _exists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+# --- absurd values, and backends that cannot honour them -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "words"),
+    [
+        (500, ValueError, "below the 32.0 MiB"),
+        (0, ValueError, "below"),
+        (-(1 << 30), ValueError, "below"),
+        ("500", ValueError, "give the amount with its unit"),
+        ("2 GB!", ValueError, "not an amount of memory"),
+        ("lots", ValueError, "not an amount of memory"),
+        ("1e400 GiB", ValueError, "not an amount of memory"),
+        ("999 TiB", ValueError, "more than this machine's memory"),
+        (1 << 62, ValueError, "more than this machine's memory"),
+        (2.5e9, TypeError, "not float"),
+        (True, TypeError, "not bool"),
+        ([1], TypeError, "not list"),
+    ],
+)
+def test_absurd_amounts_are_refused_naming_the_fix(
+    value: object, error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match="job_memory_limit") as caught:
+        parse_memory("job_memory_limit", value)
+    assert words in str(caught.value)
+
+
+def test_amounts_are_read_as_written() -> None:
+    assert parse_memory("x", "2 GiB") == 2 << 30
+    assert parse_memory("x", "500MB") == 500_000_000
+    assert parse_memory("x", "1.5gib") == 3 << 29
+    assert parse_memory("x", MIN_MEMORY) == MIN_MEMORY
+    assert parse_memory("x", None) is None
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_a_refused_option_loses_nothing_already_submitted(
+    make_pool: MakePool, backend: str
+) -> None:
+    pool = make_pool(backend, 1)
+    futures = [pool.submit(jobs.square, i) for i in range(5)]
+    with pytest.raises(ValueError, match="below"):
+        pool.options(job_memory_limit=100)
+    with pytest.raises(TypeError):
+        Pool(1, "process", max_worker_memory=1.5)
+    assert [f.result(WAIT) for f in futures] == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.parametrize("option", ["job_memory_limit", "max_worker_memory"])
+def test_threads_and_dask_refuse_the_options(option: str) -> None:
+    with pytest.raises(ValueError, match=f"{option}= applies only to backend='process'.*thread"):
+        Pool(2, "thread", **{option: "1 GiB"})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="memory_limit="):
+        Pool(2, "dask", **{option: "1 GiB"})  # type: ignore[arg-type]
+
+
+def test_a_thread_pool_refuses_a_limit_in_options() -> None:
+    with Pool(2, "thread") as pool:
+        with pytest.raises(ValueError, match="threads share one process"):
+            pool.options(job_memory_limit="1 GiB")
+        assert pool.options(timeout=5).submit(jobs.square, 2).result(WAIT) == 4
+
+
+# --- max_worker_memory -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_leaky_worker_is_replaced_and_memory_stays_bounded(
+    make_pool: MakePool, backend: str
+) -> None:
+    """500 jobs that each keep 20 MB: every result comes back, no worker grows past the
+    threshold by more than one job's leak, and the replacements are counted."""
+    most = 150 * MB
+    # A forked worker holds the caller's memory too; that is not counted against it.
+    inherited = memory_jobs.private_resident() if backend.endswith("-fork") else 0
+    pool = make_pool(backend, 2, max_worker_memory=most)
+    sizes = list(pool.map(memory_jobs.leak, [20] * 500, chunksize=1, timeout=WAIT * 4))
+    assert len(sizes) == 500
+    # One job's leak past it at most (and page rounding).
+    assert max(sizes) < inherited + most + 20 * MB + 8 * MB
+    stats = pool.stats()
+    assert stats.done == 500 and stats.failed == 0
+    assert stats.recycled_for_memory >= 500 * 20 * MB // (most + 20 * MB)
+    assert stats.worker_restarts >= stats.recycled_for_memory
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_shared_memory_a_worker_maps_does_not_count(make_pool: MakePool, backend: str) -> None:
+    """A 200 MB argument read in place through shared memory (and, under fork, the caller's
+    memory the worker inherited) leaves a worker under a 100 MiB max_worker_memory."""
+    np = pytest.importorskip("numpy")
+    array = np.ones(200 * MB // 8)  # through shared memory: above shared_memory_threshold
+    pool = make_pool(backend, 1, max_worker_memory="100 MiB")
+    for _ in range(3):
+        assert pool.submit(memory_jobs.read_array, array).result(WAIT) == 200 * MB // 8
+    assert pool.stats().recycled_for_memory == 0
+    assert pool.submit(memory_jobs.leak, 120).result(WAIT) > 100 * MB  # but its own memory does
+    assert pool.stats().recycled_for_memory == 1
+
+
+# --- deaths by the kernel's out-of-memory killer ---------------------------------------------------
+
+_OOM_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    with open({procs!r}, "w") as f:
+        f.write("0")  # this process, and so its workers, into the small group
+    import jobpool, memory_jobs
+    with jobpool.Pool(1, "process") as pool:
+        try:
+            pool.submit(memory_jobs.grow, 600).result(60)
+        except jobpool.WorkerCrashedError as e:
+            print("CRASHED", e.signal, e)
+        print("NEXT", pool.submit(memory_jobs.grow, 16).result(60))
+    """
+)
+
+
+def test_a_worker_the_oom_killer_took_is_named(tmp_path: Path) -> None:
+    if CONTROLLER is None or CONTROLLER.version != 1:
+        pytest.skip(NO_CGROUP + " (this test makes a v1 group)")
+    group = Path(CONTROLLER.parent) / f"jobpool-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(300 * MB))
+        script = _OOM_SCRIPT.format(
+            tests=str(Path(__file__).parent), procs=str(group / "cgroup.procs")
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=WAIT, env=env
+        )
+        assert "CRASHED SIGKILL" in done.stdout, done.stdout + done.stderr
+        assert "out-of-memory killer" in done.stdout and "oom_kill counter" in done.stdout
+        assert "NEXT 16" in done.stdout
+    finally:
+        wait_until(lambda: not (group / "cgroup.procs").read_text().strip(), "the group to empty")
+        group.rmdir()
+
+
+def test_a_crash_without_the_oom_killer_says_nothing_of_it(make_pool: MakePool) -> None:
+    pool = make_pool("process-forkserver", 1)
+    with pytest.raises(WorkerCrashedError) as caught:
+        pool.submit(jobs.kill_self).result(WAIT)
+    assert "out-of-memory" not in str(caught.value)
+
+
+# --- cleanup when the caller is killed ---------------------------------------------------------------
+
+_KILLED_CALLER = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    import jobpool, jobs
+    pool = jobpool.Pool(2, "process", job_memory_limit="200 MiB")
+    futures = [pool.submit(jobs.sleep_for, 60) for _ in range(2)]
+    print(os.getpid(), flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_a_killed_caller_leaves_no_cgroup() -> None:
+    """Its workers see it die, leave their groups and remove them."""
+    if CONTROLLER is None:
+        pytest.skip(NO_CGROUP)
+    script = _KILLED_CALLER.format(tests=str(Path(__file__).parent))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    caller = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    try:
+        assert caller.stdout is not None
+        pid = int(caller.stdout.readline())
+        prefix = f"{_cgroups.PREFIX}{pid}-"
+
+        def theirs() -> list[str]:
+            assert CONTROLLER is not None
+            return [n for n in os.listdir(CONTROLLER.parent) if n.startswith(prefix)]
+
+        wait_until(lambda: len(theirs()) == 2, "both workers to be in their groups")
+        caller.send_signal(signal.SIGKILL)
+        caller.wait(WAIT)
+        wait_until(lambda: not theirs(), "the killed caller's groups to be removed")
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait(WAIT)
