@@ -121,9 +121,7 @@ def test_an_external_program_the_job_ran_counts_and_is_stopped(
 
 
 @pytest.mark.parametrize("backend", PROCESS)
-def test_options_set_the_limit_per_job(
-    make_pool: MakePool, backend: str, enforcement: str
-) -> None:
+def test_options_set_the_limit_per_job(make_pool: MakePool, backend: str, enforcement: str) -> None:
     pool = make_pool(backend, 1)
     limited = pool.options(job_memory_limit="160 MiB")
     with pytest.raises(MemoryLimitError) as caught:
@@ -156,7 +154,7 @@ def _exists(pid: int) -> bool:
         return False
 
 
-# --- absurd values, and backends that cannot honour them -------------------------------------------
+# --- absurd values, and backends that cannot honour them -----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -220,7 +218,7 @@ def test_a_thread_pool_refuses_a_limit_in_options() -> None:
         assert pool.options(timeout=5).submit(jobs.square, 2).result(WAIT) == 4
 
 
-# --- max_worker_memory -----------------------------------------------------------------------------
+# --- max_worker_memory ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
@@ -257,7 +255,7 @@ def test_shared_memory_a_worker_maps_does_not_count(make_pool: MakePool, backend
     assert pool.stats().recycled_for_memory == 1
 
 
-# --- deaths by the kernel's out-of-memory killer ---------------------------------------------------
+# --- deaths by the kernel's out-of-memory killer -------------------------------------------------
 
 _OOM_SCRIPT = textwrap.dedent(
     """
@@ -305,7 +303,7 @@ def test_a_crash_without_the_oom_killer_says_nothing_of_it(make_pool: MakePool) 
     assert "out-of-memory" not in str(caught.value)
 
 
-# --- cleanup when the caller is killed ---------------------------------------------------------------
+# --- cleanup when the caller is killed -----------------------------------------------------------
 
 _KILLED_CALLER = textwrap.dedent(
     """

@@ -15,9 +15,9 @@ None and the worker's memory is sampled instead (``_memory``).
 
 Every cgroup made here is removed: when its worker is gone (what its job left running is killed
 if the worker was killed, moved up to the caller's cgroup if it ended normally); by the worker
-itself when it exits because its parent died (``_tree.leave_jobpool_cgroup``); and, for a caller that was
-SIGKILLed, by the next pool that makes one, which removes the empty ``jobpool-<pid>-*`` groups of
-callers that are gone (:meth:`Controller.sweep`).
+itself when it exits because its parent died (``_tree.leave_jobpool_cgroup``); and, for a
+caller that was SIGKILLed before its workers could, by the next pool that makes one, which
+removes the empty ``jobpool-<pid>-*`` groups of callers that are gone (:meth:`Controller.sweep`).
 """
 
 from __future__ import annotations
