@@ -344,3 +344,54 @@ def test_a_killed_caller_leaves_no_cgroup() -> None:
         if caller.poll() is None:
             caller.kill()
             caller.wait(WAIT)
+
+
+def test_the_next_pool_removes_the_empty_cgroups_of_a_caller_that_is_gone(
+    make_pool: MakePool,
+) -> None:
+    """A caller SIGKILLed before its workers could leave their groups (a worker killed with
+    it): the next process to make a group removes them, leaving those of the living alone."""
+    if CONTROLLER is None:
+        pytest.skip(NO_CGROUP)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = Path(CONTROLLER.parent) / f"{_cgroups.PREFIX}{int(gone.stdout)}-0"
+    living = Path(CONTROLLER.parent) / f"{_cgroups.PREFIX}1-0"  # pid 1 lives
+    stale.mkdir()
+    living.mkdir()
+    try:
+        fresh = _cgroups.Controller(CONTROLLER.version, CONTROLLER.parent)
+        with subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE) as proc:
+            group = fresh.make(proc.pid)
+            assert group is not None
+            assert not stale.exists() and living.exists()
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(WAIT)
+            group.remove(kill_left=False)
+    finally:
+        for path in (stale, living):
+            if path.exists():
+                path.rmdir()
+
+
+def test_a_v2_group_is_driven_through_its_own_files(tmp_path: Path) -> None:
+    """cgroup v2 cannot be made on every test machine (this one may mount it without the memory
+    controller), so its files are checked on a directory laid out as the kernel lays one out."""
+    for name, text in {
+        "cgroup.procs": "",
+        "memory.oom.group": "0",
+        "memory.max": "max",
+        "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        "memory.peak": str(170 * MB),
+    }.items():
+        (tmp_path / name).write_text(text)
+    group = _cgroups.WorkerCgroup(2, str(tmp_path))
+    group.prepare(4242)
+    assert group.notify_fd is None  # v2: oom.group kills the whole group; its exit tells
+    assert (tmp_path / "memory.oom.group").read_text() == "1"
+    assert (tmp_path / "cgroup.procs").read_text() == "4242"
+    assert group.set_limit(LIMIT) and (tmp_path / "memory.max").read_text() == str(LIMIT)
+    assert group.set_limit(None) and (tmp_path / "memory.max").read_text() == "max"
+    assert group.oom_kills() == 1 and group.peak() == 170 * MB
+    assert "memory.events" in group.how() and "oom_kill counter at 1" in group.how()
