@@ -46,7 +46,7 @@ def _read(path: str) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # as the shell's echo >
     try:
         os.write(fd, text.encode())
     finally:
