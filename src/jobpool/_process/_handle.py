@@ -339,8 +339,7 @@ class WorkerHandle:
         """After a job: whether the worker is over ``most`` bytes of its own (max_worker_memory);
         if so it takes no job any more, and is to be stopped once it holds none."""
         if not self.too_big:
-            size = self.memory.grown_bytes()
-            self.too_big = size is not None and size > most
+            self.too_big = self.memory.over(most, time.monotonic())
         return self.too_big
 
     def recall(self) -> None:

@@ -23,6 +23,7 @@ questions:
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
@@ -34,6 +35,11 @@ from ._tree import descendants
 SAMPLE_SECONDS = 0.01
 #: How often the programs below a sampled worker are looked for again (a scan of /proc).
 RESCAN_SECONDS = 0.1
+#: Faster than a process can grow its resident memory: each new page is zeroed (or filled)
+#: first, at most at the machine's memory bandwidth (tens of GB/s). ``max_worker_memory`` is
+#: read after a job only once the time since the last reading, at this rate, could have taken
+#: the worker past it.
+MAX_GROWTH = 50e9
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -68,6 +74,8 @@ class WorkerMemory:
         # Forked: the caller's memory it holds from the fork (its page tables are copied by the
         # time fork returns here), not counted against max_worker_memory.
         self.inherited = (self.own_bytes() or 0) if forked else 0
+        self._size = 0  # its own memory when last read (max_worker_memory), and when
+        self._sized_at = -math.inf
         self.cgroup: Optional[_cgroups.WorkerCgroup] = None
         self._tried_cgroup = False
         self.limit: Optional[int] = None  # the running job's limit
@@ -89,6 +97,18 @@ class WorkerMemory:
         """The worker's own memory: its private resident memory, less what it inherited."""
         size = self.own_bytes()
         return None if size is None else size - self.inherited
+
+    def over(self, most: int, now: float) -> bool:
+        """Whether its own memory is over ``most`` bytes. Read only when it could be: not
+        while the time since the last reading, at :data:`MAX_GROWTH` bytes a second, could not
+        have brought it from what it was to ``most`` (tiny jobs then cost no reading)."""
+        if (now - self._sized_at) * MAX_GROWTH < most - self._size:
+            return False
+        size = self.grown_bytes()
+        if size is None:
+            return False
+        self._size, self._sized_at = size, now
+        return size > most
 
     def own_bytes(self) -> Optional[int]:
         """The worker's private resident memory (see :func:`private_bytes`)."""
