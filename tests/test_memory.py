@@ -395,3 +395,45 @@ def test_a_v2_group_is_driven_through_its_own_files(tmp_path: Path) -> None:
     assert group.set_limit(None) and (tmp_path / "memory.max").read_text() == "max"
     assert group.oom_kills() == 1 and group.peak() == 170 * MB
     assert "memory.events" in group.how() and "oom_kill counter at 1" in group.how()
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_the_groups_go_where_jobpool_memory_cgroup_says(
+    make_pool: MakePool, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The strict form where the caller's own group cannot have groups below it (v2): a group
+    set up for them, named by JOBPOOL_MEMORY_CGROUP."""
+    if CONTROLLER is None:
+        pytest.skip(NO_CGROUP)
+    home = Path(CONTROLLER.parent) / f"chosen-{os.getpid()}"
+    home.mkdir()
+    try:
+        monkeypatch.setenv("JOBPOOL_MEMORY_CGROUP", str(home))
+        monkeypatch.setattr(_cgroups, "_looked", False)
+        monkeypatch.setattr(_cgroups, "_controller", None)
+        pool = make_pool(backend, 1, job_memory_limit=LIMIT)
+        inside = pool.submit(memory_jobs.cgroup_of_self).result(WAIT)
+        assert Path("/sys/fs/cgroup/memory" + inside).parent == home
+        with pytest.raises(MemoryLimitError):
+            pool.submit(memory_jobs.grow, 400).result(WAIT)
+        pool.shutdown()
+        wait_until(lambda: not _subgroups(home), "its groups to be removed")
+    finally:
+        home.rmdir()
+
+
+def _subgroups(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.is_dir()]
+
+
+def test_without_proc_the_options_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobpool import _memory_size
+
+    real = os.path.exists
+    monkeypatch.setattr(
+        _memory_size.os.path, "exists", lambda p: False if p == "/proc/self/statm" else real(p)
+    )
+    with pytest.raises(ValueError, match="max_worker_memory= needs Linux"):
+        Pool(1, "process", max_worker_memory="1 GiB")
+    with Pool(1, "process") as pool, pytest.raises(ValueError, match="needs Linux"):
+        pool.options(job_memory_limit="1 GiB")

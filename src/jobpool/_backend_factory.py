@@ -24,9 +24,14 @@ def _thread(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
 
 
 def _process(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
+    from ._memory_size import check_platform
     from ._process._backend import ProcessBackend
     from ._process._context import get_context
     from ._process._large_data import large_data
+
+    for option in ("job_memory_limit", "max_worker_memory"):
+        if options.get(option) is not None:
+            check_platform(option)
 
     threshold, writable = options.get("shared_memory", (None, False))
     return ProcessBackend(

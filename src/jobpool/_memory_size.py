@@ -51,6 +51,16 @@ def machine_memory() -> Optional[int]:
         return None
 
 
+def check_platform(name: str) -> None:
+    """Raise ValueError where a worker's memory cannot be watched (no /proc: not Linux)."""
+    if not os.path.exists("/proc/self/statm"):
+        raise ValueError(
+            f"{name}= needs Linux: jobpool reads a worker's memory in /proc (and holds it with "
+            "a memory cgroup where it can), which this system does not have; leave it unset, "
+            "or use max_jobs_per_worker= to replace workers by count"
+        )
+
+
 def parse_memory(name: str, value: object) -> Optional[int]:
     """``value`` (an int of bytes, or a string such as ``"2 GiB"``) as bytes; None stays None.
 

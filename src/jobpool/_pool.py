@@ -25,7 +25,7 @@ from ._contract import BackendSetup
 from ._intake import Intake, check_callable, check_positive_int, check_timeout
 from ._job import JobQueue, Outcomes
 from ._job_methods import JobMethods
-from ._memory_size import parse_memory
+from ._memory_size import check_platform, parse_memory
 from ._progress import ErrorCallback, ProgressArg, as_completed
 from ._stats import PoolStats
 
@@ -216,6 +216,7 @@ class Pool(JobMethods, Executor):
         memory_limit = parse_memory("job_memory_limit", job_memory_limit)
         if memory_limit is not None:
             refuse_option("job_memory_limit", self._backend_name)
+            check_platform("job_memory_limit")
         return JobOptions(self, check_timeout("timeout", timeout), memory_limit)
 
     def as_completed(

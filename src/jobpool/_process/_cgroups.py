@@ -10,8 +10,10 @@ the whole group, whose exit the dispatcher sees anyway), kills what is left and 
 with ``MemoryLimitError``, reading the ``oom_kill`` counter to know it was the limit.
 
 Where no cgroup can be made (not Linux, no memory controller, not allowed to write it, v1 on
-Python 3.9 without ``os.eventfd``, or ``JOBPOOL_MEMORY_CGROUPS=0``), :func:`controller` says
-None and the worker's memory is sampled instead (``_memory``).
+Python 3.9 without ``os.eventfd``, v2 where the caller's group cannot have the memory controller
+on below it, or ``JOBPOOL_MEMORY_CGROUPS=0``), :func:`controller` says None and the worker's
+memory is sampled instead (``_memory``). ``JOBPOOL_MEMORY_CGROUP=<directory>`` names another
+group to make them below (one set up for it, where v2 has the memory controller on).
 
 Every cgroup made here is removed: when its worker is gone (what its job left running is killed
 if the worker was killed, moved up to the caller's cgroup if it ended normally); by the worker
@@ -336,9 +338,23 @@ def controller() -> Optional[Controller]:
 
 
 def _find_controller() -> Optional[Controller]:
+    """Below the caller's own memory cgroup, or below ``JOBPOOL_MEMORY_CGROUP`` (a directory of
+    the cgroup tree) when set; ``JOBPOOL_MEMORY_CGROUPS=0``: nowhere (sample instead)."""
     if os.environ.get("JOBPOOL_MEMORY_CGROUPS", "1") == "0":
         return None
-    found = own_cgroup_dir()
+    chosen = os.environ.get("JOBPOOL_MEMORY_CGROUP")
+    if chosen:
+        if os.path.exists(os.path.join(chosen, "memory.limit_in_bytes")):
+            found: Optional[tuple[int, str]] = (1, chosen.rstrip("/"))
+        elif os.path.exists(os.path.join(chosen, "cgroup.controllers")):
+            found = (2, chosen.rstrip("/"))
+        else:
+            _log.warning(
+                "JOBPOOL_MEMORY_CGROUP=%s is not a memory cgroup; jobpool samples instead", chosen
+            )
+            return None
+    else:
+        found = own_cgroup_dir()
     if found is None:
         return None
     version, directory = found
@@ -349,7 +365,10 @@ def _find_controller() -> Optional[Controller]:
             controllers = _read(os.path.join(directory, "cgroup.subtree_control")).split()
         except OSError:
             return None
-        if "memory" not in controllers:  # v2 lets a group with processes enable none below
+        # v2: the memory controller must be on for the groups below; a group that holds
+        # processes (the caller's, unless it is the root) cannot turn it on for them, hence
+        # JOBPOOL_MEMORY_CGROUP (see docs/long-runs.md).
+        if "memory" not in controllers:
             return None
     if not os.access(directory, os.W_OK):
         return None
