@@ -34,7 +34,7 @@ from ._frames import FrameReader, write_frame
 from ._in_worker import worker_main
 from ._large_data import LargeData
 from ._lease import Lease
-from ._memory import WorkerMemory
+from ._memory import ProcessListing, WorkerMemory
 from ._send_ahead import JOB_TIME_WEIGHT, KILLED_WAITING
 from ._shared_memory import socket_pair
 from ._shipped import Shipped
@@ -321,11 +321,11 @@ class WorkerHandle:
         """When to sample its running job's memory (a limit held by sampling), if ever."""
         return self.memory.next_sample if self.job is not None else None
 
-    def sample_memory(self, now: float) -> None:
+    def sample_memory(self, now: float, listing: ProcessListing) -> None:
         """Sample its running job's memory; kill it (with the job's error) if over its limit."""
         if self.state is WorkerState.KILLED or self.job is None:
             return
-        error = self.memory.sample(now)
+        error = self.memory.sample(now, listing)
         if error is not None:
             self.kill(error)
 

@@ -82,16 +82,27 @@ def read_stat(pid: int) -> Optional[ProcInfo]:
         return None
 
 
-def descendants(root: int, exclude: Collection[int] = ()) -> list[ProcInfo]:
-    """Every process below ``root`` (not ``root``), parents before children; ``exclude`` and
-    what is below it left out. One pass over /proc: per-thread ``children`` files are not
-    built into every kernel."""
+def children_by_parent() -> dict[int, list[ProcInfo]]:
+    """Every process /proc lists, by its parent's pid. One pass over /proc: per-thread
+    ``children`` files are not built into every kernel."""
     below: dict[int, list[ProcInfo]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             info = read_stat(int(name))
             if info is not None:
                 below.setdefault(info.ppid, []).append(info)
+    return below
+
+
+def descendants(
+    root: int,
+    exclude: Collection[int] = (),
+    below: Optional[dict[int, list[ProcInfo]]] = None,
+) -> list[ProcInfo]:
+    """Every process below ``root`` (not ``root``), parents before children; ``exclude`` and
+    what is below it left out. ``below``: a listing by :func:`children_by_parent` to use."""
+    if below is None:
+        below = children_by_parent()
     found: list[ProcInfo] = []
     seen = {root, *exclude}  # a listing is not atomic: a reused pid could close a loop
     todo = [root]

@@ -31,6 +31,7 @@ from .._job import Job, Outcomes
 from ._handle import WorkerHandle
 from ._large_data import LargeData
 from ._line import JobLine
+from ._memory import ProcessListing
 from ._send_ahead import KILLED_WAITING
 from ._start import WorkerSetup
 from ._state import LEAVING, WorkerState, due_for_recycling
@@ -430,6 +431,7 @@ class Workers:
     def expire_deadlines(self) -> None:
         now = time.monotonic()
         self.retry_starts(now)
+        listing = ProcessListing()  # /proc, read once for every worker sampled now
         for handle in self.handles:
             recall_at = handle.recall_at
             if recall_at is not None and recall_at <= now:
@@ -439,7 +441,7 @@ class Workers:
                 handle.kill(JobTimeoutError(handle.job.timeout))  # no deadline from now on
             memory_due_at = handle.memory_due_at
             if memory_due_at is not None and memory_due_at <= now:
-                handle.sample_memory(now)  # kills it if its job is over its memory limit
+                handle.sample_memory(now, listing)  # kills it if its job is over its limit
 
     def out_of_memory(self, handle: WorkerHandle) -> None:
         """``handle``'s memory cgroup ran out: its job went over its limit (killed with it)."""
