@@ -11,7 +11,9 @@
    The same again with the limit sampled (no cgroup). Goal: each within 5% of the pool without.
 2. **Overshoot.** One job allocates in 4 MB steps (each touched) at ~500 MB/s, and one as fast
    as it can, under a 200 MiB limit; the job writes how much it holds after each step, so what
-   it reached when it was stopped is its own count, not jobpool's. Goal: under 1.25x the limit.
+   it reached when it was stopped is its own count, not jobpool's; next to it, what jobpool saw
+   the job's tree reach (``MemoryLimitError.reached``: the cgroup's peak, or the last sample),
+   which includes the worker's interpreter. Goal: both under 1.25x the limit.
 
 Standalone: needs only jobpool. Linux (cgroups and /proc).
 """
@@ -80,8 +82,9 @@ def overhead(jobs: int, repeats: int, sampled: bool) -> tuple[Samples, Samples]:
         _cgroups.controller = saved
 
 
-def overshoot(rate: Optional[float], sampled: bool) -> tuple[float, str]:
-    """(what the job held when stopped / its limit, how it was stopped)."""
+def overshoot(rate: Optional[float], sampled: bool) -> tuple[float, float, str]:
+    """(what the job held when stopped / its limit, by its own count; what jobpool saw its
+    tree reach / the limit (the worker's interpreter included); how it was stopped)."""
     saved = _cgroups.controller
     if sampled:
         _cgroups.controller = lambda: None  # type: ignore[assignment]
@@ -96,11 +99,12 @@ def overshoot(rate: Optional[float], sampled: bool) -> tuple[float, str]:
                 future.result(60)
             except jobpool.MemoryLimitError as exc:
                 how = "cgroup" if "cgroup (v" in exc.how else "sampled"
+                seen = (exc.reached or 0) / LIMIT
             else:
-                return float("nan"), "not stopped"
+                return float("nan"), float("nan"), "not stopped"
             with open(progress) as f:
-                reached = int(f.read())
-            return reached / LIMIT, how
+                held = int(f.read())
+            return held / LIMIT, seen, how
     finally:
         _cgroups.controller = saved
 
@@ -137,18 +141,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         )
     print()
     print(
-        "| overshoot (200 MiB limit, 4 MB steps) | held when stopped / limit | stopped by "
-        "| goal < 1.25 |"
+        "| overshoot (200 MiB limit, 4 MB steps) | the job's own count / limit "
+        "| the tree's peak as jobpool saw it / limit | stopped by | goal < 1.25 |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for sampled in [False, True] if control is not None else [True]:
         for rate in (500.0, None):
-            ratio, how = overshoot(rate, sampled)
+            held, seen, how = overshoot(rate, sampled)
             speed = "~500 MB/s" if rate else "as fast as it can"
-            verdict = "met" if ratio < 1.25 else "NOT met"
+            verdict = "met" if max(held, seen) < 1.25 else "NOT met"
             print(
-                f"| {speed}, {'sampled' if sampled else 'cgroup'} | {ratio:.3f} | {how} "
-                f"| {verdict} |"
+                f"| {speed}, {'sampled' if sampled else 'cgroup'} | {held:.3f} | {seen:.3f} "
+                f"| {how} | {verdict} |"
             )
     return 0
 
