@@ -21,6 +21,7 @@ from jobpool._job import Job
 class FakeBackend:
     name = "fake"
     read_reply = None
+    serializes = False  # prepare() only counts
 
     def __init__(self, setup: BackendSetup, kill_limitation: Optional[str] = None) -> None:
         self.setup = setup

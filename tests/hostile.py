@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
@@ -189,6 +190,39 @@ def keep_result_segment(size: int) -> Any:
         return segment, offsets
 
     _large_data.write_segment = write_and_keep
+    return np.full(size, 7, dtype=np.uint8)
+
+
+def keep_result_file(size: int) -> Any:
+    """As :func:`keep_result_segment`, for named segments (no memfd): reopen the result's file
+    by its name before the parent takes it, to change it after the caller has it."""
+    import numpy as np
+
+    from jobpool._process import _named_memory
+
+    real = _named_memory.WorkerEnd.write_result
+
+    def write_and_keep(self: Any, key: int, buffers: Any) -> Any:
+        _named_memory.WorkerEnd.write_result = real  # type: ignore[method-assign]  # once
+        segment, offsets = real(self, key, buffers)
+        KEPT.append(os.open(segment.path, os.O_RDWR))
+        return segment, offsets
+
+    _named_memory.WorkerEnd.write_result = write_and_keep  # type: ignore[method-assign]
+    return np.full(size, 7, dtype=np.uint8)
+
+
+def die_once_result_written(size: int) -> Any:
+    """Return a large array, and die (SIGKILL) right after its file was written, before the
+    reply that names it is sent: the file is left for the parent to find."""
+    import numpy as np
+
+    from jobpool._process import _large_data
+
+    def die(self: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _large_data.Outgoing.handed_over = die  # type: ignore[method-assign]
     return np.full(size, 7, dtype=np.uint8)
 
 

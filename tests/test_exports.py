@@ -9,6 +9,7 @@ import jobpool
 
 def test_public_names() -> None:
     expected = {
+        "DependencyError",
         "InitializerError",
         "JobKilledError",
         "JobOptions",
@@ -61,6 +62,7 @@ def test_errors_survive_pickling() -> None:
         jobpool.RemoteError("mod.Type", "message"),
         jobpool.ResultLoadError("cannot load", "the job's result", "mod.Type"),
         jobpool.SchedulerLostError("lost the connection", "tcp://10.0.0.5:8786"),
+        jobpool.DependencyError("this job's input args[1] failed", "args[1]"),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))

@@ -331,7 +331,7 @@ pool.shutdown()
 """
 
 
-@pytest.mark.skipif(not LINUX, reason="the descriptor budget is for memfd shared memory (Linux)")
+@pytest.mark.skipif(not LINUX, reason="lowers the descriptor limit of a child interpreter")
 @pytest.mark.parametrize("method", START_METHODS)
 def test_queued_large_jobs_and_crashes_under_a_descriptor_limit(method: str) -> None:
     """Issue 23, item 7, scaled to ``ulimit -n 256``: 800 queued jobs with a large argument,
@@ -438,7 +438,7 @@ except OSError as exc:
 """
 
 
-@pytest.mark.skipif(not LINUX, reason="memfd shared memory is Linux's")
+@pytest.mark.linux_only("memfd")
 def test_segment_received_without_a_free_descriptor_fails_its_job_saying_so() -> None:
     """A result (or argument) whose descriptor the kernel had to drop (no descriptor free in
     the receiver) fails with an error that says so, not as memory 'released' before reading."""
@@ -451,7 +451,7 @@ def test_segment_received_without_a_free_descriptor_fails_its_job_saying_so() ->
 # --- 6. result segments are sealed ---------------------------------------------------------------
 
 
-@pytest.mark.skipif(not LINUX, reason="memfd shared memory is Linux's")
+@pytest.mark.linux_only("memfd")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_result_cannot_be_changed_after_it_arrived(make_pool: MakePool, backend: str) -> None:
     """Issue 23, item 8: a result segment kept open in the worker can be neither written nor
@@ -472,14 +472,13 @@ def test_result_cannot_be_changed_after_it_arrived(make_pool: MakePool, backend:
     assert result[0] == 8
 
 
+@pytest.mark.linux_only("memfd")
 def test_segments_are_sealed_and_unsealed_ones_are_refused() -> None:
     """Both ways (arguments and results use the same writer and reader): what is written is
     sealed before its descriptor leaves; what is received must be sealed to be mapped."""
-    from jobpool._process import _shared_memory as shm
-
-    if not shm.supported():
-        pytest.skip("no memfd here")
     import fcntl
+
+    from jobpool._process import _shared_memory as shm
 
     payload = memoryview(b"x" * 8192)
     segment, _ = shm.write_segment([payload])

@@ -12,6 +12,7 @@ from types import ModuleType
 from . import (
     big_closure,
     big_data,
+    chain,
     cpu,
     crash,
     io,
@@ -39,5 +40,6 @@ ALL: dict[str, ModuleType] = {
         crash,
         per_worker,
         mp_pool,
+        chain,
     )
 }

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 # jobpool._process._in_worker, and should not pay for the parent-side machinery (Pool, asyncio,
 # typing_extensions) it never uses.
 _PUBLIC = {
+    "DependencyError": "_errors",
     "InitializerError": "_errors",
     "JobKilledError": "_errors",
     "JobTimeoutError": "_errors",
@@ -38,6 +39,7 @@ _PUBLIC = {
 
 if TYPE_CHECKING:
     from ._errors import (
+        DependencyError,
         InitializerError,
         JobKilledError,
         JobpoolError,
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DependencyError",
     "InitializerError",
     "JobKilledError",
     "JobOptions",

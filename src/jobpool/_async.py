@@ -8,7 +8,10 @@ and statistics are those of ``submit`` and ``map``. Nothing here blocks the even
   and shut down with the pool) and the coroutine awaits it, so backpressure suspends the
   coroutine, never the loop;
 * a job's ``concurrent.futures.Future`` is awaited through ``asyncio.wrap_future``: cancelling the
-  awaiting task cancels the job if it has not started (a running job runs on; see ``Pool.kill``).
+  awaiting task cancels the job if it has not started, and stops it if it runs, as ``Pool.kill``
+  does (``options(on_cancel="kill")``, the default; ``"leave"`` lets it finish). The kill waits
+  for the worker's end in a thread of its own, and the task awaits that, shielded, before its
+  cancellation goes on: when the awaiting code moves on, the job and its programs are gone.
 
 ``amap`` keeps the windowing of ``map``: at most ``buffersize`` chunks in flight, input read only as
 results are taken, chunk sizes that adapt to how long items take. Its input may be an ordinary
@@ -21,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import logging
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
@@ -28,12 +33,14 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ._errors import QueueFull
-from ._job import ChunkResult, Job, chunk_outcomes
+from ._job import ChunkResult, Job, OnCancel, chunk_outcomes
 from ._map import ChunkSizer, as_items
 from ._progress import Reporter
 
 if TYPE_CHECKING:
     from ._intake import Intake, MapPlan
+
+_log = logging.getLogger("jobpool")
 
 AnyIterable = Union[Iterable[Any], AsyncIterable[Any]]
 
@@ -60,9 +67,45 @@ async def enqueue(intake: Intake, job: Job) -> Future[Any]:
         raise
 
 
-async def run_job(intake: Intake, job: Job) -> Any:
+async def run_job(intake: Intake, job: Job, on_cancel: OnCancel = "kill") -> Any:
     future = await enqueue(intake, job)
-    return await asyncio.wrap_future(future)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        # wrap_future has tried future.cancel() already: it failed only if the job runs.
+        if on_cancel == "kill" and not future.done():
+            await stop_running(intake, [future])
+        raise
+
+
+def _kill_each(intake: Intake, futures: list[Future[Any]]) -> None:
+    """Pool.kill() for each job that still runs; returns once each has failed (or cannot be
+    stopped: a running Dask task)."""
+    for future in futures:
+        if not future.done():
+            try:
+                intake.backend.kill(future)
+            except Exception:  # the pool closed meanwhile: nothing left to stop
+                _log.debug("stopping a cancelled job failed", exc_info=True)
+
+
+async def stop_running(intake: Intake, futures: list[Future[Any]]) -> None:
+    """Stop the jobs of ``futures`` that run, as ``Pool.kill`` does, without blocking the loop.
+
+    The kill runs in a thread of its own (the process backend waits there for the worker and
+    its programs to be gone). The caller is being cancelled: its wait is shielded, so a second
+    cancel ends the wait early, never the kill.
+    """
+    stopped: Future[None] = Future()
+
+    def kill() -> None:
+        try:
+            _kill_each(intake, futures)
+        finally:
+            stopped.set_result(None)
+
+    threading.Thread(target=kill, name="jobpool-async-kill", daemon=True).start()
+    await asyncio.shield(asyncio.wrap_future(stopped))
 
 
 # --- amap ---------------------------------------------------------------------------------------
@@ -152,7 +195,11 @@ class _InFlight:
 
 
 def amap(
-    intake: Intake, plan: MapPlan, iterables: tuple[AnyIterable, ...], ordered: bool
+    intake: Intake,
+    plan: MapPlan,
+    iterables: tuple[AnyIterable, ...],
+    ordered: bool,
+    on_cancel: OnCancel = "kill",
 ) -> AsyncIterator[Any]:
     """The async iterator behind ``Pool.amap``; ``plan`` was checked at call time."""
     items = _Items(iterables)
@@ -160,7 +207,10 @@ def amap(
     async def submit(chunk: list[Any]) -> _InFlight:
         return _InFlight(await enqueue(intake, plan.chunk_job(chunk, items.star)), len(chunk))
 
-    return _AsyncMap(submit, items, plan, ordered).results()
+    async def stop(futures: list[Future[Any]]) -> None:
+        await stop_running(intake, futures)
+
+    return _AsyncMap(submit, items, plan, ordered, stop if on_cancel == "kill" else None).results()
 
 
 class _AsyncMap:
@@ -172,8 +222,10 @@ class _AsyncMap:
         items: _Items,
         plan: MapPlan,
         ordered: bool,
+        stop: Optional[Callable[[list[Future[Any]]], Awaitable[None]]] = None,
     ) -> None:
         self._submit = submit
+        self._stop = stop  # stops the chunks still running when the iteration ends early
         self._items = items
         self._sizer = ChunkSizer(plan.chunksize)
         self._window = plan.window
@@ -199,8 +251,11 @@ class _AsyncMap:
         finally:
             for chunk in self._in_flight:
                 chunk.cancel()
+            running = [chunk.future for chunk in self._in_flight if not chunk.future.done()]
             if self._reporter is not None:
                 self._reporter.close()
+            if running and self._stop is not None:  # closed, cancelled or failed early
+                await self._stop(running)
 
     async def _refill(self) -> None:
         while not self._exhausted and len(self._in_flight) < self._window:

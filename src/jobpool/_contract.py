@@ -60,6 +60,12 @@ class Backend(Protocol):
         """What a thread waiting in ``result(timeout)`` for a running job calls, to read its
         reply itself (the process backend); None: the thread waits on the future."""
 
+    @property
+    def serializes(self) -> bool:
+        """Whether ``prepare`` pickles the job: then a job may not be prepared in just any
+        thread (it may be large), and a map chunk's pickle failing is how futures among its
+        items are found (see ``_dependencies``)."""
+
     def prepare(self, job: Job) -> None:
         """Make ``job`` ready to travel (serialize it); raise ``SerializationError`` if not."""
 

@@ -11,6 +11,8 @@
     │   └── ResultLoadError       a result came back but cannot be loaded in the caller
     ├── RemoteError               a job raised an exception that could not travel back as itself
     ├── PerWorkerError            a per_worker factory raised: only the job that needed it fails
+    ├── DependencyError           a future among the job's arguments failed or was cancelled: the
+    │                             job did not run
     ├── InitializerError          (also BrokenExecutor) a worker could not start: the pool is broken
     └── SchedulerLostError        (also BrokenExecutor) Dask: the connection to the scheduler is
                                   lost: the pool is broken
@@ -23,12 +25,13 @@ from __future__ import annotations
 
 import pickle
 import signal as _signal
-from concurrent.futures import BrokenExecutor
+from concurrent.futures import BrokenExecutor, CancelledError
 from typing import Optional
 
 from ._picklers import travels
 
 __all__ = [
+    "DependencyError",
     "InitializerError",
     "JobKilledError",
     "JobTimeoutError",
@@ -199,6 +202,37 @@ class PerWorkerError(JobpoolError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), self.factory, _if_it_travels(self.exception)))
+
+
+class DependencyError(JobpoolError):
+    """A future among the job's arguments failed or was cancelled, so the job did not run.
+
+    ``path`` names the argument that held it (``"args[1]"``, ``"kwargs['key']"``,
+    ``"args[0][2]"``); ``__cause__`` is that input's own exception (a ``CancelledError`` for
+    one that was cancelled, a :class:`JobKilledError` for one that was killed, itself a
+    ``DependencyError`` for one that never ran for the same reason). See
+    [Pipelines](pipelines.md).
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
+
+    @classmethod
+    def of_input(cls, path: str, cause: BaseException, item: bool = False) -> DependencyError:
+        """The error of a job whose input at ``path`` ended with ``cause``; ``item``: a ``map``
+        item's input."""
+        whose = "this map item's" if item else "this job's"
+        if isinstance(cause, CancelledError):
+            happened = "was cancelled"
+        else:
+            happened = f"failed with {type(cause).__name__}: {cause}"
+        error = cls(f"{whose} input {path} {happened}, so it did not run", path)
+        error.__cause__ = cause
+        return error
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.path))
 
 
 def _if_it_travels(exc: Optional[BaseException]) -> Optional[BaseException]:

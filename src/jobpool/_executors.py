@@ -130,6 +130,7 @@ class ThreadPoolExecutor(_EagerMap):
             job_timeout=job_timeout,
             max_pending=max_pending,
         )
+        self._intake.futures_as_arguments = False  # the stdlib passes a Future as it is
         prefix = thread_name_prefix or f"ThreadPoolExecutor-{next(_thread_pools)}"
         if isinstance(self._backend, ThreadBackend):  # always: it was made just above
             self._backend.name_prefix = f"{prefix}_"
@@ -187,6 +188,7 @@ class ProcessPoolExecutor(_EagerMap):
             job_timeout=job_timeout,
             max_pending=max_pending,
         )
+        self._intake.futures_as_arguments = False  # as the stdlib: a Future is not picklable
         self._max_workers = self.workers  # the stdlib's name, which its own tests read
 
     def __repr__(self) -> str:

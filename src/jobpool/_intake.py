@@ -12,13 +12,16 @@ from __future__ import annotations
 import enum
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from . import _lifecycle
-from ._errors import InitializerError, SchedulerLostError
-from ._job import Chunk, ChunkResult, Job, JobQueue, Outcomes, Serialized
+from ._arguments import find_inputs
+from ._dependencies import Dependencies
+from ._errors import InitializerError, SchedulerLostError, SerializationError
+from ._job import Call, Chunk, ChunkResult, Job, JobQueue, Outcomes, Serialized
 from ._map import as_items, windowed_map
 from ._progress import (
     ErrorCallback,
@@ -79,6 +82,7 @@ class MapPlan:
         "function",
         "job_timeout",
         "memory_limit",
+        "priority",
         "reporter",
         "timeout",
         "window",
@@ -93,9 +97,11 @@ class MapPlan:
         window: int,
         timeout: Optional[float],
         reporter: Optional[Reporter],
+        priority: int = 0,
         memory_limit: Optional[int] = None,
     ) -> None:
         self.fn = fn
+        self.priority = priority
         self.memory_limit = memory_limit  # per chunk: a chunk runs in one worker
         self.function = function  # serialized once for every chunk (process and Dask backends)
         self.job_timeout = job_timeout
@@ -105,7 +111,7 @@ class MapPlan:
         self.reporter = reporter
 
     def chunk_job(self, chunk: list[Any], star: bool) -> Job:
-        job = Job(Chunk(self.fn, chunk, star), self.job_timeout, self.memory_limit)
+        job = Job(Chunk(self.fn, chunk, star), self.job_timeout, self.priority, self.memory_limit)
         if self.function[0] is not None:  # serialized once for every chunk
             job.serialized = Serialized(*self.function)
         return job
@@ -131,6 +137,12 @@ class Intake:
         self.broken: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._slot_waiter: Optional[ThreadPoolExecutor] = None
+        self._dependencies: Optional[Dependencies] = None
+        self.terminated = False  # Pool.terminate(): jobs still to be admitted are cancelled
+        # Futures among a job's arguments are replaced by their results (_dependencies); the
+        # standard library's dialects turn this off: there, an argument is passed as it is.
+        self.futures_as_arguments = True
+        self.pool: Optional[weakref.ReferenceType[Any]] = None  # set by the Pool it serves
 
     # --- the lifecycle -------------------------------------------------------------------------
 
@@ -143,8 +155,17 @@ class Intake:
         if waiter is not None:
             waiter.shutdown(wait=False)
 
+    def terminate(self) -> None:
+        """``Pool.terminate``: refuse new jobs, cancel what waits, and whatever would still
+        join the queue later (a job whose inputs are done as this runs)."""
+        self.close()
+        self.terminated = True
+        self.cancel_waiting()
+
     def cancel_waiting(self) -> None:
-        """Cancel every job still in the queue."""
+        """Cancel every job still in the queue, or waiting for its inputs."""
+        if self._dependencies is not None:
+            self._dependencies.cancel_all()
         for job in self.queue.drain():
             self.outcomes.cancel_pending(job)
 
@@ -153,8 +174,24 @@ class Intake:
         with self._lock:
             self.broken = error
             self.state = PoolState.BROKEN
+        if self._dependencies is not None:
+            self._dependencies.fail_all(error)
         for job in self.queue.drain():
             self.outcomes.fail_pending(job, error)
+
+    def after_inputs(self, call: Callable[[], None], wait: bool) -> None:
+        """``call()`` once every job accepted so far waits for no input any more (it is queued,
+        or failed): at once if none does; with ``wait``, block until then and call it here."""
+        dependencies = self._dependencies
+        if dependencies is None:
+            call()
+            return
+        dependencies.close()
+        if wait:
+            dependencies.wait_settled()
+            call()
+        else:
+            dependencies.when_settled(call)
 
     def refuse(self) -> None:
         if self.state is PoolState.INHERITED or not self.in_owner():
@@ -188,12 +225,29 @@ class Intake:
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    def enqueue(self, job: Job, block: bool) -> Future[Any]:
-        """Accept ``job``: serialize it here, then start it or queue it (waiting if ``block``)."""
+    def enqueue(self, job: Job, block: bool, look_for_futures: bool = True) -> Future[Any]:
+        """Accept ``job``: serialize it here, then start it or queue it (waiting if ``block``).
+
+        A job with futures among its arguments waits for them first (``_dependencies``, which
+        passes ``look_for_futures=False`` once they are done).
+        """
         if self.state is not _OPEN:
             self.refuse()
+        look_for_futures = look_for_futures and self.futures_as_arguments
         backend = self.backend
-        backend.prepare(job)
+        # A call's arguments are looked at (by type: cheap); a map chunk's items too on
+        # threads, but where they are pickled anyway, only if that fails: a future never pickles.
+        if look_for_futures and (type(job.work) is Call or not backend.serializes):
+            found = find_inputs(job.work)
+            if found is not None:
+                return self.dependencies().accept(job, found, block)
+        try:
+            backend.prepare(job)
+        except SerializationError:
+            found = find_inputs(job.work) if look_for_futures else None
+            if found is None:
+                raise
+            return self.dependencies().accept(job, found, block)
         job.future._owner = self
         try:
             # Straight to an idle worker, nothing to queue. No lock needed: a backend that is
@@ -229,6 +283,46 @@ class Intake:
                 self.refuse()
             queue.put(job)
 
+    # --- jobs whose arguments hold futures (see _dependencies) ----------------------------------
+
+    def dependencies(self) -> Dependencies:
+        """The pool's jobs that wait for their inputs; made on first need."""
+        if self._dependencies is None:
+            with self._lock:
+                if self._dependencies is None:
+                    self._dependencies = Dependencies(self)
+                    self._dependencies.pool = self.pool
+        return self._dependencies
+
+    def accepting(self) -> bool:
+        return self.state is _OPEN
+
+    def take_slot(self, job: Job, block: bool) -> None:
+        """A slot of the bounded queue for a job that waits for its inputs (it keeps it while
+        it waits, then in the queue), freed at once if the job is cancelled."""
+        self.queue.reserve(job, block)
+
+    def admit(self, job: Job, prepared: bool = False) -> None:
+        """Queue a job accepted earlier whose inputs are now done (from any thread; it never
+        waits for a slot: it took one when accepted, or needs none). Refused only by a broken
+        pool, whose error it then fails with; a closed pool still runs it. ``prepared``: it
+        was serialized already."""
+        if not prepared:
+            self.backend.prepare(job)
+        with self._lock:
+            if self.state is PoolState.BROKEN or self.state is PoolState.INHERITED:
+                self.refuse()
+            if self.terminated:
+                job.future.cancel()
+                self.queue.release(job)
+                self.outcomes.cancel_pending(job)
+                return
+            self.queue.put(job)
+        self.backend.notify()
+
+    def waiting_for_inputs(self) -> int:
+        return 0 if self._dependencies is None else self._dependencies.count()
+
     def slot_waiter(self) -> ThreadPoolExecutor:
         """The pool's one helper thread that waits for queue slots for coroutines (``_async``);
         made on first need, shut down with the pool."""
@@ -257,6 +351,7 @@ class Intake:
         progress: ProgressArg,
         on_result: Optional[Callable[[Any], object]],
         on_error: Optional[ErrorCallback],
+        priority: int = 0,
     ) -> MapPlan:
         """Check a map call's arguments and settle what all its chunks share (map and amap)."""
         check_callable(f"{where}()", fn)
@@ -276,6 +371,7 @@ class Intake:
             buffersize or 2 * self.workers,
             None if timeout is None else float(timeout),
             make_reporter(progress, on_result, on_error, sized_total(iterables), fn),
+            priority,
             memory_limit,
         )
 

@@ -14,14 +14,19 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from ._condition import FutureCondition
 from ._errors import QueueFull, SerializationError
 from ._per_worker import bound
 from ._pickling_advice import explain_failure
+from ._priority import SWITCHED, RankedQueue
 from ._remote_exceptions import pack_exception, unpack_exception
 from ._serialization import dumps
+
+#: What cancelling the asyncio task awaiting a running job does to it (``options(on_cancel=)``).
+OnCancel = Literal["kill", "leave"]
+ON_CANCEL = ("kill", "leave")
 
 # concurrent.futures' names for the states of a started and a resolved future
 _PENDING = "PENDING"
@@ -183,6 +188,11 @@ class JobFuture(Future[Any]):
     # The intake of the pool that accepted the job: Pool.kill() asks whose future it is, and
     # result() its backend's reader.
     _owner: Any = None
+    # The job waits for a future that no pool of jobpool resolves on its own (see
+    # _dependencies): set on the job's own future only, so most futures never carry it.
+    _waits_outside = False
+    # Called once if the future is cancelled: a job waiting for its inputs lets them go.
+    _on_cancel: Optional[Callable[[], None]] = None
 
     def __init__(self) -> None:
         # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
@@ -196,6 +206,19 @@ class JobFuture(Future[Any]):
         else:
             Future.__init__(self)
         self._condition = FutureCondition()  # type: ignore[assignment]
+
+    def __reduce__(self) -> Any:
+        # At once, without pickling its state (its result, its callbacks) first: a map chunk
+        # whose pickle fails is then searched for futures (see Intake.enqueue).
+        raise TypeError("a Future cannot be pickled: it lives in the process that made it")
+
+    def cancel(self) -> bool:
+        cancelled = _future_cancel(self)
+        hook = self._on_cancel
+        if cancelled and hook is not None:
+            self._on_cancel = None
+            hook()
+        return cancelled
 
     def result(self, timeout: Optional[float] = None) -> Any:
         if self._state == _RUNNING and self._owner is not None:
@@ -232,6 +255,7 @@ class JobFuture(Future[Any]):
 # Called directly rather than through super(): result() is on every job's path.
 _future_result = Future.result
 _future_exception = Future.exception
+_future_cancel = Future.cancel
 # JobFuture.__init__ sets these itself; where Future.__init__ sets others, it calls that instead.
 _SAME_ATTRIBUTES = set(vars(Future())) == {
     "_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"
@@ -241,14 +265,28 @@ _SAME_ATTRIBUTES = set(vars(Future())) == {
 class Job:
     """A unit of work plus everything the pool needs to run it and resolve it once."""
 
-    __slots__ = ("future", "holds_slot", "id", "memory_limit", "serialized", "timeout", "work")
+    __slots__ = (
+        "future",
+        "holds_slot",
+        "id",
+        "memory_limit",
+        "priority",
+        "serialized",
+        "timeout",
+        "work",
+    )
 
     def __init__(
-        self, work: Call | Chunk, timeout: Optional[float], memory_limit: Optional[int] = None
+        self,
+        work: Call | Chunk,
+        timeout: Optional[float],
+        priority: int = 0,
+        memory_limit: Optional[int] = None,
     ) -> None:
         self.future: JobFuture = JobFuture()
         self.work = work
         self.timeout = timeout
+        self.priority = priority  # higher first among waiting jobs (see _priority)
         self.memory_limit = memory_limit  # bytes (job_memory_limit), process backend only
         self.id = next(_job_ids)
         self.holds_slot = False
@@ -261,7 +299,7 @@ class Serialized:
     Dask): its function (``map`` makes that once for all its chunks), and its arguments or items.
     """
 
-    __slots__ = ("body", "fn_blobs", "fn_bytes", "fn_key", "segment")
+    __slots__ = ("body", "fn_blobs", "fn_bytes", "fn_key", "inputs", "segment")
 
     def __init__(
         self,
@@ -276,6 +314,9 @@ class Serialized:
         # Process backend: the shared memory holding the body's large buffers (_large_data),
         # freed when the job's future resolves.
         self.segment: Any = None
+        # Dask backend: the values of the futures among its arguments, kept on the cluster
+        # (_dask._inputs.ClusterInputs); None for a job that takes no futures.
+        self.inputs: Any = None
 
     def size(self) -> int:
         """The bytes that travel in the message: body, and the function unless it is keyed."""
@@ -380,10 +421,16 @@ class JobQueue:
     With ``max_pending`` set, ``put`` blocks (or raises :class:`QueueFull`) while that many jobs
     wait. A slot frees when a worker takes the job, or at once when a waiting job is cancelled.
     ``None`` in the queue tells thread workers to exit.
+
+    Jobs come out first-come, first-served, until a job with a priority arrives: from then on,
+    higher priority first, first-come within one priority (see ``_priority``).
     """
 
     def __init__(self, max_pending: Optional[int]) -> None:
         self._queue: queue.SimpleQueue[Optional[Job]] = queue.SimpleQueue()
+        # Set, for good, by the first job with a priority other than 0 (see _priority).
+        self._ranked: Optional[RankedQueue[Job]] = None
+        self._switch_lock = threading.Lock()
         self.max_pending = max_pending
         self._slots = threading.Semaphore(max_pending) if max_pending else None
         self._slot_lock = threading.Lock()
@@ -418,10 +465,31 @@ class JobQueue:
         self._slots.release()
 
     def put(self, job: Optional[Job]) -> None:
+        if job is not None and self._ranked is None and not job.priority:  # the usual case
+            self._queue.put(job)
+            if self._ranked is not None:  # the queue moved onto the heap just now
+                self._ranked.take_from(self._queue)
+            return
         if job is None:
             with self._slot_lock:
                 self._stop_markers += 1
-        self._queue.put(job)
+            if self._ranked is None:
+                self._queue.put(job)
+                if self._ranked is not None:
+                    self._ranked.take_from(self._queue)
+                return
+        (self._ranked or self._rank()).put(job)
+
+    def _rank(self) -> RankedQueue[Job]:
+        """Move onto the priority heap, for good: the first job with a priority is here."""
+        with self._switch_lock:
+            ranked = self._ranked
+            if ranked is None:
+                ranked = RankedQueue()
+                self._ranked = ranked
+                ranked.take_from(self._queue)
+                self._queue.put(SWITCHED)  # wakes a thread blocked on the FIFO (see get)
+            return ranked
 
     def put_back(self, job: Job) -> None:
         """Return a job just taken (and not started) to the front of the line."""
@@ -430,7 +498,13 @@ class JobQueue:
     def get(self) -> Optional[Job]:
         if self._front:
             return self._front.popleft()
-        return self._taken(self._queue.get())
+        if self._ranked is None:
+            item = self._queue.get()
+            if item is not SWITCHED:
+                return self._taken(item)
+            self._queue.put(item)  # for the next thread blocked on the FIFO
+        assert self._ranked is not None
+        return self._taken(self._ranked.get())
 
     def get_nowait(self) -> Optional[Job]:
         """Next waiting job, or None if there is none."""
@@ -440,7 +514,13 @@ class JobQueue:
             except IndexError:  # drained meanwhile by another thread
                 pass
         try:
-            return self._taken(self._queue.get_nowait())
+            if self._ranked is None:
+                item = self._queue.get_nowait()
+                if item is not SWITCHED:
+                    return self._taken(item)
+                self._queue.put(item)  # moved onto the heap just now
+            assert self._ranked is not None
+            return self._taken(self._ranked.get_nowait())
         except queue.Empty:
             return None
 
@@ -461,16 +541,26 @@ class JobQueue:
                 jobs.append(self._front.popleft())
             except IndexError:
                 break
+        if self._ranked is not None:
+            for ranked in self._ranked.drain():
+                jobs.append(ranked)
+                self._taken(ranked)
+            return jobs
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return jobs
+            if job is SWITCHED:  # moved onto the heap meanwhile
+                self._queue.put(job)
+                return jobs + self.drain()
             taken = self._taken(job)
             if taken is not None:
                 jobs.append(taken)
 
     def qsize(self) -> int:
+        if self._ranked is not None:
+            return self._ranked.qsize() + len(self._front)
         return max(0, self._queue.qsize() - self._stop_markers) + len(self._front)
 
 

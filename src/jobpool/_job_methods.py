@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 from typing_extensions import ParamSpec
 
 from ._intake import check_callable
-from ._job import Call, Job
+from ._job import ON_CANCEL, Call, Job, OnCancel
 from ._progress import ErrorCallback, ProgressArg
 
 if TYPE_CHECKING:
@@ -25,13 +25,34 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, not {type(priority).__name__} ({priority!r})")
+    return priority
+
+
+def check_on_cancel(on_cancel: object) -> OnCancel:
+    if on_cancel not in ON_CANCEL:
+        raise ValueError(
+            f"on_cancel must be 'kill' (stop a running job when its awaiting task is cancelled) "
+            f"or 'leave' (let it finish), not {on_cancel!r}"
+        )
+    return on_cancel  # type: ignore[return-value]
+
+
 class JobMethods:
     _intake: Intake
     _job_timeout: Optional[float]
-    _job_memory_limit: Optional[int]
+    _priority: int = 0  # higher first among waiting jobs (options(priority=))
+    _on_cancel: OnCancel = "kill"  # what cancelling run()'s awaiting task does to a running job
+    _job_memory_limit: Optional[int] = None  # bytes: the pool's job_memory_limit, or a view's
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule ``fn(*args, **kwargs)`` and return its Future.
+
+        A future among the arguments (also inside lists, tuples, dicts and sets) is replaced by
+        its result once it is done; the job waits for it on no worker, and fails with
+        :class:`DependencyError` if it failed (see [Pipelines](pipelines.md)).
 
         Blocks while ``max_pending`` jobs are waiting (backpressure). On the process backend the
         call is serialized here, so an unpicklable argument raises :class:`SerializationError`
@@ -43,13 +64,13 @@ class JobMethods:
             InitializerError: the pool is broken (its workers could not start).
         """
         check_callable("submit()", fn)
-        job = Job(Call(fn, args, kwargs), self._job_timeout, self._job_memory_limit)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
         return self._intake.enqueue(job, block=True)
 
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for a slot."""
         check_callable("submit_nowait()", fn)
-        job = Job(Call(fn, args, kwargs), self._job_timeout, self._job_memory_limit)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
         return self._intake.enqueue(job, block=False)
 
     def map(
@@ -86,8 +107,8 @@ class JobMethods:
         """
         plan = self._intake.plan_map(
             "map", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
-            job_timeout=self._job_timeout, memory_limit=self._job_memory_limit,
-            progress=progress, on_result=on_result, on_error=on_error,
+            job_timeout=self._job_timeout, progress=progress, on_result=on_result,
+            on_error=on_error, priority=self._priority, memory_limit=self._job_memory_limit,
         )  # fmt: skip
         return self._intake.map(plan, iterables, False, ordered)
 
@@ -107,9 +128,9 @@ class JobMethods:
         """Like :meth:`map`, but each item is a tuple of arguments: ``fn(*item)``."""
         plan = self._intake.plan_map(
             "starmap", fn, (iterable,), timeout=timeout, chunksize=chunksize,
-            buffersize=buffersize, job_timeout=self._job_timeout,
-            memory_limit=self._job_memory_limit, progress=progress, on_result=on_result,
-            on_error=on_error,
+            buffersize=buffersize, job_timeout=self._job_timeout, progress=progress,
+            on_result=on_result, on_error=on_error, priority=self._priority,
+            memory_limit=self._job_memory_limit,
         )  # fmt: skip
         return self._intake.map(plan, (iterable,), True, ordered)
 
@@ -117,13 +138,15 @@ class JobMethods:
         """Run ``fn(*args, **kwargs)`` in the pool and await its result (see :doc:`asyncio`).
 
         Never blocks the event loop: when ``max_pending`` jobs already wait, the coroutine waits
-        for a free slot. Cancelling the awaiting task cancels the job if it has not started.
+        for a free slot. Cancelling the awaiting task cancels the job if it has not started, and
+        stops it if it runs, as :meth:`Pool.kill` does (on the process backend, with the
+        programs it started); ``options(on_cancel="leave")`` lets a running job finish.
         """
         check_callable("run()", fn)
         from ._async import run_job
 
-        job = Job(Call(fn, args, kwargs), self._job_timeout, self._job_memory_limit)
-        result: R = await run_job(self._intake, job)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
+        result: R = await run_job(self._intake, job, self._on_cancel)
         return result
 
     def amap(
@@ -141,13 +164,15 @@ class JobMethods:
         """:meth:`map` for asyncio: ``async for r in pool.amap(fn, items)``; never blocks the loop.
 
         Same window, chunking and options as :meth:`map`; the input may also be an async
-        iterable. Callbacks and the bar run in the event loop. See :doc:`asyncio`.
+        iterable. Callbacks and the bar run in the event loop. An iteration that ends early
+        (closed, cancelled, an item's error) stops the chunks still running, as :meth:`run`
+        does. See :doc:`asyncio`.
         """
         from ._async import amap
 
         plan = self._intake.plan_map(
             "amap", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
-            job_timeout=self._job_timeout, memory_limit=self._job_memory_limit,
-            progress=progress, on_result=on_result, on_error=on_error,
+            job_timeout=self._job_timeout, progress=progress, on_result=on_result,
+            on_error=on_error, priority=self._priority, memory_limit=self._job_memory_limit,
         )  # fmt: skip
-        return amap(self._intake, plan, iterables, ordered)
+        return amap(self._intake, plan, iterables, ordered, self._on_cancel)

@@ -12,6 +12,7 @@ answer is ``per_worker``, which keeps the user's ``obj.method`` spelling.
 from __future__ import annotations
 
 import types
+from concurrent.futures import Future
 from typing import Any, Optional
 
 from ._errors import SerializationError
@@ -119,6 +120,8 @@ def locate_unpicklable(obj: object, path: str, depth: int = 0) -> tuple[str, Opt
 
 
 def _children(obj: object, path: str) -> list[tuple[str, Any]]:
+    if isinstance(obj, Future):  # it is what cannot travel: its own parts say nothing
+        return []
     if isinstance(obj, (list, tuple)):
         return [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
     if isinstance(obj, dict):

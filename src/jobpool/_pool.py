@@ -23,8 +23,8 @@ from . import _lifecycle
 from ._backend_factory import FACTORIES, make_backend, refuse_option
 from ._contract import BackendSetup
 from ._intake import Intake, check_callable, check_positive_int, check_timeout
-from ._job import JobQueue, Outcomes
-from ._job_methods import JobMethods
+from ._job import JobQueue, OnCancel, Outcomes
+from ._job_methods import JobMethods, check_on_cancel, check_priority
 from ._memory_size import check_platform, parse_memory
 from ._progress import ErrorCallback, ProgressArg, as_completed
 from ._stats import PoolStats
@@ -81,7 +81,9 @@ class Pool(JobMethods, Executor):
             processes. ``max_workers=`` is accepted as an alias.
         backend: ``"thread"``, ``"process"`` or ``"dask"``.
         max_pending: bound on jobs waiting in the queue. ``submit`` blocks while it is full;
-            ``submit_nowait`` raises :class:`QueueFull`. ``None``: unbounded.
+            ``submit_nowait`` raises :class:`QueueFull`. ``None``: unbounded. A job waiting for
+            futures of jobpool's pools among its arguments holds a slot too; one waiting for
+            any other future holds none (see [Pipelines](pipelines.md)).
         initializer, initargs: run once in every worker (and every replacement) before its
             first job.
         start_method: ``"forkserver"`` (default on POSIX), ``"spawn"``, ``"fork"`` or a
@@ -139,6 +141,7 @@ class Pool(JobMethods, Executor):
         max_pending = check_positive_int("max_pending", max_pending)
         self._job_timeout = check_timeout("job_timeout", job_timeout)
         self._job_memory_limit = parse_memory("job_memory_limit", job_memory_limit)
+        self._priority = 0  # read by every submit: an instance attribute is found first
         self._backend_name = backend
         self._workers = workers or default_workers(backend)
         self._queue = JobQueue(max_pending)
@@ -170,6 +173,7 @@ class Pool(JobMethods, Executor):
         }
         self._backend = make_backend(backend, setup, options)
         self._intake.backend = self._backend
+        self._intake.pool = weakref.ref(self)  # held while jobs wait for their inputs
         _lifecycle.register(self)
         finalizer = weakref.finalize(
             self, _lifecycle.shutdown_in_owner, self._backend.shutdown, self._intake.owner
@@ -205,19 +209,44 @@ class Pool(JobMethods, Executor):
         self,
         *,
         timeout: Optional[float] = None,
+        priority: int = 0,
+        on_cancel: OnCancel = "kill",
         job_memory_limit: Union[int, str, None] = None,
     ) -> JobOptions:
         """Per-job options for the calls made through the returned view.
 
         ``pool.options(timeout=5).submit(fn, x)`` runs ``fn(x)`` with a 5 s limit; every
-        keyword of ``submit`` itself still goes to ``fn``. ``job_memory_limit`` (process
-        backend) replaces the pool's for these jobs; a ``map`` chunk is one job.
+        keyword of ``submit`` itself still goes to ``fn``.
+
+        Args:
+            timeout: the jobs' time limit in seconds, counted from when each starts.
+            priority: among jobs waiting for a worker, higher priority first, first come
+                first served within one priority (any int; default 0). A job already handed
+                to a worker keeps its place. On Dask it is also Dask's own ``priority=``. See
+                [Pipelines](pipelines.md#priorities).
+            on_cancel: what cancelling the asyncio task that awaits ``run`` (or iterates
+                ``amap``) does to a job that already runs. ``"kill"`` (the default) stops it
+                as :meth:`kill` does: on the process backend its worker is killed with every
+                program the job started, and replaced. A thread cannot be stopped: its future
+                fails and the call runs on in an abandoned thread. On Dask a job that has not
+                started never runs; a running one runs on. ``"leave"`` lets it finish (its
+                result is dropped), for jobs that must not be stopped half-way. A job that has
+                not started is cancelled either way. See [asyncio](asyncio.md#cancellation).
+            job_memory_limit: process backend (Linux): the jobs' memory limit (bytes, or a
+                string such as ``"2 GiB"``), in place of the pool's; a ``map`` chunk is one
+                job. See [Long runs](long-runs.md).
         """
         memory_limit = parse_memory("job_memory_limit", job_memory_limit)
         if memory_limit is not None:
             refuse_option("job_memory_limit", self._backend_name)
             check_platform("job_memory_limit")
-        return JobOptions(self, check_timeout("timeout", timeout), memory_limit)
+        return JobOptions(
+            self,
+            check_timeout("timeout", timeout),
+            check_priority(priority),
+            check_on_cancel(on_cancel),
+            memory_limit,
+        )
 
     def as_completed(
         self,
@@ -272,7 +301,10 @@ class Pool(JobMethods, Executor):
             self._intake.refuse_here()
         counts = self._outcomes.snapshot()
         return PoolStats(
-            pending=self._queue.qsize(), workers=self._backend.worker_count(), **counts
+            pending=self._queue.qsize(),
+            workers=self._backend.worker_count(),
+            waiting=self._intake.waiting_for_inputs(),
+            **counts,
         )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -280,7 +312,12 @@ class Pool(JobMethods, Executor):
 
         Args:
             wait: block until every worker has exited.
-            cancel_futures: cancel the jobs still waiting in the queue instead of running them.
+            cancel_futures: cancel the jobs still waiting in the queue, or waiting for the
+                futures among their arguments, instead of running them.
+
+        Jobs waiting for the futures among their arguments were accepted: the workers stop only
+        once each of them has joined the queue (or failed). So with ``wait=True`` this also
+        waits for their inputs; with ``wait=False`` the workers stop later, by themselves.
 
         In a child forked from the process that created the pool, this does nothing: the pool
         and its workers are the parent's.
@@ -290,9 +327,12 @@ class Pool(JobMethods, Executor):
         self._intake.close()
         if cancel_futures:
             self._intake.cancel_waiting()
-        self._backend.shutdown(wait)
+        backend = self._backend
         if wait:
+            self._intake.after_inputs(lambda: backend.shutdown(True), wait=True)
             _lifecycle.unregister(self)
+        else:
+            self._intake.after_inputs(lambda: backend.shutdown(False), wait=False)
 
     def terminate(self) -> None:
         """Stop now: cancel waiting jobs, stop running ones (as :meth:`kill`), stop workers.
@@ -302,8 +342,7 @@ class Pool(JobMethods, Executor):
         """
         if not self._intake.in_owner():
             return
-        self._intake.close()
-        self._intake.cancel_waiting()
+        self._intake.terminate()
         self._backend.terminate()
         _lifecycle.unregister(self)
 
@@ -336,12 +375,19 @@ class JobOptions(JobMethods):
     """
 
     def __init__(
-        self, pool: Pool, timeout: Optional[float], memory_limit: Optional[int] = None
+        self,
+        pool: Pool,
+        timeout: Optional[float],
+        priority: int = 0,
+        on_cancel: OnCancel = "kill",
+        memory_limit: Optional[int] = None,
     ) -> None:
         self._pool = pool
         self._intake = pool._intake
         # No override means the pool's own default, for every call made through the view.
         self._job_timeout = timeout if timeout is not None else pool._job_timeout
+        self._priority = priority
+        self._on_cancel = on_cancel
         self._job_memory_limit = (
             memory_limit if memory_limit is not None else pool._job_memory_limit
         )

@@ -25,6 +25,7 @@ class ThreadBackend:
     name = "thread"
     kill_limitation = None  # a running job's future fails at once; its thread runs on
     read_reply = None  # a waiting thread waits on the future
+    serializes = False  # prepare() costs nothing: jobs may be admitted from any thread
     #: Worker threads are named this and a number (ThreadPoolExecutor sets its own).
     name_prefix = "jobpool-thread-"
 

@@ -17,7 +17,9 @@ from .._contract import BackendSetup, PreparedFunction
 from .._errors import SerializationError
 from .._job import Job, serialize_job
 from .._serialization import dumps
+from ._client import new_client
 from ._in_worker import InitializerPlugin, init_outcome, initializer_plugin_name
+from ._inputs import KeptResults
 from ._per_worker import PoolInstances
 from ._replies import initializer_error_on_dask
 
@@ -45,7 +47,7 @@ def _distributed() -> Any:
 
 def _connect(address: str) -> Any:
     try:
-        return _distributed().Client(address, set_as_default=False)
+        return new_client(address)
     except Exception as exc:
         raise OSError(f"cannot connect to the Dask scheduler at {address!r}: {exc}") from exc
 
@@ -71,6 +73,7 @@ def _check_cluster_arguments(address: Optional[str], client: Any) -> None:
 class DaskBackend:
     name = "dask"
     kill_limitation = KILL_UNSUPPORTED  # for a job a Dask worker runs already
+    serializes = True  # prepare() pickles the job in the caller's thread
     read_reply = None  # a waiting thread waits on the future
 
     def __init__(
@@ -127,6 +130,12 @@ class DaskBackend:
     def prepare_function(self, fn: Callable[..., Any]) -> PreparedFunction:
         """Serialize ``fn`` once for a whole ``map`` call."""
         return dumps(fn, "fn"), None, ()
+
+    @property
+    def cluster_inputs(self) -> KeptResults:
+        """The results of this pool's jobs kept on the cluster for its jobs that take their
+        futures as arguments (see _inputs)."""
+        return self._dispatcher.tasks.kept
 
     def offer(self, job: Job) -> bool:
         """Jobs always go through the queue: the dispatcher decides where each one runs."""

@@ -60,6 +60,7 @@ import distributed
 import distributed.process
 
 from .._process._start import skip_main_in_workers, starting_without_main
+from ._client import new_client
 
 _process_module: Any = distributed.process  # untyped: its functions have no annotations
 
@@ -222,7 +223,7 @@ def start_local_cluster(workers: int) -> tuple[Any, Any]:
             scheduler_kwargs={"dashboard": False},
         )
     try:
-        client = _distributed().Client(cluster, set_as_default=False)
+        client = new_client(cluster)
     except BaseException:
         cluster.close()
         raise

@@ -15,6 +15,8 @@ side.
 
 from __future__ import annotations
 
+import io
+import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -25,10 +27,11 @@ from typing import Any, Callable, Optional
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .. import _main_globals
-from .._errors import InitializerError
+from .._errors import InitializerError, JobpoolError
 from .._execution import KeptFunctions, run_to_reply
 from .._instances import Instances, used_by_this_thread
-from .._protocol import INIT_FAILED, RAISED, WITHDRAWN
+from .._placeholders import INPUT
+from .._protocol import INIT_FAILED, OK, RAISED, WITHDRAWN
 from .._remote_exceptions import pack_exception
 
 _init_lock = threading.Lock()
@@ -118,10 +121,13 @@ def run_on_worker(
     body: bytes,
     key: str,
     instances: Optional[str] = None,
+    inputs: Optional[tuple[Any, ...]] = None,
 ) -> tuple[int, bytes, float]:
     """The Dask task of every job: unpickle, run, and send the outcome back as bytes.
 
     ``instances`` names the pool whose per_worker instances the job uses (see _dask._per_worker).
+    ``inputs``: the values of the futures among the job's arguments, each the reply of this
+    pool's task that made it (Dask hands it over) or one pickled by the pool (_dask._inputs).
     """
     with _claims_lock:
         if key in _withdrawn_keys:
@@ -139,11 +145,35 @@ def run_on_worker(
         except BaseException as exc:
             return RAISED, pack_exception(exc), time.perf_counter() - start
         with pool_instances(instances):
-            tag, data = run_to_reply(kind, fn, body)
+            if inputs is None:
+                tag, data = run_to_reply(kind, fn, body)
+            else:
+                try:
+                    load = loader(inputs)
+                except BaseException as exc:
+                    return RAISED, pack_exception(exc), time.perf_counter() - start
+                tag, data = run_to_reply(kind, fn, body, load)
         return tag, data, time.perf_counter() - start
     finally:
         with _claims_lock:
             _running_keys.discard(key)
+
+
+def loader(replies: tuple[Any, ...]) -> Callable[[bytes], Any]:
+    """How a worker loads a job's arguments: each placeholder becomes its input's value."""
+    values = []
+    for reply in replies:
+        if not (isinstance(reply, tuple) and len(reply) == 3 and reply[0] == OK):
+            raise JobpoolError(f"an input of this job did not arrive as a result: {reply!r:.200}")
+        values.append(pickle.loads(reply[1]))
+
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            if isinstance(pid, tuple) and len(pid) == 2 and pid[0] == INPUT:
+                return values[pid[1]]
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+
+    return lambda data: Unpickler(io.BytesIO(data)).load()
 
 
 def withdraw_tasks(keys: list[str], dask_worker: Any = None) -> dict[str, bool]:

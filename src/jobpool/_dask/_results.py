@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import distributed.client
 
 from .._job import Outcomes
-from .._protocol import WITHDRAWN
+from .._protocol import OK, WITHDRAWN
 from ._parts import LowerParts, UpperPart
 from ._replies import (
     crash_error,
@@ -129,8 +129,11 @@ class Results(UpperPart):
         if not is_reply(value):
             self._tasks.fail(task, not_a_reply_error(value), now)
             return
-        self._tasks.drop(task, now)
         tag, data, seconds = value
+        # Jobs of this pool that take this one's future as an argument get its result on the
+        # cluster: its Dask future is kept for them (before the job's own future resolves).
+        kept = tag == OK and self._tasks.kept.keep(job.future, task.future, task.slots.address)
+        self._tasks.drop(task, now, release=not kept)
         if tag == WITHDRAWN:
             self._line.give_back(job)
             return

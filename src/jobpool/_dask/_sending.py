@@ -57,6 +57,7 @@ class Sender(UpperPart):
             job = self._line.next_job(free_slot=target.free_slots() > 0)
             if job is None:
                 break
+            target = self._near_its_inputs(job, target)
             task = self._send(job, target)
             if task is not None:
                 sent.append(task)
@@ -78,6 +79,17 @@ class Sender(UpperPart):
                 best, best_rank = slots, rank
         return best
 
+    def _near_its_inputs(self, job: Job, target: WorkerSlots) -> WorkerSlots:
+        """The worker holding the job's first input kept on the cluster, if it has room as
+        good as ``target``'s (a free slot if ``target`` has one): its value is already there."""
+        inputs = job.serialized.inputs if job.serialized is not None else None
+        near = self._workers.slots.get(inputs.near) if inputs is not None and inputs.near else None
+        if near is None or near is target or near.room(self._workers.round_trip) <= 0:
+            return target
+        if target.free_slots() > 0 and near.free_slots() <= 0:
+            return target
+        return near
+
     def _send(self, job: Job, target: WorkerSlots) -> Optional[Task]:
         serialized = job.serialized
         assert serialized is not None and serialized.fn_bytes is not None
@@ -89,6 +101,10 @@ class Sender(UpperPart):
         if target.resource is not None:
             restrictions["resources"] = {self._workers.resource: 1}
 
+        inputs = serialized.inputs  # its futures' values (see _inputs)
+        if job.priority:  # Dask runs the tasks waiting on a worker in this order too
+            restrictions["priority"] = job.priority
+
         def submit() -> Any:
             return self._client.submit(
                 run_on_worker,
@@ -98,8 +114,10 @@ class Sender(UpperPart):
                 serialized.body,
                 key,
                 self._per_worker.key(),  # installs its plugin once handles travel
+                None if inputs is None else inputs.values,
                 key=key,
                 pure=False,
+                fifo_timeout=0,  # a generation of its own: see _slots (order of tasks)
                 **restrictions,
             )
 

@@ -16,7 +16,12 @@ thread is a slot needs no resource: its threads are the bound.
 
 Because a worker runs the pool's tasks in the order they were sent (Dask orders them by
 submission, and a pinned task is never stolen), the first ``quota`` tasks of a worker are the
-ones that may be running and the others are waiting behind them. That is how the pool knows
+ones that may be running and the others are waiting behind them. That order needs each task
+sent with ``fifo_timeout=0``: Dask's priority is (user priority, generation, order in the
+graph), a generation lasts 100 ms by default, and a worker runs tasks of equal priority last in,
+first out, so tasks sent within 100 ms of one another would run in reverse. A task with a priority
+(``options(priority=)``, passed on as Dask's own) goes before the waiting ones of lower
+priority, as the worker will run it. That is how the pool knows
 when a job's time limit starts, and which jobs a worker that died had not started. The quotas go
 one at a time to the worker holding the fewest (each Dask worker is a process with its own GIL),
 and are shared out again when workers join or leave.
@@ -118,8 +123,18 @@ class WorkerSlots:
         return max(0, self.quota + ahead - len(self.tasks))
 
     def add(self, task: Task, now: float) -> None:
-        self.tasks.append(task)
-        if len(self.tasks) <= self.quota:
+        tasks = self.tasks
+        priority = task.job.priority
+        if priority and len(tasks) > self.quota:
+            # It waits here: the worker runs it before the waiting tasks of lower priority
+            # (Dask orders a worker's tasks by priority, then by arrival).
+            index = len(tasks)
+            while index > self.quota and tasks[index - 1].job.priority < priority:
+                index -= 1
+            tasks.insert(index, task)
+            return
+        tasks.append(task)
+        if len(tasks) <= self.quota:
             self._start(task, now)
 
     def remove(self, task: Task, now: float) -> None:

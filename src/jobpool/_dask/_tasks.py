@@ -22,6 +22,7 @@ from .._errors import JobKilledError, JobTimeoutError
 from .._job import Job, Outcomes
 from ._in_worker import withdraw_tasks
 from ._inbox import Inbox
+from ._inputs import KeptResults
 from ._slots import Task, WorkerSlots
 
 _log = logging.getLogger("jobpool")
@@ -40,6 +41,7 @@ class ClusterTasks:
         self._lock = threading.Lock()  # for the two below
         self._jobs: dict[Future[Any], Job] = {}
         self._task_of: dict[int, Task] = {}  # job id -> its task
+        self.kept = KeptResults()  # results kept on the cluster for other jobs (_inputs)
 
     def __bool__(self) -> bool:
         return bool(self._by_key)
@@ -95,9 +97,10 @@ class ClusterTasks:
         """The tasks that ended on ``slots``' worker, their results not fetched yet."""
         return [task for task in self._fetching if task.slots is slots]
 
-    def drop(self, task: Task, now: float) -> None:
-        """Let go of the task: free its slot (the next one there starts) and let
-        Dask forget it. A task that has not started then never does; a running one runs on."""
+    def drop(self, task: Task, now: float, release: bool = True) -> None:
+        """The task is off the pool's books: free its slot (the next one there starts) and let
+        Dask forget it (unless not ``release``: its result is kept for other jobs). A task
+        that has not started then never does; a running one runs on."""
         self._by_key.pop(task.key, None)
         self._timed.discard(task)
         self._fetching.discard(task)
@@ -105,6 +108,8 @@ class ClusterTasks:
             if self._task_of.get(task.job.id) is task:
                 del self._task_of[task.job.id]
         task.slots.remove(task, now)
+        if not release:
+            return
         try:
             task.future.release()
         except Exception:  # the client's loop is closed: the scheduler forgets it anyway

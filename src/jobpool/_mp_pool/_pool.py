@@ -90,6 +90,7 @@ class Pool:
         self._start(jobs, processes, job_timeout)
 
     def _start(self, jobs: _JobPool, processes: int, job_timeout: Optional[float]) -> None:
+        jobs._intake.futures_as_arguments = False  # as the stdlib: arguments go as they are
         self._jobs = jobs
         self._processes = processes
         self._job_timeout = job_timeout

@@ -95,6 +95,7 @@ def worker_setup(
 class ProcessBackend:
     name = "process"
     kill_limitation = None  # the worker running the job is killed and replaced
+    serializes = True  # prepare() pickles the job in the caller's thread
 
     def __init__(
         self,
@@ -187,7 +188,13 @@ class ProcessBackend:
     def notify(self) -> None:
         dispatcher = self._dispatcher
         workers = dispatcher.workers
-        if (workers.idle_count > 0 or not workers.started) and not dispatcher.wake_pending:
+        # The dispatcher itself queues a job whose inputs it just settled (_dependencies): its
+        # loop assigns jobs next anyway, and waking itself would cost it a turn.
+        if (
+            (workers.idle_count > 0 or not workers.started)
+            and not dispatcher.wake_pending
+            and threading.get_ident() != dispatcher.thread.ident
+        ):
             dispatcher.wake()
         if (
             self._forks

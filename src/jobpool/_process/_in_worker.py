@@ -39,7 +39,7 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, NoReturn, Optional
 
-from .. import _main_globals
+from .. import _main_globals, _platform
 from .._execution import BrokenFunction, KeptFunctions, run_to_reply
 from .._instances import for_worker_process
 from .._protocol import (
@@ -60,8 +60,9 @@ from .._protocol import (
 )
 from .._remote_exceptions import pack_exception, unpack_exception
 from ._blobs import loads_function
+from ._death_notice import held_here_only
 from ._frames import FrameReader, write_frame
-from ._large_data import Incoming, LargeData, discard, receive
+from ._large_data import Incoming, LargeData, discard, receive, release_on_parent_death
 from ._start import WorkerSetup, stderr_into
 from ._stopping import AdoptedZombies, exit_with_tree, prepare_worker
 
@@ -130,18 +131,19 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
     processes it started with it (_stopping).
 
     Also answer the parent's recalls (see _send_ahead), which must be heard while a job runs. It
-    sleeps on file descriptors only: a pidfd of the parent where the platform has one (Linux),
-    which becomes readable when the parent exits, and multiprocessing's parent sentinel. The
-    sentinel alone is not enough under the fork start method (a worker forked later may hold
-    the parent's end of it open), so where there is no pidfd the thread also compares
-    ``os.getppid()`` once a second: the one place a worker polls.
+    sleeps on file descriptors only: the recall pipe, whose end of file says the parent died
+    (``_death_notice``: only the parent holds its write end); a pidfd of the parent where the
+    platform has one (Linux), which becomes readable when the parent exits; and
+    multiprocessing's parent sentinel. Where there is no pidfd the thread also compares
+    ``os.getppid()`` once a second, for a parent whose write end a fork made in C still holds
+    open: the one place a worker polls.
     """
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None) if parent is not None else None
     original_ppid = os.getppid()
-    pidfd = _open_pidfd(parent.pid if parent is not None else original_ppid)
+    pidfd = _platform.pidfd_open(parent.pid if parent is not None else original_ppid)
     if _parent_gone(sentinel, original_ppid):  # it died before we looked
-        exit_with_tree(EXIT_PARENT_DIED)
+        _parent_died(inbox)
     deaths = [fd for fd in (pidfd, sentinel) if fd is not None]
     poll_seconds = None if pidfd is not None else PPID_POLL_SECONDS
     watched: list[Any] = [*deaths, recall]
@@ -150,24 +152,22 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
         if any(fd in ready for fd in deaths) or (
             poll_seconds is not None and os.getppid() != original_ppid
         ):
-            exit_with_tree(EXIT_PARENT_DIED)
+            _parent_died(inbox)
         if recall in ready:
             try:
                 recall.recv_bytes()
-            except (EOFError, OSError):  # the parent closed it: this worker is going away
-                watched.remove(recall)
-            else:
-                channel.send((GIVE_BACK, inbox.give_back()))
+            except (EOFError, OSError):  # its only write end is gone: the parent died
+                _parent_died(inbox)
+            channel.send((GIVE_BACK, inbox.give_back()))
 
 
-def _open_pidfd(pid: Optional[int]) -> Optional[int]:
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is None or not pid:
-        return None
+def _parent_died(inbox: _Inbox) -> NoReturn:
+    """Remove what the parent left in shared memory (named segments), then exit with every
+    program this worker's jobs started (_stopping)."""
     try:
-        return int(pidfd_open(pid))
-    except OSError:  # gone already, an old kernel, or a seccomp filter
-        return None
+        release_on_parent_death(inbox.segments)
+    finally:
+        exit_with_tree(EXIT_PARENT_DIED)
 
 
 def _parent_gone(sentinel: Optional[int], original_ppid: int) -> bool:
@@ -207,11 +207,16 @@ def worker_main(
     log_level: int,
     startup_stderr: Optional[Connection] = None,
     large: Optional[LargeData] = None,
+    exit_writer: Optional[Connection] = None,
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``).
 
     It never returns: the process ends with ``os._exit`` (see the module docstring).
+    ``exit_writer``: held open until then, never written; its end of file tells the parent
+    that this worker exited, where there are no pidfds (``_death_notice``).
     """
+    if exit_writer is not None:
+        held_here_only(exit_writer)  # a child a job forks must not hold it
     code = 0
     try:
         _work(conn, recall, setup, log_level, startup_stderr, large)
@@ -222,7 +227,7 @@ def worker_main(
         except BaseException:
             pass
     _flush_output()
-    os._exit(code)
+    os._exit(code)  # exit_writer, still referenced here, is closed by the exit
 
 
 def _work(
@@ -328,7 +333,7 @@ class _Inbox:
     """
 
     def __init__(self, conn: Connection, large: Optional[LargeData] = None) -> None:
-        self._segments = None if large is None else large.channel
+        self.segments = None if large is None else large.channel
         self._reader = FrameReader(conn.fileno())
         self._waiting: deque[bytes] = deque()
         self._lock = threading.Lock()
@@ -340,7 +345,7 @@ class _Inbox:
             if message[0] == DEFINE_FN or message[0] == DEFINE_BLOB:
                 return message, self._next_frame()
             if len(message) == 5 and type(message[4]) is tuple:  # buffers in shared memory
-                message = (*message[:4], receive(self._segments, message[1], message[4]))
+                message = (*message[:4], receive(self.segments, message[1], message[4]))
             return message, None
 
     def _next_frame(self) -> bytes:
@@ -369,7 +374,7 @@ class _Inbox:
                 if message[0] == RUN_CALL or message[0] == RUN_CHUNK:
                     ids.append(message[1])
                     if type(message[4]) is tuple:  # its segment's descriptor waits: close it
-                        discard(self._segments, message[1])
+                        discard(self.segments, message[1])
                     continue
                 kept.append(data)
                 if message[0] == DEFINE_FN or message[0] == DEFINE_BLOB:
