@@ -21,7 +21,7 @@ import pytest
 import jobs
 import memory_jobs
 from conftest import PROCESS, PROCESS_BACKENDS, WAIT, MakePool, wait_until
-from jobpool import MemoryLimitError, Pool, WorkerCrashedError
+from jobpool import MemoryLimitError, Pool, WorkerCrashedError, _platform
 from jobpool._memory_size import MIN_MEMORY, parse_memory
 from jobpool._process import _cgroups
 
@@ -50,6 +50,8 @@ def no_cgroup_left() -> Iterator[None]:
 @pytest.fixture(params=["cgroup", "sampled"])
 def enforcement(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "cgroup":
+        if not _platform.CGROUPS:
+            pytest.skip("cgroups are turned off here (JOBPOOL_DISABLE or JOBPOOL_PORTABLE)")
         if CONTROLLER is None:
             pytest.skip(NO_CGROUP)
     else:
@@ -60,6 +62,7 @@ def enforcement(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 # --- job_memory_limit ----------------------------------------------------------------------------
 
 
+@pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_a_job_over_its_limit_fails_alone(
     make_pool: MakePool, backend: str, enforcement: str, gate: jobs.StartGate
@@ -83,6 +86,7 @@ def test_a_job_over_its_limit_fails_alone(
     assert stats.over_memory_limit == 1 and stats.failed == 1 and stats.worker_restarts == 1
 
 
+@pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_a_fast_job_is_stopped_before_a_quarter_over(
     make_pool: MakePool, backend: str, enforcement: str, tmp_path: Path
@@ -97,6 +101,7 @@ def test_a_fast_job_is_stopped_before_a_quarter_over(
     assert 0.5 * LIMIT < allocated < 1.25 * LIMIT
 
 
+@pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_a_child_the_job_forked_counts_and_is_stopped(
     make_pool: MakePool, backend: str, enforcement: str, tmp_path: Path
@@ -110,6 +115,7 @@ def test_a_child_the_job_forked_counts_and_is_stopped(
     assert pool.submit(jobs.square, 3).result(WAIT) == 9
 
 
+@pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_an_external_program_the_job_ran_counts_and_is_stopped(
     make_pool: MakePool, backend: str, enforcement: str
@@ -120,6 +126,7 @@ def test_an_external_program_the_job_ran_counts_and_is_stopped(
     assert pool.submit(jobs.square, 4).result(WAIT) == 16
 
 
+@pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_options_set_the_limit_per_job(make_pool: MakePool, backend: str, enforcement: str) -> None:
     pool = make_pool(backend, 1)
@@ -134,6 +141,7 @@ def test_options_set_the_limit_per_job(make_pool: MakePool, backend: str, enforc
         list(limited.map(memory_jobs.grow, [400], timeout=WAIT))
 
 
+@pytest.mark.linux_only("proc", "cgroups")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_a_job_that_leaves_its_cgroup_escapes_the_kernels_limit(
     make_pool: MakePool, backend: str
@@ -221,6 +229,7 @@ def test_a_thread_pool_refuses_a_limit_in_options() -> None:
 # --- max_worker_memory ---------------------------------------------------------------------------
 
 
+@pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS_BACKENDS)
 def test_a_leaky_worker_is_replaced_and_memory_stays_bounded(
     make_pool: MakePool, backend: str
@@ -241,6 +250,7 @@ def test_a_leaky_worker_is_replaced_and_memory_stays_bounded(
     assert stats.worker_restarts >= stats.recycled_for_memory
 
 
+@pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_shared_memory_a_worker_maps_does_not_count(make_pool: MakePool, backend: str) -> None:
     """A 200 MB argument read in place through shared memory (and, under fork, the caller's
@@ -274,6 +284,7 @@ _OOM_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.linux_only("proc", "cgroups")
 def test_a_worker_the_oom_killer_took_is_named(tmp_path: Path) -> None:
     if CONTROLLER is None or CONTROLLER.version != 1:
         pytest.skip(NO_CGROUP + " (this test makes a v1 group)")
@@ -318,6 +329,7 @@ _KILLED_CALLER = textwrap.dedent(
 )
 
 
+@pytest.mark.linux_only("proc", "cgroups")
 def test_a_killed_caller_leaves_no_cgroup() -> None:
     """Its workers see it die, leave their groups and remove them."""
     if CONTROLLER is None:
@@ -346,6 +358,7 @@ def test_a_killed_caller_leaves_no_cgroup() -> None:
             caller.wait(WAIT)
 
 
+@pytest.mark.linux_only("proc", "cgroups")
 def test_the_next_pool_removes_the_empty_cgroups_of_a_caller_that_is_gone(
     make_pool: MakePool,
 ) -> None:
@@ -397,6 +410,7 @@ def test_a_v2_group_is_driven_through_its_own_files(tmp_path: Path) -> None:
     assert "memory.events" in group.how() and "oom_kill counter at 1" in group.how()
 
 
+@pytest.mark.linux_only("proc", "cgroups")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_the_groups_go_where_jobpool_memory_cgroup_says(
     make_pool: MakePool, backend: str, monkeypatch: pytest.MonkeyPatch
@@ -427,12 +441,9 @@ def _subgroups(directory: Path) -> list[Path]:
 
 
 def test_without_proc_the_options_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobpool import _memory_size
+    from jobpool import _platform
 
-    real = os.path.exists
-    monkeypatch.setattr(
-        _memory_size.os.path, "exists", lambda p: False if p == "/proc/self/statm" else real(p)
-    )
+    monkeypatch.setattr(_platform, "PROC", False)
     with pytest.raises(ValueError, match="max_worker_memory= needs Linux"):
         Pool(1, "process", max_worker_memory="1 GiB")
     with Pool(1, "process") as pool, pytest.raises(ValueError, match="needs Linux"):

@@ -53,7 +53,9 @@ def machine_memory() -> Optional[int]:
 
 def check_platform(name: str) -> None:
     """Raise ValueError where a worker's memory cannot be watched (no /proc: not Linux)."""
-    if not os.path.exists("/proc/self/statm"):
+    from . import _platform
+
+    if not _platform.PROC:
         raise ValueError(
             f"{name}= needs Linux: jobpool reads a worker's memory in /proc (and holds it with "
             "a memory cgroup where it can), which this system does not have; leave it unset, "

@@ -11,9 +11,10 @@ with ``MemoryLimitError``, reading the ``oom_kill`` counter to know it was the l
 
 Where no cgroup can be made (not Linux, no memory controller, not allowed to write it, v1 on
 Python 3.9 without ``os.eventfd``, v2 where the caller's group cannot have the memory controller
-on below it, or ``JOBPOOL_MEMORY_CGROUPS=0``), :func:`controller` says None and the worker's
-memory is sampled instead (``_memory``). ``JOBPOOL_MEMORY_CGROUP=<directory>`` names another
-group to make them below (one set up for it, where v2 has the memory controller on).
+on below it, or turned off: ``JOBPOOL_DISABLE=cgroups``, see ``_platform``), :func:`controller`
+says None and the worker's memory is sampled instead (``_memory``).
+``JOBPOOL_MEMORY_CGROUP=<directory>`` names another group to make them below (one set up for
+it, where v2 has the memory controller on).
 
 Every cgroup made here is removed: when its worker is gone (what its job left running is killed
 if the worker was killed, moved up to the caller's cgroup if it ended normally); by the worker
@@ -32,6 +33,8 @@ import signal
 import threading
 import time
 from typing import Optional
+
+from .. import _platform
 
 _log = logging.getLogger("jobpool")
 
@@ -339,8 +342,9 @@ def controller() -> Optional[Controller]:
 
 def _find_controller() -> Optional[Controller]:
     """Below the caller's own memory cgroup, or below ``JOBPOOL_MEMORY_CGROUP`` (a directory of
-    the cgroup tree) when set; ``JOBPOOL_MEMORY_CGROUPS=0``: nowhere (sample instead)."""
-    if os.environ.get("JOBPOOL_MEMORY_CGROUPS", "1") == "0":
+    the cgroup tree) when set; nowhere (sample instead) where ``_platform`` says there are none
+    (not Linux, or turned off: ``JOBPOOL_DISABLE=cgroups``)."""
+    if not _platform.CGROUPS:
         return None
     chosen = os.environ.get("JOBPOOL_MEMORY_CGROUP")
     if chosen:

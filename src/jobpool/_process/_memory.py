@@ -27,6 +27,7 @@ import math
 import os
 from typing import Optional
 
+from .. import _platform
 from .._errors import MemoryLimitError
 from . import _cgroups
 from ._tree import ProcInfo, children_by_parent, descendants
@@ -99,10 +100,10 @@ class WorkerMemory:
         self.reached = 0  # the most a sample saw during the running job
         self.notified = False  # its cgroup ran out of memory
         # The out-of-memory killer's counters when the worker started (to name its death).
-        found = _cgroups.own_cgroup_dir(str(pid))
+        found = _cgroups.own_cgroup_dir(str(pid)) if _platform.PROC else None
         self._start_cgroup = found
         self._start_kills = None if found is None else _cgroups.oom_kills(*found)
-        self._start_system_kills = _cgroups.system_oom_kills()
+        self._start_system_kills = _cgroups.system_oom_kills() if _platform.PROC else None
 
     # --- max_worker_memory --------------------------------------------------------------------
 
