@@ -274,7 +274,7 @@ _OOM_SCRIPT = textwrap.dedent(
     with open({procs!r}, "w") as f:
         f.write("0")  # this process, and so its workers, into the small group
     import jobpool, memory_jobs
-    with jobpool.Pool(1, "process") as pool:
+    with jobpool.Pool(1, "process", **{options}) as pool:
         try:
             pool.submit(memory_jobs.grow, 600).result(60)
         except jobpool.WorkerCrashedError as e:
@@ -285,7 +285,15 @@ _OOM_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.linux_only("proc", "cgroups")
-def test_a_worker_the_oom_killer_took_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"job_memory_limit": "1 GiB"}],
+    ids=["no limit", "a limit the group runs out before"],
+)
+def test_a_worker_the_oom_killer_took_is_named(options: dict[str, str]) -> None:
+    """The caller's group (300 MB) runs out: the kernel kills the worker. That is named as the
+    OOM killer's doing, and is no MemoryLimitError even when the job has a limit (1 GiB) of
+    its own, whose group the kernel tells of the out-of-memory event too."""
     if CONTROLLER is None or CONTROLLER.version != 1:
         pytest.skip(NO_CGROUP + " (this test makes a v1 group)")
     group = Path(CONTROLLER.parent) / f"jobpool-test-{os.getpid()}"
@@ -293,7 +301,7 @@ def test_a_worker_the_oom_killer_took_is_named(tmp_path: Path) -> None:
     try:
         (group / "memory.limit_in_bytes").write_text(str(300 * MB))
         script = _OOM_SCRIPT.format(
-            tests=str(Path(__file__).parent), procs=str(group / "cgroup.procs")
+            tests=str(Path(__file__).parent), procs=str(group / "cgroup.procs"), options=options
         )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         done = subprocess.run(
@@ -395,7 +403,7 @@ def test_a_v2_group_is_driven_through_its_own_files(tmp_path: Path) -> None:
         "cgroup.procs": "",
         "memory.oom.group": "0",
         "memory.max": "max",
-        "memory.events": "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        "memory.events": "low 0\nhigh 0\nmax 0\noom 1\noom_kill 1\n",
         "memory.peak": str(170 * MB),
     }.items():
         (tmp_path / name).write_text(text)
@@ -407,6 +415,10 @@ def test_a_v2_group_is_driven_through_its_own_files(tmp_path: Path) -> None:
     assert group.set_limit(LIMIT) and (tmp_path / "memory.max").read_text() == str(LIMIT)
     assert group.set_limit(None) and (tmp_path / "memory.max").read_text() == "max"
     assert group.oom_kills() == 1 and group.peak() == 170 * MB
+    assert not group.hit_own_limit()  # a group above it ran out
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert group.hit_own_limit() and not group.hit_own_limit()  # once per hit
+    assert group.reached == 170 * MB
     assert "memory.events" in group.how() and "oom_kill counter at 1" in group.how()
 
 

@@ -43,6 +43,9 @@ _V1_ROOT = "/sys/fs/cgroup/memory"
 _V2_ROOT = "/sys/fs/cgroup"
 #: How long a removal is tried again while the killed processes leave the group.
 REMOVE_SECONDS = 5.0
+#: A v1 group whose peak came this close to its limit hit it (charges come in batches of 64
+#: pages per CPU, so the peak may stop short of the limit by less than that).
+PEAK_SLACK = 1 << 20
 
 
 def _read(path: str) -> str:
@@ -179,6 +182,8 @@ class WorkerCgroup:
         #: says it (v2's ``memory.oom.group`` kills the whole group).
         self.notify_fd: Optional[int] = None
         self.removed = False
+        self._hits = 0  # how often the group had hit its own limit when last looked (v2)
+        self.reached: Optional[int] = None  # its peak when it was last seen at its limit
 
     def prepare(self, pid: int) -> None:
         """Move ``pid`` in and ask to be told when the group runs out (raises OSError)."""
@@ -230,6 +235,7 @@ class WorkerCgroup:
                     return False
                 raise
         self.limit = limit
+        self._forget_hits()
         return True
 
     def take_notice(self) -> None:
@@ -239,6 +245,42 @@ class WorkerCgroup:
                 os.read(self.notify_fd, 8)
             except OSError:  # nothing there (EAGAIN)
                 pass
+
+    def hit_own_limit(self) -> bool:
+        """Whether the group hit its own limit since the limit was set, or since last asked:
+        not a limit above it (the caller's group), whose out-of-memory events the kernel tells
+        it of too. v2 counts the hits (the ``max`` event); v1 does not on every kernel (its
+        ``memory.failcnt`` stays 0 on some), so there the group's peak, reset each time, must
+        have reached the limit (within :data:`PEAK_SLACK`)."""
+        if self.version == 2:
+            try:
+                hits = _field(_read(os.path.join(self.path, "memory.events")), "max")
+            except OSError:
+                return False
+            if hits is None or hits <= self._hits:
+                return False
+            self._hits = hits
+            self.reached = self.peak()
+            return True
+        peak = self.peak()
+        if self.limit is None or peak is None or peak < self.limit - PEAK_SLACK:
+            return False
+        self.reached = peak
+        self._forget_hits()
+        return True
+
+    def _forget_hits(self) -> None:
+        """From now on, only new hits of the limit count (see ``hit_own_limit``)."""
+        if self.version == 2:
+            try:
+                self._hits = _field(_read(os.path.join(self.path, "memory.events")), "max") or 0
+            except OSError:
+                pass
+            return
+        try:
+            _write(os.path.join(self.path, "memory.max_usage_in_bytes"), "0")  # to usage now
+        except OSError:
+            pass
 
     def oom_kills(self) -> Optional[int]:
         return oom_kills(self.version, self.path)

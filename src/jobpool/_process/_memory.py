@@ -189,10 +189,10 @@ class WorkerMemory:
         if cgroup is None:
             return None
         cgroup.take_notice()
+        if self.limit is None or not cgroup.hit_own_limit():
+            return None  # a group above it ran out (the caller's): not this job's limit
         self.notified = True
-        if self.limit is None:
-            return None
-        return MemoryLimitError(self.limit, cgroup.peak(), cgroup.how())
+        return MemoryLimitError(self.limit, cgroup.reached, cgroup.how())
 
     # --- the end ------------------------------------------------------------------------------
 
@@ -201,10 +201,9 @@ class WorkerMemory:
         cgroup = self.cgroup
         if cgroup is None or self.limit is None:
             return None
-        kills = cgroup.oom_kills()
-        if not self.notified and not kills:
+        if not self.notified and not (cgroup.oom_kills() and cgroup.hit_own_limit()):
             return None
-        return MemoryLimitError(self.limit, cgroup.peak(), cgroup.how())
+        return MemoryLimitError(self.limit, cgroup.reached, cgroup.how())
 
     def oom_killed(self) -> Optional[str]:
         """If the kernel's out-of-memory killer may have killed it: how that is known."""
