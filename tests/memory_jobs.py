@@ -110,3 +110,15 @@ def cgroup_of_self(_: Any = None) -> str:
             if "memory" in controllers.split(","):
                 return path
     return ""
+
+
+def exec_and_grow(total_mb: int) -> None:
+    """Replace the worker itself with another program (``os.execv``) that allocates."""
+    code = (
+        "held=[]\n"
+        f"for _ in range({total_mb // 8}):\n"
+        "    b=bytearray(8<<20)\n"
+        "    for i in range(0,len(b),4096): b[i]=1\n"
+        "    held.append(b)\n"
+    )
+    os.execv(sys.executable, [sys.executable, "-c", code])

@@ -128,6 +128,18 @@ def test_an_external_program_the_job_ran_counts_and_is_stopped(
 
 @pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS)
+def test_a_job_that_execs_another_program_in_its_worker_is_held_too(
+    make_pool: MakePool, backend: str, enforcement: str
+) -> None:
+    """os.execv replaces the worker with the program: the same process, still watched."""
+    pool = make_pool(backend, 1, job_memory_limit=LIMIT)
+    with pytest.raises(MemoryLimitError):
+        pool.submit(memory_jobs.exec_and_grow, 4 * LIMIT // MB).result(WAIT)
+    assert pool.submit(jobs.square, 5).result(WAIT) == 25
+
+
+@pytest.mark.linux_only("proc")
+@pytest.mark.parametrize("backend", PROCESS)
 def test_options_set_the_limit_per_job(make_pool: MakePool, backend: str, enforcement: str) -> None:
     pool = make_pool(backend, 1)
     limited = pool.options(job_memory_limit="160 MiB")
