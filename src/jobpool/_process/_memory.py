@@ -7,7 +7,8 @@ questions:
   (``_cgroups``), the worker is moved into one of its own at its first limited job and the
   kernel holds the job and its programs to the limit: they can never get past it. Elsewhere the
   dispatcher samples the job's process tree every :data:`SAMPLE_SECONDS` (the worker's private
-  resident memory and that of every program below it, found again every
+  resident memory, less what it inherited from a ``fork`` caller, and that of every program
+  below it, found again every
   :data:`RESCAN_SECONDS`) and kills the tree at the first sample over the limit; a job can then
   get past it by what it allocates in one interval (and a program it starts in the first
   :data:`RESCAN_SECONDS` of its life is counted from its next rescan).
@@ -171,7 +172,10 @@ class WorkerMemory:
         if now >= self._next_scan:
             self._tree = [info.pid for info in descendants(self.pid, (), listing.below())]
             self._next_scan = now + RESCAN_SECONDS
-        used = (self.own_bytes() or 0) + sum(_process_private(pid) for pid in self._tree)
+        # The worker's own (not what a fork worker shares with the caller), and each program's
+        # private memory: a program forked from the worker counts the pages it still shares
+        # with it twice, which stops it early rather than late.
+        used = (self.grown_bytes() or 0) + sum(_process_private(pid) for pid in self._tree)
         self.reached = max(self.reached, used)
         self.next_sample = now + SAMPLE_SECONDS
         if used <= limit:
