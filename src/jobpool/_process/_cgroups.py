@@ -109,9 +109,31 @@ def oom_kills(version: int, directory: str) -> Optional[int]:
 def system_oom_kills() -> Optional[int]:
     """The machine's count of processes killed by the out-of-memory killer (Linux 4.13+)."""
     try:
-        return _field(_read("/proc/vmstat"), "oom_kill")
+        with open("/proc/vmstat", "rb") as f:
+            data = f.read()
     except OSError:
         return None
+    at = data.find(b"\noom_kill ")
+    if at < 0:
+        return None
+    end = data.find(b"\n", at + 1)
+    try:
+        return int(data[at + 10 : end if end >= 0 else None])
+    except ValueError:
+        return None
+
+
+_caller_group: Optional[tuple[int, int, Optional[tuple[int, str]]]] = None
+
+
+def caller_cgroup() -> Optional[tuple[int, str]]:
+    """This process's memory cgroup (version, directory), read once per process (by pid: a
+    forked child reads its own): the group its workers start in."""
+    global _caller_group
+    pid = os.getpid()
+    if _caller_group is None or _caller_group[0] != pid:
+        _caller_group = (pid, 0, own_cgroup_dir())
+    return _caller_group[2]
 
 
 class Controller:

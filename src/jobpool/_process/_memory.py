@@ -100,11 +100,16 @@ class WorkerMemory:
         self._next_scan = 0.0
         self.reached = 0  # the most a sample saw during the running job
         self.notified = False  # its cgroup ran out of memory
-        # The out-of-memory killer's counters when the worker started (to name its death).
-        found = _cgroups.own_cgroup_dir(str(pid)) if _platform.PROC else None
+        # The out-of-memory killer's counters when the worker started (to name its death). It
+        # starts in the caller's group (and the fork server's, which is the caller's child).
+        found = _cgroups.caller_cgroup() if _platform.PROC else None
         self._start_cgroup = found
         self._start_kills = None if found is None else _cgroups.oom_kills(*found)
-        self._start_system_kills = _cgroups.system_oom_kills() if _platform.PROC else None
+        # The group's counter counts every kill of a process in it, by a group's limit or by
+        # the machine running out; the machine's counter only where the group's is missing.
+        self._start_system_kills = (
+            _cgroups.system_oom_kills() if _platform.PROC and self._start_kills is None else None
+        )
 
     # --- max_worker_memory --------------------------------------------------------------------
 
