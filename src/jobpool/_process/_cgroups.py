@@ -123,7 +123,7 @@ def system_oom_kills() -> Optional[int]:
         return None
 
 
-_caller_group: Optional[tuple[int, int, Optional[tuple[int, str]]]] = None
+_caller_group: Optional[tuple[int, Optional[tuple[int, str]]]] = None  # (pid, its group)
 
 
 def caller_cgroup() -> Optional[tuple[int, str]]:
@@ -132,8 +132,8 @@ def caller_cgroup() -> Optional[tuple[int, str]]:
     global _caller_group
     pid = os.getpid()
     if _caller_group is None or _caller_group[0] != pid:
-        _caller_group = (pid, 0, own_cgroup_dir())
-    return _caller_group[2]
+        _caller_group = (pid, own_cgroup_dir())
+    return _caller_group[1]
 
 
 class Controller:
