@@ -149,6 +149,47 @@ def _running_job_id() -> int:
     raise LookupError("not running in a worker's loop")
 
 
+# --- the worker's own descriptors ---------------------------------------------------------------
+
+
+def worker_descriptors() -> dict[str, int]:
+    """The descriptors a worker process serves the pool on, found as any job could find them:
+    its job pipe, the pipe the parent recalls jobs sent ahead on, and the socket that carries
+    the descriptors of shared-memory segments (when the pool uses shared memory)."""
+    found = {"job pipe": _worker_connection().fileno()}
+    for obj in gc.get_objects():
+        kind = type(obj)
+        ours = kind.__name__ == "_Inbox" and kind.__module__.endswith("_in_worker")
+        # A socket with memfd; without it (portable mode) named files, and no descriptor.
+        segments = getattr(obj, "segments", None) if ours else None
+        if segments is not None and hasattr(segments, "fileno"):
+            found["segment socket"] = segments.fileno()
+    for thread in threading.enumerate():
+        if thread.name == "jobpool-parent-watch":
+            found["recall pipe"] = thread._args[0].fileno()  # type: ignore[attr-defined]
+    return found
+
+
+def close_worker_descriptor(which: str) -> str:
+    """Close one of the worker's own descriptors (see :func:`worker_descriptors`), then return."""
+    os.close(worker_descriptors()[which])
+    return which
+
+
+def close_segment_socket_then_return(size: int) -> bytes:
+    """Close the worker's shared-memory socket, then return a result large enough to need it."""
+    os.close(worker_descriptors()["segment socket"])
+    return b"s" * size
+
+
+def null_worker_descriptor(which: str) -> str:
+    """Put /dev/null where one of the worker's own descriptors was (``dup2``), then return."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, worker_descriptors()[which])
+    os.close(null)
+    return which
+
+
 # --- descriptors -------------------------------------------------------------------------------
 
 
@@ -167,6 +208,29 @@ def fill_descriptors() -> list[int]:
             filler.append(os.open(os.devnull, os.O_RDONLY))
     except OSError:
         return filler
+
+
+def zombie_without_descriptors() -> int:
+    """Leave this worker a zombie child and no free descriptor, and run long enough that it
+    looks for zombies right after (it does between jobs, at most every ZOMBIE_SECONDS: a
+    clock the job lets pass, not a wait for anything). jobpool's /proc reader is dropped from
+    ``sys.modules``, as in a worker that has not needed it yet (a fork-started worker may have
+    inherited it from a parent that had). The zombie's pid."""
+    import time
+
+    from jobpool._process import _in_worker
+
+    time.sleep(_in_worker.ZOMBIE_SECONDS * 1.1)
+    sys.modules.pop("jobpool._process._tree", None)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    FILLER.extend(fill_descriptors())
+    return pid
+
+
+FILLER: list[int] = []  # descriptors taken by zombie_without_descriptors, kept open
 
 
 # --- shared memory kept by a job --------------------------------------------------------------

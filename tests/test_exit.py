@@ -125,7 +125,8 @@ if __name__ == "__main__":
         os.close(write_end)
         os.read(read_end, 1)
         os._exit(0)
-    print("FORKED", forked, flush=True)
+    # One write per line: the workers write theirs at any moment (print may write in parts).
+    os.write(1, f"FORKED {{forked}}\\n".encode())
     os.write(1, b"WAITING\\n")
     futures[0].result()
 """

@@ -476,3 +476,22 @@ def test_without_proc_the_options_are_refused(monkeypatch: pytest.MonkeyPatch) -
         Pool(1, "process", max_worker_memory="1 GiB")
     with Pool(1, "process") as pool, pytest.raises(ValueError, match="needs Linux"):
         pool.options(job_memory_limit="1 GiB")
+
+
+@pytest.mark.linux_only("proc", "cgroups")
+def test_a_group_that_refuses_the_limit_is_sampled_instead(
+    make_pool: MakePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cgroup write that fails (not the EBUSY of a group over the new limit) does not leave
+    the job unlimited, nor its worker waiting for a job that was never sent."""
+    if CONTROLLER is None:
+        pytest.skip(NO_CGROUP)
+
+    def refuse(self: _cgroups.WorkerCgroup, limit: object) -> bool:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(_cgroups.WorkerCgroup, "set_limit", refuse)
+    pool = make_pool("process-forkserver", 1, job_memory_limit=LIMIT)
+    with pytest.raises(MemoryLimitError, match="sampled"):
+        pool.submit(memory_jobs.grow, 400).result(WAIT)
+    assert pool.submit(memory_jobs.grow, 16).result(WAIT) == 16

@@ -86,6 +86,8 @@ class WorkerHandle:
         self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
         # What it sent out of turn, if that is why we killed it (see _messages).
         self.protocol_breach: Optional[str] = None
+        # Why a job could not be sent to it, if that is why we killed it (see run).
+        self.unreachable: Optional[str] = None
         self.replied_after_kill = False  # so it started the next job sent ahead
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
         # Its memory: the running job's limit, its own size, the OOM killer (see _memory).
@@ -245,6 +247,20 @@ class WorkerHandle:
             state = next_state(self.state, Move.RUN_AHEAD)
             self.ahead.append(job)
             self._become(state)
+        try:
+            self._send(job)
+        except OSError as exc:
+            # The worker died under us, or it broke its own end of a pipe (a job closed it):
+            # either way it cannot run what it holds. A live one would wait for a job that never
+            # came, its future never resolved: end it as if it had crashed (no KILL move: the
+            # replies it sent before still count), and its exit fails its running job and hands
+            # back the ones behind it. A dead one is only a zombie to be reaped.
+            if self.unreachable is None:
+                self.unreachable = f"{type(exc).__name__}: {exc}"
+                kill_worker(self.process, self.exit_fd if self._owns_exit_fd else None)
+            raise
+
+    def _send(self, job: Job) -> None:
         serialized = job.serialized
         assert serialized is not None
         fn_bytes = serialized.fn_bytes

@@ -67,6 +67,10 @@ from ._start import WorkerSetup, stderr_into
 from ._stopping import AdoptedZombies, exit_with_tree, prepare_worker
 
 EXIT_PARENT_DIED = 70
+# The worker's end of its recall pipe broke (a job closed it, or put another file in its
+# place): the worker could no longer answer a recall, and its jobs sent ahead would never be
+# handed back; it ends, as a crash of the job it runs.
+EXIT_RECALL_LOST = 71
 # Where the platform has no pidfd: how often the watch thread compares os.getppid().
 PPID_POLL_SECONDS = 1.0
 # How often, at most, the worker reaps the zombies it adopted (between jobs).
@@ -156,9 +160,22 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
         if recall in ready:
             try:
                 recall.recv_bytes()
-            except (EOFError, OSError):  # its only write end is gone: the parent died
+            except EOFError:  # its only write end is gone: the parent died (_death_notice)
                 _parent_died(inbox)
+            except OSError as exc:
+                # A job broke our end (closed it): without recalls the parent would wait for a
+                # GIVE_BACK forever.
+                _say(f"its recall pipe broke ({type(exc).__name__}: {exc}); a job closed it?")
+                exit_with_tree(EXIT_RECALL_LOST)
             channel.send((GIVE_BACK, inbox.give_back()))
+
+
+def _say(what: str) -> None:
+    """A line on the worker's stderr, for the user: why it ends by itself."""
+    try:
+        os.write(2, f"jobpool worker process {os.getpid()} ends: {what}\n".encode())
+    except OSError:  # its stderr is gone too
+        pass
 
 
 def _parent_died(inbox: _Inbox) -> NoReturn:
@@ -259,7 +276,7 @@ def _work(
         if not _initialize(setup, channel):
             return
     channel.send((READY, os.getpid()))
-    _serve(inbox, channel, large)
+    _serve(inbox, channel, large, _OwnFile(recall.fileno()))
     instances.close()  # a normal exit (STOP, or the parent closed the pipe): close them
 
 
@@ -387,7 +404,39 @@ class _Inbox:
             self._lock.release()
 
 
-def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) -> None:
+class _OwnFile:
+    """Tells whether a descriptor of the worker's still holds the file it held at start.
+
+    A job may close the worker's end of its recall pipe, or put another file in its place
+    (``dup2``). The watch thread would not notice until the next recall (a ``poll`` keeps the
+    closed file), and then read the wrong file or nothing: the parent would wait for a
+    GIVE_BACK forever. One ``fstat`` after each job catches it, and that job fails (its worker
+    ends), not a later one.
+    """
+
+    __slots__ = ("_fd", "_id")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._id = self._now()
+
+    def _now(self) -> Optional[tuple[int, int]]:
+        try:
+            st = os.fstat(self._fd)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def intact(self) -> bool:
+        return self._id is not None and self._now() == self._id
+
+
+def _serve(
+    inbox: _Inbox,
+    channel: _Channel,
+    large: Optional[LargeData] = None,
+    recall: Optional[_OwnFile] = None,
+) -> None:
     writable = large is not None and large.writable
     pid = os.getpid()
     functions = KeptFunctions()
@@ -432,6 +481,9 @@ def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) 
         fn = body = None
         if os.getpid() != pid:  # the job forked and this is the copy: it must not serve
             _end_forked_copy(result_tag, data)
+        if recall is not None and not recall.intact():
+            _say("the job closed its recall pipe, or put another file in its place")
+            exit_with_tree(EXIT_RECALL_LOST)
         channel.send((result_tag, job_id, data))
 
 

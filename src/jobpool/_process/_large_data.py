@@ -25,6 +25,7 @@ Lifetime, which is the hard part, follows from who holds what:
 
 from __future__ import annotations
 
+import errno
 import functools
 import socket
 from typing import Any, Optional, Union
@@ -160,6 +161,11 @@ def receive(channel: Optional[Channel], key: int, wire: Wire) -> Incoming:
             return Incoming(wire, channel.receive(key, wire[2]), None)
         fd = receive_fd(channel, key)
     except OSError as exc:
+        if exc.errno is not None and exc.errno != errno.EMFILE:  # (EMFILE says it already)
+            exc = OSError(
+                exc.errno,
+                f"the shared memory holding this job's data could not be received: {exc.strerror}",
+            )
         return Incoming(wire, None, exc)
     return Incoming(wire, None if fd is None else Segment(fd, wire[2]), None)
 
@@ -288,6 +294,12 @@ class LargeData:
             return _in_band(value, "the job's result", False)
         try:
             wire = outgoing.send(channel, key, body)
+        except OSError:
+            # The descriptor could not leave (a job closed this worker's end of the channel):
+            # nothing was sent on it, so the result goes through the pipe, as when no segment
+            # can be made, rather than failing a job that returned.
+            return _in_band(value, "the job's result", False)
+        else:
             outgoing.handed_over()
             return wire
         finally:

@@ -24,6 +24,7 @@ questions:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Optional
@@ -43,6 +44,7 @@ RESCAN_SECONDS = 0.1
 #: the worker past it.
 MAX_GROWTH = 50e9
 
+_log = logging.getLogger("jobpool")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -93,6 +95,7 @@ class WorkerMemory:
         self._sized_at = -math.inf
         self.cgroup: Optional[_cgroups.WorkerCgroup] = None
         self._tried_cgroup = False
+        self._cgroup_failed = False  # it refused a limit: the worker is sampled instead
         self.limit: Optional[int] = None  # the running job's limit
         self.sampled = False  # the limit is held by sampling, not by a cgroup
         self.next_sample: Optional[float] = None
@@ -151,10 +154,22 @@ class WorkerMemory:
             control = _cgroups.controller()
             self.cgroup = None if control is None else control.make(self.pid)
         cgroup = self.cgroup
-        if cgroup is not None:
+        if cgroup is not None and not self._cgroup_failed:
             self.sampled = False
             self.next_sample = None
-            if not cgroup.set_limit(limit):
+            try:
+                held = cgroup.set_limit(limit)
+            except OSError as exc:  # the group refused the limit: sample from now on
+                _log.warning(
+                    "jobpool could not set a memory limit in cgroup %s (%s); it samples the "
+                    "memory of worker %s instead",
+                    cgroup.path,
+                    exc,
+                    self.pid,
+                )
+                self._cgroup_failed = True
+                return self.job_starts(limit, now)
+            if not held:
                 assert limit is not None
                 return MemoryLimitError(
                     limit,

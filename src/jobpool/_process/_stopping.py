@@ -230,6 +230,15 @@ class AdoptedZombies:
     def tick(self, now: float) -> None:
         if not _platform.SUBREAPER:  # no adopted zombies (and no /proc to tell them apart)
             return
+        try:
+            self._tick(now)
+        except OSError:
+            # No descriptor free (a job took them all), so /proc cannot be read, nor the module
+            # that reads it imported: look again next time. Reaping is housekeeping; the worker
+            # must not die of it, with the next job.
+            pass
+
+    def _tick(self, now: float) -> None:
         while True:
             child = self._first_zombie()
             if child is None:
