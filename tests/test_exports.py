@@ -15,6 +15,7 @@ def test_public_names() -> None:
         "JobOptions",
         "JobTimeoutError",
         "JobpoolError",
+        "MemoryLimitError",
         "PerWorkerError",
         "Pool",
         "PoolStats",
@@ -37,6 +38,7 @@ def test_errors_subclass_what_users_already_catch() -> None:
     from concurrent.futures import BrokenExecutor
 
     assert issubclass(jobpool.JobTimeoutError, TimeoutError)
+    assert issubclass(jobpool.MemoryLimitError, MemoryError)
     assert issubclass(jobpool.SerializationError, pickle.PicklingError)
     assert issubclass(jobpool.ResultLoadError, jobpool.SerializationError)
     assert issubclass(jobpool.InitializerError, BrokenExecutor)
@@ -55,6 +57,7 @@ def test_errors_survive_pickling() -> None:
     errors = [
         jobpool.WorkerCrashedError(12, -9),
         jobpool.JobTimeoutError(1.5),
+        jobpool.MemoryLimitError(100 << 20, 101 << 20, "sampled every 10 ms"),
         jobpool.SerializationError("cannot", "args[0]"),
         jobpool.RemoteError("mod.Type", "message"),
         jobpool.ResultLoadError("cannot load", "the job's result", "mod.Type"),

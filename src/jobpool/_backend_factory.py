@@ -24,9 +24,14 @@ def _thread(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
 
 
 def _process(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
+    from ._memory_size import check_platform
     from ._process._backend import ProcessBackend
     from ._process._context import get_context
     from ._process._large_data import large_data
+
+    for option in ("job_memory_limit", "max_worker_memory"):
+        if options.get(option) is not None:
+            check_platform(option)
 
     threshold, writable = options.get("shared_memory", (None, False))
     return ProcessBackend(
@@ -34,6 +39,7 @@ def _process(setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
         get_context(options.get("start_method")),
         options.get("max_jobs_per_worker"),
         large_data(threshold, writable),
+        options.get("max_worker_memory"),
     )
 
 
@@ -57,16 +63,45 @@ FACTORIES: dict[str, BackendFactory] = {"thread": _thread, "process": _process, 
 OPTIONS_FOR = {
     "start_method": ("process",),
     "max_jobs_per_worker": ("process",),
+    "job_memory_limit": ("process",),
+    "max_worker_memory": ("process",),
     "address": ("dask",),
     "client": ("dask",),
 }
+
+#: Why an option is refused where it is, when "applies only to" does not say enough.
+_WHY_NOT = {
+    ("job_memory_limit", "thread"): (
+        "threads share one process, so one job's memory cannot be told from another's or "
+        "stopped alone; use backend='process'"
+    ),
+    ("job_memory_limit", "dask"): (
+        "jobpool does not run Dask's worker processes, so it cannot stop one job there; give "
+        "the cluster's workers a memory_limit= (Dask's nanny restarts a worker past it) or use "
+        "backend='process'"
+    ),
+    ("max_worker_memory", "thread"): "threads share the caller's process, which is never replaced",
+    ("max_worker_memory", "dask"): (
+        "Dask restarts its own workers: give them a memory_limit= (the nanny restarts a worker "
+        "near it, see Dask's worker memory management)"
+    ),
+}
+
+
+def refuse_option(option: str, name: str) -> None:
+    """Raise ValueError if backend ``name`` cannot honour ``option`` (set to something)."""
+    allowed = OPTIONS_FOR.get(option)  # not listed: every backend takes it
+    if allowed is None or name in allowed:
+        return
+    names = " or ".join(repr(b) for b in allowed)
+    message = f"{option}= applies only to backend={names}, not backend={name!r}"
+    why = _WHY_NOT.get((option, name))
+    raise ValueError(message + (f": {why}" if why else ""))
 
 
 def make_backend(name: str, setup: BackendSetup, options: Mapping[str, Any]) -> Backend:
     """The backend called ``name``; an option it cannot honour is an error, never ignored."""
     for option, value in options.items():
-        allowed = OPTIONS_FOR.get(option)  # not listed: every backend takes it
-        if allowed is not None and value is not None and name not in allowed:
-            names = " or ".join(repr(b) for b in allowed)
-            raise ValueError(f"{option}= applies only to backend={names}, not backend={name!r}")
+        if value is not None:
+            refuse_option(option, name)
     return FACTORIES[name](setup, options)

@@ -5,6 +5,7 @@
     ├── WorkerCrashedError        the worker running the job died (exit code / signal)
     ├── JobTimeoutError           (also TimeoutError) the job ran past its limit
     ├── JobKilledError            Pool.kill() stopped the job while it ran
+    ├── MemoryLimitError          (also MemoryError) the job went over its job_memory_limit
     ├── SerializationError        (also pickle.PicklingError) neither pickle nor cloudpickle could
     │   │                         serialize the job, its result or its exception
     │   └── ResultLoadError       a result came back but cannot be loaded in the caller
@@ -35,6 +36,7 @@ __all__ = [
     "JobKilledError",
     "JobTimeoutError",
     "JobpoolError",
+    "MemoryLimitError",
     "PerWorkerError",
     "QueueFull",
     "RemoteError",
@@ -93,6 +95,35 @@ class JobTimeoutError(JobpoolError, TimeoutError):
 
 class JobKilledError(JobpoolError):
     """``Pool.kill(future)`` stopped this job while it was running."""
+
+
+class MemoryLimitError(JobpoolError, MemoryError):
+    """The job's memory (with the programs it started) went over its ``job_memory_limit``.
+
+    The pool stopped the job and every program it started, replaced its worker and went on;
+    only this job failed. ``limit`` is the limit in bytes, ``reached`` how much the job had
+    reached when it was seen (None where it cannot be told), ``how`` how it was watched.
+    """
+
+    def __init__(self, limit: int, reached: Optional[int], how: str) -> None:
+        self.limit = limit
+        self.reached = reached
+        self.how = how
+        if reached is None:
+            amount = "went over its memory limit"
+        else:
+            amount = f"reached {_mib(reached)} of memory, at or over its limit"
+        super().__init__(
+            f"the job {amount} of {_mib(limit)} (job_memory_limit={limit}); {how}. The pool "
+            "stopped it with the programs it started and replaced its worker"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.limit, self.reached, self.how))
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 class SerializationError(JobpoolError, pickle.PicklingError):

@@ -81,6 +81,7 @@ class MapPlan:
         "fn",
         "function",
         "job_timeout",
+        "memory_limit",
         "priority",
         "reporter",
         "timeout",
@@ -97,9 +98,11 @@ class MapPlan:
         timeout: Optional[float],
         reporter: Optional[Reporter],
         priority: int = 0,
+        memory_limit: Optional[int] = None,
     ) -> None:
         self.fn = fn
         self.priority = priority
+        self.memory_limit = memory_limit  # per chunk: a chunk runs in one worker
         self.function = function  # serialized once for every chunk (process and Dask backends)
         self.job_timeout = job_timeout
         self.chunksize = chunksize
@@ -108,7 +111,7 @@ class MapPlan:
         self.reporter = reporter
 
     def chunk_job(self, chunk: list[Any], star: bool) -> Job:
-        job = Job(Chunk(self.fn, chunk, star), self.job_timeout, self.priority)
+        job = Job(Chunk(self.fn, chunk, star), self.job_timeout, self.priority, self.memory_limit)
         if self.function[0] is not None:  # serialized once for every chunk
             job.serialized = Serialized(*self.function)
         return job
@@ -344,6 +347,7 @@ class Intake:
         chunksize: Optional[int],
         buffersize: Optional[int],
         job_timeout: Optional[float],
+        memory_limit: Optional[int] = None,
         progress: ProgressArg,
         on_result: Optional[Callable[[Any], object]],
         on_error: Optional[ErrorCallback],
@@ -368,6 +372,7 @@ class Intake:
             None if timeout is None else float(timeout),
             make_reporter(progress, on_result, on_error, sized_total(iterables), fn),
             priority,
+            memory_limit,
         )
 
     def map(

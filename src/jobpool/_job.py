@@ -265,13 +265,29 @@ _SAME_ATTRIBUTES = set(vars(Future())) == {
 class Job:
     """A unit of work plus everything the pool needs to run it and resolve it once."""
 
-    __slots__ = ("future", "holds_slot", "id", "priority", "serialized", "timeout", "work")
+    __slots__ = (
+        "future",
+        "holds_slot",
+        "id",
+        "memory_limit",
+        "priority",
+        "serialized",
+        "timeout",
+        "work",
+    )
 
-    def __init__(self, work: Call | Chunk, timeout: Optional[float], priority: int = 0) -> None:
+    def __init__(
+        self,
+        work: Call | Chunk,
+        timeout: Optional[float],
+        priority: int = 0,
+        memory_limit: Optional[int] = None,
+    ) -> None:
         self.future: JobFuture = JobFuture()
         self.work = work
         self.timeout = timeout
         self.priority = priority  # higher first among waiting jobs (see _priority)
+        self.memory_limit = memory_limit  # bytes (job_memory_limit), process backend only
         self.id = next(_job_ids)
         self.holds_slot = False
         # What a backend that serializes (process, Dask) made of it in the submitting thread.
@@ -319,6 +335,8 @@ class Outcomes:
         self.cancelled = 0
         self.timed_out = 0
         self.worker_restarts = 0
+        self.over_memory_limit = 0
+        self.recycled_for_memory = 0
 
     def count(self, field: str, n: int = 1) -> None:
         with self._lock:
@@ -382,6 +400,8 @@ class Outcomes:
                 "cancelled": self.cancelled,
                 "timed_out": self.timed_out,
                 "worker_restarts": self.worker_restarts,
+                "over_memory_limit": self.over_memory_limit,
+                "recycled_for_memory": self.recycled_for_memory,
             }
 
     def fail_pending(self, job: Job, exc: BaseException) -> None:

@@ -2,7 +2,8 @@
 
 A class that mixes in :class:`JobMethods` provides ``_intake`` (the pool's
 :class:`~jobpool._intake.Intake`) and ``_job_timeout`` (the time limit its jobs get: the pool's
-``job_timeout``, or a view's ``timeout``).
+``job_timeout``, or a view's ``timeout``) and ``_job_memory_limit`` (the pool's
+``job_memory_limit``, or a view's).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class JobMethods:
     _job_timeout: Optional[float]
     _priority: int = 0  # higher first among waiting jobs (options(priority=))
     _on_cancel: OnCancel = "kill"  # what cancelling run()'s awaiting task does to a running job
+    _job_memory_limit: Optional[int] = None  # bytes: the pool's job_memory_limit, or a view's
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule ``fn(*args, **kwargs)`` and return its Future.
@@ -62,13 +64,13 @@ class JobMethods:
             InitializerError: the pool is broken (its workers could not start).
         """
         check_callable("submit()", fn)
-        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
         return self._intake.enqueue(job, block=True)
 
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for a slot."""
         check_callable("submit_nowait()", fn)
-        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
         return self._intake.enqueue(job, block=False)
 
     def map(
@@ -106,7 +108,7 @@ class JobMethods:
         plan = self._intake.plan_map(
             "map", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
             job_timeout=self._job_timeout, progress=progress, on_result=on_result,
-            on_error=on_error, priority=self._priority,
+            on_error=on_error, priority=self._priority, memory_limit=self._job_memory_limit,
         )  # fmt: skip
         return self._intake.map(plan, iterables, False, ordered)
 
@@ -128,6 +130,7 @@ class JobMethods:
             "starmap", fn, (iterable,), timeout=timeout, chunksize=chunksize,
             buffersize=buffersize, job_timeout=self._job_timeout, progress=progress,
             on_result=on_result, on_error=on_error, priority=self._priority,
+            memory_limit=self._job_memory_limit,
         )  # fmt: skip
         return self._intake.map(plan, (iterable,), True, ordered)
 
@@ -142,7 +145,7 @@ class JobMethods:
         check_callable("run()", fn)
         from ._async import run_job
 
-        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
         result: R = await run_job(self._intake, job, self._on_cancel)
         return result
 
@@ -170,6 +173,6 @@ class JobMethods:
         plan = self._intake.plan_map(
             "amap", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
             job_timeout=self._job_timeout, progress=progress, on_result=on_result,
-            on_error=on_error, priority=self._priority,
+            on_error=on_error, priority=self._priority, memory_limit=self._job_memory_limit,
         )  # fmt: skip
         return amap(self._intake, plan, iterables, ordered, self._on_cancel)

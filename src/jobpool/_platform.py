@@ -23,6 +23,8 @@ mechanism       used for                                     without it
                 a mapping's pages in one pass
 ``affinity``    ``os.sched_getaffinity``: the CPUs this      ``os.cpu_count()``
                 process may use (``advise``)
+``cgroups``     a memory cgroup per worker holds a job to    the job's process tree sampled in
+                its ``job_memory_limit`` (``_cgroups``)      /proc every 10 ms (``_memory``)
 ==============  ===========================================  =================================
 
 **The switches are a testing aid, not a tuning knob.** ``JOBPOOL_PORTABLE=1`` turns every one of
@@ -42,7 +44,7 @@ import sys
 from typing import Callable, Optional
 
 #: Every mechanism a switch can turn off, in the order of the table above.
-MECHANISMS = ("memfd", "pidfd", "subreaper", "proc", "epoll", "populate", "affinity")
+MECHANISMS = ("memfd", "pidfd", "subreaper", "proc", "epoll", "populate", "affinity", "cgroups")
 
 PORTABLE_VARIABLE = "JOBPOOL_PORTABLE"
 DISABLE_VARIABLE = "JOBPOOL_DISABLE"
@@ -104,6 +106,9 @@ EPOLL = _on("epoll", hasattr(select, "epoll"))
 POPULATE = _on("populate", _LINUX)
 #: ``os.sched_getaffinity``.
 AFFINITY = _on("affinity", hasattr(os, "sched_getaffinity"))
+#: Memory cgroups (v1 or v2) where the system lets jobpool make them; whether it may is found
+#: when a worker first needs one (``_process/_cgroups.controller``).
+CGROUPS = _on("cgroups", _LINUX)
 #: ``os.register_at_fork`` (every POSIX system; not Windows). Not a switch: portable code has it.
 FORK_HOOKS = hasattr(os, "register_at_fork")
 #: Process groups (``setpgid``, ``killpg``): POSIX. Not a switch: portable code has them.
@@ -162,4 +167,5 @@ def describe() -> dict[str, bool]:
         "epoll": EPOLL,
         "populate": POPULATE,
         "affinity": AFFINITY,
+        "cgroups": CGROUPS,
     }

@@ -20,11 +20,12 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from typing_extensions import Self
 
 from . import _lifecycle
-from ._backend_factory import FACTORIES, make_backend
+from ._backend_factory import FACTORIES, make_backend, refuse_option
 from ._contract import BackendSetup
 from ._intake import Intake, check_callable, check_positive_int, check_timeout
 from ._job import JobQueue, OnCancel, Outcomes
 from ._job_methods import JobMethods, check_on_cancel, check_priority
+from ._memory_size import check_platform, parse_memory
 from ._progress import ErrorCallback, ProgressArg, as_completed
 from ._stats import PoolStats
 
@@ -89,6 +90,15 @@ class Pool(JobMethods, Executor):
             multiprocessing context; process backend only. ``mp_context=`` is an alias.
         job_timeout: default time limit in seconds for each job, counted from when it starts.
         max_jobs_per_worker: replace a worker process after this many jobs (leaky libraries).
+        job_memory_limit: process backend: the most memory a job may use, counting the
+            programs it starts: bytes, or a string such as ``"2 GiB"`` or ``"500MB"``. A job
+            that goes over is stopped with its programs and fails with
+            :class:`MemoryLimitError`; its worker is replaced. Enforced by a memory cgroup per
+            worker where one can be made, else sampled (see [Long runs](long-runs.md)).
+            Refused on the thread and Dask backends.
+        max_worker_memory: process backend: after a job, replace a worker whose own memory
+            (private, resident: not the shared memory of large arguments and results) is above
+            this (bytes or a string as above). The job's result is delivered as usual.
         shared_memory_threshold: process backend: arguments and results holding buffers of at
             least this many bytes (numpy arrays, ``bytes``, ``bytearray``, ``memoryview``) travel
             through shared memory instead of the pipe. Default 1 MiB; ``None`` turns it off. See
@@ -118,6 +128,8 @@ class Pool(JobMethods, Executor):
         mp_context: Optional[BaseContext] = None,
         job_timeout: Optional[float] = None,
         max_jobs_per_worker: Optional[int] = None,
+        job_memory_limit: Union[int, str, None] = None,
+        max_worker_memory: Union[int, str, None] = None,
         shared_memory_threshold: Optional[int] = DEFAULT_SHARED_MEMORY_THRESHOLD,
         writable_arguments: bool = False,
         address: Optional[str] = None,
@@ -128,6 +140,7 @@ class Pool(JobMethods, Executor):
         )
         max_pending = check_positive_int("max_pending", max_pending)
         self._job_timeout = check_timeout("job_timeout", job_timeout)
+        self._job_memory_limit = parse_memory("job_memory_limit", job_memory_limit)
         self._priority = 0  # read by every submit: an instance attribute is found first
         self._backend_name = backend
         self._workers = workers or default_workers(backend)
@@ -149,6 +162,8 @@ class Pool(JobMethods, Executor):
         options = {
             "start_method": start_method if start_method is not None else mp_context,
             "max_jobs_per_worker": check_positive_int("max_jobs_per_worker", max_jobs_per_worker),
+            "job_memory_limit": self._job_memory_limit,
+            "max_worker_memory": parse_memory("max_worker_memory", max_worker_memory),
             "address": address,
             "client": client,
             "shared_memory": (
@@ -196,6 +211,7 @@ class Pool(JobMethods, Executor):
         timeout: Optional[float] = None,
         priority: int = 0,
         on_cancel: OnCancel = "kill",
+        job_memory_limit: Union[int, str, None] = None,
     ) -> JobOptions:
         """Per-job options for the calls made through the returned view.
 
@@ -216,12 +232,20 @@ class Pool(JobMethods, Executor):
                 started never runs; a running one runs on. ``"leave"`` lets it finish (its
                 result is dropped), for jobs that must not be stopped half-way. A job that has
                 not started is cancelled either way. See [asyncio](asyncio.md#cancellation).
+            job_memory_limit: process backend (Linux): the jobs' memory limit (bytes, or a
+                string such as ``"2 GiB"``), in place of the pool's; a ``map`` chunk is one
+                job. See [Long runs](long-runs.md).
         """
+        memory_limit = parse_memory("job_memory_limit", job_memory_limit)
+        if memory_limit is not None:
+            refuse_option("job_memory_limit", self._backend_name)
+            check_platform("job_memory_limit")
         return JobOptions(
             self,
             check_timeout("timeout", timeout),
             check_priority(priority),
             check_on_cancel(on_cancel),
+            memory_limit,
         )
 
     def as_completed(
@@ -351,7 +375,12 @@ class JobOptions(JobMethods):
     """
 
     def __init__(
-        self, pool: Pool, timeout: Optional[float], priority: int = 0, on_cancel: OnCancel = "kill"
+        self,
+        pool: Pool,
+        timeout: Optional[float],
+        priority: int = 0,
+        on_cancel: OnCancel = "kill",
+        memory_limit: Optional[int] = None,
     ) -> None:
         self._pool = pool
         self._intake = pool._intake
@@ -359,3 +388,6 @@ class JobOptions(JobMethods):
         self._job_timeout = timeout if timeout is not None else pool._job_timeout
         self._priority = priority
         self._on_cancel = on_cancel
+        self._job_memory_limit = (
+            memory_limit if memory_limit is not None else pool._job_memory_limit
+        )

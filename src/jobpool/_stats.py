@@ -32,3 +32,8 @@ class PoolStats:
     workers: int
     #: Jobs waiting for the futures among their arguments (not in ``pending`` yet).
     waiting: int = 0
+    #: The part of ``failed`` stopped for going over ``job_memory_limit`` (process backend).
+    over_memory_limit: int = 0
+    #: Workers replaced after a job because their own memory was over ``max_worker_memory``
+    #: (also counted in ``worker_restarts``).
+    recycled_for_memory: int = 0

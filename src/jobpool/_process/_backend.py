@@ -104,6 +104,7 @@ class ProcessBackend:
         context: BaseContext,
         max_jobs_per_worker: Optional[int],
         large: Optional[LargeData] = None,
+        max_worker_memory: Optional[int] = None,
     ) -> None:
         worker = worker_setup(setup.initializer, setup.initargs)
         self._forks = context.get_start_method() == "fork"
@@ -125,6 +126,7 @@ class ProcessBackend:
             max_jobs_per_worker,
             setup.on_broken,
             large,
+            max_worker_memory,
         )
         self._dispatcher.thread.start()
         # A thread waiting for a running job's result reads its worker's reply (_lending).

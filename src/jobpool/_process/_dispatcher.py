@@ -37,7 +37,7 @@ from ._messages import Messages
 from ._routing import assign_jobs, send_ahead
 from ._start import WorkerSetup
 from ._watch import FdWatch, WakePipe
-from ._workers import EXIT, OUTPUT, PIPE, TERMINATED, Event, Workers
+from ._workers import EXIT, MEMORY, OUTPUT, PIPE, TERMINATED, Event, Workers
 
 _log = logging.getLogger("jobpool")
 
@@ -56,6 +56,7 @@ class Dispatcher:
         max_jobs_per_worker: Optional[int],
         on_broken: Callable[[BaseException], None],
         large: Optional[LargeData] = None,
+        max_worker_memory: Optional[int] = None,
     ) -> None:
         self._outcomes = outcomes
         self._watch: FdWatch[Event] = FdWatch()
@@ -72,6 +73,7 @@ class Dispatcher:
             on_broken,
             self._watch,
             large,
+            max_worker_memory,
         )
         self._messages = Messages(self.workers, self.line, outcomes)
         self.lock = threading.Lock()
@@ -247,6 +249,8 @@ class Dispatcher:
                 self._exited(handle)
             elif kind == OUTPUT:
                 workers.on_output(handle)
+            elif kind == MEMORY:
+                workers.out_of_memory(handle)
         self._run_requests()
         if timeout is not None:  # some job had a deadline when we went to sleep
             workers.expire_deadlines()

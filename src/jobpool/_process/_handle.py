@@ -19,13 +19,14 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import signal
 import time
 from collections import deque
 from multiprocessing.context import BaseContext
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .. import _picklers, _platform
-from .._errors import JobKilledError
+from .._errors import JobKilledError, MemoryLimitError
 from .._job import Call, Job
 from .._protocol import RUN_CALL, RUN_CHUNK, STOP
 from ._death_notice import held_here_only, worker_exit_pipe
@@ -33,6 +34,7 @@ from ._frames import FrameReader, write_frame
 from ._in_worker import worker_main
 from ._large_data import Channel, LargeData
 from ._lease import Lease
+from ._memory import ProcessListing, WorkerMemory
 from ._send_ahead import JOB_TIME_WEIGHT, KILLED_WAITING
 from ._shipped import Shipped
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
@@ -90,6 +92,16 @@ class WorkerHandle:
         self.unreachable: Optional[str] = None
         self.replied_after_kill = False  # so it started the next job sent ahead
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
+        # Its memory: the running job's limit, its own size, the OOM killer (see _memory).
+        self.memory = WorkerMemory(self.pid or 0, context.get_start_method() == "fork")
+        # Told of the descriptor that says "out of memory" once it has one (see watch_memory).
+        self._watch_memory: Optional[Callable[[int], None]] = None
+        self.memory_limit: Optional[int] = None  # the running job's job_memory_limit
+        self.too_big = False  # over max_worker_memory: it takes no job any more
+        # Known once it exited by itself: its cgroup's limit stopped its job, or how we know
+        # the kernel's out-of-memory killer killed it.
+        self.limit_error: Optional[MemoryLimitError] = None
+        self.oom_note: Optional[str] = None
 
     def _start_process(
         self, context: BaseContext, setup: WorkerSetup, log_level: int, large: Optional[LargeData]
@@ -201,7 +213,10 @@ class WorkerHandle:
     # --- jobs ----------------------------------------------------------------------------------
 
     def fits_ahead(self, job: Job) -> bool:
-        """Whether ``job`` is small enough to wait in the pipe, its function already here."""
+        """Whether ``job`` is small enough to wait in the pipe, its function already here (and
+        its memory limit the running job's: a job sent ahead starts before the parent knows)."""
+        if job.memory_limit is not self.memory_limit or self.too_big:
+            return False
         serialized = job.serialized
         assert serialized is not None
         key = serialized.fn_key
@@ -233,10 +248,17 @@ class WorkerHandle:
             self.job = job
             self.started_at = now = time.monotonic()
             self.deadline = now + job.timeout if job.timeout is not None else None
+            self._become(state)
+            # Before the job can run; False: over the limit before it began (killed: its exit
+            # fails the job).
+            if job.memory_limit is not self.memory_limit and not self._limit_memory(
+                job.memory_limit, now
+            ):
+                return
         else:
             state = next_state(self.state, Move.RUN_AHEAD)
             self.ahead.append(job)
-        self._become(state)
+            self._become(state)
         try:
             self._send(job)
         except OSError as exc:
@@ -300,7 +322,62 @@ class WorkerHandle:
         if following is not None and following.future.resolved:
             # Pool.kill() failed it while it waited here, too late to take it back: it started.
             self.kill(JobKilledError(KILLED_WAITING))
+        elif following is not None and following.memory_limit is not self.memory_limit:
+            # (It started in the worker a moment ago, under the limit of the job before.)
+            self._limit_memory(following.memory_limit, now)
         return job if job is not None and job.id == job_id else None
+
+    # --- memory (see _memory) -------------------------------------------------------------------
+
+    def _limit_memory(self, limit: Optional[int], now: float) -> bool:
+        """The job starting now may use ``limit`` bytes (None: no limit). False if the worker
+        is over it already (it is killed: its exit fails the job)."""
+        self.memory_limit = limit
+        had_cgroup = self.memory.cgroup is not None
+        error = self.memory.job_starts(limit, now)
+        fd = self.memory_fd
+        if not had_cgroup and fd is not None and self._watch_memory is not None:
+            self._watch_memory(fd)
+        if error is not None:
+            self.kill(error)
+            return False
+        return True
+
+    def watch_memory(self, watch: Callable[[int], None]) -> None:
+        """Who to tell of the descriptor that says its cgroup ran out of memory, once made."""
+        self._watch_memory = watch
+
+    @property
+    def memory_fd(self) -> Optional[int]:
+        """The descriptor that says its cgroup ran out of memory, if it has one."""
+        cgroup = self.memory.cgroup
+        return None if cgroup is None else cgroup.notify_fd
+
+    @property
+    def memory_due_at(self) -> Optional[float]:
+        """When to sample its running job's memory (a limit held by sampling), if ever."""
+        return self.memory.next_sample if self.job is not None else None
+
+    def sample_memory(self, now: float, listing: ProcessListing) -> None:
+        """Sample its running job's memory; kill it (with the job's error) if over its limit."""
+        if self.state is WorkerState.KILLED or self.job is None:
+            return
+        error = self.memory.sample(now, listing)
+        if error is not None:
+            self.kill(error)
+
+    def out_of_memory(self) -> None:
+        """Its cgroup ran out of memory: the running job went over its limit."""
+        error = self.memory.hit_limit()
+        if error is not None and self.job is not None and self.state is not WorkerState.KILLED:
+            self.kill(error)
+
+    def check_size(self, most: int) -> bool:
+        """After a job: whether the worker is over ``most`` bytes of its own (max_worker_memory);
+        if so it takes no job any more, and is to be stopped once it holds none."""
+        if not self.too_big:
+            self.too_big = self.memory.over(most, time.monotonic())
+        return self.too_big
 
     def recall(self) -> None:
         """Ask the worker to give back the jobs it has not started (answered by GIVE_BACK)."""
@@ -407,6 +484,10 @@ class WorkerHandle:
         state = next_state(self.state, Move.EXIT)
         self.exited_from = self.state
         self._become(state)
+        self.oom_note = self.memory.oom_killed() if code == -signal.SIGKILL else None
+        self.limit_error = self.memory.exit_error() if self.failure is None else None
+        # What its job left running is killed unless it ended as asked (recycled, shut down).
+        self.memory.close(killed=self.exited_from is not WorkerState.RETIRING)
         if self.lease is not None and self.lease.active:
             self.lease.call_off()  # the thread closes the fds once it has stopped polling
         else:

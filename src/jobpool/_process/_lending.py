@@ -106,6 +106,9 @@ class ReplyLender:
             self._watch.remove(handle.fd)  # its exit fd tells the rest
         else:
             self._watch.resume(handle.fd)
+        if handle.idle and handle.too_big and self._workers.recycle_if_due(handle, in_loop=False):
+            self._wake.wake()  # the loop starts its replacement
+            return
         if handle.idle:
             workers = self._workers
             workers.idle_again()

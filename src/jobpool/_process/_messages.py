@@ -88,6 +88,7 @@ class Messages:
             return self._reply(handle, message)
         if tag == GIVE_BACK:
             self._line.give_back(handle.recall_answered(message[1]))
+            self._workers.recycle_if_due(handle)  # it may have been waiting to be idle
         elif tag == LOG:
             record = _log_record(handle, message[1])
             if record is None:
@@ -115,7 +116,9 @@ class Messages:
             # Taken off the socket now, whatever happens to the reply, so none is left behind.
             message = (OK, message[1], receive(handle.segments, message[1], message[2]))
         job = handle.replied(message[1])
-        self._workers.recycle_if_due(handle)  # max_jobs_per_worker: its last job replied
+        workers = self._workers
+        if workers.max_jobs is not None or workers.max_memory is not None:
+            workers.recycle_if_due(handle)  # its last job, or its memory, say so now
         return None if job is None else (job, message)
 
     def settle(self, reply: Reply) -> None:

@@ -168,7 +168,12 @@ def exit_with_tree(code: int) -> NoReturn:
     except BaseException:
         pass
     finally:
-        os._exit(code)
+        try:
+            from . import _tree
+
+            _tree.leave_jobpool_cgroup()
+        finally:
+            os._exit(code)
 
 
 def _stop_from_outside() -> bool:

@@ -90,16 +90,27 @@ def read_stat(pid: int) -> Optional[ProcInfo]:
         return None
 
 
-def descendants(root: int, exclude: Collection[int] = ()) -> list[ProcInfo]:
-    """Every process below ``root`` (not ``root``), parents before children; ``exclude`` and
-    what is below it left out. One pass over /proc: per-thread ``children`` files are not
-    built into every kernel."""
+def children_by_parent() -> dict[int, list[ProcInfo]]:
+    """Every process /proc lists, by its parent's pid. One pass over /proc: per-thread
+    ``children`` files are not built into every kernel."""
     below: dict[int, list[ProcInfo]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             info = read_stat(int(name))
             if info is not None:
                 below.setdefault(info.ppid, []).append(info)
+    return below
+
+
+def descendants(
+    root: int,
+    exclude: Collection[int] = (),
+    below: Optional[dict[int, list[ProcInfo]]] = None,
+) -> list[ProcInfo]:
+    """Every process below ``root`` (not ``root``), parents before children; ``exclude`` and
+    what is below it left out. ``below``: a listing by :func:`children_by_parent` to use."""
+    if below is None:
+        below = children_by_parent()
     found: list[ProcInfo] = []
     seen = {root, *exclude}  # a listing is not atomic: a reused pid could close a loop
     todo = [root]
@@ -264,6 +275,40 @@ def _kill_and_wait(targets: list[_Target], deadline: float) -> None:
             target.close()
 
 
+def leave_jobpool_cgroup(tries: int = 1) -> None:
+    """If this process is in a worker's memory cgroup (``jobpool-...``, see ``_cgroups``): move
+    up to the group above and remove it, so that a worker whose parent died leaves none behind.
+    It stays if something else still runs in it (a process killed a moment ago may take a few
+    milliseconds to leave: ``tries`` removals, 10 ms apart)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            directory = "/sys/fs/cgroup/memory" + path
+        elif controllers == "":
+            directory = "/sys/fs/cgroup" + path
+        else:
+            continue
+        if not os.path.basename(directory).startswith("jobpool-"):
+            continue
+        try:
+            with open(os.path.join(os.path.dirname(directory), "cgroup.procs"), "w") as up:
+                up.write(str(os.getpid()))
+        except OSError:
+            continue
+        for attempt in range(tries):
+            try:
+                os.rmdir(directory)
+                break
+            except OSError:
+                if attempt + 1 < tries:
+                    time.sleep(0.01)
+
+
 def _main(argv: list[str]) -> None:
     """Run by a worker whose parent died, in a fresh interpreter outside the worker's group.
 
@@ -282,6 +327,7 @@ def _main(argv: list[str]) -> None:
     finally:
         if fd is not None:
             os.close(fd)
+        leave_jobpool_cgroup(tries=100)  # the worker's, once what it held has left it
 
 
 if __name__ == "__main__":

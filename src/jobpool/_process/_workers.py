@@ -26,6 +26,7 @@ from .._errors import (
     InitializerError,
     JobKilledError,
     JobTimeoutError,
+    MemoryLimitError,
     WorkerCrashedError,
     describe_exit,
 )
@@ -33,6 +34,7 @@ from .._job import Job, Outcomes
 from ._handle import WorkerHandle
 from ._large_data import LargeData
 from ._line import JobLine
+from ._memory import ProcessListing
 from ._send_ahead import KILLED_WAITING
 from ._start import WorkerSetup
 from ._state import HOLDS_JOB, LEAVING, WorkerState, due_for_recycling
@@ -60,7 +62,8 @@ PARENT_BUSY = 0.5
 _log = logging.getLogger("jobpool")
 
 # What the dispatcher's sleep reports: (what happened, to which worker), or None for a wake-up.
-PIPE, EXIT, OUTPUT = "pipe", "exit", "output"
+# MEMORY: the worker's memory cgroup ran out (its job went over its job_memory_limit).
+PIPE, EXIT, OUTPUT, MEMORY = "pipe", "exit", "output", "memory"
 Event = Optional[tuple[str, WorkerHandle]]
 
 
@@ -76,8 +79,10 @@ class Workers:
         on_broken: Callable[[BaseException], None],
         watch: FdWatch[Event],
         large: Optional[LargeData] = None,
+        max_worker_memory: Optional[int] = None,
     ) -> None:
         self._context = context
+        self.max_memory = max_worker_memory  # replace a worker bigger than this after a job
         self._large = large  # large buffers through shared memory, or None (_large_data)
         self._setup = setup
         self.size = size
@@ -284,6 +289,7 @@ class Workers:
         self._watch.add(handle.fd, (PIPE, handle))
         self._watch.add(handle.exit_fd, (EXIT, handle))
         self._watch.add(handle.startup_output.fd, (OUTPUT, handle))
+        handle.watch_memory(lambda fd: self._watch.add(fd, (MEMORY, handle)))
 
     def _start_later(self, exc: Exception) -> None:
         """A worker could not start for want of descriptors, processes or memory (or the
@@ -345,6 +351,16 @@ class Workers:
             self._outcomes.count("worker_restarts")
             self._start()
 
+    def _replace_soon(self) -> None:
+        """``_replace``, by the loop at its next turn (see ``retry_starts``)."""
+        if self.terminating or self.broken is not None:
+            return
+        if not self.closing or self._line.waiting():
+            self._outcomes.count("worker_restarts")
+            self.missing += 1
+            if self.retry_at is None:
+                self.retry_at = time.monotonic()
+
     def on_output(self, handle: WorkerHandle) -> None:
         """A starting worker wrote to stderr (or, at end of file, is done starting)."""
         output = handle.startup_output
@@ -363,6 +379,9 @@ class Workers:
         put the ones waiting behind it first in line, and replace it if needed."""
         self._watch.remove(handle.fd)
         self._watch.remove(handle.exit_fd)
+        memory_fd = handle.memory_fd
+        if memory_fd is not None:
+            self._watch.remove(memory_fd)
         if not handle.startup_output.closed:
             handle.startup_output.drain()
             self._watch.remove(handle.startup_output.fd)
@@ -378,8 +397,10 @@ class Workers:
         if handle.exited_from is not WorkerState.RETIRING:  # not a planned exit (recycled)
             self._replace()
         if job is not None:  # failed last: by then its replacement has started
-            error = handle.failure or self._crash(handle, exitcode)
+            error = handle.failure or handle.limit_error or self._crash(handle, exitcode)
             self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
+            if isinstance(error, MemoryLimitError):
+                self._outcomes.count("over_memory_limit")
 
     @staticmethod
     def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
@@ -392,7 +413,7 @@ class Workers:
                 "and started another",
             )
         if handle.protocol_breach is None:
-            return WorkerCrashedError(handle.pid, exitcode)
+            return WorkerCrashedError(handle.pid, exitcode, handle.oom_note or "")
         return WorkerCrashedError(
             handle.pid,
             exitcode,
@@ -431,13 +452,33 @@ class Workers:
 
     # --- recycling, stopping, breaking ------------------------------------------------------------
 
-    def recycle_if_due(self, handle: WorkerHandle) -> None:
-        """After a reply: replace a worker that has run ``max_jobs_per_worker`` jobs."""
+    def recycle_if_due(self, handle: WorkerHandle, in_loop: bool = True) -> bool:
+        """After a reply (or a give-back, or a caller gave its pipe back): replace a worker that
+        has run ``max_jobs_per_worker`` jobs, or whose own memory is over ``max_worker_memory``
+        (it takes no job from then on). True if it was told to stop.
+
+        Outside the loop (``in_loop=False``: a caller thread) the replacement is started by the
+        loop at its next turn: starting processes is the dispatcher's job.
+        """
         if self.max_jobs is not None and due_for_recycling(
             handle.state, handle.jobs_done, self.max_jobs
         ):
             handle.stop()
             self._replace()  # counted as a restart only when replaced, as for a crash
+            return True
+        if self.max_memory is None or not handle.check_size(self.max_memory):
+            return False
+        if handle.state is WorkerState.IDLE:
+            handle.stop()
+            self._outcomes.count("recycled_for_memory")
+            if in_loop:
+                self._replace()
+            else:
+                self._replace_soon()
+            return True
+        if handle.ahead and handle.state is WorkerState.BUSY:
+            handle.recall()  # the jobs waiting behind it run elsewhere; it stops when idle
+        return False
 
     def stop_when_drained(self) -> None:
         """Closing and nothing waits: tell every idle (or still starting) worker to exit."""
@@ -485,7 +526,7 @@ class Workers:
         if check is not None and (nearest is None or check < nearest):
             nearest = check
         for handle in self.handles:
-            for deadline in (handle.deadline, handle.recall_at):
+            for deadline in (handle.deadline, handle.recall_at, handle.memory_due_at):
                 if deadline is not None and (nearest is None or deadline < nearest):
                     nearest = deadline
         if nearest is None:
@@ -495,6 +536,7 @@ class Workers:
     def expire_deadlines(self) -> None:
         now = time.monotonic()
         self.retry_starts(now)
+        listing = ProcessListing()  # /proc, read once for every worker sampled now
         for handle in self.handles:
             recall_at = handle.recall_at
             if recall_at is not None and recall_at <= now:
@@ -502,6 +544,14 @@ class Workers:
             if handle.past_deadline(now):
                 assert handle.job is not None and handle.job.timeout is not None
                 handle.kill(JobTimeoutError(handle.job.timeout))  # no deadline from now on
+            memory_due_at = handle.memory_due_at
+            if memory_due_at is not None and memory_due_at <= now:
+                handle.sample_memory(now, listing)  # kills it if its job is over its limit
+
+    def out_of_memory(self, handle: WorkerHandle) -> None:
+        """``handle``'s memory cgroup ran out: its job went over its limit (killed with it)."""
+        if not handle.exited:
+            handle.out_of_memory()
 
     def kill_job(self, future: Future[Any]) -> bool:
         """Pool.kill(): stop ``future``'s job wherever it is, running or waiting behind one."""
