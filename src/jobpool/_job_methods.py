@@ -19,6 +19,7 @@ from ._progress import ErrorCallback, ProgressArg
 
 if TYPE_CHECKING:
     from ._intake import Intake
+    from ._retry import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,6 +45,7 @@ class JobMethods:
     _job_timeout: Optional[float]
     _priority: int = 0  # higher first among waiting jobs (options(priority=))
     _on_cancel: OnCancel = "kill"  # what cancelling run()'s awaiting task does to a running job
+    _retry: Optional[RetryPolicy] = None  # retries=, retry_on=, the delays (see _retry)
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule ``fn(*args, **kwargs)`` and return its Future.
@@ -63,12 +65,16 @@ class JobMethods:
         """
         check_callable("submit()", fn)
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        if self._retry is not None:
+            self._intake.with_retries(job, self._retry)
         return self._intake.enqueue(job, block=True)
 
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for a slot."""
         check_callable("submit_nowait()", fn)
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        if self._retry is not None:
+            self._intake.with_retries(job, self._retry)
         return self._intake.enqueue(job, block=False)
 
     def map(
@@ -106,7 +112,7 @@ class JobMethods:
         plan = self._intake.plan_map(
             "map", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
             job_timeout=self._job_timeout, progress=progress, on_result=on_result,
-            on_error=on_error, priority=self._priority,
+            on_error=on_error, priority=self._priority, retry=self._retry,
         )  # fmt: skip
         return self._intake.map(plan, iterables, False, ordered)
 
@@ -127,7 +133,7 @@ class JobMethods:
         plan = self._intake.plan_map(
             "starmap", fn, (iterable,), timeout=timeout, chunksize=chunksize,
             buffersize=buffersize, job_timeout=self._job_timeout, progress=progress,
-            on_result=on_result, on_error=on_error, priority=self._priority,
+            on_result=on_result, on_error=on_error, priority=self._priority, retry=self._retry,
         )  # fmt: skip
         return self._intake.map(plan, (iterable,), True, ordered)
 
@@ -143,6 +149,7 @@ class JobMethods:
         from ._async import run_job
 
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
+        self._intake.with_retries(job, self._retry)
         result: R = await run_job(self._intake, job, self._on_cancel)
         return result
 
@@ -170,6 +177,6 @@ class JobMethods:
         plan = self._intake.plan_map(
             "amap", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
             job_timeout=self._job_timeout, progress=progress, on_result=on_result,
-            on_error=on_error, priority=self._priority,
+            on_error=on_error, priority=self._priority, retry=self._retry,
         )  # fmt: skip
         return amap(self._intake, plan, iterables, ordered, self._on_cancel)

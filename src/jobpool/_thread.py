@@ -155,8 +155,10 @@ class ThreadBackend:
 
     def kill(self, future: Future[Any]) -> bool:
         """Fail a running job with JobKilledError; its thread runs on, abandoned."""
-        for job in list(self._current.values()):
-            if job.future is future:
+        # A thread given up on may still run an earlier attempt of the same job (retries): the
+        # attempt to stop is the one a serving thread runs.
+        for thread, job in list(self._current.items()):
+            if job.future is future and thread not in self._abandoned:
                 break
         else:
             return False

@@ -1,0 +1,617 @@
+"""Retries: a failed job runs again, up to ``retries`` more times, after a delay that grows.
+
+    a job's attempt fails (it raised, its worker crashed, it ran past its limit) --> Outcomes.fail
+      job.retry is None: resolved as before (one attribute read: jobs without retries pay that)
+      job.retry.failed(): STALE (an attempt given up on already: a thread that returned late),
+        FAIL (the last one: the exception carries every attempt's), or
+        RETRIED: the future goes back to PENDING, and a new Job (the same work, limit, priority
+        and bytes, the same future) waits in the pool's Retries timer, on no worker and in no
+        queue slot --> at its time, Intake.admit: into the queue with its priority
+    a map chunk whose items raised (Outcomes.succeed with a ChunkResult holding errors): only
+    those items run again, as a chunk of their own; the outcomes are merged into one ChunkResult.
+
+**One owner.** What a job's attempts were (how many, what each raised, which map items are still
+to run) is its :class:`Attempts`, changed under its lock by the outcome of its current attempt,
+by ``Pool.kill`` (no more retries) and by its timer; the jobs waiting for their delay, and the
+count of jobs that may still retry (``shutdown`` waits for them to end before it stops the
+workers), are the pool's :class:`Retries`. ``Outcomes`` asks and counts; it decides nothing.
+
+**What is retried.** Every ``Exception`` by default (``retry_on=Exception``), jobpool's
+``WorkerCrashedError`` and ``JobTimeoutError`` included, as Dask's ``retries=`` and tenacity do;
+never what means "stop" or cannot change: a ``BaseException`` that is not an ``Exception``
+(``KeyboardInterrupt``, ``SystemExit``), cancellation, ``Pool.kill()`` (``JobKilledError``), an
+input that failed (``DependencyError``), a pool that broke or is shutting down
+(``BrokenExecutor``), and bytes that did not travel (``SerializationError``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import random
+import threading
+import weakref
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import BrokenExecutor, CancelledError, Future
+from typing import Any, Callable, Optional, Union
+
+from ._deadlines import DeadlineTimer
+from ._errors import DependencyError, JobKilledError, SerializationError
+
+# The jobs, their chunk results and the pool's Outcomes are _job's, which imports this module:
+# they are typed Any here (an import back would be a circle).
+Job = Any
+ChunkResult = Any
+Outcomes = Any
+
+_log = logging.getLogger("jobpool")
+
+#: ``retry_on=``: exception classes, a tuple of them, or a predicate ``(exc) -> bool``.
+RetryOn = Union[
+    type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], Any]
+]
+
+#: Never retried, whatever ``retry_on`` says: they mean "stop", or the same bytes fail again.
+NEVER_RETRIED: tuple[type[BaseException], ...] = (
+    CancelledError,
+    JobKilledError,
+    DependencyError,
+    BrokenExecutor,
+    SerializationError,
+)
+MAX_RETRIES = 10**9  # "retry until it works" needs no more; a larger number is a mistake
+MAX_DELAY = 86_400.0  # a day: a longer wait is a schedule, not a retry
+#: The exceptions kept of a job's attempts: the first KEPT and the last KEPT (a job retried
+#: a million times must not hold a million exceptions and their tracebacks).
+KEPT = 10
+
+DEFAULT_DELAY = 0.1
+DEFAULT_BACKOFF = 2.0
+DEFAULT_MAX_DELAY = 60.0
+DEFAULT_JITTER = 0.5
+
+# What an attempt's outcome does to its job (Attempts.failed / succeeded).
+STALE = 0  # an attempt already given up on: drop it
+RETRIED = 1  # the job waits for its next attempt
+FAIL = 2  # the job fails with the exception returned
+SUCCEED = 3  # the job succeeds with the value returned
+
+
+# --- the policy ------------------------------------------------------------------------------
+
+
+class RetryPolicy:
+    """What ``retries=``, ``retry_on=`` and the delay options of a pool or view say."""
+
+    __slots__ = ("backoff", "delay", "jitter", "max_delay", "retries", "retry_on")
+
+    def __init__(
+        self,
+        retries: int,
+        retry_on: RetryOn,
+        delay: float,
+        backoff: float,
+        max_delay: float,
+        jitter: float,
+    ) -> None:
+        self.retries = retries
+        self.retry_on = retry_on
+        self.delay = delay
+        self.backoff = backoff
+        self.max_delay = max_delay
+        self.jitter = jitter
+
+    def delay_before(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry`` (1: the second attempt):
+        ``delay * backoff ** (retry - 1)``, at most ``max_delay``, times a random factor
+        between ``1 - jitter`` and ``1 + jitter`` (and again at most ``max_delay``)."""
+        try:
+            base = min(self.max_delay, self.delay * self.backoff ** (retry - 1))
+        except OverflowError:  # backoff ** a billion
+            base = self.max_delay
+        if self.jitter:
+            base *= 1.0 + self.jitter * (2.0 * rng.random() - 1.0)
+        return min(self.max_delay, base)
+
+    def verdict(self, exc: BaseException) -> tuple[bool, str]:
+        """Whether ``exc`` may be retried, and if not, why (for the final error's note)."""
+        if not isinstance(exc, Exception) or isinstance(exc, NEVER_RETRIED):
+            return False, f"{type(exc).__name__} is never retried"
+        retry_on = self.retry_on
+        if isinstance(retry_on, (type, tuple)):
+            if isinstance(exc, retry_on):
+                return True, ""
+            return False, "retry_on does not retry it"
+        try:
+            if retry_on(exc):
+                return True, ""
+        except Exception as predicate_error:
+            _log.error(
+                "the retry_on predicate %r raised on %r: the job is not retried",
+                retry_on,
+                exc,
+                exc_info=predicate_error,
+            )
+            return False, (
+                f"the retry_on predicate raised {type(predicate_error).__name__}: "
+                f"{predicate_error}; not retried"
+            )
+        return False, "retry_on said not to retry it"
+
+
+_UNSET: Any = object()
+
+
+def _number(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__} ({value!r})")
+    if not (low <= value <= high):  # also refuses nan
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return float(value)
+
+
+def check_retries(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"retries must be an int, not {type(value).__name__} ({value!r})")
+    if not 0 <= value <= MAX_RETRIES:
+        raise ValueError(
+            f"retries must be between 0 (no retries) and {MAX_RETRIES:_} (retry until it works,"
+            f" with Pool.kill() or cancel() to stop), got {value!r}"
+        )
+    return value
+
+
+def check_retry_on(value: object) -> RetryOn:
+    """Exception classes (one, or a non-empty tuple), or a predicate; each class must be one
+    that can be retried."""
+    classes: Optional[tuple[Any, ...]] = None
+    if isinstance(value, type):
+        classes = (value,)
+    elif isinstance(value, tuple):
+        classes = value
+        if not classes:
+            raise ValueError("retry_on=() retries nothing: use retries=0 instead")
+    elif callable(value):
+        return value
+    else:
+        raise TypeError(
+            "retry_on must be an exception class, a tuple of them, or a predicate "
+            f"(exc) -> bool, not {type(value).__name__} ({value!r})"
+        )
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(f"retry_on holds {cls!r}, which is not an exception class")
+        if cls is not BaseException and not issubclass(cls, Exception):
+            raise ValueError(
+                f"retry_on holds {cls.__name__}, which is never retried: a BaseException that is "
+                "not an Exception (KeyboardInterrupt, SystemExit) means stop"
+            )
+        for never in NEVER_RETRIED:
+            if issubclass(cls, never):
+                raise ValueError(
+                    f"retry_on holds {cls.__name__}, which is never retried: "
+                    f"{never.__name__} means the job must stop, or would fail the same way"
+                )
+    return value
+
+
+def make_policy(
+    base: Optional[RetryPolicy],
+    retries: Any = _UNSET,
+    retry_on: Any = _UNSET,
+    delay: Any = _UNSET,
+    backoff: Any = _UNSET,
+    max_delay: Any = _UNSET,
+    jitter: Any = _UNSET,
+) -> Optional[RetryPolicy]:
+    """The policy of a pool (``base`` None) or of a view over ``base``: each option given
+    replaces the base's; None when there are no retries. Options about retries without any
+    retries are refused rather than ignored."""
+    given = [
+        name
+        for name, value in (
+            ("retry_on", retry_on),
+            ("retry_delay", delay),
+            ("retry_backoff", backoff),
+            ("retry_max_delay", max_delay),
+            ("retry_jitter", jitter),
+        )
+        if value is not _UNSET
+    ]
+    count = check_retries(retries) if retries is not _UNSET else (base.retries if base else 0)
+    if count == 0:
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} given without retries: set retries=N (the attempts after "
+                "the first) too"
+            )
+        return None
+    policy = RetryPolicy(
+        count,
+        check_retry_on(retry_on)
+        if retry_on is not _UNSET
+        else (base.retry_on if base else Exception),
+        _number("retry_delay", delay, 0.0, MAX_DELAY)
+        if delay is not _UNSET
+        else (base.delay if base else DEFAULT_DELAY),
+        _number("retry_backoff", backoff, 1.0, 1e6)
+        if backoff is not _UNSET
+        else (base.backoff if base else DEFAULT_BACKOFF),
+        _number("retry_max_delay", max_delay, 0.0, MAX_DELAY)
+        if max_delay is not _UNSET
+        else (base.max_delay if base else DEFAULT_MAX_DELAY),
+        _number("retry_jitter", jitter, 0.0, 1.0)
+        if jitter is not _UNSET
+        else (base.jitter if base else DEFAULT_JITTER),
+    )
+    if not math.isfinite(policy.delay * policy.backoff):  # pragma: no cover - bounded above
+        raise ValueError("retry_delay * retry_backoff must be finite")
+    return policy
+
+
+# --- one job's attempts ------------------------------------------------------------------------
+
+
+class _History:
+    """What one job (or one map item) raised in the attempts that were retried: the first and
+    the last ``KEPT`` of them, and how many there were."""
+
+    __slots__ = ("count", "first", "last")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[tuple[int, BaseException, float]] = []
+        self.last: deque[tuple[int, BaseException, float]] = deque(maxlen=KEPT)
+
+    def add(self, attempt: int, exc: BaseException, delay: float) -> None:
+        self.count += 1
+        entry = (attempt, exc, delay)
+        if len(self.first) < KEPT:
+            self.first.append(entry)
+        else:
+            self.last.append(entry)
+
+
+def _decorate(
+    exc: BaseException, history: Optional[_History], attempt: int, why: str
+) -> BaseException:
+    """Give the final exception the ones before it: ``exc.jobpool_attempts`` (on every Python:
+    the kept earlier exceptions, then ``exc``) and, on 3.11+, one note per attempt."""
+    if getattr(exc, "jobpool_attempts", None) is not None:
+        return exc  # one exception object failed several map items: decorated once
+    entries = [] if history is None else [*history.first, *history.last]
+    try:
+        exc.jobpool_attempts = (*(e for _, e, _ in entries), exc)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # an exception type that takes no attributes
+        pass
+    add_note = getattr(exc, "add_note", None)
+    if add_note is None or (not entries and not why.startswith("the retry_on predicate")):
+        return exc
+    notes = []
+    kept_first = 0 if history is None else len(history.first)
+    left_out = 0 if history is None else history.count - len(entries)
+    for i, (number, earlier, delay) in enumerate(entries):
+        if left_out and i == kept_first:
+            notes.append(f"jobpool: ... {left_out} more attempts, not kept ...")
+        text = f"{type(earlier).__name__}: {earlier}" if earlier is not exc else "this"
+        notes.append(f"jobpool: attempt {number} raised {text}; retried after {delay:.3g} s")
+    notes.append(f"jobpool: attempt {attempt} raised this; {why}")
+    try:
+        for note in notes:
+            add_note(note)
+    except (TypeError, AttributeError):  # pragma: no cover - an odd exception type
+        pass
+    return exc
+
+
+class _ChunkAttempts:
+    """A map chunk's items across attempts: their values, their final errors, and which of
+    them the current attempt runs (positions in the chunk as first submitted)."""
+
+    __slots__ = (
+        "elapsed", "errors", "histories", "items", "make", "running", "stored", "values"
+    )  # fmt: skip
+
+    def __init__(self, items: list[Any], first: ChunkResult) -> None:
+        self.items = items
+        self.make = type(first)  # ChunkResult
+        self.values = list(first.values)
+        self.errors: dict[int, BaseException] = {}
+        self.histories: dict[int, _History] = {}
+        self.running = list(range(len(items)))
+        self.stored = False  # some item has its value (so a whole failure fails only the rest)
+        self.elapsed = 0.0
+
+
+class Attempts:
+    """One job's attempts: the current one, and what the earlier ones raised (see module doc)."""
+
+    __slots__ = (
+        "chunk",
+        "history",
+        "is_chunk",
+        "job",
+        "lock",
+        "number",
+        "policy",
+        "pool_retries",
+        "stopped",
+        "tracked",
+        "waiting",
+    )
+
+    def __init__(self, policy: RetryPolicy, pool_retries: Retries, job: Job, chunk: bool) -> None:
+        self.policy = policy
+        self.is_chunk = chunk  # a map chunk: its value is a ChunkResult
+        self.pool_retries = pool_retries
+        self.job = job  # the current attempt; any other that reports is stale
+        self.number = 1  # the current attempt's number
+        self.lock = threading.Lock()
+        self.history: Optional[_History] = None
+        self.chunk: Optional[_ChunkAttempts] = None
+        self.stopped = False  # Pool.kill(): no more retries
+        self.tracked = False  # counted among the pool's jobs that may still retry
+        self.waiting = False  # in the timer, for its next attempt
+        job.future._retry = self
+
+    def stop(self) -> None:
+        """No more retries (``Pool.kill``): from now on the current attempt's outcome is final.
+        Taken under the lock, so the job is either already waiting to retry (then cancelling
+        its future stops it) or will not."""
+        with self.lock:
+            self.stopped = True
+
+    # --- an attempt's outcome (from Outcomes, in whatever thread resolves it) ----------------
+
+    def succeeded(self, job: Job, value: Any) -> tuple[int, Any]:
+        with self.lock:
+            if job is not self.job:
+                return STALE, None
+            if self.chunk is None:
+                if not self.is_chunk or not value.errors:
+                    return SUCCEED, value
+                self.chunk = _ChunkAttempts(job.work.items, value)
+            return self._chunk_outcome(job, value, None)
+
+    def failed(self, job: Job, exc: BaseException) -> tuple[int, Any]:
+        with self.lock:
+            if job is not self.job:
+                return STALE, None
+            if self.chunk is None and self.is_chunk and self.number > 1:  # pragma: no cover
+                raise AssertionError("a retried chunk keeps its _ChunkAttempts")
+            if self.chunk is not None:
+                return self._chunk_outcome(job, None, exc)
+            retry, why = self._may_retry(exc)
+            if not retry:
+                return FAIL, _decorate(exc, self.history, self.number, why)
+            delay = self.policy.delay_before(self.number, self.pool_retries.random)
+            if self.history is None:
+                self.history = _History()
+            self.history.add(self.number, exc, delay)
+            return self._again(job, job.work, delay)
+
+    def _may_retry(self, exc: BaseException) -> tuple[bool, str]:
+        retry, why = self.policy.verdict(exc)
+        if not retry:
+            return False, why
+        if self.number > self.policy.retries:
+            return False, f"retries={self.policy.retries} used up"
+        if self.stopped:
+            return False, "not retried: Pool.kill() was called"
+        if self.pool_retries.stopped:
+            return False, "not retried: the pool is shutting down"
+        return True, ""
+
+    def _chunk_outcome(
+        self, job: Job, result: Optional[ChunkResult], whole: Optional[BaseException]
+    ) -> tuple[int, Any]:
+        """The current attempt of a map chunk ended: keep the values, retry the items that may
+        be (as a chunk of their own), and once none is left, the merged result."""
+        chunk = self.chunk
+        assert chunk is not None
+        delay = self.policy.delay_before(self.number, self.pool_retries.random)
+        again: list[int] = []
+        errors = None if result is None else result.errors
+        if result is not None:
+            chunk.elapsed += result.elapsed
+        for position, index in enumerate(chunk.running):
+            if whole is not None:
+                exc: BaseException = whole
+            elif errors is None or position not in errors:
+                chunk.values[index] = result.values[position]  # type: ignore[union-attr]
+                chunk.stored = True
+                continue
+            else:
+                exc = errors[position]
+            retry, why = self._may_retry(exc)
+            history = chunk.histories.get(index)
+            if not retry:
+                chunk.values[index] = None
+                chunk.errors[index] = _decorate(exc, history, self.number, why)
+                continue
+            if history is None:
+                history = chunk.histories[index] = _History()
+            history.add(self.number, exc, delay)
+            again.append(index)
+        if again:
+            chunk.running = again
+            work = job.work
+            retried = type(work)(work.fn, [chunk.items[i] for i in again], work.star)
+            return self._again(job, retried, delay)
+        if whole is not None and not chunk.stored:  # no item has a value: the job fails
+            return FAIL, next(iter(chunk.errors.values()))
+        return SUCCEED, chunk.make(chunk.values, chunk.errors or None, chunk.elapsed)
+
+    def _again(self, job: Job, work: Any, delay: float) -> tuple[int, Any]:
+        """Rewind the future and hand the next attempt to the pool's timer (under the lock)."""
+        following = job.following(work)
+        future = job.future
+        # While the future runs, cancel() fails: the hook is in place before it can succeed.
+        future._on_cancel = functools.partial(self._cancelled, following)
+        with future._condition:
+            future._state = "PENDING"  # concurrent.futures' name: cancel() works again
+        self.job = following
+        self.number += 1
+        self.waiting = True
+        self.pool_retries.wait(self, following, delay, prepared=work is job.work)
+        return RETRIED, None
+
+    # --- while it waits for its next attempt -------------------------------------------------
+
+    def _cancelled(self, job: Job) -> None:
+        """Its future was cancelled (``cancel()``, ``Pool.kill()``, ``shutdown``)."""
+        with self.lock:
+            if job is not self.job or not self.waiting:
+                return  # admitted meanwhile: the queue sees it cancelled and counts it
+            self.waiting = False
+        self.pool_retries.left(self, job, cancelled=True)
+
+    def take(self, job: Job) -> bool:
+        """The timer's turn: whether ``job`` is still the one to run (not cancelled)."""
+        with self.lock:
+            if job is not self.job or not self.waiting:
+                return False
+            self.waiting = False
+            job.future._on_cancel = None
+            return True
+
+
+# --- the pool's jobs that may retry ------------------------------------------------------------
+
+
+class Retries:
+    """One pool's retries: the jobs waiting for their next attempt (in a timer thread of their
+    own, made on first need), and the count of jobs that may still retry: ``shutdown`` stops
+    the workers only once it is zero, since a job that fails after the workers stopped could
+    not run again."""
+
+    def __init__(self, intake: Any, outcomes: Outcomes) -> None:
+        self._intake = intake
+        self._outcomes = outcomes
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._live = 0
+        self._waiting: dict[Attempts, Job] = {}
+        self._timer: Optional[DeadlineTimer] = None
+        self._when_settled: list[Callable[[], None]] = []
+        self.stopped = False  # the pool is being terminated or broke: no more retries
+        self.random = random.Random()
+        # The pool, held while jobs may retry (as _dependencies holds it): a pool dropped
+        # without shutdown() would otherwise stop its workers before they ran again.
+        self.pool: Optional[weakref.ReferenceType[Any]] = None
+        self._pool_held: Any = None
+
+    # --- jobs that may retry -----------------------------------------------------------------
+
+    def track(self, attempts: Attempts) -> None:
+        """``attempts``' job was accepted: count it until its future is done."""
+        with self._lock:
+            self._live += 1
+            if self._live == 1 and self.pool is not None:
+                self._pool_held = self.pool()
+        attempts.tracked = True
+        attempts.job.future.add_done_callback(functools.partial(self._done, attempts))
+
+    def untrack(self, attempts: Attempts) -> None:
+        """It was refused after all (``track`` came first, so no retry is ever missed)."""
+        self._done(attempts, None)
+
+    def _done(self, attempts: Attempts, future: Optional[Future[Any]]) -> None:
+        with attempts.lock:
+            if not attempts.tracked:
+                return
+            attempts.tracked = False
+        self._resolved()
+
+    def _resolved(self) -> None:
+        with self._lock:
+            self._live -= 1
+            if self._live:
+                return
+            self._settled.notify_all()
+            calls, self._when_settled = self._when_settled, []
+            held, self._pool_held = self._pool_held, None
+        for call in calls:
+            call()
+        del held
+
+    def count_waiting(self) -> int:
+        return len(self._waiting)
+
+    def wait_settled(self) -> None:
+        """Block until no job may retry any more (``shutdown(wait=True)``)."""
+        with self._lock:
+            while self._live:
+                self._settled.wait()
+
+    def when_settled(self, call: Callable[[], None]) -> None:
+        """``call()`` once no job may retry: now, or in the thread that resolves the last."""
+        with self._lock:
+            if self._live:
+                self._when_settled.append(call)
+                return
+        call()
+
+    # --- waiting for the next attempt --------------------------------------------------------
+
+    def wait(self, attempts: Attempts, job: Job, delay: float, prepared: bool) -> None:
+        """Hold ``job`` (the next attempt) for ``delay`` seconds, then admit it. Called under
+        ``attempts``' lock: only takes this one and the timer's."""
+        with self._lock:
+            self._waiting[attempts] = job
+            if self._timer is None:
+                self._timer = DeadlineTimer("jobpool-retries")
+            timer = self._timer
+        timer.add(delay, functools.partial(self._due, attempts, job, prepared))
+
+    def _due(self, attempts: Attempts, job: Job, prepared: bool) -> None:
+        """In the timer thread: the delay is over, the job goes into the queue."""
+        if not attempts.take(job):
+            return
+        self.left(attempts, job, cancelled=False)
+        try:
+            self._intake.admit(job, prepared=prepared)
+        except BaseException as exc:  # a broken pool, or the items cannot travel again
+            self._outcomes.fail_pending(job, exc)
+
+    def left(self, attempts: Attempts, job: Job, cancelled: bool) -> None:
+        """``job`` stops waiting: taken by the timer, or cancelled (then counted as such)."""
+        with self._lock:
+            self._waiting.pop(attempts, None)
+        if cancelled:
+            self._outcomes.cancel_pending(job)
+
+    def _take_all(self) -> list[tuple[Attempts, Job]]:
+        with self._lock:
+            self.stopped = True
+            return list(self._waiting.items())
+
+    def cancel_all(self) -> None:
+        """``shutdown(cancel_futures=True)``, ``terminate()``: cancel what waits to retry, and
+        retry nothing from now on (a failure is then final)."""
+        for _, job in self._take_all():
+            job.future.cancel()  # its hook counts it
+
+    def fail_all(self, error: BaseException) -> None:
+        """The pool broke: what waits to retry fails with ``error``; nothing retries after."""
+        for attempts, job in self._take_all():
+            if attempts.take(job):
+                self.left(attempts, job, cancelled=False)
+                self._outcomes.fail_pending(job, error)
+
+    def close(self) -> None:
+        """The pool's work is over: end the timer thread."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.close()
+
+
+def stop_retrying(futures: Iterable[Future[Any]]) -> None:
+    """``Pool.kill``: these jobs are not retried any more, whatever happens to them now."""
+    for future in futures:
+        attempts: Optional[Attempts] = getattr(future, "_retry", None)
+        if attempts is not None:
+            attempts.stop()
