@@ -107,9 +107,11 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (1: the second attempt):
         ``delay * backoff ** (retry - 1)``, at most ``max_delay``, times a random factor
         between ``1 - jitter`` and ``1 + jitter`` (and again at most ``max_delay``)."""
+        if not self.delay:
+            return 0.0
         try:
             base = min(self.max_delay, self.delay * self.backoff ** (retry - 1))
-        except OverflowError:  # backoff ** a billion
+        except OverflowError:  # backoff ** a billion: far past the ceiling
             base = self.max_delay
         if self.jitter:
             base *= 1.0 + self.jitter * (2.0 * rng.random() - 1.0)
@@ -287,8 +289,8 @@ def _decorate(
     except (AttributeError, TypeError):  # an exception type that takes no attributes
         pass
     add_note = getattr(exc, "add_note", None)
-    if add_note is None or (not entries and not why.startswith("the retry_on predicate")):
-        return exc
+    if add_note is None or (not entries and not why.startswith(("the retry_on", "not retried"))):
+        return exc  # a failure retry_on does not retry, on its first attempt: nothing to add
     notes = []
     kept_first = 0 if history is None else len(history.first)
     left_out = 0 if history is None else history.count - len(entries)
