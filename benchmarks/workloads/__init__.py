@@ -21,6 +21,7 @@ from . import (
     mp_pool,
     overhead,
     per_worker,
+    retries,
     roundtrip,
     startup,
 )
@@ -39,6 +40,7 @@ ALL: dict[str, ModuleType] = {
         startup,
         crash,
         per_worker,
+        retries,
         mp_pool,
         chain,
     )

@@ -162,6 +162,7 @@ class Chunk:
     """Several items of a ``map``, run by one worker in one go to save per-job overhead."""
 
     __slots__ = ("fn", "items", "star")
+    result_type = ChunkResult  # what run() returns
 
     def __init__(self, fn: Callable[..., Any], items: list[Any], star: bool) -> None:
         self.fn = fn
@@ -365,6 +366,8 @@ class Outcomes:
             return True
         with self._lock:
             self.cancelled += 1
+        if job.retry is not None:
+            job.retry.ended()
         return False
 
     def succeed(self, job: Job, value: Any) -> bool:
@@ -428,6 +431,8 @@ class Outcomes:
                 pass
             with self._lock:
                 self.cancelled += 1
+            if job.retry is not None:
+                job.retry.ended()
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -451,6 +456,8 @@ class Outcomes:
         else:
             with self._lock:
                 self.cancelled += 1
+            if job.retry is not None:
+                job.retry.ended()
 
 
 class JobQueue:

@@ -312,30 +312,48 @@ class _ChunkAttempts:
     """A map chunk's items across attempts: their values, their final errors, and which of
     them the current attempt runs (positions in the chunk as first submitted)."""
 
-    __slots__ = (
-        "elapsed", "errors", "histories", "items", "make", "running", "stored", "values"
-    )  # fmt: skip
+    __slots__ = ("elapsed", "errors", "histories", "items", "running", "shared", "stored", "values")
 
-    def __init__(self, items: list[Any], first: ChunkResult) -> None:
+    def __init__(self, items: list[Any], first: Optional[ChunkResult]) -> None:
         self.items = items
-        self.make = type(first)  # ChunkResult
-        self.values = list(first.values)
+        self.values: list[Any] = [None] * len(items) if first is None else list(first.values)
         self.errors: dict[int, BaseException] = {}
+        # Each item's history; a chunk that failed whole at first shares one among its items
+        # until an item's own attempts part from it.
         self.histories: dict[int, _History] = {}
+        self.shared: Optional[_History] = None
         self.running = list(range(len(items)))
         self.stored = False  # some item has its value (so a whole failure fails only the rest)
-        self.elapsed = 0.0
+        self.elapsed = 0.0 if first is None else first.elapsed
+
+    def own_history(self, index: int) -> _History:
+        """Item ``index``'s own history (a copy of the shared one, if it had that)."""
+        shared = self.histories.get(index)
+        history = _History()
+        if shared is not None:
+            history.count = shared.count
+            history.first = list(shared.first)
+            history.last = deque(shared.last, maxlen=KEPT)
+        self.histories[index] = history
+        return history
+
+    def result(self, work: Any) -> ChunkResult:
+        """The merged outcome: a ChunkResult (``Chunk.result_type``)."""
+        return work.result_type(self.values, self.errors or None, self.elapsed)
 
 
 class Attempts:
-    """One job's attempts: the current one, and what the earlier ones raised (see module doc)."""
+    """One job's attempts: the current one, and what the earlier ones raised (see module doc).
+
+    Changed under its pool's ``Retries.lock`` (one lock for all: a job's record is touched a few
+    times in its life, and a lock each would cost every job its making).
+    """
 
     __slots__ = (
         "chunk",
         "history",
         "is_chunk",
         "job",
-        "lock",
         "number",
         "policy",
         "pool_retries",
@@ -350,7 +368,6 @@ class Attempts:
         self.pool_retries = pool_retries
         self.job = job  # the current attempt; any other that reports is stale
         self.number = 1  # the current attempt's number
-        self.lock = threading.Lock()
         self.history: Optional[_History] = None
         self.chunk: Optional[_ChunkAttempts] = None
         self.stopped = False  # Pool.kill(): no more retries
@@ -362,37 +379,68 @@ class Attempts:
         """No more retries (``Pool.kill``): from now on the current attempt's outcome is final.
         Taken under the lock, so the job is either already waiting to retry (then cancelling
         its future stops it) or will not."""
-        with self.lock:
+        with self.pool_retries.lock:
             self.stopped = True
+
+    def moved_to(self, job: Job, part: Job) -> None:
+        """``job``'s attempts go on as ``part``'s (a map chunk some of whose items' inputs
+        failed runs the others as a job of its own, see _dependencies)."""
+        with self.pool_retries.lock:
+            if self.job is job:
+                self.job = part
+                part.retry = self
+
+    def ended(self) -> None:
+        """Its future was cancelled: it may not retry any more."""
+        retries = self.pool_retries
+        with retries.lock:
+            last = retries.end_locked(self)
+        if last:
+            retries.settled()
 
     # --- an attempt's outcome (from Outcomes, in whatever thread resolves it) ----------------
 
     def succeeded(self, job: Job, value: Any) -> tuple[int, Any]:
-        with self.lock:
+        return self._settle(job, value, None)
+
+    def failed(self, job: Job, exc: BaseException) -> tuple[int, Any]:
+        return self._settle(job, None, exc)
+
+    def _settle(self, job: Job, value: Any, exc: Optional[BaseException]) -> tuple[int, Any]:
+        retries = self.pool_retries
+        with retries.lock:
             if job is not self.job:
                 return STALE, None
-            if self.chunk is None:
+            outcome = self._outcome(job, value, exc)
+            last = outcome[0] != RETRIED and retries.end_locked(self)
+        if last:
+            retries.settled()
+        return outcome
+
+    def _outcome(self, job: Job, value: Any, exc: Optional[BaseException]) -> tuple[int, Any]:
+        if self.chunk is None:
+            if exc is None:
                 if not self.is_chunk or not value.errors:
                     return SUCCEED, value
                 self.chunk = _ChunkAttempts(job.work.items, value)
-            return self._chunk_outcome(job, value, None)
-
-    def failed(self, job: Job, exc: BaseException) -> tuple[int, Any]:
-        with self.lock:
-            if job is not self.job:
-                return STALE, None
-            if self.chunk is None and self.is_chunk and self.number > 1:  # pragma: no cover
-                raise AssertionError("a retried chunk keeps its _ChunkAttempts")
-            if self.chunk is not None:
-                return self._chunk_outcome(job, None, exc)
-            retry, why = self._may_retry(exc)
-            if not retry:
-                return FAIL, _decorate(exc, self.history, self.number, why)
-            delay = self.policy.delay_before(self.number, self.pool_retries.random)
-            if self.history is None:
-                self.history = _History()
-            self.history.add(self.number, exc, delay)
-            return self._again(job, job.work, delay)
+            else:
+                retry, why = self._may_retry(exc)
+                if not retry:
+                    return FAIL, _decorate(exc, self.history, self.number, why)
+                delay = self.policy.delay_before(self.number, self.pool_retries.random)
+                if self.history is None:
+                    self.history = _History()
+                self.history.add(self.number, exc, delay)
+                if not self.is_chunk:
+                    return self._again(job, job.work, delay)
+                # a chunk that failed whole in its first attempt: every item again
+                chunk = self.chunk = _ChunkAttempts(job.work.items, None)
+                chunk.shared = self.history
+                for index in chunk.running:
+                    chunk.histories[index] = self.history
+                self.history = None
+                return self._again(job, job.work, delay)
+        return self._chunk_outcome(job, value, exc)
 
     def _may_retry(self, exc: BaseException) -> tuple[bool, str]:
         retry, why = self.policy.verdict(exc)
@@ -433,8 +481,8 @@ class Attempts:
                 chunk.values[index] = None
                 chunk.errors[index] = _decorate(exc, history, self.number, why)
                 continue
-            if history is None:
-                history = chunk.histories[index] = _History()
+            if history is None or history is chunk.shared:
+                history = chunk.own_history(index)
             history.add(self.number, exc, delay)
             again.append(index)
         if again:
@@ -444,7 +492,7 @@ class Attempts:
             return self._again(job, retried, delay)
         if whole is not None and not chunk.stored:  # no item has a value: the job fails
             return FAIL, next(iter(chunk.errors.values()))
-        return SUCCEED, chunk.make(chunk.values, chunk.errors or None, chunk.elapsed)
+        return SUCCEED, chunk.result(job.work)
 
     def _again(self, job: Job, work: Any, delay: float) -> tuple[int, Any]:
         """Rewind the future and hand the next attempt to the pool's timer (under the lock)."""
@@ -457,26 +505,26 @@ class Attempts:
         self.job = following
         self.number += 1
         self.waiting = True
-        self.pool_retries.wait(self, following, delay, prepared=work is job.work)
+        self.pool_retries.wait_locked(self, following, delay, prepared=work is job.work)
         return RETRIED, None
 
     # --- while it waits for its next attempt -------------------------------------------------
 
     def _cancelled(self, job: Job) -> None:
         """Its future was cancelled (``cancel()``, ``Pool.kill()``, ``shutdown``)."""
-        with self.lock:
-            if job is not self.job or not self.waiting:
-                return  # admitted meanwhile: the queue sees it cancelled and counts it
-            self.waiting = False
-        self.pool_retries.left(self, job, cancelled=True)
+        if self.take(job, cancelled=True):
+            self.pool_retries.outcomes.cancel_pending(job)  # counted, and ended
 
-    def take(self, job: Job) -> bool:
-        """The timer's turn: whether ``job`` is still the one to run (not cancelled)."""
-        with self.lock:
+    def take(self, job: Job, cancelled: bool = False) -> bool:
+        """``job`` stops waiting (its time came, or it was cancelled): whether it still was."""
+        retries = self.pool_retries
+        with retries.lock:
             if job is not self.job or not self.waiting:
-                return False
+                return False  # admitted meanwhile: the queue sees it cancelled and counts it
             self.waiting = False
-            job.future._on_cancel = None
+            retries.left_locked(self)
+            if not cancelled:
+                job.future._on_cancel = None
             return True
 
 
@@ -487,14 +535,16 @@ class Retries:
     """One pool's retries: the jobs waiting for their next attempt (in a timer thread of their
     own, made on first need), and the count of jobs that may still retry: ``shutdown`` stops
     the workers only once it is zero, since a job that fails after the workers stopped could
-    not run again."""
+    not run again. A job stops counting when its future is resolved or cancelled, which
+    ``Outcomes`` tells (``Attempts.ended``) wherever that happens."""
 
     def __init__(self, intake: Any, outcomes: Outcomes) -> None:
         self._intake = intake
-        self._outcomes = outcomes
-        self._lock = threading.Lock()
-        self._settled = threading.Condition(self._lock)
+        self.outcomes = outcomes
+        self.lock = threading.Lock()  # this and every Attempts of the pool
+        self._settled = threading.Condition(self.lock)
         self._live = 0
+        self._sleepers = 0  # threads in wait_settled (notifying none costs more than a check)
         self._waiting: dict[Attempts, Job] = {}
         self._timer: Optional[DeadlineTimer] = None
         self._when_settled: list[Callable[[], None]] = []
@@ -508,31 +558,36 @@ class Retries:
     # --- jobs that may retry -----------------------------------------------------------------
 
     def track(self, attempts: Attempts) -> None:
-        """``attempts``' job was accepted: count it until its future is done."""
-        with self._lock:
+        """``attempts``' job is being accepted: count it until its future is done."""
+        with self.lock:
+            if attempts.tracked:
+                return
+            attempts.tracked = True
             self._live += 1
             if self._live == 1 and self.pool is not None:
                 self._pool_held = self.pool()
-        attempts.tracked = True
-        attempts.job.future.add_done_callback(functools.partial(self._done, attempts))
 
     def untrack(self, attempts: Attempts) -> None:
         """It was refused after all (``track`` came first, so no retry is ever missed)."""
-        self._done(attempts, None)
+        attempts.ended()
 
-    def _done(self, attempts: Attempts, future: Optional[Future[Any]]) -> None:
-        with attempts.lock:
-            if not attempts.tracked:
-                return
-            attempts.tracked = False
-        self._resolved()
+    def end_locked(self, attempts: Attempts) -> bool:
+        """``attempts``' job is over (under the lock); True if it was the last to count."""
+        if not attempts.tracked:
+            return False
+        attempts.tracked = False
+        self._live -= 1
+        if self._live:
+            return False
+        if self._sleepers:
+            self._settled.notify_all()
+        return bool(self._when_settled) or self._pool_held is not None
 
-    def _resolved(self) -> None:
-        with self._lock:
-            self._live -= 1
+    def settled(self) -> None:
+        """None may retry (just now): let go of the pool, run what waited for that."""
+        with self.lock:
             if self._live:
                 return
-            self._settled.notify_all()
             calls, self._when_settled = self._when_settled, []
             held, self._pool_held = self._pool_held, None
         for call in calls:
@@ -544,13 +599,17 @@ class Retries:
 
     def wait_settled(self) -> None:
         """Block until no job may retry any more (``shutdown(wait=True)``)."""
-        with self._lock:
-            while self._live:
-                self._settled.wait()
+        with self.lock:
+            self._sleepers += 1
+            try:
+                while self._live:
+                    self._settled.wait()
+            finally:
+                self._sleepers -= 1
 
     def when_settled(self, call: Callable[[], None]) -> None:
-        """``call()`` once no job may retry: now, or in the thread that resolves the last."""
-        with self._lock:
+        """``call()`` once no job may retry: now, or in the thread that ends the last."""
+        with self.lock:
             if self._live:
                 self._when_settled.append(call)
                 return
@@ -558,35 +617,28 @@ class Retries:
 
     # --- waiting for the next attempt --------------------------------------------------------
 
-    def wait(self, attempts: Attempts, job: Job, delay: float, prepared: bool) -> None:
-        """Hold ``job`` (the next attempt) for ``delay`` seconds, then admit it. Called under
-        ``attempts``' lock: only takes this one and the timer's."""
-        with self._lock:
-            self._waiting[attempts] = job
-            if self._timer is None:
-                self._timer = DeadlineTimer("jobpool-retries")
-            timer = self._timer
-        timer.add(delay, functools.partial(self._due, attempts, job, prepared))
+    def wait_locked(self, attempts: Attempts, job: Job, delay: float, prepared: bool) -> None:
+        """Hold ``job`` (the next attempt) for ``delay`` seconds, then admit it (under the
+        lock; the timer's own is taken after it, never before)."""
+        self._waiting[attempts] = job
+        if self._timer is None:
+            self._timer = DeadlineTimer("jobpool-retries")
+        self._timer.add(delay, functools.partial(self._due, attempts, job, prepared))
+
+    def left_locked(self, attempts: Attempts) -> None:
+        self._waiting.pop(attempts, None)
 
     def _due(self, attempts: Attempts, job: Job, prepared: bool) -> None:
         """In the timer thread: the delay is over, the job goes into the queue."""
         if not attempts.take(job):
             return
-        self.left(attempts, job, cancelled=False)
         try:
             self._intake.admit(job, prepared=prepared)
         except BaseException as exc:  # a broken pool, or the items cannot travel again
-            self._outcomes.fail_pending(job, exc)
-
-    def left(self, attempts: Attempts, job: Job, cancelled: bool) -> None:
-        """``job`` stops waiting: taken by the timer, or cancelled (then counted as such)."""
-        with self._lock:
-            self._waiting.pop(attempts, None)
-        if cancelled:
-            self._outcomes.cancel_pending(job)
+            self.outcomes.fail_pending(job, exc)
 
     def _take_all(self) -> list[tuple[Attempts, Job]]:
-        with self._lock:
+        with self.lock:
             self.stopped = True
             return list(self._waiting.items())
 
@@ -600,12 +652,11 @@ class Retries:
         """The pool broke: what waits to retry fails with ``error``; nothing retries after."""
         for attempts, job in self._take_all():
             if attempts.take(job):
-                self.left(attempts, job, cancelled=False)
-                self._outcomes.fail_pending(job, error)
+                self.outcomes.fail_pending(job, error)
 
     def close(self) -> None:
         """The pool's work is over: end the timer thread."""
-        with self._lock:
+        with self.lock:
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.close()
