@@ -26,6 +26,7 @@ from jobpool import (
     JobTimeoutError,
     Pool,
     PoolStats,
+    QueueFull,
     WorkerCrashedError,
 )
 from jobpool._retry import KEPT, MAX_RETRIES, RetryPolicy, make_policy
@@ -464,6 +465,89 @@ def test_terminate_cancels_a_job_waiting_to_retry(make_pool: MakePool, tmp_path:
     wait_until(lambda: pool.stats().waiting_to_retry == 1, "the job waits to retry")
     pool.terminate()
     assert future.cancelled()
+
+
+def test_a_cancelled_queued_job_with_retries_lets_shutdown_finish(
+    make_pool: MakePool, backend: str, gate: Any
+) -> None:
+    """A job that may retry is counted until it ends; cancelled in the queue, it ends there."""
+    pool = make_pool(backend, 1, retries=2, **FAST)
+    blocker = pool.submit(jobs.gate_job, gate.address, "blocker")
+    gate.wait_for("blocker")
+    queued = pool.submit(jobs.always_fail)
+    assert queued.cancel()
+    gate.release("blocker")
+    closing = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+    closing.start()
+    join_or_fail(closing)
+    assert blocker.done() and queued.cancelled()
+
+
+def test_a_job_refused_for_a_full_queue_lets_shutdown_finish(
+    make_pool: MakePool, gate: Any
+) -> None:
+    pool = make_pool("thread", 1, retries=2, max_pending=1, **FAST)
+    blocker = pool.submit(jobs.gate_job, gate.address, "blocker")
+    gate.wait_for("blocker")
+    waiting = pool.submit(jobs.square, 3)
+    with pytest.raises(QueueFull):
+        pool.submit_nowait(jobs.square, 4)
+    gate.release("blocker")
+    closing = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+    closing.start()
+    join_or_fail(closing)
+    assert blocker.done() and waiting.result(timeout=0) == 9
+
+
+def test_map_items_whose_input_failed_and_others_that_retry(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    """A chunk with a failed input runs its other items as a part of its own; they retry."""
+    pool = make_pool("thread", 2, retries=2, **FAST)
+    d = str(tmp_path)
+    source = pool.options(retries=0).submit(jobs.always_fail)
+    assert source.exception(timeout=WAIT) is not None
+    items = [(d, "a", 1, 1), (d, "b", 0, source), (d, "c", 0, 3)]
+    errors: list[BaseException] = []
+    results = list(
+        pool.starmap(jobs.fail_first, items, chunksize=3, on_error=errors.append, timeout=WAIT)
+    )
+    assert results == [1, 3]
+    assert [type(e) for e in errors] == [DependencyError]
+    assert runs(tmp_path) == {"a": 2, "c": 1}
+    closing = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+    closing.start()
+    join_or_fail(closing)
+
+
+def test_map_chunk_that_crashed_then_raised_keeps_each_items_history(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    pool = make_pool("process-fork", 1, retries=2, **FAST)
+    d = str(tmp_path)
+    errors: list[BaseException] = []
+    items = [(d, "a"), (d, "b")]
+    on_error = errors.append
+    results = list(
+        pool.starmap(_crash_then_raise, items, chunksize=2, on_error=on_error, timeout=WAIT)
+    )
+    assert results == ["b"]
+    (exc,) = errors
+    assert [type(e) for e in exc.jobpool_attempts] == [  # type: ignore[attr-defined]
+        WorkerCrashedError, ValueError, ValueError
+    ]  # fmt: skip
+    assert runs(tmp_path) == {"a": 3, "b": 1}
+
+
+def _crash_then_raise(directory: str, tag: str) -> str:
+    import os
+
+    n = jobs.run_number(directory, tag)
+    if tag == "a":
+        if n == 0:
+            os._exit(3)  # the whole chunk fails: b has not run yet
+        raise ValueError(f"a: run {n}")
+    return tag
 
 
 # --- bad options -------------------------------------------------------------------------------
