@@ -345,8 +345,8 @@ class _ChunkAttempts:
 class Attempts:
     """One job's attempts: the current one, and what the earlier ones raised (see module doc).
 
-    Changed under its pool's ``Retries.lock`` (one lock for all: a job's record is touched a few
-    times in its life, and a lock each would cost every job its making).
+    Changed under its own lock (the pool's would be taken by every worker at every job's end);
+    what it asks of the pool's ``Retries`` is taken after it, never before.
     """
 
     __slots__ = (
@@ -354,6 +354,7 @@ class Attempts:
         "history",
         "is_chunk",
         "job",
+        "lock",
         "number",
         "policy",
         "pool_retries",
@@ -368,10 +369,11 @@ class Attempts:
         self.pool_retries = pool_retries
         self.job = job  # the current attempt; any other that reports is stale
         self.number = 1  # the current attempt's number
+        self.lock = threading.Lock()
         self.history: Optional[_History] = None
         self.chunk: Optional[_ChunkAttempts] = None
         self.stopped = False  # Pool.kill(): no more retries
-        self.tracked = False  # counted among the pool's jobs that may still retry
+        self.tracked = False  # counted among the pool's jobs that may retry (by Intake.enqueue)
         self.waiting = False  # in the timer, for its next attempt
         job.future._retry = self
 
@@ -379,24 +381,20 @@ class Attempts:
         """No more retries (``Pool.kill``): from now on the current attempt's outcome is final.
         Taken under the lock, so the job is either already waiting to retry (then cancelling
         its future stops it) or will not."""
-        with self.pool_retries.lock:
+        with self.lock:
             self.stopped = True
 
     def moved_to(self, job: Job, part: Job) -> None:
         """``job``'s attempts go on as ``part``'s (a map chunk some of whose items' inputs
         failed runs the others as a job of its own, see _dependencies)."""
-        with self.pool_retries.lock:
+        with self.lock:
             if self.job is job:
                 self.job = part
                 part.retry = self
 
     def ended(self) -> None:
         """Its future was cancelled: it may not retry any more."""
-        retries = self.pool_retries
-        with retries.lock:
-            last = retries.end_locked(self)
-        if last:
-            retries.settled()
+        self.pool_retries.end(self)
 
     # --- an attempt's outcome (from Outcomes, in whatever thread resolves it) ----------------
 
@@ -407,14 +405,12 @@ class Attempts:
         return self._settle(job, None, exc)
 
     def _settle(self, job: Job, value: Any, exc: Optional[BaseException]) -> tuple[int, Any]:
-        retries = self.pool_retries
-        with retries.lock:
+        with self.lock:
             if job is not self.job:
                 return STALE, None
             outcome = self._outcome(job, value, exc)
-            last = outcome[0] != RETRIED and retries.end_locked(self)
-        if last:
-            retries.settled()
+        if outcome[0] != RETRIED:
+            self.pool_retries.end(self)
         return outcome
 
     def _outcome(self, job: Job, value: Any, exc: Optional[BaseException]) -> tuple[int, Any]:
@@ -505,7 +501,7 @@ class Attempts:
         self.job = following
         self.number += 1
         self.waiting = True
-        self.pool_retries.wait_locked(self, following, delay, prepared=work is job.work)
+        self.pool_retries.wait(self, following, delay, job)
         return RETRIED, None
 
     # --- while it waits for its next attempt -------------------------------------------------
@@ -517,12 +513,11 @@ class Attempts:
 
     def take(self, job: Job, cancelled: bool = False) -> bool:
         """``job`` stops waiting (its time came, or it was cancelled): whether it still was."""
-        retries = self.pool_retries
-        with retries.lock:
+        with self.lock:
             if job is not self.job or not self.waiting:
                 return False  # admitted meanwhile: the queue sees it cancelled and counts it
             self.waiting = False
-            retries.left_locked(self)
+            self.pool_retries.left(self)
             if not cancelled:
                 job.future._on_cancel = None
             return True
@@ -533,17 +528,22 @@ class Attempts:
 
 class Retries:
     """One pool's retries: the jobs waiting for their next attempt (in a timer thread of their
-    own, made on first need), and the count of jobs that may still retry: ``shutdown`` stops
-    the workers only once it is zero, since a job that fails after the workers stopped could
-    not run again. A job stops counting when its future is resolved or cancelled, which
-    ``Outcomes`` tells (``Attempts.ended``) wherever that happens."""
+    own, made on first need), and the jobs that may still retry: ``shutdown`` stops the workers
+    only once there are none, since a job that fails after the workers stopped could not run
+    again. A job stops counting when its future is resolved or cancelled, which ``Outcomes``
+    tells (``Attempts.ended``) wherever that happens.
+
+    Those jobs are a set, added to and taken from without a lock (each a single call under the
+    GIL): every job with retries passes here twice, from the submitting thread and a worker's,
+    and a lock there was contended. The lock is taken only when the set may be empty.
+    """
 
     def __init__(self, intake: Any, outcomes: Outcomes) -> None:
         self._intake = intake
         self.outcomes = outcomes
-        self.lock = threading.Lock()  # this and every Attempts of the pool
+        self.lock = threading.Lock()  # for what follows but the set
         self._settled = threading.Condition(self.lock)
-        self._live = 0
+        self._live: set[Attempts] = set()
         self._sleepers = 0  # threads in wait_settled (notifying none costs more than a check)
         self._waiting: dict[Attempts, Job] = {}
         self._timer: Optional[DeadlineTimer] = None
@@ -559,35 +559,33 @@ class Retries:
 
     def track(self, attempts: Attempts) -> None:
         """``attempts``' job is being accepted: count it until its future is done."""
-        with self.lock:
-            if attempts.tracked:
-                return
-            attempts.tracked = True
-            self._live += 1
-            if self._live == 1 and self.pool is not None:
-                self._pool_held = self.pool()
+        attempts.tracked = True
+        live = self._live
+        if not live:  # the first for now: hold the pool
+            with self.lock:
+                if self._pool_held is None and self.pool is not None:
+                    self._pool_held = self.pool()
+        live.add(attempts)
 
     def untrack(self, attempts: Attempts) -> None:
         """It was refused after all (``track`` came first, so no retry is ever missed)."""
-        attempts.ended()
-
-    def end_locked(self, attempts: Attempts) -> bool:
-        """``attempts``' job is over (under the lock); True if it was the last to count."""
-        if not attempts.tracked:
-            return False
         attempts.tracked = False
-        self._live -= 1
-        if self._live:
-            return False
-        if self._sleepers:
-            self._settled.notify_all()
-        return bool(self._when_settled) or self._pool_held is not None
+        self.end(attempts)
 
-    def settled(self) -> None:
-        """None may retry (just now): let go of the pool, run what waited for that."""
+    def end(self, attempts: Attempts) -> None:
+        """``attempts``' job is over (idempotent)."""
+        live = self._live
+        live.discard(attempts)
+        if not live:
+            self._settled_now()
+
+    def _settled_now(self) -> None:
+        """None may retry, maybe: wake ``shutdown``, let go of the pool, run what waited."""
         with self.lock:
             if self._live:
                 return
+            if self._sleepers:
+                self._settled.notify_all()
             calls, self._when_settled = self._when_settled, []
             held, self._pool_held = self._pool_held, None
         for call in calls:
@@ -617,22 +615,28 @@ class Retries:
 
     # --- waiting for the next attempt --------------------------------------------------------
 
-    def wait_locked(self, attempts: Attempts, job: Job, delay: float, prepared: bool) -> None:
-        """Hold ``job`` (the next attempt) for ``delay`` seconds, then admit it (under the
-        lock; the timer's own is taken after it, never before)."""
-        self._waiting[attempts] = job
-        if self._timer is None:
-            self._timer = DeadlineTimer("jobpool-retries")
-        self._timer.add(delay, functools.partial(self._due, attempts, job, prepared))
+    def wait(self, attempts: Attempts, job: Job, delay: float, previous: Job) -> None:
+        """Hold ``job`` (the next attempt after ``previous``) for ``delay`` seconds, then admit
+        it. Called under ``attempts``' lock; the timer's own is taken after this one."""
+        with self.lock:
+            self._waiting[attempts] = job
+            if self._timer is None:
+                self._timer = DeadlineTimer("jobpool-retries")
+            self._timer.add(delay, functools.partial(self._due, attempts, job, previous))
 
-    def left_locked(self, attempts: Attempts) -> None:
-        self._waiting.pop(attempts, None)
+    def left(self, attempts: Attempts) -> None:
+        with self.lock:
+            self._waiting.pop(attempts, None)
 
-    def _due(self, attempts: Attempts, job: Job, prepared: bool) -> None:
-        """In the timer thread: the delay is over, the job goes into the queue."""
+    def _due(self, attempts: Attempts, job: Job, previous: Job) -> None:
+        """In the timer thread: the delay is over, the job goes into the queue (a map chunk's
+        fewer items serialized here, the previous attempt's shared memory let go first)."""
         if not attempts.take(job):
             return
+        prepared = job.work is previous.work
         try:
+            if not prepared:
+                self._intake.backend.refused(previous)
             self._intake.admit(job, prepared=prepared)
         except BaseException as exc:  # a broken pool, or the items cannot travel again
             self.outcomes.fail_pending(job, exc)
