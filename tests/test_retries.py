@@ -29,7 +29,8 @@ from jobpool import (
     QueueFull,
     WorkerCrashedError,
 )
-from jobpool._retry import KEPT, MAX_RETRIES, RetryPolicy, make_policy
+from jobpool._job import Call, Job, Outcomes
+from jobpool._retry import KEPT, MAX_RETRIES, Attempts, Retries, RetryPolicy, make_policy
 
 NOTES = sys.version_info >= (3, 11)  # exception notes (add_note)
 
@@ -548,6 +549,30 @@ def _crash_then_raise(directory: str, tag: str) -> str:
             os._exit(3)  # the whole chunk fails: b has not run yet
         raise ValueError(f"a: run {n}")
     return tag
+
+
+@pytest.mark.parametrize("first", ["result", "error"])
+def test_the_second_outcome_of_one_attempt_is_dropped(first: str) -> None:
+    """A time limit and a result in a race (a thread given up on returns just then): the first
+    to report wins; the second neither resolves the future again nor starts a retry."""
+    outcomes = Outcomes()
+    retries = Retries(None, outcomes)
+    job = Job(Call(jobs.square, (2,), {}), None)
+    policy = make_policy(None, 3, delay=600)
+    job.retry = Attempts(policy, retries, job, chunk=False)  # type: ignore[arg-type]
+    assert outcomes.start(job)
+    timeout = JobTimeoutError(1.0)
+    if first == "result":
+        assert outcomes.succeed(job, 4)
+        assert not outcomes.fail(job, timeout, timed_out=True)
+        assert job.future.result(timeout=0) == 4
+    else:
+        job.retry.stopped = True  # this attempt's failure is final
+        assert outcomes.fail(job, timeout, timed_out=True)
+        assert not outcomes.succeed(job, 4)
+        assert job.future.exception(timeout=0) is timeout
+    assert retries.count_waiting() == 0 and outcomes.retried == 0
+    retries.close()
 
 
 # --- bad options -------------------------------------------------------------------------------

@@ -367,7 +367,7 @@ class Attempts:
         self.policy = policy
         self.is_chunk = chunk  # a map chunk: its value is a ChunkResult
         self.pool_retries = pool_retries
-        self.job = job  # the current attempt; any other that reports is stale
+        self.job: Optional[Job] = job  # the current attempt (None once over): others are stale
         self.number = 1  # the current attempt's number
         self.lock = threading.Lock()
         self.history: Optional[_History] = None
@@ -399,7 +399,14 @@ class Attempts:
     # --- an attempt's outcome (from Outcomes, in whatever thread resolves it) ----------------
 
     def succeeded(self, job: Job, value: Any) -> tuple[int, Any]:
-        return self._settle(job, value, None)
+        if self.is_chunk:  # its items that raised may retry
+            return self._settle(job, value, None)
+        with self.lock:  # a call that returned: final (_settle, made short for every job)
+            if job is not self.job:
+                return STALE, None
+            self.job = None
+        self.pool_retries.end(self)
+        return SUCCEED, value
 
     def failed(self, job: Job, exc: BaseException) -> tuple[int, Any]:
         return self._settle(job, None, exc)
@@ -409,6 +416,8 @@ class Attempts:
             if job is not self.job:
                 return STALE, None
             outcome = self._outcome(job, value, exc)
+            if outcome[0] != RETRIED:  # final: whatever reports after this is stale (a time
+                self.job = None  # limit and a result in a race, the loser reports second)
         if outcome[0] != RETRIED:
             self.pool_retries.end(self)
         return outcome
@@ -513,13 +522,14 @@ class Attempts:
 
     def take(self, job: Job, cancelled: bool = False) -> bool:
         """``job`` stops waiting (its time came, or it was cancelled): whether it still was."""
+        future = job.future
         with self.lock:
             if job is not self.job or not self.waiting:
                 return False  # admitted meanwhile: the queue sees it cancelled and counts it
             self.waiting = False
             self.pool_retries.left(self)
             if not cancelled:
-                job.future._on_cancel = None
+                future._on_cancel = None
             return True
 
 
