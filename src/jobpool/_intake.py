@@ -310,6 +310,18 @@ class Intake:
             retries.untrack(attempts)
             raise
 
+    def enqueue_retried(self, job: Job, policy: RetryPolicy, block: bool) -> Future[Any]:
+        """``enqueue`` for a call with retries (``submit``): ``with_retries`` and the tracking
+        above in one step, as every such job takes it."""
+        retries = self._retries or self.retries()
+        attempts = job.retry = Attempts(policy, retries, job, chunk=False)
+        retries.track(attempts)
+        try:
+            return self.enqueue(job, block)
+        except BaseException:
+            retries.untrack(attempts)
+            raise
+
     def _put(self, job: Job, block: bool) -> None:
         """Queue ``job``, taking a slot of the bounded queue first (waiting for one if asked)."""
         queue = self.queue

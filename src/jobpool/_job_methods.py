@@ -66,7 +66,7 @@ class JobMethods:
         check_callable("submit()", fn)
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
         if self._retry is not None:
-            self._intake.with_retries(job, self._retry)
+            return self._intake.enqueue_retried(job, self._retry, block=True)
         return self._intake.enqueue(job, block=True)
 
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
@@ -74,7 +74,7 @@ class JobMethods:
         check_callable("submit_nowait()", fn)
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority)
         if self._retry is not None:
-            self._intake.with_retries(job, self._retry)
+            return self._intake.enqueue_retried(job, self._retry, block=False)
         return self._intake.enqueue(job, block=False)
 
     def map(
