@@ -26,7 +26,7 @@ from ._intake import Intake, check_callable, check_positive_int, check_timeout
 from ._job import JobQueue, OnCancel, Outcomes
 from ._job_methods import JobMethods, check_on_cancel, check_priority
 from ._progress import ErrorCallback, ProgressArg, as_completed
-from ._retry import _UNSET, RetryOn, RetryPolicy, make_policy, stop_retrying
+from ._retry import RetryOn, RetryPolicy, make_policy, stop_retrying
 from ._stats import PoolStats
 
 R = TypeVar("R")
@@ -136,11 +136,11 @@ class Pool(JobMethods, Executor):
         address: Optional[str] = None,
         client: Any = None,
         retries: int = 0,
-        retry_on: RetryOn = _UNSET,
-        retry_delay: float = _UNSET,
-        retry_backoff: float = _UNSET,
-        retry_max_delay: float = _UNSET,
-        retry_jitter: float = _UNSET,
+        retry_on: Optional[RetryOn] = None,
+        retry_delay: Optional[float] = None,
+        retry_backoff: Optional[float] = None,
+        retry_max_delay: Optional[float] = None,
+        retry_jitter: Optional[float] = None,
     ) -> None:
         workers = _check_arguments(
             workers, max_workers, backend, initializer, initargs, start_method, mp_context
@@ -218,12 +218,12 @@ class Pool(JobMethods, Executor):
         timeout: Optional[float] = None,
         priority: int = 0,
         on_cancel: OnCancel = "kill",
-        retries: int = _UNSET,
-        retry_on: RetryOn = _UNSET,
-        retry_delay: float = _UNSET,
-        retry_backoff: float = _UNSET,
-        retry_max_delay: float = _UNSET,
-        retry_jitter: float = _UNSET,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        retry_delay: Optional[float] = None,
+        retry_backoff: Optional[float] = None,
+        retry_max_delay: Optional[float] = None,
+        retry_jitter: Optional[float] = None,
     ) -> JobOptions:
         """Per-job options for the calls made through the returned view.
 

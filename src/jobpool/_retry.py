@@ -143,9 +143,6 @@ class RetryPolicy:
         return False, "retry_on said not to retry it"
 
 
-_UNSET: Any = object()
-
-
 def _number(name: str, value: object, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, not {type(value).__name__} ({value!r})")
@@ -201,15 +198,15 @@ def check_retry_on(value: object) -> RetryOn:
 
 def make_policy(
     base: Optional[RetryPolicy],
-    retries: Any = _UNSET,
-    retry_on: Any = _UNSET,
-    delay: Any = _UNSET,
-    backoff: Any = _UNSET,
-    max_delay: Any = _UNSET,
-    jitter: Any = _UNSET,
+    retries: Any = None,
+    retry_on: Any = None,
+    delay: Any = None,
+    backoff: Any = None,
+    max_delay: Any = None,
+    jitter: Any = None,
 ) -> Optional[RetryPolicy]:
-    """The policy of a pool (``base`` None) or of a view over ``base``: each option given
-    replaces the base's; None when there are no retries. Options about retries without any
+    """The policy of a pool (``base`` None) or of a view over ``base``: each option given (not
+    None) replaces the base's; None when there are no retries. Options about retries without any
     retries are refused rather than ignored."""
     given = [
         name
@@ -220,9 +217,9 @@ def make_policy(
             ("retry_max_delay", max_delay),
             ("retry_jitter", jitter),
         )
-        if value is not _UNSET
+        if value is not None
     ]
-    count = check_retries(retries) if retries is not _UNSET else (base.retries if base else 0)
+    count = check_retries(retries) if retries is not None else (base.retries if base else 0)
     if count == 0:
         if given:
             raise ValueError(
@@ -233,19 +230,19 @@ def make_policy(
     policy = RetryPolicy(
         count,
         check_retry_on(retry_on)
-        if retry_on is not _UNSET
+        if retry_on is not None
         else (base.retry_on if base else Exception),
         _number("retry_delay", delay, 0.0, MAX_DELAY)
-        if delay is not _UNSET
+        if delay is not None
         else (base.delay if base else DEFAULT_DELAY),
         _number("retry_backoff", backoff, 1.0, 1e6)
-        if backoff is not _UNSET
+        if backoff is not None
         else (base.backoff if base else DEFAULT_BACKOFF),
         _number("retry_max_delay", max_delay, 0.0, MAX_DELAY)
-        if max_delay is not _UNSET
+        if max_delay is not None
         else (base.max_delay if base else DEFAULT_MAX_DELAY),
         _number("retry_jitter", jitter, 0.0, 1.0)
-        if jitter is not _UNSET
+        if jitter is not None
         else (base.jitter if base else DEFAULT_JITTER),
     )
     if not math.isfinite(policy.delay * policy.backoff):  # pragma: no cover - bounded above
