@@ -93,16 +93,21 @@ class JobpoolAdapter(Adapter):
     map_api = "map"
     lazy_api = "map"
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, portable: bool = False) -> None:
         super().__init__()
         self.backend = backend
         self.flavour = backend
-        self.name = f"jobpool[{backend}]"
+        self.portable = portable
+        self.name = f"jobpool[{backend}, portable]" if portable else f"jobpool[{backend}]"
         self.start_method = "forkserver (default)" if backend == "process" else "-"
 
     def open(self, workers: int, start_method: Optional[str] = None) -> None:
-        from jobpool import Pool
+        from jobpool import Pool, _platform
 
+        if self.portable != _platform.PORTABLE:  # set by run.py from ENVIRONMENT, at start
+            raise RuntimeError(
+                f"{self.name} measured with JOBPOOL_PORTABLE={int(_platform.PORTABLE)}"
+            )
         if self.backend == "process":
             self.pool = Pool(workers, backend="process", start_method=start_method)
         else:
@@ -416,6 +421,8 @@ class JoblibAdapter(Adapter):
 FACTORIES: dict[str, Callable[[], Adapter]] = {
     "jobpool[thread]": lambda: JobpoolAdapter("thread"),
     "jobpool[process]": lambda: JobpoolAdapter("process"),
+    # The process backend without Linux's fast paths, as on macOS (see ENVIRONMENT).
+    "jobpool[process, portable]": lambda: JobpoolAdapter("process", portable=True),
     "cf.ThreadPoolExecutor": ThreadPoolExecutorAdapter,
     "cf.ProcessPoolExecutor": ProcessPoolExecutorAdapter,
     "mp.ThreadPool": MpThreadPoolAdapter,
@@ -430,6 +437,9 @@ FACTORIES: dict[str, Callable[[], Adapter]] = {
     "joblib(threading)": lambda: JoblibAdapter("thread"),
     "joblib(loky)": lambda: JoblibAdapter("process"),
 }
+
+#: Environment variables an implementation's child process starts with (read at import).
+ENVIRONMENT: dict[str, dict[str, str]] = {"jobpool[process, portable]": {"JOBPOOL_PORTABLE": "1"}}
 
 THREAD_IMPLS = [
     "jobpool[thread]",

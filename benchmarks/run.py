@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import report  # noqa: E402
 from benchmarks._child import MARKER  # noqa: E402
 from benchmarks.common import Task  # noqa: E402
-from benchmarks.impls import FACTORIES, missing_requirement  # noqa: E402
+from benchmarks.impls import ENVIRONMENT, FACTORIES, missing_requirement  # noqa: E402
 from benchmarks.jobs import cpu_loop  # noqa: E402
 from benchmarks.workloads import ALL  # noqa: E402
 
@@ -70,6 +70,8 @@ def run_task(task: Task) -> tuple[list[dict[str, Any]], Optional[str]]:
     """Run one task in a child process; returns its rows, or an error note."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("JOBPOOL_PORTABLE", None)  # each implementation as it says (ENVIRONMENT)
+    env.update(ENVIRONMENT.get(task.impl, {}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks._child", json.dumps(asdict(task))],
         cwd=ROOT,

@@ -167,9 +167,11 @@ def gate() -> Iterator[jobs.StartGate]:
 
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
-    """Every test that starts processes must leave none behind (the fork server excepted)."""
+    """Every test that starts processes must leave none behind (the fork server excepted), nor
+    a named shared-memory segment (without memfd: ``JOBPOOL_PORTABLE=1``)."""
     yield
     assert_no_leftover_processes()
+    assert_no_named_segments()
 
 
 def assert_no_leftover_processes() -> None:
@@ -183,6 +185,24 @@ def assert_no_leftover_processes() -> None:
             child.kill()
             child.join(5)
         pytest.fail(f"processes left behind: {leftovers}")
+
+
+def assert_no_named_segments() -> None:
+    """This process's named-segment directory is empty once its pools are shut down: every
+    argument's name was unlinked when its job resolved, every result's when it arrived."""
+    from jobpool._process import _named_memory
+
+    directory = _named_memory._directory
+    if directory is None or not os.path.isdir(directory.path):
+        return
+    deadline = time.monotonic() + WAIT
+    while os.listdir(directory.path):
+        if time.monotonic() > deadline:
+            left = os.listdir(directory.path)
+            for name in left:
+                os.unlink(os.path.join(directory.path, name))
+            pytest.fail(f"named shared-memory segments left in {directory.path}: {left}")
+        time.sleep(0.005)
 
 
 EXCLUDED = "excluded on purpose: "
@@ -324,7 +344,12 @@ RUN_SLOW = os.environ.get("JOBPOOL_RUN_SLOW", "") not in ("", "0")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``@pytest.mark.slow`` tests run with JOBPOOL_RUN_SLOW=1 (as ``.ci/run`` sets) or when
-    selected with ``-m slow``; a plain ``python -m pytest -q`` leaves them out."""
+    selected with ``-m slow``; a plain ``python -m pytest -q`` leaves them out.
+
+    ``@pytest.mark.linux_only("memfd", ...)`` marks a test about a Linux-only mechanism itself
+    (the names are ``jobpool._platform.MECHANISMS``): it is skipped, with that reason, where one
+    of them is missing or turned off (``JOBPOOL_PORTABLE=1``, ``JOBPOOL_DISABLE=...``)."""
+    _skip_linux_only(items)
     if RUN_SLOW or "slow" in (config.getoption("markexpr", "") or ""):
         return
     skip = pytest.mark.skip(reason=SLOW_REASON)
@@ -334,6 +359,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 SLOW_REASON = "slow: set JOBPOOL_RUN_SLOW=1 (CI does) or select -m slow"
+LINUX_ONLY = "linux_only"
+
+
+def _skip_linux_only(items: list[pytest.Item]) -> None:
+    from jobpool import _platform
+
+    in_use = _platform.describe()
+    for item in items:
+        for marker in item.iter_markers(LINUX_ONLY):
+            unknown = [name for name in marker.args if name not in in_use]
+            if unknown or not marker.args:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: linux_only takes mechanism names among "
+                    f"{', '.join(_platform.MECHANISMS)}, not {marker.args!r}"
+                )
+            off = [name for name in marker.args if not in_use[name]]
+            if off:
+                reason = (
+                    f"{LINUX_ONLY}({', '.join(off)}): about a Linux-only mechanism, missing here "
+                    "or turned off (JOBPOOL_PORTABLE, JOBPOOL_DISABLE)"
+                )
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -344,6 +391,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     still lists every skip."""
     slow = excluded = 0
     others: dict[str, int] = {}
+    linux_only: dict[str, int] = {}
     for report in terminalreporter.stats.get("skipped", []):
         longrepr = getattr(report, "longrepr", None)
         if not isinstance(longrepr, tuple) or len(longrepr) != 3:
@@ -354,11 +402,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             slow += 1
         elif reason.startswith(EXCLUDED):
             excluded += 1
+        elif reason.startswith(LINUX_ONLY):
+            which = reason.partition(":")[0]
+            linux_only[which] = linux_only.get(which, 0) + 1
         else:
             where = f"{Path(str(path)).name}:{line + 1}"
             key = f"{reason} ({where})"
             others[key] = others.get(key, 0) + 1
-    if not (slow or excluded or others):
+    if not (slow or excluded or others or linux_only):
         return
     write = terminalreporter.write_line
     terminalreporter.section("skipped", sep="-")
@@ -369,6 +420,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"{excluded} cases of CPython's own test suites excluded on purpose, each with its "
             "reason: pytest -rs tests/test_stdlib_suite.py tests/test_stdlib_pool_suite.py"
         )
+    for which, count in sorted(linux_only.items()):
+        write(f"{count} tests about a Linux-only mechanism skipped: {which} is missing or off")
     for key, count in sorted(others.items()):
         write(f"{count} skipped: {key}")
 

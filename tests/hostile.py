@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
@@ -148,6 +149,47 @@ def _running_job_id() -> int:
     raise LookupError("not running in a worker's loop")
 
 
+# --- the worker's own descriptors ---------------------------------------------------------------
+
+
+def worker_descriptors() -> dict[str, int]:
+    """The descriptors a worker process serves the pool on, found as any job could find them:
+    its job pipe, the pipe the parent recalls jobs sent ahead on, and the socket that carries
+    the descriptors of shared-memory segments (when the pool uses shared memory)."""
+    found = {"job pipe": _worker_connection().fileno()}
+    for obj in gc.get_objects():
+        kind = type(obj)
+        ours = kind.__name__ == "_Inbox" and kind.__module__.endswith("_in_worker")
+        # A socket with memfd; without it (portable mode) named files, and no descriptor.
+        segments = getattr(obj, "segments", None) if ours else None
+        if segments is not None and hasattr(segments, "fileno"):
+            found["segment socket"] = segments.fileno()
+    for thread in threading.enumerate():
+        if thread.name == "jobpool-parent-watch":
+            found["recall pipe"] = thread._args[0].fileno()  # type: ignore[attr-defined]
+    return found
+
+
+def close_worker_descriptor(which: str) -> str:
+    """Close one of the worker's own descriptors (see :func:`worker_descriptors`), then return."""
+    os.close(worker_descriptors()[which])
+    return which
+
+
+def close_segment_socket_then_return(size: int) -> bytes:
+    """Close the worker's shared-memory socket, then return a result large enough to need it."""
+    os.close(worker_descriptors()["segment socket"])
+    return b"s" * size
+
+
+def null_worker_descriptor(which: str) -> str:
+    """Put /dev/null where one of the worker's own descriptors was (``dup2``), then return."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, worker_descriptors()[which])
+    os.close(null)
+    return which
+
+
 # --- descriptors -------------------------------------------------------------------------------
 
 
@@ -166,6 +208,29 @@ def fill_descriptors() -> list[int]:
             filler.append(os.open(os.devnull, os.O_RDONLY))
     except OSError:
         return filler
+
+
+def zombie_without_descriptors() -> int:
+    """Leave this worker a zombie child and no free descriptor, and run long enough that it
+    looks for zombies right after (it does between jobs, at most every ZOMBIE_SECONDS: a
+    clock the job lets pass, not a wait for anything). jobpool's /proc reader is dropped from
+    ``sys.modules``, as in a worker that has not needed it yet (a fork-started worker may have
+    inherited it from a parent that had). The zombie's pid."""
+    import time
+
+    from jobpool._process import _in_worker
+
+    time.sleep(_in_worker.ZOMBIE_SECONDS * 1.1)
+    sys.modules.pop("jobpool._process._tree", None)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    FILLER.extend(fill_descriptors())
+    return pid
+
+
+FILLER: list[int] = []  # descriptors taken by zombie_without_descriptors, kept open
 
 
 # --- shared memory kept by a job --------------------------------------------------------------
@@ -189,6 +254,39 @@ def keep_result_segment(size: int) -> Any:
         return segment, offsets
 
     _large_data.write_segment = write_and_keep
+    return np.full(size, 7, dtype=np.uint8)
+
+
+def keep_result_file(size: int) -> Any:
+    """As :func:`keep_result_segment`, for named segments (no memfd): reopen the result's file
+    by its name before the parent takes it, to change it after the caller has it."""
+    import numpy as np
+
+    from jobpool._process import _named_memory
+
+    real = _named_memory.WorkerEnd.write_result
+
+    def write_and_keep(self: Any, key: int, buffers: Any) -> Any:
+        _named_memory.WorkerEnd.write_result = real  # type: ignore[method-assign]  # once
+        segment, offsets = real(self, key, buffers)
+        KEPT.append(os.open(segment.path, os.O_RDWR))
+        return segment, offsets
+
+    _named_memory.WorkerEnd.write_result = write_and_keep  # type: ignore[method-assign]
+    return np.full(size, 7, dtype=np.uint8)
+
+
+def die_once_result_written(size: int) -> Any:
+    """Return a large array, and die (SIGKILL) right after its file was written, before the
+    reply that names it is sent: the file is left for the parent to find."""
+    import numpy as np
+
+    from jobpool._process import _large_data
+
+    def die(self: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _large_data.Outgoing.handed_over = die  # type: ignore[method-assign]
     return np.full(size, 7, dtype=np.uint8)
 
 

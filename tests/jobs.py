@@ -456,6 +456,9 @@ PROGRAM_SHAPES = {
     "double-fork": "setsid sleep 300 & echo $!",  # detached: its own session, parent gone
     # Keeps starting programs, in its group and detached, until it is killed.
     "forker": "while :; do sleep 300 & setsid sleep 300 & echo started; sleep 0.01; done",
+    "orphan": "sleep 300 & echo $!",  # its parent gone, but in the worker's group still
+    # Keeps starting programs in its group only, until it is killed.
+    "group-forker": "while :; do sleep 300 & echo started; sleep 0.01; done",
 }
 
 
@@ -487,15 +490,16 @@ def start_programs(shapes: Any, env: dict[str, str]) -> list[int]:
             ["sh", "-c", PROGRAM_SHAPES[shape]], env=environ, stdout=subprocess.PIPE, **quiet
         )
         assert child.stdout is not None
-        if shape != "double-fork":
+        detached = shape in ("double-fork", "orphan")
+        if not detached:
             pids.append(child.pid)
-        if shape == "forker":
+        if shape in ("forker", "group-forker"):
             for _ in range(10):  # it is forking by now, and goes on
                 child.stdout.readline()
         elif shape != "sleep":
             pids.append(int(child.stdout.readline()))
-        if shape == "double-fork":
-            child.wait()  # the launcher is gone: the program was re-parented to the worker
+        if detached:
+            child.wait()  # the launcher is gone: the program was re-parented (worker or init)
     for pid in pids:
         _wait_until_marked(pid, env)
     return pids
@@ -533,9 +537,9 @@ def programs_then_sleep(shapes: Any, env: dict[str, str], seconds: float = 120) 
     time.sleep(seconds)
 
 
-def keep_starting_programs(address: str, env: dict[str, str]) -> None:
-    """Start ``sleep`` programs from the job itself without end, detached ones among them;
-    report to the test's StartGate once ten are running."""
+def keep_starting_programs(address: str, env: dict[str, str], detach: bool = True) -> None:
+    """Start ``sleep`` programs from the job itself without end, detached ones among them
+    (``detach``); report to the test's StartGate once ten are running."""
     import subprocess
 
     environ = {**os.environ, **env}
@@ -546,7 +550,7 @@ def keep_starting_programs(address: str, env: dict[str, str]) -> None:
             env=environ,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=started % 2 == 1,
+            start_new_session=detach and started % 2 == 1,
         )
         started += 1
         if started == 10:
@@ -603,8 +607,12 @@ def describe(value: Any) -> tuple[str, Any]:
 
 def segments_mapped_here(value: Any = None) -> int:
     """How many shared-memory segments this worker maps while it runs (its argument's, say)."""
+    import re
+
+    # A memfd, or a file in a jobpool directory (named segments, without memfd).
+    segment = re.compile(r"/memfd:jobpool|/jobpool-\d+-[0-9a-f]+/")
     with open("/proc/self/maps") as f:
-        return sum("/memfd:jobpool" in line for line in f)
+        return sum(bool(segment.search(line)) for line in f)
 
 
 def write_first(value: Any) -> Any:
@@ -628,6 +636,12 @@ def gate_then_return(address: str, tag: Any, value: Any) -> int:
     """Wait at the gate holding a (large) argument; its size once released."""
     gate_job(address, tag)
     return len(memoryview(value).cast("B"))
+
+
+def gate_then_ones(address: str, tag: Any, n: int) -> Any:
+    """Wait at the gate, then return a (large) array of ``n`` float64 ones."""
+    gate_job(address, tag)
+    return ones_array(n)
 
 
 def gate_then_die(address: str, tag: Any, value: Any) -> None:

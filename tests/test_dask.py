@@ -143,8 +143,8 @@ def test_job_timeout(make_pool: MakePool, gate: jobs.StartGate) -> None:
 @pytest.mark.slow  # it waits 10 s for a job that does not come while the bug stands
 @pytest.mark.xfail(
     strict=True,
-    reason="a task that timed out and still runs holds the pool's Dask slot until it returns; "
-    "docs/dask.md says its slot goes to the next job",
+    reason="a task that timed out and still runs holds its place on its Dask worker until it "
+    "returns (docs/dask.md, Time limits: a known limit)",
 )
 def test_the_slot_of_a_job_that_timed_out_goes_to_the_next_job(
     make_pool: MakePool, gate: jobs.StartGate

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import BACKENDS, PROCESS, WAIT
+from conftest import BACKENDS, PROCESS, WAIT, join_or_fail
 from jobpool import (
     InitializerError,
     JobKilledError,
@@ -435,6 +435,43 @@ def test_thread_timeout_fails_on_time_while_the_thread_runs_on(
     pool.shutdown(wait=True)
     stats = pool.stats()
     assert (stats.done, stats.failed, stats.timed_out, stats.worker_restarts) == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_thread_time_limits_hold_through_shutdown(
+    make_pool: Callable[..., Pool], wait: bool
+) -> None:
+    """Found by the fault campaign: ``shutdown(wait=False)`` stopped the timer of time limits,
+    so a job that hung past its limit (running, or queued behind one) never failed; and
+    ``shutdown(wait=True)`` waited for a thread abandoned while it waited, and did not replace
+    it, so the job queued behind never ran and its future never resolved."""
+    pool = make_pool("thread", workers=1)
+    release = threading.Event()
+
+    def hang() -> str:
+        release.wait(WAIT)
+        return "late"
+
+    limited = pool.options(timeout=0.2)
+    running = limited.submit(hang)
+    queued_hang = limited.submit(hang)
+    queued = pool.submit(jobs.square, 3)
+    closer = threading.Thread(target=pool.shutdown, kwargs={"wait": wait}, name="closer")
+    closer.start()
+    try:
+        for future in (running, queued_hang):
+            exc = future.exception(timeout=WAIT)
+            assert isinstance(exc, JobTimeoutError), repr(exc)
+        assert queued.result(timeout=WAIT) == 9
+        # shutdown returned although both hung calls still run: it does not wait for them.
+        join_or_fail(closer)
+        assert not release.is_set()
+    finally:
+        release.set()
+        closer.join(WAIT)
+    pool.shutdown(wait=True)
+    stats = pool.stats()
+    assert (stats.done, stats.timed_out, stats.worker_restarts, stats.workers) == (1, 2, 2, 0)
 
 
 def test_thread_kill_fails_the_future_at_once(make_pool: Callable[..., Pool]) -> None:

@@ -24,7 +24,7 @@ import hostile
 import jobpool
 import jobs
 from conftest import START_METHODS, WAIT
-from jobpool import InitializerError, Pool, WorkerCrashedError
+from jobpool import InitializerError, Pool, WorkerCrashedError, _platform
 from jobs import StartGate
 
 MakePool = Callable[..., Pool]
@@ -147,7 +147,83 @@ def test_second_reply_is_the_workers_crash(make_pool: MakePool, backend: str) ->
     assert pool.stats().worker_restarts == 1
 
 
-@pytest.mark.logs_errors  # the dispatcher's death is logged, on purpose
+def _short_jobs_then_a_recall(pool: Pool) -> None:
+    """Short jobs, sent ahead into the worker's pipe, behind one that runs long enough to have
+    them recalled; then more: all must run."""
+    for _ in range(3):
+        futures = [pool.submit(abs, -i) for i in range(20)]
+        futures.append(pool.submit(jobs.sleep_for, 0.05))
+        futures += [pool.submit(abs, -i) for i in range(20)]
+        assert [f.result(WAIT) for f in futures] == [*range(20), 0.05, *range(20)]
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("how", ["close", "null"])
+def test_job_that_breaks_the_workers_recall_pipe(
+    make_pool: MakePool, backend: str, how: str
+) -> None:
+    """Found by the fault campaign: a job that closed the worker's end of its recall pipe (or
+    put /dev/null in its place) left the worker unable to hand back jobs sent ahead; the pool
+    waited for it forever, every later job stayed queued and shutdown() hung. Now the worker
+    ends after that job (which fails: exit code 71) and a replacement serves the rest.
+
+    Without /proc (JOBPOOL_PORTABLE) a worker that ends by itself takes its process group down
+    with one SIGKILL, itself included: the job fails as killed by SIGKILL instead."""
+    pool = make_pool(backend, workers=1)
+    breaker = hostile.close_worker_descriptor if how == "close" else hostile.null_worker_descriptor
+    ended = "code 71" if _platform.PROC else "SIGKILL"
+    with pytest.raises(WorkerCrashedError, match=ended):
+        pool.submit(breaker, "recall pipe").result(WAIT)
+    _short_jobs_then_a_recall(pool)
+    assert pool.stats().worker_restarts == 1
+
+
+@pytest.mark.linux_only("memfd")  # the socket that passes memfds
+@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("how", ["close", "null"])
+def test_job_that_breaks_the_workers_segment_socket(
+    make_pool: MakePool, backend: str, how: str
+) -> None:
+    """Found by the fault campaign: a job that closed the worker's shared-memory socket (or put
+    /dev/null in its place) returned normally, but the next job with a large argument sent
+    there was lost: the pool could not send it, took the worker for dead, and waited for an
+    exit that never came; its future never resolved. Now the pool kills that worker: the job
+    fails with WorkerCrashedError saying why, and the next ones run on a replacement."""
+    pool = make_pool(backend, workers=1, shared_memory_threshold=1024)
+    breaker = hostile.close_worker_descriptor if how == "close" else hostile.null_worker_descriptor
+    assert pool.submit(breaker, "segment socket").result(WAIT) == "segment socket"
+    data = bytes(range(256)) * 16
+    with pytest.raises(WorkerCrashedError, match="could not send it a job") as info:
+        pool.submit(bytes, data).result(WAIT)
+    assert info.value.signal == "SIGKILL"
+    assert [pool.submit(bytes, data).result(WAIT) for _ in range(3)] == [data] * 3
+    assert pool.stats().worker_restarts == 1
+
+
+@pytest.mark.linux_only("memfd")  # the socket that passes memfds
+@pytest.mark.parametrize("backend", PROCESS)
+def test_large_result_of_a_job_that_closed_the_segment_socket(
+    make_pool: MakePool, backend: str
+) -> None:
+    """Found by the fault campaign: the job returned, but its large result could not be sent
+    through the socket it had closed, and the future failed with a bare ``OSError: [Errno 9]
+    Bad file descriptor``, as if the job had raised it. The result now goes through the pipe."""
+    pool = make_pool(backend, workers=1, shared_memory_threshold=1024)
+    assert pool.submit(hostile.close_segment_socket_then_return, 5000).result(WAIT) == b"s" * 5000
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+@pytest.mark.parametrize("how", ["close", "null"])
+def test_job_that_breaks_the_workers_job_pipe(make_pool: MakePool, backend: str, how: str) -> None:
+    pool = make_pool(backend, workers=1)
+    breaker = hostile.close_worker_descriptor if how == "close" else hostile.null_worker_descriptor
+    with pytest.raises(WorkerCrashedError):
+        pool.submit(breaker, "job pipe").result(WAIT)
+    _short_jobs_then_a_recall(pool)
+    assert pool.stats().worker_restarts == 1
+
+
+@pytest.mark.logs_errors  # the dispatcher's death is logged, as it must be
 @pytest.mark.parametrize("backend", PROCESS)
 def test_a_dead_dispatcher_fails_every_waiting_future(make_pool: MakePool, backend: str) -> None:
     """If the dispatcher thread dies anyway (a bug), nothing hangs: every future in flight
@@ -331,7 +407,7 @@ pool.shutdown()
 """
 
 
-@pytest.mark.skipif(not LINUX, reason="the descriptor budget is for memfd shared memory (Linux)")
+@pytest.mark.skipif(not LINUX, reason="lowers the descriptor limit of a child interpreter")
 @pytest.mark.parametrize("method", START_METHODS)
 def test_queued_large_jobs_and_crashes_under_a_descriptor_limit(method: str) -> None:
     """Issue 23, item 7, scaled to ``ulimit -n 256``: 800 queued jobs with a large argument,
@@ -438,7 +514,21 @@ except OSError as exc:
 """
 
 
-@pytest.mark.skipif(not LINUX, reason="memfd shared memory is Linux's")
+@pytest.mark.parametrize("backend", PROCESS)
+def test_worker_without_descriptors_survives_its_housekeeping(
+    make_pool: MakePool, backend: str
+) -> None:
+    """Found by the fault campaign: in a worker a job had left without descriptors, the look
+    for zombies between jobs failed (it could not import or read anything) and the exception
+    ended the worker, failing the next job, an innocent one, with WorkerCrashedError. The look
+    is housekeeping: it now tries again later, and the worker serves on."""
+    pool = make_pool(backend, workers=1)
+    assert pool.submit(hostile.zombie_without_descriptors).result(WAIT) > 0
+    assert [pool.submit(abs, -i).result(WAIT) for i in range(5)] == list(range(5))
+    assert pool.stats().worker_restarts == 0
+
+
+@pytest.mark.linux_only("memfd")
 def test_segment_received_without_a_free_descriptor_fails_its_job_saying_so() -> None:
     """A result (or argument) whose descriptor the kernel had to drop (no descriptor free in
     the receiver) fails with an error that says so, not as memory 'released' before reading."""
@@ -451,7 +541,7 @@ def test_segment_received_without_a_free_descriptor_fails_its_job_saying_so() ->
 # --- 6. result segments are sealed ---------------------------------------------------------------
 
 
-@pytest.mark.skipif(not LINUX, reason="memfd shared memory is Linux's")
+@pytest.mark.linux_only("memfd")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_result_cannot_be_changed_after_it_arrived(make_pool: MakePool, backend: str) -> None:
     """Issue 23, item 8: a result segment kept open in the worker can be neither written nor
@@ -472,14 +562,13 @@ def test_result_cannot_be_changed_after_it_arrived(make_pool: MakePool, backend:
     assert result[0] == 8
 
 
+@pytest.mark.linux_only("memfd")
 def test_segments_are_sealed_and_unsealed_ones_are_refused() -> None:
     """Both ways (arguments and results use the same writer and reader): what is written is
     sealed before its descriptor leaves; what is received must be sealed to be mapped."""
-    from jobpool._process import _shared_memory as shm
-
-    if not shm.supported():
-        pytest.skip("no memfd here")
     import fcntl
+
+    from jobpool._process import _shared_memory as shm
 
     payload = memoryview(b"x" * 8192)
     segment, _ = shm.write_segment([payload])

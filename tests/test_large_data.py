@@ -15,6 +15,7 @@ in the ``test`` extra: without it the run fails at start, see conftest.py).
 from __future__ import annotations
 
 import array
+import itertools
 import os
 import pickle
 import signal
@@ -36,25 +37,44 @@ from jobpool import (
     QueueFull,
     SerializationError,
     WorkerCrashedError,
+    _platform,
 )
-from jobpool._process import _large_data, _shared_memory
+from jobpool._process import _large_data, _named_memory, _shared_memory
 from jobpool._process._out_of_band import loads, pickle_payload
 from proctree import descendants, reap, subreaper, wait_exited
 
 pytestmark = pytest.mark.skipif(
-    not _shared_memory.supported(), reason="shared memory segments need Linux (memfd)"
+    _large_data.large_data(1, False) is None, reason="no shared memory here (memfd or files)"
 )
 
 MB = 1 << 20
 SIZE = 2 * MB  # over the default threshold (1 MiB)
 MARK = "/memfd:jobpool"
+# Without memfd (JOBPOOL_PORTABLE=1): named files in a directory per process (_named_memory).
+NAMED = os.path.join(_named_memory.base_directory(), _named_memory.PREFIX)
 
 
 def _is_segment(path: str) -> bool:
-    """A jobpool segment, or a ``multiprocessing.shared_memory`` block (``/dev/shm/psm_*``),
-    which jobpool must never need. multiprocessing's own semaphores and heap arenas (``sem.*``,
-    ``pym-*``, from the tests' gates) are not segments."""
+    """A jobpool segment (a memfd, or a file of a jobpool directory, not its lock), or a
+    ``multiprocessing.shared_memory`` block (``/dev/shm/psm_*``), which jobpool must never need.
+    multiprocessing's own semaphores and heap arenas (``sem.*``, ``pym-*``, from the tests'
+    gates) are not segments."""
+    if path.startswith(NAMED):
+        return not path.removesuffix(" (deleted)").endswith(_named_memory.LOCK_SUFFIX)
     return path.startswith((MARK, "/dev/shm/psm_"))
+
+
+def named_files(pids: set[int]) -> dict[str, list[str]]:
+    """The named segments still in the directories of the processes ``pids``, and the
+    directories of dead owners, by directory: what nobody unlinked."""
+    base = _named_memory.base_directory()
+    found: dict[str, list[str]] = {}
+    for name in os.listdir(base):
+        owner = name[len(_named_memory.PREFIX) :].split("-")[0]
+        if name.startswith(_named_memory.PREFIX) and owner.isdigit() and int(owner) in pids:
+            path = os.path.join(base, name)
+            found[name] = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    return found
 
 
 # --- where segments are held ---------------------------------------------------------------------
@@ -80,13 +100,22 @@ def held_segments() -> dict[int, int]:
     return held
 
 
+def left_files() -> dict[str, list[str]]:
+    """Files in this test run's named-segment directories (the directories themselves stay)."""
+    family = {os.getpid(), *descendants(os.getpid())}
+    return {name: files for name, files in named_files(family).items() if files}
+
+
 def wait_until_freed(seconds: float = 15.0) -> None:
     """Every segment gone within ``seconds`` (a worker may still be letting go of a failed
-    job's, or exiting): a ceiling, reached only when something leaked."""
+    job's, or exiting), and no named segment left: a ceiling, reached only when something
+    leaked."""
     deadline = time.monotonic() + seconds
-    while held_segments():
+    while held_segments() or left_files():
         if time.monotonic() > deadline:
-            raise AssertionError(f"shared-memory segments still held: {held_segments()}")
+            raise AssertionError(
+                f"shared-memory segments still held: {held_segments()}, named: {left_files()}"
+            )
         time.sleep(0.005)
 
 
@@ -173,7 +202,8 @@ def test_results_are_the_callers_own_writable_objects_after_shutdown(
         echoed = pool.submit(jobs.identity, argument).result(WAIT)  # read-only in the worker
         view = pool.submit(jobs.identity, memoryview(bytearray(SIZE))).result(WAIT)
         data = pool.submit(jobs.bytes_of, SIZE, "bytearray").result(WAIT)
-    assert held_segments(), "the results should be mapped from shared memory"
+    if _platform.MEMFD:  # named segments' results are copied in as they arrive
+        assert held_segments(), "the results should be mapped from shared memory"
     assert made.flags.writeable and echoed.flags.writeable
     made[0] = echoed[0] = -1.0
     assert made[0] == echoed[0] == -1.0 and made[1] == echoed[1] == 1.0
@@ -260,7 +290,10 @@ def test_without_a_segment_the_pipe_takes_over(
     def out_of_descriptors(*_: Any) -> int:
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(os, "memfd_create", out_of_descriptors)
+    if _platform.MEMFD:
+        monkeypatch.setattr(os, "memfd_create", out_of_descriptors)
+    else:
+        monkeypatch.setattr(_named_memory, "_create", out_of_descriptors)
     data = jobs.bytes_of(SIZE)
     assert pool.submit(jobs.identity, data).result(WAIT) == data
     assert pool.submit(jobs.identity, memoryview(data)).result(WAIT).tobytes() == data
@@ -346,14 +379,15 @@ def test_jobs_sent_ahead_and_given_back_keep_then_free_their_segments(
 ) -> None:
     from jobpool._process import _state
 
+    pool = make_pool("process-forkserver", workers=2, shared_memory_threshold=1024)
+    # Both workers ready, each holding a job at once (none is sent ahead yet: no job time known).
+    warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
+    assert gate.wait_for("warm0") != gate.wait_for("warm1")
+    gate.release("warm0")
+    gate.release("warm1")
+    assert [f.result(WAIT) for f in warm] == [0, 1]
     monkeypatch.setattr(_state, "SHORT_JOB_SECONDS", 3600.0)  # send ahead to any busy worker
     monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 3600.0)  # ... recalling only later
-    pool = make_pool("process-forkserver", workers=2, shared_memory_threshold=1024)
-    warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
-    for i in range(2):
-        gate.wait_for(f"warm{i}")
-        gate.release(f"warm{i}")
-    assert [f.result(WAIT) for f in warm] == [0, 1]
     held = [pool.submit(jobs.gate_job, gate.address, f"hold{i}") for i in range(2)]
     gate.wait_for("hold0")
     gate.wait_for("hold1")
@@ -452,9 +486,14 @@ def _round_trip(value: Any, threshold: int = 1024) -> tuple[Any, int]:
     stream, views = pickle_payload(value, "value", threshold)
     if not views:
         return loads(stream, None, [], True), 0
-    outgoing = _large_data._outgoing(views)
+    outgoing = _new_segment(views)
     try:
-        mapped = _shared_memory.map_segment(outgoing.segment.fd, outgoing.segment.size, True)
+        if _platform.MEMFD:
+            mapped = _shared_memory.map_segment(outgoing.segment.fd, outgoing.segment.size, True)
+        else:  # as the parent receives a result: opened by name, unlinked, copied in
+            path = outgoing.segment.path
+            outgoing.handed_over()
+            mapped = _named_memory._open_and_unlink(path, outgoing.segment.size, True).map(True)
     finally:
         outgoing.segment.close()
     return loads(stream, mapped, outgoing.spans, True), len(views)
@@ -479,6 +518,7 @@ def test_closures_and_main_objects_take_the_cloudpickle_path() -> None:
     assert got[0]() == 3 and got[1] == data and buffers == 1
 
 
+@pytest.mark.linux_only("memfd")
 def test_a_rejected_descriptor_message_fails_only_its_job() -> None:
     left, right = _shared_memory.socket_pair()
     try:
@@ -494,9 +534,20 @@ def test_a_rejected_descriptor_message_fails_only_its_job() -> None:
         right.close()
 
 
+_made = itertools.count()
+
+
+def _new_segment(views: list[memoryview]) -> _large_data.Outgoing:
+    """A segment as the parent makes one here: a memfd, or a file of this process's directory."""
+    if _platform.MEMFD:
+        return _large_data._outgoing(views)
+    path = os.path.join(_named_memory.own_directory().path, f"test{next(_made)}")
+    return _large_data._outgoing(views, path)
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX")
 def test_a_forked_child_closes_inherited_segments() -> None:
-    segment, _ = _shared_memory.write_segment([memoryview(b"x" * 100)])
+    segment = _new_segment([memoryview(b"x" * 100)]).segment
     fd = segment.fd
     try:
         read, write = os.pipe()
@@ -512,6 +563,8 @@ def test_a_forked_child_closes_inherited_segments() -> None:
         assert os.read(read, 16) == b"closed"
         os.close(read)
         os.waitpid(pid, 0)
+        path = getattr(segment, "path", None)
+        assert path is None or os.path.exists(path), "the child unlinked the parent's segment"
     finally:
         segment.close()
 

@@ -12,7 +12,6 @@ when the waiting thread starts to wait for the reply (``on_first_wait`` wraps th
 from __future__ import annotations
 
 import os
-import select
 import socket
 import threading
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import PROCESS, WAIT, join_or_fail
-from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError
+from conftest import PROCESS, WAIT, join_or_fail, wait_until
+from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError, _platform
 from jobpool._process._lease import Lease
 from jobpool._process._watch import FdWatch
 from jobs import StartGate
@@ -221,9 +220,9 @@ def watch(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FdWatch[Any]]:
     if request.param == "selectors":
-        monkeypatch.delattr(select, "epoll", raising=False)
-    elif not hasattr(select, "epoll"):
-        pytest.skip("no epoll on this platform")
+        monkeypatch.setattr(_platform, "EPOLL", False)
+    elif not _platform.EPOLL:
+        pytest.skip("linux_only(epoll): no epoll here, or turned off (JOBPOOL_PORTABLE)")
     fd_watch: FdWatch[Any] = FdWatch()
     yield fd_watch
     fd_watch.close()
@@ -255,3 +254,46 @@ def test_fd_watch_pause_resume_and_remove(watch: FdWatch[Any]) -> None:
         theirs.close()
         os.close(quiet_r)
         os.close(quiet_w)
+
+
+def test_fd_watch_resumed_while_another_thread_sleeps_wakes_it(watch: FdWatch[Any]) -> None:
+    """A caller thread gives a borrowed pipe back while the dispatcher sleeps, and the worker
+    then replies: the sleep must end (poll and select watch only what was registered when it
+    began, so the watch wakes itself on every change)."""
+    read_end, write_end = os.pipe()
+    woken: list[Any] = []
+    try:
+        watch.add(read_end, "reply")
+        assert watch.pause(read_end)
+        started = threading.Event()
+
+        def sleep() -> None:
+            started.set()
+            for _ in range(2):  # a sleep may end for the change alone, before the reply
+                woken.extend(watch.wait(None))
+                if woken:
+                    return
+
+        sleeper = threading.Thread(target=sleep, name="fd-watch sleeper", daemon=True)
+        sleeper.start()
+        started.wait(WAIT)
+        wait_until(lambda: _in_select(sleeper), "the sleeper to sleep in the watch")
+        watch.resume(read_end)
+        os.write(write_end, b"x")
+        join_or_fail(sleeper)
+        assert woken == ["reply"]
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _in_select(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside FdWatch.wait's system call (its innermost frame's caller)."""
+    import sys
+
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "wait" and frame.f_code.co_filename.endswith("_watch.py"):
+            return True
+        frame = frame.f_back
+    return False

@@ -7,6 +7,10 @@ value per page of each result). MB/s is the data moved over the wall time from t
 submit to the last result read. The floor is one ``memcpy`` of the same data in the parent
 (``ndarray.copy``), the least any transfer between two processes can cost.
 
+``jobpool[process, portable]`` is jobpool with every Linux-only mechanism off
+(``JOBPOOL_PORTABLE=1``), as a macOS user runs it: its large buffers go through named files in
+``/dev/shm`` instead of memfds, and each result is copied once into the caller's memory.
+
 Peak RSS is the kernel's high-water mark (``VmHWM``), reset before each direction: for the
 parent, and the largest of its descendants (the workers). Shared memory a process maps counts
 in its RSS; memory a process wrote with ``write`` and never mapped (jobpool's argument
@@ -39,7 +43,15 @@ ROUNDS = 2
 FLOOR = "floor: one memcpy"
 REFERENCE_IMPL = "mp.Pool"
 
-IMPLS = [FLOOR, "jobpool[process]", "mp.Pool", "cf.ProcessPoolExecutor", "loky", "joblib(loky)"]
+IMPLS = [
+    FLOOR,
+    "jobpool[process]",
+    "jobpool[process, portable]",  # no memfd: named files (as on macOS), JOBPOOL_PORTABLE=1
+    "mp.Pool",
+    "cf.ProcessPoolExecutor",
+    "loky",
+    "joblib(loky)",
+]
 MB = 1 << 20
 CASES = [
     ("32 MB x 8", 32 * MB, 8, 3),

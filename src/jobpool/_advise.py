@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from . import _platform
 from ._errors import SerializationError
 from ._pool import Pool
 from ._serialization import dumps
@@ -40,13 +41,7 @@ ROUNDS = 3
 
 
 def usable_cpus() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    if affinity is not None:
-        try:
-            return max(1, len(affinity(0)))
-        except OSError:
-            pass
-    return os.cpu_count() or 1
+    return _platform.usable_cpus()
 
 
 def _thread_clock() -> tuple[float, float]:
@@ -58,6 +53,8 @@ def _thread_clock() -> tuple[float, float]:
     up to date only at each timer tick (4 ms steps here, on calls of a few milliseconds).
     """
     on_cpu = time.thread_time()
+    if not _platform.PROC:
+        return on_cpu, 0.0
     try:
         with open("/proc/thread-self/schedstat") as f:
             _, waiting, _ = f.read().split()
@@ -172,6 +169,8 @@ def _stolen() -> float:
     system's run queue for that time ("steal"), so it would look like time the call spent
     waiting on its own, and a CPU-bound function like one that also blocks.
     """
+    if not _platform.PROC:
+        return 0.0
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Optional, Protocol
 
 from ._errors import PerWorkerError
+from ._platform import after_fork_in_child
 
 _log = logging.getLogger("jobpool")
 _MISSING: Any = object()
@@ -216,5 +217,4 @@ def _forget_inherited() -> None:
     _process = None
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited)
+after_fork_in_child(_forget_inherited)

@@ -21,6 +21,8 @@ import threading
 import weakref
 from typing import Any, Callable
 
+from ._platform import after_fork_in_child
+
 _open_pools: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
 _hooked = False
@@ -42,8 +44,7 @@ def _forget_pools_in_child() -> None:
     _open_pools.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_in_child)
+after_fork_in_child(_forget_pools_in_child)
 
 
 def register(pool: Any) -> None:

@@ -49,6 +49,8 @@ import threading
 import types
 from typing import Any, Callable, Optional
 
+from ._platform import after_fork_in_child
+
 MISSING = object()  # a name not there (is_stable counts it as stable)
 # The module, as it appears in a pickle that uses it.
 MARKER = b"jobpool._main_globals"
@@ -262,8 +264,7 @@ def _reset_after_fork() -> None:
     _lock = threading.RLock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+after_fork_in_child(_reset_after_fork)
 
 
 def adopt() -> None:

@@ -15,12 +15,12 @@ and below the errors, which ask it whether an exception a ``PerWorkerError`` car
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import threading
 from typing import Any, Optional
 
 from ._main_globals import share_main_globals
+from ._platform import after_fork_in_child
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _PICKLE_REFUSALS = (pickle.PicklingError, AttributeError, TypeError, RecursionError)
@@ -91,8 +91,7 @@ def _new_import_fork_lock() -> None:
     IMPORT_FORK_LOCK = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_import_fork_lock)
+after_fork_in_child(_new_import_fork_lock)
 
 
 _CLOUDPICKLE: Any = None

@@ -20,6 +20,8 @@ from ._errors import JobKilledError, JobTimeoutError, initializer_error
 from ._instances import for_worker_thread
 from ._job import Job
 
+TERMINATED = "the pool was terminated"
+
 
 class ThreadBackend:
     name = "thread"
@@ -38,15 +40,20 @@ class ThreadBackend:
         self._on_broken = setup.on_broken
         self._threads: set[threading.Thread] = set()
         # The job each thread runs now, and the threads given up on (a timeout or a kill failed
-        # their job): they run on until it returns, then exit. Both change under _abandon_lock,
-        # so that a job that returns and one that is given up on cannot both win.
+        # their job): they run on until it returns, then exit. A job enters _current as it
+        # starts, under _lock (kill() and terminate() look there under it); it leaves, and a
+        # thread is given up on, under _abandon_lock, so that a job that returns and one that is
+        # given up on cannot both win.
         self._current: dict[threading.Thread, Job] = {}
         self._abandoned: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        # Notified when a thread stops serving (it exits, or its job is abandoned).
+        self._serving_changed = threading.Condition(self._lock)
         self._idle = threading.Semaphore(0)
         self._abandon_lock = threading.Lock()
         self._timer: Optional[DeadlineTimer] = None
         self._closing = False
+        self._terminated = False  # terminate(): a job that starts now fails instead
         self._serving = 0  # threads that serve the queue (abandoned ones excluded)
 
     def prepare(self, job: Job) -> None:
@@ -92,18 +99,28 @@ class ThreadBackend:
                 self._on_broken(
                     initializer_error(exc, f"in thread {threading.current_thread().name}")
                 )
+                self._stop_serving()
                 return
         queue, outcomes, me = self._queue, self._outcomes, threading.current_thread()
         while True:
             job = queue.get()
             if job is None:
                 queue.put(None)  # let the other threads see it too
-                with self._lock:
-                    self._serving -= 1  # stats().workers: threads that still serve
+                self._stop_serving()
                 return
-            if not outcomes.start(job):
+            # Started and made known to kill() and terminate() at once, under the lock they
+            # take: a running job is always found there (kill() of a job that had just started
+            # returned False, and terminate() let it run).
+            with self._lock:
+                terminated = self._terminated
+                started = not terminated and outcomes.start(job)
+                if started:
+                    self._current[me] = job
+            if terminated:  # taken out of the queue as terminate() cancelled the rest
+                outcomes.cancel_pending(job)
                 continue
-            self._current[me] = job
+            if not started:
+                continue
             if job.timeout is not None:
                 self._timer_for_jobs().add(job.timeout, functools.partial(self._expire, job))
             try:
@@ -121,12 +138,36 @@ class ThreadBackend:
             if self._serving < self._workers:  # the idle count only matters while growing
                 self._idle.release()
 
+    def _stop_serving(self) -> None:
+        """This thread serves the queue no more (it exits, or its job was abandoned).
+
+        Once the pool is closing and no thread serves, no job can start or run unobserved any
+        more: the timer of time limits goes then, not before (a job that runs, or still waits,
+        when ``shutdown(wait=False)`` returns keeps its limit).
+        """
+        with self._lock:
+            self._serving -= 1  # stats().workers: threads that still serve
+            self._serving_changed.notify_all()
+            done = self._closing and self._serving <= 0
+        if done:
+            self._close_timer()
+
     def _timer_for_jobs(self) -> DeadlineTimer:
         if self._timer is None:
             with self._lock:
                 if self._timer is None:
                     self._timer = DeadlineTimer("jobpool-thread-timeouts")
         return self._timer
+
+    def _close_timer(self) -> None:
+        """No job can need a deadline any more: close the timer, or make sure none starts (a
+        thread whose job was abandoned on its way in adds its deadline to a closed timer,
+        which ignores it, instead of starting a timer thread that nothing would close)."""
+        with self._lock:
+            if self._timer is None:
+                self._timer = DeadlineTimer("jobpool-thread-timeouts")  # starts no thread
+            timer = self._timer
+        timer.close()
 
     def _abandon(self, job: Job, error: BaseException, timed_out: bool) -> bool:
         """Fail a running job now and replace its thread, which runs on until the call returns."""
@@ -141,12 +182,13 @@ class ThreadBackend:
         # up on all the same.
         failed = self._outcomes.fail(job, error, timed_out=timed_out)
         with self._lock:
-            self._serving -= 1
-            if not self._closing:
-                self._start_thread()
-                # PoolStats.worker_restarts counts abandoned threads replaced, as it counts
-                # worker processes replaced on the process backend.
-                self._outcomes.count("worker_restarts")
+            # Replaced while closing too: a shutdown still runs the jobs that wait (a new thread
+            # finds the end of the queue at once when none does).
+            self._start_thread()
+            # PoolStats.worker_restarts counts abandoned threads replaced, as it counts
+            # worker processes replaced on the process backend.
+            self._outcomes.count("worker_restarts")
+        self._stop_serving()
         return failed
 
     def _expire(self, job: Job) -> None:
@@ -157,10 +199,16 @@ class ThreadBackend:
         """Fail a running job with JobKilledError; its thread runs on, abandoned."""
         # A thread given up on may still run an earlier attempt of the same job (retries): the
         # attempt to stop is the one a serving thread runs.
-        for thread, job in list(self._current.items()):
-            if job.future is future and thread not in self._abandoned:
-                break
-        else:
+        with self._lock:
+            job = next(
+                (
+                    job
+                    for thread, job in self._current.items()
+                    if job.future is future and thread not in self._abandoned
+                ),
+                None,
+            )
+        if job is None:
             return False
         return self._abandon(
             job,
@@ -172,24 +220,34 @@ class ThreadBackend:
         return self._serving
 
     def shutdown(self, wait: bool) -> None:
+        """Let the threads run what waits, then end; with ``wait``, until they have.
+
+        Not for abandoned threads (their jobs have failed), including those abandoned while this
+        waits: a job that passes its time limit now fails and its thread is left to run on.
+        """
         with self._lock:
             self._closing = True
-            threads = list(self._threads)
+            idle = self._serving <= 0
         self._queue.put(None)
-        if wait:
-            for thread in threads:
-                if thread in self._abandoned:  # its job runs on, unobserved
-                    continue
-                thread.join()
-        if self._timer is not None:
-            self._timer.close()
+        if idle:
+            self._close_timer()
+        if not wait:
+            return
+        with self._lock:
+            self._serving_changed.wait_for(lambda: self._serving <= 0)
+            threads = list(self._threads)
+        for thread in threads:  # they have stopped serving: only their exit is left
+            if thread in self._abandoned:  # its job runs on, unobserved
+                continue
+            thread.join()
 
     def terminate(self) -> None:
         """Stop as fast as threads allow: fail what runs now, let the threads finish unobserved."""
         with self._lock:
             self._closing = True
+            self._terminated = True  # a job that a thread is starting now fails (see _serve)
+            running = list(self._current.values())
         self._queue.put(None)
-        for job in list(self._current.values()):
-            self._abandon(job, JobKilledError("the pool was terminated"), timed_out=False)
-        if self._timer is not None:
-            self._timer.close()
+        for job in running:
+            self._abandon(job, JobKilledError(TERMINATED), timed_out=False)
+        self._close_timer()

@@ -20,6 +20,7 @@ import threading
 from multiprocessing.context import BaseContext
 from typing import Any, Union
 
+from .._platform import after_fork_in_child
 from ._start import skip_main_in_workers
 
 START_METHODS = ("spawn", "forkserver", "fork")
@@ -105,8 +106,7 @@ def _forget_fork_server() -> None:
     server._lock = threading.Lock()  # the parent's may have been held at the fork
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_fork_server)
+after_fork_in_child(_forget_fork_server)
 
 
 def _preload_worker(context: BaseContext) -> None:

@@ -19,22 +19,21 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import socket
 import time
 from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any, Optional
 
-from .. import _picklers
+from .. import _picklers, _platform
 from .._errors import JobKilledError
 from .._job import Call, Job
 from .._protocol import RUN_CALL, RUN_CHUNK, STOP
+from ._death_notice import held_here_only, worker_exit_pipe
 from ._frames import FrameReader, write_frame
 from ._in_worker import worker_main
-from ._large_data import LargeData
+from ._large_data import Channel, LargeData
 from ._lease import Lease
 from ._send_ahead import JOB_TIME_WEIGHT, KILLED_WAITING
-from ._shared_memory import socket_pair
 from ._shipped import Shipped
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
 from ._state import (
@@ -68,8 +67,9 @@ class WorkerHandle:
         self._start_process(context, setup, log_level, large)
         self.fd = self.conn.fileno()
         self.reader = FrameReader(self.fd, pickles=True)  # a worker sends pickles only
-        self.exit_fd: int = _exit_fd(self.process)
-        self._owns_exit_fd = self.exit_fd != self.process.sentinel
+        pidfd = _platform.pidfd_open(self.process.pid)  # None: no pidfds here (or turned off)
+        self._owns_exit_fd = pidfd is not None
+        self.exit_fd: int = _exit_fd(self.process, pidfd, self._exit_reader)
         self.pid: Optional[int] = self.process.pid
         self.shipped = Shipped()  # the keyed functions and blobs it keeps
         # A thread waiting for this worker's job result may read the reply itself (_lending).
@@ -84,6 +84,8 @@ class WorkerHandle:
         self.failure: Optional[BaseException] = None  # why we killed it (KILLED)
         # What it sent out of turn, if that is why we killed it (see _messages).
         self.protocol_breach: Optional[str] = None
+        # Why a job could not be sent to it, if that is why we killed it (see run).
+        self.unreachable: Optional[str] = None
         self.replied_after_kill = False  # so it started the next job sent ahead
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
 
@@ -102,11 +104,11 @@ class WorkerHandle:
             self.conn, child_conn = context.Pipe(duplex=True)
             ours.append(self.conn)
             theirs.append(child_conn)
-            # Carries the descriptors of shared-memory segments, both ways (see _large_data).
-            self.segments: Optional[socket.socket] = None
+            # Carries the shared-memory segments (or their names), both ways (see _large_data).
+            self.segments: Optional[Channel] = None
             child_segments = None
             if large is not None:
-                self.segments, child_segments = socket_pair()
+                self.segments, child_segments = large.channel_pair()
                 ours.append(self.segments)
                 theirs.append(child_segments)
             worker_large = None if large is None else LargeData(*large.settings, child_segments)
@@ -114,14 +116,23 @@ class WorkerHandle:
             # it is heard while the worker runs a job (see _send_ahead).
             recall_reader, self._recall = context.Pipe(duplex=False)
             ours.append(self._recall)
+            held_here_only(self._recall)  # its end of file: this process died
             theirs.append(recall_reader)
+            # Without pidfds, its end of file: the worker exited (see _death_notice).
+            self._exit_reader, exit_writer = worker_exit_pipe(context)
+            if self._exit_reader is not None:
+                ours.append(self._exit_reader)
+                theirs.append(exit_writer)
             # The worker's stderr until it is ready (see _start).
             stderr_reader, stderr_writer = context.Pipe(duplex=False)
             ours.append(stderr_reader)
             theirs.append(stderr_writer)
             self.process: Any = context.Process(  # type: ignore[attr-defined]
                 target=worker_main,
-                args=(child_conn, recall_reader, setup, log_level, stderr_writer, worker_large),
+                args=(
+                    *(child_conn, recall_reader, setup, log_level, stderr_writer, worker_large),
+                    exit_writer,
+                ),
                 name=f"{WORKER_NAME_PREFIX}{self.index}",
                 daemon=True,
             )
@@ -214,6 +225,20 @@ class WorkerHandle:
             state = next_state(self.state, Move.RUN_AHEAD)
             self.ahead.append(job)
         self._become(state)
+        try:
+            self._send(job)
+        except OSError as exc:
+            # The worker died under us, or it broke its own end of a pipe (a job closed it):
+            # either way it cannot run what it holds. A live one would wait for a job that never
+            # came, its future never resolved: end it as if it had crashed (no KILL move: the
+            # replies it sent before still count), and its exit fails its running job and hands
+            # back the ones behind it. A dead one is only a zombie to be reaped.
+            if self.unreachable is None:
+                self.unreachable = f"{type(exc).__name__}: {exc}"
+                kill_worker(self.process, self.exit_fd if self._owns_exit_fd else None)
+            raise
+
+    def _send(self, job: Job) -> None:
         serialized = job.serialized
         assert serialized is not None
         fn_bytes = serialized.fn_bytes
@@ -384,6 +409,8 @@ class WorkerHandle:
         self.startup_output.close()
         if self._owns_exit_fd:
             os.close(self.exit_fd)
+        if self._exit_reader is not None:
+            self._exit_reader.close()
         self.conn.close()
         self._recall.close()
         if self.segments is not None:
@@ -399,18 +426,17 @@ class WorkerHandle:
         )
 
 
-def _exit_fd(process: Any) -> int:
+def _exit_fd(process: Any, pidfd: Optional[int], exit_reader: Any) -> int:
     """A file descriptor that becomes readable when ``process`` exits.
 
-    On Linux a pidfd. The multiprocessing sentinel is the read end of a pipe whose write end the
+    On Linux a pidfd, which follows the process itself. Elsewhere the read end of a pipe whose
+    write end only the worker holds (``_death_notice``), and the multiprocessing sentinel only
+    for a handle made without one. The sentinel is the read end of a pipe whose write end the
     child holds; with the fork start method, any process forked at the same moment by another
     thread (another pool starting workers, say) can inherit that write end too, and then the
-    sentinel stays silent after our worker exits. A pidfd follows the process itself.
+    sentinel stays silent after our worker exits; under forkserver it comes from the fork
+    server, and fires for every worker when the fork server dies.
     """
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is not None:
-        try:
-            return int(pidfd_open(process.pid))
-        except OSError:  # kernels before 5.3, or seccomp filters
-            pass
-    return int(process.sentinel)
+    if pidfd is not None:
+        return pidfd
+    return int(process.sentinel) if exit_reader is None else int(exit_reader.fileno())

@@ -39,7 +39,7 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, NoReturn, Optional
 
-from .. import _main_globals
+from .. import _main_globals, _platform
 from .._execution import BrokenFunction, KeptFunctions, run_to_reply
 from .._instances import for_worker_process
 from .._protocol import (
@@ -60,12 +60,17 @@ from .._protocol import (
 )
 from .._remote_exceptions import pack_exception, unpack_exception
 from ._blobs import loads_function
+from ._death_notice import held_here_only
 from ._frames import FrameReader, write_frame
-from ._large_data import Incoming, LargeData, discard, receive
+from ._large_data import Incoming, LargeData, discard, receive, release_on_parent_death
 from ._start import WorkerSetup, stderr_into
 from ._stopping import AdoptedZombies, exit_with_tree, prepare_worker
 
 EXIT_PARENT_DIED = 70
+# The worker's end of its recall pipe broke (a job closed it, or put another file in its
+# place): the worker could no longer answer a recall, and its jobs sent ahead would never be
+# handed back; it ends, as a crash of the job it runs.
+EXIT_RECALL_LOST = 71
 # Where the platform has no pidfd: how often the watch thread compares os.getppid().
 PPID_POLL_SECONDS = 1.0
 # How often, at most, the worker reaps the zombies it adopted (between jobs).
@@ -130,18 +135,19 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
     processes it started with it (_stopping).
 
     Also answer the parent's recalls (see _send_ahead), which must be heard while a job runs. It
-    sleeps on file descriptors only: a pidfd of the parent where the platform has one (Linux),
-    which becomes readable when the parent exits, and multiprocessing's parent sentinel. The
-    sentinel alone is not enough under the fork start method (a worker forked later may hold
-    the parent's end of it open), so where there is no pidfd the thread also compares
-    ``os.getppid()`` once a second: the one place a worker polls.
+    sleeps on file descriptors only: the recall pipe, whose end of file says the parent died
+    (``_death_notice``: only the parent holds its write end); a pidfd of the parent where the
+    platform has one (Linux), which becomes readable when the parent exits; and
+    multiprocessing's parent sentinel. Where there is no pidfd the thread also compares
+    ``os.getppid()`` once a second, for a parent whose write end a fork made in C still holds
+    open: the one place a worker polls.
     """
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None) if parent is not None else None
     original_ppid = os.getppid()
-    pidfd = _open_pidfd(parent.pid if parent is not None else original_ppid)
+    pidfd = _platform.pidfd_open(parent.pid if parent is not None else original_ppid)
     if _parent_gone(sentinel, original_ppid):  # it died before we looked
-        exit_with_tree(EXIT_PARENT_DIED)
+        _parent_died(inbox)
     deaths = [fd for fd in (pidfd, sentinel) if fd is not None]
     poll_seconds = None if pidfd is not None else PPID_POLL_SECONDS
     watched: list[Any] = [*deaths, recall]
@@ -150,24 +156,35 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
         if any(fd in ready for fd in deaths) or (
             poll_seconds is not None and os.getppid() != original_ppid
         ):
-            exit_with_tree(EXIT_PARENT_DIED)
+            _parent_died(inbox)
         if recall in ready:
             try:
                 recall.recv_bytes()
-            except (EOFError, OSError):  # the parent closed it: this worker is going away
-                watched.remove(recall)
-            else:
-                channel.send((GIVE_BACK, inbox.give_back()))
+            except EOFError:  # its only write end is gone: the parent died (_death_notice)
+                _parent_died(inbox)
+            except OSError as exc:
+                # A job broke our end (closed it): without recalls the parent would wait for a
+                # GIVE_BACK forever.
+                _say(f"its recall pipe broke ({type(exc).__name__}: {exc}); a job closed it?")
+                exit_with_tree(EXIT_RECALL_LOST)
+            channel.send((GIVE_BACK, inbox.give_back()))
 
 
-def _open_pidfd(pid: Optional[int]) -> Optional[int]:
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is None or not pid:
-        return None
+def _say(what: str) -> None:
+    """A line on the worker's stderr, for the user: why it ends by itself."""
     try:
-        return int(pidfd_open(pid))
-    except OSError:  # gone already, an old kernel, or a seccomp filter
-        return None
+        os.write(2, f"jobpool worker process {os.getpid()} ends: {what}\n".encode())
+    except OSError:  # its stderr is gone too
+        pass
+
+
+def _parent_died(inbox: _Inbox) -> NoReturn:
+    """Remove what the parent left in shared memory (named segments), then exit with every
+    program this worker's jobs started (_stopping)."""
+    try:
+        release_on_parent_death(inbox.segments)
+    finally:
+        exit_with_tree(EXIT_PARENT_DIED)
 
 
 def _parent_gone(sentinel: Optional[int], original_ppid: int) -> bool:
@@ -207,11 +224,16 @@ def worker_main(
     log_level: int,
     startup_stderr: Optional[Connection] = None,
     large: Optional[LargeData] = None,
+    exit_writer: Optional[Connection] = None,
 ) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``).
 
     It never returns: the process ends with ``os._exit`` (see the module docstring).
+    ``exit_writer``: held open until then, never written; its end of file tells the parent
+    that this worker exited, where there are no pidfds (``_death_notice``).
     """
+    if exit_writer is not None:
+        held_here_only(exit_writer)  # a child a job forks must not hold it
     code = 0
     try:
         _work(conn, recall, setup, log_level, startup_stderr, large)
@@ -222,7 +244,7 @@ def worker_main(
         except BaseException:
             pass
     _flush_output()
-    os._exit(code)
+    os._exit(code)  # exit_writer, still referenced here, is closed by the exit
 
 
 def _work(
@@ -254,7 +276,7 @@ def _work(
         if not _initialize(setup, channel):
             return
     channel.send((READY, os.getpid()))
-    _serve(inbox, channel, large)
+    _serve(inbox, channel, large, _OwnFile(recall.fileno()))
     instances.close()  # a normal exit (STOP, or the parent closed the pipe): close them
 
 
@@ -328,7 +350,7 @@ class _Inbox:
     """
 
     def __init__(self, conn: Connection, large: Optional[LargeData] = None) -> None:
-        self._segments = None if large is None else large.channel
+        self.segments = None if large is None else large.channel
         self._reader = FrameReader(conn.fileno())
         self._waiting: deque[bytes] = deque()
         self._lock = threading.Lock()
@@ -340,7 +362,7 @@ class _Inbox:
             if message[0] == DEFINE_FN or message[0] == DEFINE_BLOB:
                 return message, self._next_frame()
             if len(message) == 5 and type(message[4]) is tuple:  # buffers in shared memory
-                message = (*message[:4], receive(self._segments, message[1], message[4]))
+                message = (*message[:4], receive(self.segments, message[1], message[4]))
             return message, None
 
     def _next_frame(self) -> bytes:
@@ -369,7 +391,7 @@ class _Inbox:
                 if message[0] == RUN_CALL or message[0] == RUN_CHUNK:
                     ids.append(message[1])
                     if type(message[4]) is tuple:  # its segment's descriptor waits: close it
-                        discard(self._segments, message[1])
+                        discard(self.segments, message[1])
                     continue
                 kept.append(data)
                 if message[0] == DEFINE_FN or message[0] == DEFINE_BLOB:
@@ -382,7 +404,39 @@ class _Inbox:
             self._lock.release()
 
 
-def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) -> None:
+class _OwnFile:
+    """Tells whether a descriptor of the worker's still holds the file it held at start.
+
+    A job may close the worker's end of its recall pipe, or put another file in its place
+    (``dup2``). The watch thread would not notice until the next recall (a ``poll`` keeps the
+    closed file), and then read the wrong file or nothing: the parent would wait for a
+    GIVE_BACK forever. One ``fstat`` after each job catches it, and that job fails (its worker
+    ends), not a later one.
+    """
+
+    __slots__ = ("_fd", "_id")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._id = self._now()
+
+    def _now(self) -> Optional[tuple[int, int]]:
+        try:
+            st = os.fstat(self._fd)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def intact(self) -> bool:
+        return self._id is not None and self._now() == self._id
+
+
+def _serve(
+    inbox: _Inbox,
+    channel: _Channel,
+    large: Optional[LargeData] = None,
+    recall: Optional[_OwnFile] = None,
+) -> None:
     writable = large is not None and large.writable
     pid = os.getpid()
     functions = KeptFunctions()
@@ -427,6 +481,9 @@ def _serve(inbox: _Inbox, channel: _Channel, large: Optional[LargeData] = None) 
         fn = body = None
         if os.getpid() != pid:  # the job forked and this is the copy: it must not serve
             _end_forked_copy(result_tag, data)
+        if recall is not None and not recall.intact():
+            _say("the job closed its recall pipe, or put another file in its place")
+            exit_with_tree(EXIT_RECALL_LOST)
         channel.send((result_tag, job_id, data))
 
 

@@ -25,23 +25,26 @@ Lifetime, which is the hard part, follows from who holds what:
 
 from __future__ import annotations
 
+import errno
 import functools
 import socket
 from typing import Any, Optional, Union
 
+from .. import _platform
 from .._errors import SerializationError
 from .._job import Call, ChunkResult, Job, Serialized
 from .._pickling_advice import explain_failure
 from .._remote import load_failed
 from .._serialization import dumps
+from ._named_memory import NamedSegment, ParentEnd, WorkerEnd, argument_path, own_directory
+from ._named_memory import write_file as write_named_file
 from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
 from ._shared_memory import (
     Segment,
-    map_segment,
     may_hold_another,
     receive_fd,
     send_fd,
-    supported,
+    socket_pair,
     write_segment,
 )
 
@@ -61,11 +64,23 @@ class Outgoing:
     def close(self) -> None:
         self.segment.close()
 
-    def send(self, channel: socket.socket, key: int, stream: bytes) -> Wire:
-        """Pass the descriptor (tagged ``key``) and return what the message carries instead."""
-        fd = self.segment.fd
-        send_fd(channel, key, fd if fd >= 0 else None)
-        return stream, self.spans, self.segment.size
+    def send(self, channel: Any, key: int, stream: bytes) -> Wire:
+        """Pass the descriptor (tagged ``key``) and return what the message carries instead.
+
+        A named segment is not passed: the receiver opens it by name (``_named_memory``).
+        """
+        segment = self.segment
+        if type(segment) is NamedSegment:
+            segment.ensure_named()
+        else:
+            fd = segment.fd
+            send_fd(channel, key, fd if fd >= 0 else None)
+        return stream, self.spans, segment.size
+
+    def handed_over(self) -> None:
+        """The message announcing it is on its way: a result's name is the receiver's now."""
+        if type(self.segment) is NamedSegment:
+            self.segment.disown()
 
 
 def _in_band(payload: Any, what: str, to_worker: bool) -> bytes:
@@ -76,8 +91,12 @@ def _in_band(payload: Any, what: str, to_worker: bool) -> bytes:
 _NEVER = 1 << 62  # a threshold no buffer reaches
 
 
-def _outgoing(views: list[memoryview]) -> Outgoing:
-    segment, offsets = write_segment(views)
+def _outgoing(views: list[memoryview], path: Optional[str] = None) -> Outgoing:
+    """A new segment holding ``views``: a memfd, or the file ``path`` (``_named_memory``)."""
+    if path is None:
+        segment, offsets = write_segment(views)
+    else:
+        segment, offsets = write_named_file(path, views)
     return Outgoing(segment, [(offset, view.nbytes) for offset, view in zip(offsets, views)])
 
 
@@ -121,45 +140,71 @@ class Incoming:
                 "read (the job had already been resolved)"
             )
         try:
-            return map_segment(segment.fd, segment.size, writable)
+            return segment.map(writable)
         finally:
             segment.close()
 
 
-def receive(channel: Optional[socket.socket], key: int, wire: Wire) -> Incoming:
-    """The payload announced by a message for ``key``: take its descriptor off ``channel``.
+Channel = Union[socket.socket, ParentEnd, WorkerEnd]  # one end of a worker's segment channel
 
-    Never raises: a missing descriptor fails only this job, when it is loaded.
+
+def receive(channel: Optional[Channel], key: int, wire: Wire) -> Incoming:
+    """The payload announced by a message for ``key``: take its descriptor off ``channel``
+    (memfd), or open its file by name and unlink the name (``_named_memory``).
+
+    Never raises: a missing descriptor or file fails only this job, when it is loaded.
     """
     try:
         if channel is None:
             raise OSError("no shared-memory channel to this process")
+        if isinstance(channel, (ParentEnd, WorkerEnd)):
+            return Incoming(wire, channel.receive(key, wire[2]), None)
         fd = receive_fd(channel, key)
     except OSError as exc:
+        if exc.errno is not None and exc.errno != errno.EMFILE:  # (EMFILE says it already)
+            exc = OSError(
+                exc.errno,
+                f"the shared memory holding this job's data could not be received: {exc.strerror}",
+            )
         return Incoming(wire, None, exc)
     return Incoming(wire, None if fd is None else Segment(fd, wire[2]), None)
 
 
-def discard(channel: Optional[socket.socket], key: int) -> None:
-    """Take the descriptor announced for ``key`` off ``channel`` and close it (job given back)."""
-    receive(channel, key, (b"", [], 0))
+def discard(channel: Optional[Channel], key: int) -> None:
+    """A job given back unstarted: take its descriptor off ``channel`` and close it. A named
+    segment stays where it is: its name is still the parent's, to send the job again."""
+    if not isinstance(channel, WorkerEnd):
+        receive(channel, key, (b"", [], 0))
+
+
+def release_on_parent_death(channel: Optional[Channel]) -> None:
+    """In a worker whose parent died: remove what the parent left in shared memory (named
+    segments; memfds the kernel frees by itself)."""
+    if isinstance(channel, WorkerEnd):
+        channel.parent_died()
 
 
 class LargeData:
-    """A pool's settings for large buffers; in a worker, also its end of the descriptor channel.
+    """A pool's settings for large buffers; in a worker, also its end of the segment channel.
 
     ``threshold``: buffers of at least this many bytes go through shared memory.
     ``writable``: a worker's argument buffers are mapped copy-on-write instead of read-only.
+    ``named``: segments are files named in a directory (``_named_memory``), not memfds.
     """
 
-    __slots__ = ("channel", "threshold", "writable")
+    __slots__ = ("channel", "named", "threshold", "writable")
 
     def __init__(
-        self, threshold: int, writable: bool, channel: Optional[socket.socket] = None
+        self,
+        threshold: int,
+        writable: bool,
+        channel: Optional[Channel] = None,
+        named: bool = False,
     ) -> None:
         self.threshold = threshold
         self.writable = writable
         self.channel = channel
+        self.named = named or isinstance(channel, WorkerEnd)
 
     @property
     def settings(self) -> tuple[int, bool]:
@@ -167,6 +212,13 @@ class LargeData:
 
     def __reduce__(self) -> Any:  # travels to each worker with its end of the channel
         return LargeData, (self.threshold, self.writable, self.channel)
+
+    def channel_pair(self) -> tuple[Channel, Channel]:
+        """The parent's and the worker's end of a new worker's segment channel."""
+        if not self.named:
+            return socket_pair()
+        parent = ParentEnd(own_directory())
+        return parent, parent.worker_end()
 
     # --- parent -------------------------------------------------------------------------------
 
@@ -204,7 +256,8 @@ class LargeData:
             try:
                 if not may_hold_another():
                     raise OSError("this process holds its budget of shared-memory segments")
-                outgoing = _outgoing(views)
+                path = argument_path(own_directory().path, job.id) if self.named else None
+                outgoing = _outgoing(views, path)
             except OSError:
                 body = _in_band(payload, "job", True)
             else:
@@ -227,20 +280,39 @@ class LargeData:
         )
         if not views:
             return body
+        channel = self.channel
         try:
-            if self.channel is None:
+            if channel is None:
                 raise OSError("no shared-memory channel to the parent")
-            outgoing = _outgoing(views)
+            if isinstance(channel, WorkerEnd):
+                segment, offsets = channel.write_result(key, views)
+                spans = [(offset, view.nbytes) for offset, view in zip(offsets, views)]
+                outgoing = Outgoing(segment, spans)
+            else:
+                outgoing = _outgoing(views)
         except OSError:
             return _in_band(value, "the job's result", False)
         try:
-            return outgoing.send(self.channel, key, body)
+            wire = outgoing.send(channel, key, body)
+        except OSError:
+            # The descriptor could not leave (a job closed this worker's end of the channel):
+            # nothing was sent on it, so the result goes through the pipe, as when no segment
+            # can be made, rather than failing a job that returned.
+            return _in_band(value, "the job's result", False)
+        else:
+            outgoing.handed_over()
+            return wire
         finally:
-            outgoing.segment.close()  # the descriptor in flight keeps the memory
+            outgoing.segment.close()  # the descriptor in flight (or the name) keeps the memory
 
 
 def large_data(threshold: Optional[int], writable: bool) -> Optional[LargeData]:
-    """The pool's settings, or None: off (``threshold=None``), or a platform without memfd."""
-    if threshold is None or not supported():
+    """The pool's settings, or None: off (``threshold=None``), or a platform with neither
+    memfd (``_shared_memory``) nor named files (``_named_memory``): everything in the pipe."""
+    if threshold is None:
         return None
-    return LargeData(threshold, writable)
+    if _platform.MEMFD:
+        return LargeData(threshold, writable)
+    if _platform.SHARED_FILES:
+        return LargeData(threshold, writable, named=True)
+    return None

@@ -40,6 +40,9 @@ import sys
 import weakref
 from typing import Any, Optional
 
+from .. import _platform
+from .._platform import after_fork_in_child
+
 # Offsets of buffers inside a segment are aligned like malloc'ed memory is for SIMD loads.
 ALIGNMENT = 64
 _KEY = struct.Struct("!q")
@@ -65,13 +68,8 @@ _MFD_ALLOW_SEALING = getattr(os, "MFD_ALLOW_SEALING", 0x2)
 
 
 def supported() -> bool:
-    """Whether this platform can pass segments: memfd, fd passing and MAP_POPULATE (Linux)."""
-    return (
-        sys.platform.startswith("linux")
-        and hasattr(os, "memfd_create")
-        and hasattr(socket, "SCM_RIGHTS")
-        and hasattr(socket, "SOCK_SEQPACKET")
-    )
+    """Whether segments can be memfds passed as descriptors (Linux; see ``_platform.MEMFD``)."""
+    return _platform.MEMFD
 
 
 class Segment:
@@ -94,6 +92,10 @@ class Segment:
             _OPEN.discard(self)
             os.close(fd)
 
+    def map(self, writable: bool) -> memoryview:
+        """Its memory, as the receiving side uses it (see :func:`map_segment`)."""
+        return map_segment(self.fd, self.size, writable)
+
     def __del__(self) -> None:
         self.close()
 
@@ -115,8 +117,7 @@ def _forget_inherited() -> None:
     _OPEN.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited)
+after_fork_in_child(_forget_inherited)
 
 
 # A process holds at most 1/DESCRIPTOR_SHARE of its descriptor limit in segments.
@@ -205,22 +206,31 @@ def map_segment(fd: int, size: int, writable: bool) -> memoryview:
     Only a sealed segment of at least ``size`` bytes is mapped (:func:`check_sealed`).
     """
     check_sealed(fd, size)
+    return map_file(fd, size, writable)
+
+
+def map_file(fd: int, size: int, writable: bool) -> memoryview:
+    """Map ``size`` bytes of ``fd`` as :func:`map_segment` does, without checking seals.
+
+    The pages are mapped in one pass where the platform can (``_platform.POPULATE``).
+    """
+    populate = _platform.POPULATE
     if writable:
         prot, flags = mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE
     else:
-        prot, flags = mmap.PROT_READ, mmap.MAP_SHARED | _MAP_POPULATE
+        prot, flags = mmap.PROT_READ, mmap.MAP_SHARED | (_MAP_POPULATE if populate else 0)
     if _TRACKFD:
         mapped = mmap.mmap(fd, size, flags=flags, prot=prot, trackfd=False)  # type: ignore[call-arg]
-        if writable:
+        if writable and populate:
             try:
                 mapped.madvise(_MADV_POPULATE_READ)
             except OSError:  # kernels before 5.14: pages are mapped as they are touched
                 pass
         return memoryview(mapped)
-    return _map_with_ctypes(fd, size, prot, flags, writable)
+    return _map_with_ctypes(fd, size, prot, flags, writable and populate)
 
 
-def _map_with_ctypes(fd: int, size: int, prot: int, flags: int, writable: bool) -> memoryview:
+def _map_with_ctypes(fd: int, size: int, prot: int, flags: int, populate: bool) -> memoryview:
     """``mmap`` without the duplicate descriptor that ``mmap.mmap`` keeps before Python 3.13.
 
     A result that stays alive would otherwise hold a descriptor each, and a program that keeps
@@ -233,12 +243,12 @@ def _map_with_ctypes(fd: int, size: int, prot: int, flags: int, writable: bool) 
     if address is None or address == ctypes.c_void_p(-1).value:
         error = ctypes.get_errno()
         raise OSError(error, f"mmap of a shared-memory segment failed: {os.strerror(error)}")
-    if writable:
+    if populate:
         libc.madvise(ctypes.c_void_p(address), size, _MADV_POPULATE_READ)  # failure is harmless
     memory = (ctypes.c_char * size).from_address(address)
     weakref.finalize(memory, libc.munmap, ctypes.c_void_p(address), ctypes.c_size_t(size))
     view = memoryview(memory).cast("B")
-    return view if writable else view.toreadonly()
+    return view if prot & mmap.PROT_WRITE else view.toreadonly()
 
 
 _LIBC: Any = None

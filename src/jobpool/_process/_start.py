@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional
 
 from .. import _main_globals
 from .._main_globals import share_main_globals
+from .._platform import after_fork_in_child
 
 # Names of jobpool's worker processes start with this; it is how the preparation data of a
 # worker is told from that of any other process (see skip_main_in_workers).
@@ -177,8 +178,7 @@ def _forget_workers_in_child() -> None:
             children.discard(child)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_workers_in_child)
+after_fork_in_child(_forget_workers_in_child)
 
 
 # --- the worker's side ---------------------------------------------------------------------------

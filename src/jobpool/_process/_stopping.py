@@ -40,27 +40,27 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
+from .. import _platform
+
 if TYPE_CHECKING:
     from ._tree import ProcInfo
 
 _log = logging.getLogger("jobpool")
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
-# Where /proc can list a process tree. _tree itself is imported only when a tree is stopped or a
-# zombie reaped: a spawned worker does not pay for it at start.
-CAN_LIST = sys.platform.startswith("linux") and os.path.isdir("/proc/self/task")
-
-if CAN_LIST:
-    import ctypes  # imported here so the fork server and forked workers inherit it warm
+# Where /proc can list a process tree (_platform.PROC) and a worker is a child subreaper
+# (_platform.SUBREAPER). _tree itself is imported only when a tree is stopped or a zombie reaped:
+# a spawned worker does not pay for it at start.
+if _platform.SUBREAPER:
+    import ctypes  # noqa: F401  # imported here so the fork server and forked workers inherit it warm
 
 
 def prepare_worker() -> None:
     """Run first in a new worker process (see the module docstring)."""
-    setpgid = getattr(os, "setpgid", None)
-    if setpgid is None:  # Windows: no process groups; only the worker is stopped
+    if not _platform.PROCESS_GROUPS:  # Windows: no process groups; only the worker is stopped
         return
     try:
-        setpgid(0, 0)
+        os.setpgid(0, 0)
     except OSError:
         pass
     _detach_terminal_input()
@@ -83,9 +83,11 @@ def _detach_terminal_input() -> None:
 
 
 def _become_subreaper() -> None:
-    if not CAN_LIST:
+    if not _platform.SUBREAPER:
         return
     try:
+        import ctypes
+
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):  # a libc without prctl: detached programs may escape
         pass
@@ -98,7 +100,7 @@ def kill_worker(process: Any, exit_fd: Optional[int]) -> None:
     the dispatcher closes its own when it reaps the worker.
     """
     pid = process.pid
-    if not CAN_LIST or pid is None:
+    if not _platform.PROC or pid is None:
         _kill_group_or_process(process)
         return
     try:
@@ -118,6 +120,7 @@ def _stop_tree_in_thread(pid: int, fd: Optional[int]) -> None:
     try:
         from . import _tree
 
+        _tree.use_pidfds(_platform.PIDFD)
         _tree.stop_tree(pid, fd)
     except BaseException:
         _log.exception("jobpool could not stop the processes of worker %s", pid)
@@ -131,11 +134,15 @@ def _stop_tree_in_thread(pid: int, fd: Optional[int]) -> None:
 
 
 def _kill_group_or_process(process: Any) -> None:
-    """Where /proc cannot list a tree: the worker's group at once, or the worker alone."""
+    """Where /proc cannot list a tree: the worker's group at once, or the worker alone.
+
+    One ``SIGKILL`` to the group reaches every process in it in the same system call, so the
+    worker's exit, which fails the job, cannot come before a program of its group was killed.
+    What left the group (a new session or group) is not reached (see docs/usage/programs.md).
+    """
     pid = process.pid
-    getpgid = getattr(os, "getpgid", None)
     try:
-        if pid is not None and getpgid is not None and getpgid(pid) == pid:
+        if pid is not None and _platform.PROCESS_GROUPS and os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
             return
     except OSError:  # already gone
@@ -149,9 +156,10 @@ def _kill_group_or_process(process: Any) -> None:
 def exit_with_tree(code: int) -> NoReturn:
     """Exit the worker (its parent died), taking every process it started with it."""
     try:
-        if CAN_LIST:
+        if _platform.PROC:
             from . import _tree
 
+            _tree.use_pidfds(_platform.PIDFD)
             running = [p for p in _tree.descendants(os.getpid()) if not p.exited]
             if running and not _stop_from_outside():
                 _tree.stop_tree(os.getpid(), freeze=False)  # kills this process too, last
@@ -178,8 +186,9 @@ def _stop_from_outside() -> bool:
         source = loader.get_source(_tree.__name__)
         if not source:
             return False
+        pidfds = [] if _platform.PIDFD else ["--no-pidfd"]
         helper = subprocess.Popen(
-            [executable, "-I", "-S", "-c", source, str(os.getpid())],
+            [executable, "-I", "-S", "-c", source, str(os.getpid()), *pidfds],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # out of our group: our SIGSTOP must not stop it
@@ -193,7 +202,7 @@ def _stop_from_outside() -> bool:
 def _kill_own_group() -> None:
     pid = os.getpid()
     try:
-        if os.getpgid(0) == pid:
+        if _platform.PROCESS_GROUPS and os.getpgid(0) == pid:
             os.killpg(pid, signal.SIGKILL)
     except (AttributeError, OSError):
         pass
@@ -214,8 +223,17 @@ class AdoptedZombies:
         self._scanned_at = -math.inf
 
     def tick(self, now: float) -> None:
-        if not CAN_LIST:
+        if not _platform.SUBREAPER:  # no adopted zombies (and no /proc to tell them apart)
             return
+        try:
+            self._tick(now)
+        except OSError:
+            # No descriptor free (a job took them all), so /proc cannot be read, nor the module
+            # that reads it imported: look again next time. Reaping is housekeeping; the worker
+            # must not die of it, with the next job.
+            pass
+
+    def _tick(self, now: float) -> None:
         while True:
             child = self._first_zombie()
             if child is None:

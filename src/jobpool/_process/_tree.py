@@ -43,6 +43,14 @@ _pidfd_open = getattr(os, "pidfd_open", None)
 _pidfd_send_signal = getattr(signal, "pidfd_send_signal", None)
 
 
+def use_pidfds(allowed: bool) -> None:
+    """Signal and wait through pidfds only if ``allowed`` (jobpool's ``_platform.PIDFD``; this
+    module imports nothing of jobpool's, so it is told)."""
+    global _pidfd_open, _pidfd_send_signal
+    _pidfd_open = getattr(os, "pidfd_open", None) if allowed else None
+    _pidfd_send_signal = getattr(signal, "pidfd_send_signal", None) if allowed else None
+
+
 class ProcInfo(NamedTuple):
     """One line of /proc/PID/stat, the fields this module needs."""
 
@@ -257,8 +265,12 @@ def _kill_and_wait(targets: list[_Target], deadline: float) -> None:
 
 
 def _main(argv: list[str]) -> None:
-    """Run by a worker whose parent died, in a fresh interpreter outside the worker's group."""
+    """Run by a worker whose parent died, in a fresh interpreter outside the worker's group.
+
+    ``argv``: the worker's pid, then ``--no-pidfd`` where jobpool's pidfds are turned off.
+    """
     root = int(argv[1])
+    use_pidfds("--no-pidfd" not in argv[2:])
     fd = None
     if _pidfd_open is not None:
         try:

@@ -4,7 +4,16 @@ It exists for one operation ``selectors`` makes slow: setting a descriptor aside
 and taking it back (``pause``/``resume``), which a thread waiting for its own job's reply does
 on every round trip (see ``Dispatcher.read_reply``). With epoll that is one ``epoll_ctl`` each;
 ``selectors`` adds several microseconds of Python per call around the same system call.
-Where epoll does not exist, it falls back to a ``selectors`` selector.
+Where epoll does not exist (or ``_platform`` turned it off), it falls back to the selector
+``selectors.DefaultSelector`` would pick without epoll: kqueue, else poll, else select.
+
+One difference matters there. Another thread registers descriptors while the dispatcher sleeps
+(a caller thread giving back the pipe it borrowed, a submitter starting a worker). epoll and
+kqueue watch what is registered now, sleep or not; ``poll`` and ``select`` watch what was
+registered when the sleep began, so a reply on a pipe given back meanwhile would not wake the
+dispatcher, and its job would wait forever. So without epoll, a registration made while another
+thread sleeps in :meth:`FdWatch.wait` writes a byte into a pipe of the watch's own, which ends
+the sleep; the sleeper then sleeps again, watching everything.
 """
 
 from __future__ import annotations
@@ -15,6 +24,8 @@ import selectors
 import threading
 from typing import Generic, Optional, TypeVar
 
+from .. import _platform
+
 T = TypeVar("T")
 
 
@@ -23,8 +34,15 @@ class FdWatch(Generic[T]):
 
     def __init__(self) -> None:
         self._values: dict[int, T] = {}
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._selector = None if self._epoll is not None else selectors.DefaultSelector()
+        self._epoll = select.epoll() if _platform.EPOLL else None
+        self._selector: Optional[selectors.BaseSelector] = None
+        self._sleeping = False  # a thread is in wait() (the selector path only)
+        if self._epoll is None:
+            self._selector = _platform.selector_type()()
+            self._changed_r, self._changed_w = os.pipe()
+            os.set_blocking(self._changed_r, False)
+            os.set_blocking(self._changed_w, False)
+            self._selector.register(self._changed_r, selectors.EVENT_READ)
 
     def add(self, fd: int, value: T) -> None:
         self._values[fd] = value
@@ -33,6 +51,15 @@ class FdWatch(Generic[T]):
         else:
             assert self._selector is not None
             self._selector.register(fd, selectors.EVENT_READ)
+            self._changed()
+
+    def _changed(self) -> None:
+        """A registration changed: end a sleep that began before it (see the module doc)."""
+        if self._sleeping:
+            try:
+                os.write(self._changed_w, b"x")
+            except (BlockingIOError, OSError):  # full: a wake-up is pending already
+                pass
 
     def remove(self, fd: int) -> None:
         """Stop watching ``fd``; quietly, if it is not watched (any more)."""
@@ -65,6 +92,7 @@ class FdWatch(Generic[T]):
         else:
             assert self._selector is not None
             self._selector.register(fd, selectors.EVENT_READ)
+            self._changed()
 
     def wait(self, timeout: Optional[float]) -> list[T]:
         """Sleep until a watched fd is readable (or timeout); the values of the ready ones."""
@@ -73,7 +101,17 @@ class FdWatch(Generic[T]):
             ready = self._epoll.poll(-1 if timeout is None else timeout, max(len(values), 1))
         else:
             assert self._selector is not None
-            ready = [(key.fd, 0) for key, _ in self._selector.select(timeout)]
+            self._sleeping = True
+            try:
+                ready = [(key.fd, 0) for key, _ in self._selector.select(timeout)]
+            finally:
+                self._sleeping = False
+            if any(fd == self._changed_r for fd, _ in ready):
+                try:
+                    while os.read(self._changed_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
         # One lookup per fd: another thread may remove an fd meanwhile (see read_reply).
         found = [values.get(fd, _MISSING) for fd, _ in ready]
         if _MISSING in found:
@@ -86,6 +124,8 @@ class FdWatch(Generic[T]):
         else:
             assert self._selector is not None
             self._selector.close()
+            os.close(self._changed_r)
+            os.close(self._changed_w)
         self._values.clear()
 
 

@@ -289,6 +289,13 @@ class Workers:
     @staticmethod
     def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
         """The error for the job of a worker that died, or that we killed for what it sent."""
+        if handle.unreachable is not None:
+            return WorkerCrashedError(
+                handle.pid,
+                exitcode,
+                f"the pool could not send it a job ({handle.unreachable}), so it killed it "
+                "and started another",
+            )
         if handle.protocol_breach is None:
             return WorkerCrashedError(handle.pid, exitcode)
         return WorkerCrashedError(
