@@ -575,6 +575,17 @@ def test_the_second_outcome_of_one_attempt_is_dropped(first: str) -> None:
     retries.close()
 
 
+def test_the_retry_timer_thread_ends_when_nothing_waits(make_pool: MakePool) -> None:
+    """A pool dropped without shutdown() must not leave a timer thread sleeping for good."""
+    pool = make_pool("thread", 1, retries=1, **FAST)
+    assert isinstance(pool.submit(jobs.always_fail).exception(timeout=WAIT), ValueError)
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name == "jobpool-retries"],
+        "the retry timer thread to end",
+    )
+    assert pool.submit(jobs.square, 2).result(timeout=WAIT) == 4
+
+
 # --- bad options -------------------------------------------------------------------------------
 
 

@@ -176,6 +176,8 @@ class Intake:
         self.close()
         self.terminated = True
         self.cancel_waiting()
+        if self._retries is not None:  # it retries nothing from now on (cancel_waiting)
+            self._retries.close()
 
     def cancel_waiting(self) -> None:
         """Cancel every job still in the queue, waiting for its inputs, or for its next attempt

@@ -628,7 +628,7 @@ class Retries:
         with self.lock:
             self._waiting[attempts] = job
             if self._timer is None:
-                self._timer = DeadlineTimer("jobpool-retries")
+                self._timer = DeadlineTimer("jobpool-retries", exit_when_idle=True)
             self._timer.add(delay, functools.partial(self._due, attempts, job, previous))
 
     def left(self, attempts: Attempts) -> None:
