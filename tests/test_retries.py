@@ -30,7 +30,8 @@ from jobpool import (
     WorkerCrashedError,
 )
 from jobpool._job import Call, Job, Outcomes
-from jobpool._retry import KEPT, MAX_RETRIES, Attempts, Retries, RetryPolicy, make_policy
+from jobpool._retry import KEPT, Attempts, Retries
+from jobpool._retry_policy import MAX_RETRIES, RetryPolicy, make_policy
 
 NOTES = sys.version_info >= (3, 11)  # exception notes (add_note)
 

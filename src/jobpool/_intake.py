@@ -32,7 +32,8 @@ from ._progress import (
     make_reporter,
     sized_total,
 )
-from ._retry import Attempts, Retries, RetryPolicy
+from ._retry import Attempts, Retries
+from ._retry_policy import RetryPolicy
 
 if TYPE_CHECKING:
     from ._contract import Backend, PreparedFunction

@@ -19,7 +19,7 @@ from ._progress import ErrorCallback, ProgressArg
 
 if TYPE_CHECKING:
     from ._intake import Intake
-    from ._retry import RetryPolicy
+    from ._retry_policy import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -26,7 +26,8 @@ from ._intake import Intake, check_callable, check_positive_int, check_timeout
 from ._job import JobQueue, OnCancel, Outcomes
 from ._job_methods import JobMethods, check_on_cancel, check_priority
 from ._progress import ErrorCallback, ProgressArg, as_completed
-from ._retry import RetryOn, RetryPolicy, make_policy, stop_retrying
+from ._retry import stop_retrying
+from ._retry_policy import RetryOn, RetryPolicy, make_policy
 from ._stats import PoolStats
 
 R = TypeVar("R")
