@@ -852,10 +852,10 @@ def crash_first(directory: str, tag: Any, fails: int = 1) -> Any:
     return tag
 
 
-def hang_first(directory: str, tag: Any, seconds: float) -> Any:
-    """Run for ``seconds`` the first time (past a time limit), return at once after that."""
+def gate_first_run(address: str, directory: str, tag: Any) -> Any:
+    """First run: wait at the gate (past a time limit); later runs return ``tag`` at once."""
     if run_number(directory, tag) == 0:
-        time.sleep(seconds)
+        gate_job(address, tag)
     return tag
 
 

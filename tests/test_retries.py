@@ -233,7 +233,9 @@ def test_kill_stops_the_attempt_that_runs_not_one_given_up_on(
     """On threads, an attempt past its limit runs on in its abandoned thread while the next
     one runs: Pool.kill() stops the one that runs."""
     pool = make_pool("thread", 2, retries=1, **FAST)
-    future = pool.options(timeout=0.3).submit(jobs.gate_each_run, gate.address, str(tmp_path), "a")
+    # The limit puts the first attempt aside; the second must still run when killed: 3 s for
+    # the test to call kill() once it arrives at the gate.
+    future = pool.options(timeout=3).submit(jobs.gate_each_run, gate.address, str(tmp_path), "a")
     gate.wait_for("a0")  # the first attempt, held at the gate past its limit
     gate.wait_for("a1")  # the second, in another thread
     assert pool.kill(future) is True
@@ -282,12 +284,16 @@ def test_a_crash_not_in_retry_on_is_final(
     assert runs(tmp_path) == {"c": 1}
 
 
-def test_a_time_limit_is_retried(make_pool: MakePool, backend: str, tmp_path: Path) -> None:
-    # The first run outlives its limit (a thread's runs on, abandoned, for those seconds).
+def test_a_time_limit_is_retried(
+    make_pool: MakePool, backend: str, tmp_path: Path, gate: Any
+) -> None:
+    """The first run waits at the gate past its limit (on threads it waits on, abandoned, until
+    the gate closes); the second returns at once, well within the same limit."""
     pool = make_pool(backend, 1, retries=1, **FAST)
-    future = pool.options(timeout=0.2).submit(jobs.hang_first, str(tmp_path), "t", 5)
+    future = pool.options(timeout=2).submit(jobs.gate_first_run, gate.address, str(tmp_path), "t")
     assert future.result(timeout=WAIT) == "t"
     settles(pool, retried=1, timed_out=0, done=1)
+    assert runs(tmp_path) == {"t": 2}
 
 
 def test_a_time_limit_on_every_attempt_fails_as_a_time_limit(
