@@ -467,6 +467,39 @@ def test_shutdown_cancel_futures_retries_nothing_after_it(
     assert runs(tmp_path) == {"a": 1}
 
 
+def test_shutdown_without_waiting_still_runs_a_job_waiting_to_retry(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    pool = make_pool("thread", 1, retries=1, retry_delay=0.05)
+    future = pool.submit(jobs.fail_first, str(tmp_path), "a")
+    wait_until(lambda: future.done() or pool.stats().waiting_to_retry == 1, "a retry")
+    pool.shutdown(wait=False)
+    assert future.result(timeout=WAIT) == "a"
+    assert runs(tmp_path) == {"a": 2}
+
+
+def test_cancelling_the_task_awaiting_run_stops_the_retries(
+    make_pool: MakePool, tmp_path: Path, gate: Any
+) -> None:
+    """With on_cancel="leave" the running attempt finishes; nobody awaits another: none runs."""
+    pool = make_pool("thread", 1, retries=3, **FAST)
+    view = pool.options(on_cancel="leave")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            view.run(jobs.gate_then_fail_first, gate.address, str(tmp_path), "a")
+        )
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait_for, "a")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), WAIT))
+    gate.release("a")
+    settles(pool, failed=1, retried=0, running=0)
+    assert runs(tmp_path) == {"a": 1}
+
+
 def test_terminate_cancels_a_job_waiting_to_retry(make_pool: MakePool, tmp_path: Path) -> None:
     pool = make_pool("process-fork", 1, retries=3, retry_delay=600)
     future = pool.submit(jobs.fail_first, str(tmp_path), "a", 5)
