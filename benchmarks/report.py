@@ -224,6 +224,19 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
             None if None in ratios.values() else all(r <= 1.10 for r in ratios.values() if r),
         )
     )
+    retried = {  # medians of paired ratios (see benchmarks/workloads/retries.py)
+        f"{flavour} {api}": _get(w, "retries", f"jobpool[{flavour}] retries {api}", "x_plain")
+        for flavour in ("thread", "process")
+        for api in ("submit", "map")
+    }
+    out.append(
+        _goal(
+            "per-job cost with retries set",
+            "<= 1.05 x the same pool without (thread, process; submit and map)",
+            ", ".join(f"{key} {_fmt(r, '{:.3f}')}x" for key, r in retried.items()),
+            None if None in retried.values() else all(r <= 1.05 for r in retried.values() if r),
+        )
+    )
     for method in ("forkserver", "spawn", "fork"):
         a = _get(w, "startup", f"jobpool[process] @{method}", "first_result_ms")
         b = _get(w, "startup", f"cf.ProcessPoolExecutor @{method}", "first_result_ms")

@@ -825,3 +825,71 @@ def dask_dependencies(dask_scheduler: Any = None) -> dict[str, list[str]]:
         str(key): [str(d.key) for d in task.dependencies]
         for key, task in dask_scheduler.tasks.items()
     }
+
+
+# --- retries: jobs that fail their first runs, counted by marker files --------------------------
+
+
+def run_number(directory: str, tag: Any) -> int:
+    """Record one more run of job ``tag`` (a file ``<tag>.<n>``); this run's number, from 0."""
+    n = 0
+    while True:
+        try:
+            fd = os.open(
+                os.path.join(directory, f"{tag}.{n}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY
+            )
+        except FileExistsError:
+            n += 1
+            continue
+        os.close(fd)
+        return n
+
+
+def runs_of(directory: str) -> dict[str, int]:
+    """How many times each tag ran (see :func:`run_number`)."""
+    counts: dict[str, int] = {}
+    for name in os.listdir(directory):
+        tag = name.rsplit(".", 1)[0]
+        counts[tag] = counts.get(tag, 0) + 1
+    return counts
+
+
+def fail_first(directory: str, tag: Any, fails: int = 1, result: Any = None) -> Any:
+    """Raise ValueError in the first ``fails`` runs of ``tag``, then return ``result``."""
+    n = run_number(directory, tag)
+    if n < fails:
+        raise ValueError(f"{tag}: run {n} fails")
+    return tag if result is None else result
+
+
+def crash_first(directory: str, tag: Any, fails: int = 1) -> Any:
+    """End the worker process abruptly in the first ``fails`` runs of ``tag``."""
+    if run_number(directory, tag) < fails:
+        os._exit(3)
+    return tag
+
+
+def gate_first_run(address: str, directory: str, tag: Any) -> Any:
+    """First run: wait at the gate (past a time limit); later runs return ``tag`` at once."""
+    if run_number(directory, tag) == 0:
+        gate_job(address, tag)
+    return tag
+
+
+def gate_then_fail_first(address: str, directory: str, tag: Any) -> Any:
+    """First run: wait at the gate, then raise; later runs return ``tag`` at once."""
+    if run_number(directory, tag) == 0:
+        gate_job(address, tag)
+        raise ValueError(f"{tag}: the first run fails")
+    return tag
+
+
+def always_fail(message: str = "always") -> None:
+    raise ValueError(message)
+
+
+def gate_each_run(address: str, directory: str, tag: Any) -> int:
+    """Wait at the gate as ``<tag><run number>`` (so each attempt is told apart); the number."""
+    n = run_number(directory, tag)
+    gate_job(address, f"{tag}{n}")
+    return n

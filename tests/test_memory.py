@@ -87,6 +87,44 @@ def test_a_job_over_its_limit_fails_alone(
 
 
 @pytest.mark.linux_only("proc")
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_job_sent_straight_to_an_idle_worker_is_held_to_its_limit(
+    make_pool: MakePool, backend: str, enforcement: str
+) -> None:
+    """A job submitted while a worker waits goes to it from the caller's thread, not through
+    the dispatcher: the dispatcher must still sample it (it slept through such a job once)."""
+    pool = make_pool(backend, 1, job_memory_limit=LIMIT)
+    assert pool.submit(jobs.square, 3).result(WAIT) == 9  # the worker is up, and idle
+    wait_until(lambda: pool.stats().running == 0, "the worker to be idle")
+    with pytest.raises(MemoryLimitError):
+        pool.submit(memory_jobs.grow, 4 * LIMIT // MB).result(WAIT)
+
+
+@pytest.mark.linux_only("proc")
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_job_over_its_limit_is_retried_in_a_fresh_worker(
+    make_pool: MakePool, backend: str, enforcement: str, tmp_path: Path
+) -> None:
+    """With retries, a MemoryLimitError is a failure like another: the next attempt runs in a
+    new worker under the same limit, and the counts say it once, by the last attempt."""
+    pool = make_pool(backend, 1, job_memory_limit=LIMIT, retries=1, retry_delay=0)
+    marker = str(tmp_path / "grew")
+    future = pool.submit(memory_jobs.grow_the_first_time, 4 * LIMIT // MB, marker)
+    assert future.result(WAIT) == 0
+    wait_until(lambda: pool.stats().done == 1, "the pool to count the job")
+    stats = pool.stats()
+    assert (stats.retried, stats.failed, stats.over_memory_limit) == (1, 0, 0)
+    assert stats.worker_restarts == 1
+    # Without retries left, the limit is final, and counted once.
+    again = pool.options(retries=0).submit(memory_jobs.grow, 4 * LIMIT // MB)
+    with pytest.raises(MemoryLimitError) as info:
+        again.result(WAIT)
+    assert not hasattr(info.value, "jobpool_attempts") or len(info.value.jobpool_attempts) <= 1
+    wait_until(lambda: pool.stats().failed == 1, "the pool to count the failure")
+    assert pool.stats().over_memory_limit == 1
+
+
+@pytest.mark.linux_only("proc")
 @pytest.mark.parametrize("backend", PROCESS)
 def test_a_fast_job_is_stopped_before_a_quarter_over(
     make_pool: MakePool, backend: str, enforcement: str, tmp_path: Path

@@ -149,11 +149,11 @@ def test_the_walk_finds_writes_from_outside(tmp_path: Path) -> None:
 
 def test_a_job_holds_nothing_of_one_backend() -> None:
     """What a job is, whatever runs it: its work, its future, its limits (time, memory), its
-    priority, its queue slot, and what a backend that serializes made of it (one record, the
-    same for process and Dask)."""
+    priority, its queue slot, its attempts (retries, the same on every backend), and what a
+    backend that serializes made of it (one record, the same for process and Dask)."""
     assert set(Job.__slots__) == {
-        *("future", "holds_slot", "id", "memory_limit", "priority", "serialized", "timeout"),
-        "work",
+        *("future", "holds_slot", "id", "memory_limit", "priority", "retry", "serialized"),
+        *("timeout", "work"),
     }
     assert set(Serialized.__slots__) == {
         *("body", "fn_blobs", "fn_bytes", "fn_key", "inputs", "segment")

@@ -36,6 +36,7 @@ from ._errors import QueueFull
 from ._job import ChunkResult, Job, OnCancel, chunk_outcomes
 from ._map import ChunkSizer, as_items
 from ._progress import Reporter
+from ._retry import stop_retrying
 
 if TYPE_CHECKING:
     from ._intake import Intake, MapPlan
@@ -72,7 +73,11 @@ async def run_job(intake: Intake, job: Job, on_cancel: OnCancel = "kill") -> Any
     try:
         return await asyncio.wrap_future(future)
     except asyncio.CancelledError:
-        # wrap_future has tried future.cancel() already: it failed only if the job runs.
+        # wrap_future has tried future.cancel() already: it failed only if the job runs. With
+        # retries, nobody awaits another attempt: none is made (one waiting is cancelled).
+        stop_retrying((future,))
+        if future.cancel():
+            raise
         if on_cancel == "kill" and not future.done():
             await stop_running(intake, [future])
         raise
@@ -81,8 +86,9 @@ async def run_job(intake: Intake, job: Job, on_cancel: OnCancel = "kill") -> Any
 def _kill_each(intake: Intake, futures: list[Future[Any]]) -> None:
     """Pool.kill() for each job that still runs; returns once each has failed (or cannot be
     stopped: a running Dask task)."""
+    stop_retrying(futures)
     for future in futures:
-        if not future.done():
+        if not future.cancel() and not future.done():  # cancel: one waiting to retry
             try:
                 intake.backend.kill(future)
             except Exception:  # the pool closed meanwhile: nothing left to stop

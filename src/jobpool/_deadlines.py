@@ -1,7 +1,9 @@
 """A timer thread that fires callbacks at deadlines, for jobs whose thread cannot be interrupted.
 
 One thread sleeps on a condition until the nearest deadline (never a fixed polling interval) and
-is started only when the first deadline is added.
+is started only when the first deadline is added. With ``exit_when_idle`` it ends once nothing is
+due, and the next deadline starts another: for deadlines that come in bursts (retries), so that
+no thread is left sleeping for a pool that was dropped without being shut down.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Callable
 
 
 class DeadlineTimer:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, exit_when_idle: bool = False) -> None:
         self._name = name
+        self._exit_when_idle = exit_when_idle
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
@@ -48,6 +51,9 @@ class DeadlineTimer:
                     now = time.monotonic()
                     if self._heap and self._heap[0][0] <= now:
                         break
+                    if not self._heap and self._exit_when_idle:
+                        self._thread = None  # the next add() starts another
+                        return
                     self._cond.wait(self._heap[0][0] - now if self._heap else None)
                 if self._closed:
                     return

@@ -351,6 +351,8 @@ class Dependencies:
                 serialized.fn_bytes, serialized.fn_key, serialized.fn_blobs
             )
         part.holds_slot, job.holds_slot = job.holds_slot, False
+        if job.retry is not None:  # its retries go on as the part's
+            job.retry.moved_to(job, part)
 
         def merge(done: Future[Any]) -> None:
             job.future._on_cancel = None

@@ -10,6 +10,7 @@ chunks (:class:`MapPlan`).
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import threading
 import weakref
@@ -31,6 +32,8 @@ from ._progress import (
     make_reporter,
     sized_total,
 )
+from ._retry import Attempts, Retries
+from ._retry_policy import RetryPolicy
 
 if TYPE_CHECKING:
     from ._contract import Backend, PreparedFunction
@@ -84,6 +87,8 @@ class MapPlan:
         "memory_limit",
         "priority",
         "reporter",
+        "retries",
+        "retry",
         "timeout",
         "window",
     )
@@ -99,10 +104,14 @@ class MapPlan:
         reporter: Optional[Reporter],
         priority: int = 0,
         memory_limit: Optional[int] = None,
+        retry: Optional[RetryPolicy] = None,
+        retries: Optional[Retries] = None,
     ) -> None:
         self.fn = fn
         self.priority = priority
         self.memory_limit = memory_limit  # per chunk: a chunk runs in one worker
+        self.retry = retry  # its chunks' retries: each item that raises may run again
+        self.retries = retries
         self.function = function  # serialized once for every chunk (process and Dask backends)
         self.job_timeout = job_timeout
         self.chunksize = chunksize
@@ -114,7 +123,16 @@ class MapPlan:
         job = Job(Chunk(self.fn, chunk, star), self.job_timeout, self.priority, self.memory_limit)
         if self.function[0] is not None:  # serialized once for every chunk
             job.serialized = Serialized(*self.function)
+        if self.retry is not None:
+            assert self.retries is not None
+            job.retry = Attempts(self.retry, self.retries, job, chunk=True)
         return job
+
+
+def _after_retries(retries: Retries, call: Callable[[], None]) -> None:
+    """``call()`` once no job may be retried; then the retries' timer ends."""
+    retries.when_settled(call)
+    retries.when_settled(retries.close)
 
 
 class Intake:
@@ -138,6 +156,7 @@ class Intake:
         self._lock = threading.Lock()
         self._slot_waiter: Optional[ThreadPoolExecutor] = None
         self._dependencies: Optional[Dependencies] = None
+        self._retries: Optional[Retries] = None
         self.terminated = False  # Pool.terminate(): jobs still to be admitted are cancelled
         # Futures among a job's arguments are replaced by their results (_dependencies); the
         # standard library's dialects turn this off: there, an argument is passed as it is.
@@ -161,9 +180,14 @@ class Intake:
         self.close()
         self.terminated = True
         self.cancel_waiting()
+        if self._retries is not None:  # it retries nothing from now on (cancel_waiting)
+            self._retries.close()
 
     def cancel_waiting(self) -> None:
-        """Cancel every job still in the queue, or waiting for its inputs."""
+        """Cancel every job still in the queue, waiting for its inputs, or for its next attempt
+        (and retry none from now on)."""
+        if self._retries is not None:
+            self._retries.cancel_all()
         if self._dependencies is not None:
             self._dependencies.cancel_all()
         for job in self.queue.drain():
@@ -174,6 +198,8 @@ class Intake:
         with self._lock:
             self.broken = error
             self.state = PoolState.BROKEN
+        if self._retries is not None:
+            self._retries.fail_all(error)
         if self._dependencies is not None:
             self._dependencies.fail_all(error)
         for job in self.queue.drain():
@@ -181,14 +207,23 @@ class Intake:
 
     def after_inputs(self, call: Callable[[], None], wait: bool) -> None:
         """``call()`` once every job accepted so far waits for no input any more (it is queued,
-        or failed): at once if none does; with ``wait``, block until then and call it here."""
+        or failed), and none may be retried any more (each with retries is done: its next
+        attempt needs the workers): at once if none is left; with ``wait``, block until then
+        and call it here."""
         dependencies = self._dependencies
+        retries = self._retries
+        if retries is not None:
+            call = functools.partial(_after_retries, retries, call)
         if dependencies is None:
+            if wait and retries is not None:
+                retries.wait_settled()
             call()
             return
         dependencies.close()
         if wait:
             dependencies.wait_settled()
+            if retries is not None:
+                retries.wait_settled()
             call()
         else:
             dependencies.when_settled(call)
@@ -233,6 +268,8 @@ class Intake:
         """
         if self.state is not _OPEN:
             self.refuse()
+        if job.retry is not None and not job.retry.tracked:
+            return self._enqueue_tracked(job, job.retry, block, look_for_futures)
         look_for_futures = look_for_futures and self.futures_as_arguments
         backend = self.backend
         # A call's arguments are looked at (by type: cheap); a map chunk's items too on
@@ -265,6 +302,31 @@ class Intake:
         self.outcomes.count_submitted()
         backend.notify()
         return job.future
+
+    def _enqueue_tracked(
+        self, job: Job, attempts: Attempts, block: bool, look_for_futures: bool
+    ) -> Future[Any]:
+        """A job with retries: counted before it can fail (``shutdown`` waits for it to end, as
+        a retry must find the workers there), and let go if it is refused."""
+        retries = attempts.pool_retries
+        retries.track(attempts)
+        try:
+            return self.enqueue(job, block, look_for_futures)
+        except BaseException:
+            retries.untrack(attempts)
+            raise
+
+    def enqueue_retried(self, job: Job, policy: RetryPolicy, block: bool) -> Future[Any]:
+        """``enqueue`` for a call with retries (``submit``): ``with_retries`` and the tracking
+        above in one step, as every such job takes it."""
+        retries = self._retries or self.retries()
+        attempts = job.retry = Attempts(policy, retries, job, chunk=False)
+        retries.track(attempts)
+        try:
+            return self.enqueue(job, block)
+        except BaseException:
+            retries.untrack(attempts)
+            raise
 
     def _put(self, job: Job, block: bool) -> None:
         """Queue ``job``, taking a slot of the bounded queue first (waiting for one if asked)."""
@@ -320,6 +382,27 @@ class Intake:
             self.queue.put(job)
         self.backend.notify()
 
+    # --- jobs with retries (see _retry) -----------------------------------------------------------
+
+    def retries(self) -> Retries:
+        """The pool's jobs that may retry, and those waiting to; made on first need."""
+        if self._retries is None:
+            with self._lock:
+                if self._retries is None:
+                    retries = Retries(self, self.outcomes)
+                    retries.pool = self.pool
+                    self._retries = retries
+        return self._retries
+
+    def with_retries(self, job: Job, policy: Optional[RetryPolicy]) -> Job:
+        """``job``, retried as ``policy`` says (if it says anything)."""
+        if policy is not None:
+            job.retry = Attempts(policy, self.retries(), job, chunk=False)
+        return job
+
+    def waiting_to_retry(self) -> int:
+        return 0 if self._retries is None else self._retries.count_waiting()
+
     def waiting_for_inputs(self) -> int:
         return 0 if self._dependencies is None else self._dependencies.count()
 
@@ -352,6 +435,7 @@ class Intake:
         on_result: Optional[Callable[[Any], object]],
         on_error: Optional[ErrorCallback],
         priority: int = 0,
+        retry: Optional[RetryPolicy] = None,
     ) -> MapPlan:
         """Check a map call's arguments and settle what all its chunks share (map and amap)."""
         check_callable(f"{where}()", fn)
@@ -373,6 +457,8 @@ class Intake:
             make_reporter(progress, on_result, on_error, sized_total(iterables), fn),
             priority,
             memory_limit,
+            retry,
+            None if retry is None else self.retries(),
         )
 
     def map(

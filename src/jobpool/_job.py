@@ -22,6 +22,7 @@ from ._per_worker import bound
 from ._pickling_advice import explain_failure
 from ._priority import SWITCHED, RankedQueue
 from ._remote_exceptions import pack_exception, unpack_exception
+from ._retry import FAIL, RETRIED, STALE, SUCCEED, Attempts
 from ._serialization import dumps
 
 #: What cancelling the asyncio task awaiting a running job does to it (``options(on_cancel=)``).
@@ -161,6 +162,7 @@ class Chunk:
     """Several items of a ``map``, run by one worker in one go to save per-job overhead."""
 
     __slots__ = ("fn", "items", "star")
+    result_type = ChunkResult  # what run() returns
 
     def __init__(self, fn: Callable[..., Any], items: list[Any], star: bool) -> None:
         self.fn = fn
@@ -191,8 +193,11 @@ class JobFuture(Future[Any]):
     # The job waits for a future that no pool of jobpool resolves on its own (see
     # _dependencies): set on the job's own future only, so most futures never carry it.
     _waits_outside = False
-    # Called once if the future is cancelled: a job waiting for its inputs lets them go.
+    # Called once if the future is cancelled: a job waiting for its inputs lets them go, a job
+    # waiting for its next attempt leaves the timer.
     _on_cancel: Optional[Callable[[], None]] = None
+    # The job's attempts, when it has retries (see _retry): Pool.kill() stops them.
+    _retry: Optional[Attempts] = None
 
     def __init__(self) -> None:
         # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
@@ -271,6 +276,7 @@ class Job:
         "id",
         "memory_limit",
         "priority",
+        "retry",
         "serialized",
         "timeout",
         "work",
@@ -292,6 +298,28 @@ class Job:
         self.holds_slot = False
         # What a backend that serializes (process, Dask) made of it in the submitting thread.
         self.serialized: Optional[Serialized] = None
+        self.retry: Optional[Attempts] = None  # its attempts, with retries (see _retry)
+
+    def following(self, work: Call | Chunk) -> Job:
+        """The job's next attempt (see _retry): the same future, limits, priority and attempts;
+        a new job, so that a late outcome of this one is known as stale. The same bytes for
+        the same work; a chunk of fewer items keeps only its function's."""
+        job = Job.__new__(Job)
+        job.future = self.future
+        job.work = work
+        job.timeout = self.timeout
+        job.priority = self.priority
+        job.memory_limit = self.memory_limit
+        job.id = next(_job_ids)
+        job.holds_slot = False
+        job.retry = self.retry
+        old = self.serialized
+        if work is self.work or old is None:
+            job.serialized = old
+        else:
+            job.serialized = Serialized(old.fn_bytes, old.fn_key, old.fn_blobs)
+            job.serialized.inputs = old.inputs
+        return job
 
 
 class Serialized:
@@ -337,6 +365,7 @@ class Outcomes:
         self.worker_restarts = 0
         self.over_memory_limit = 0
         self.recycled_for_memory = 0
+        self.retried = 0  # attempts that failed and were run again (see _retry)
 
     def count(self, field: str, n: int = 1) -> None:
         with self._lock:
@@ -355,10 +384,16 @@ class Outcomes:
             return True
         with self._lock:
             self.cancelled += 1
+        if job.retry is not None:
+            job.retry.ended()
         return False
 
     def succeed(self, job: Job, value: Any) -> bool:
-        try:
+        if job.retry is not None:  # a job with retries: the map items that raised may retry
+            outcome, value = job.retry.succeeded(job, value)
+            if outcome != SUCCEED:
+                return self._retried(outcome)
+        try:  # as _succeed, inlined: every job's path
             job.future.set_result(value)
         except InvalidStateError:
             return False
@@ -366,7 +401,18 @@ class Outcomes:
             self.done += 1
         return True
 
-    def fail(self, job: Job, exc: BaseException, timed_out: bool = False) -> bool:
+    def fail(
+        self, job: Job, exc: BaseException, timed_out: bool = False, over_memory: bool = False
+    ) -> bool:
+        """Fail the job, or (with retries) run it again later (see _retry). ``timed_out`` and
+        ``over_memory`` (its job_memory_limit) are counted, as ``failed``, by the last attempt."""
+        if job.retry is not None:
+            outcome, value = job.retry.failed(job, exc)
+            if outcome != FAIL:
+                if outcome == SUCCEED:  # a map chunk some of whose items have their values
+                    return self._succeed(job, value)
+                return self._retried(outcome)
+            exc = value  # its attempts' history attached
         try:
             job.future.set_exception(exc)
         except InvalidStateError:
@@ -375,6 +421,25 @@ class Outcomes:
             self.failed += 1
             if timed_out:
                 self.timed_out += 1
+            if over_memory:
+                self.over_memory_limit += 1
+        return True
+
+    def _retried(self, outcome: int) -> bool:
+        if outcome == STALE:  # an attempt given up on already (a thread that returned late)
+            return False
+        assert outcome == RETRIED
+        with self._lock:
+            self.retried += 1
+        return True
+
+    def _succeed(self, job: Job, value: Any) -> bool:
+        try:
+            job.future.set_result(value)
+        except InvalidStateError:
+            return False
+        with self._lock:
+            self.done += 1
         return True
 
     def cancel_pending(self, job: Job) -> None:
@@ -389,12 +454,14 @@ class Outcomes:
                 pass
             with self._lock:
                 self.cancelled += 1
+            if job.retry is not None:
+                job.retry.ended()
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return {
                 "submitted": self.submitted,
-                "running": max(0, self.started - self.done - self.failed),
+                "running": max(0, self.started - self.done - self.failed - self.retried),
                 "done": self.done,
                 "failed": self.failed,
                 "cancelled": self.cancelled,
@@ -402,6 +469,7 @@ class Outcomes:
                 "worker_restarts": self.worker_restarts,
                 "over_memory_limit": self.over_memory_limit,
                 "recycled_for_memory": self.recycled_for_memory,
+                "retried": self.retried,
             }
 
     def fail_pending(self, job: Job, exc: BaseException) -> None:
@@ -413,6 +481,8 @@ class Outcomes:
         else:
             with self._lock:
                 self.cancelled += 1
+            if job.retry is not None:
+                job.retry.ended()
 
 
 class JobQueue:

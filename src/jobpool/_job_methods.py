@@ -20,6 +20,7 @@ from ._progress import ErrorCallback, ProgressArg
 
 if TYPE_CHECKING:
     from ._intake import Intake
+    from ._retry_policy import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,6 +47,7 @@ class JobMethods:
     _priority: int = 0  # higher first among waiting jobs (options(priority=))
     _on_cancel: OnCancel = "kill"  # what cancelling run()'s awaiting task does to a running job
     _job_memory_limit: Optional[int] = None  # bytes: the pool's job_memory_limit, or a view's
+    _retry: Optional[RetryPolicy] = None  # retries=, retry_on=, the delays (see _retry)
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule ``fn(*args, **kwargs)`` and return its Future.
@@ -65,12 +67,16 @@ class JobMethods:
         """
         check_callable("submit()", fn)
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
+        if self._retry is not None:
+            return self._intake.enqueue_retried(job, self._retry, block=True)
         return self._intake.enqueue(job, block=True)
 
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for a slot."""
         check_callable("submit_nowait()", fn)
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
+        if self._retry is not None:
+            return self._intake.enqueue_retried(job, self._retry, block=False)
         return self._intake.enqueue(job, block=False)
 
     def map(
@@ -109,6 +115,7 @@ class JobMethods:
             "map", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
             job_timeout=self._job_timeout, progress=progress, on_result=on_result,
             on_error=on_error, priority=self._priority, memory_limit=self._job_memory_limit,
+            retry=self._retry,
         )  # fmt: skip
         return self._intake.map(plan, iterables, False, ordered)
 
@@ -130,7 +137,7 @@ class JobMethods:
             "starmap", fn, (iterable,), timeout=timeout, chunksize=chunksize,
             buffersize=buffersize, job_timeout=self._job_timeout, progress=progress,
             on_result=on_result, on_error=on_error, priority=self._priority,
-            memory_limit=self._job_memory_limit,
+            memory_limit=self._job_memory_limit, retry=self._retry,
         )  # fmt: skip
         return self._intake.map(plan, (iterable,), True, ordered)
 
@@ -146,6 +153,7 @@ class JobMethods:
         from ._async import run_job
 
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
+        self._intake.with_retries(job, self._retry)
         result: R = await run_job(self._intake, job, self._on_cancel)
         return result
 
@@ -174,5 +182,6 @@ class JobMethods:
             "amap", fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize,
             job_timeout=self._job_timeout, progress=progress, on_result=on_result,
             on_error=on_error, priority=self._priority, memory_limit=self._job_memory_limit,
+            retry=self._retry,
         )  # fmt: skip
         return amap(self._intake, plan, iterables, ordered, self._on_cancel)

@@ -27,6 +27,8 @@ from ._job import JobQueue, OnCancel, Outcomes
 from ._job_methods import JobMethods, check_on_cancel, check_priority
 from ._memory_size import check_platform, parse_memory
 from ._progress import ErrorCallback, ProgressArg, as_completed
+from ._retry import stop_retrying
+from ._retry_policy import RetryOn, RetryPolicy, make_policy
 from ._stats import PoolStats
 
 R = TypeVar("R")
@@ -108,6 +110,18 @@ class Pool(JobMethods, Executor):
             False: they are read-only, so a job that modifies its argument fails loudly instead
             of changing a copy the caller never sees.
         address, client: where the Dask backend finds its scheduler.
+        retries: run a job that failed again, up to this many more times (default 0): its own
+            exception, a worker crash and a time limit are failures a retry may fix. The future
+            resolves once, with the last attempt's outcome; a failure carries each attempt's
+            exception (``exc.jobpool_attempts``, and notes on Python 3.11+). In a ``map`` only
+            the items that raised run again. See [Long runs](long-runs.md#retries).
+        retry_on: what is retried: an exception class, a tuple of them, or a predicate
+            ``(exc) -> bool``. Default ``Exception``: every failure but those that mean stop
+            (``Pool.kill()``, cancellation, a failed input, a pool shutting down).
+        retry_delay, retry_backoff, retry_max_delay, retry_jitter: the wait before retry
+            ``n`` is ``retry_delay * retry_backoff ** (n - 1)`` seconds (default 0.1 s,
+            doubling), at most ``retry_max_delay`` (default 60 s), times a random factor within
+            ``1 ± retry_jitter`` (default 0.5). A job waiting to retry holds no worker.
 
     Raises:
         TypeError, ValueError: an argument is of the wrong type or out of range.
@@ -134,6 +148,12 @@ class Pool(JobMethods, Executor):
         writable_arguments: bool = False,
         address: Optional[str] = None,
         client: Any = None,
+        retries: int = 0,
+        retry_on: Optional[RetryOn] = None,
+        retry_delay: Optional[float] = None,
+        retry_backoff: Optional[float] = None,
+        retry_max_delay: Optional[float] = None,
+        retry_jitter: Optional[float] = None,
     ) -> None:
         workers = _check_arguments(
             workers, max_workers, backend, initializer, initargs, start_method, mp_context
@@ -142,6 +162,9 @@ class Pool(JobMethods, Executor):
         self._job_timeout = check_timeout("job_timeout", job_timeout)
         self._job_memory_limit = parse_memory("job_memory_limit", job_memory_limit)
         self._priority = 0  # read by every submit: an instance attribute is found first
+        self._retry = make_policy(
+            None, retries, retry_on, retry_delay, retry_backoff, retry_max_delay, retry_jitter
+        )
         self._backend_name = backend
         self._workers = workers or default_workers(backend)
         self._queue = JobQueue(max_pending)
@@ -212,6 +235,12 @@ class Pool(JobMethods, Executor):
         priority: int = 0,
         on_cancel: OnCancel = "kill",
         job_memory_limit: Union[int, str, None] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        retry_delay: Optional[float] = None,
+        retry_backoff: Optional[float] = None,
+        retry_max_delay: Optional[float] = None,
+        retry_jitter: Optional[float] = None,
     ) -> JobOptions:
         """Per-job options for the calls made through the returned view.
 
@@ -235,6 +264,9 @@ class Pool(JobMethods, Executor):
             job_memory_limit: process backend (Linux): the jobs' memory limit (bytes, or a
                 string such as ``"2 GiB"``), in place of the pool's; a ``map`` chunk is one
                 job. See [Long runs](long-runs.md).
+            retries, retry_on, retry_delay, retry_backoff, retry_max_delay, retry_jitter: the
+                pool's retry options (see :class:`Pool`) for these jobs; each one not given is
+                the pool's. ``retries=0`` turns retries off for them.
         """
         memory_limit = parse_memory("job_memory_limit", job_memory_limit)
         if memory_limit is not None:
@@ -246,6 +278,15 @@ class Pool(JobMethods, Executor):
             check_priority(priority),
             check_on_cancel(on_cancel),
             memory_limit,
+            make_policy(
+                self._retry,
+                retries,
+                retry_on,
+                retry_delay,
+                retry_backoff,
+                retry_max_delay,
+                retry_jitter,
+            ),
         )
 
     def as_completed(
@@ -278,12 +319,14 @@ class Pool(JobMethods, Executor):
         running one cannot be stopped: this raises ``NotImplementedError`` saying so. Returns
         False if the job had already finished, and for a future this pool did not make (it is
         left alone). When it returns True, the future is already done (cancelled, or failed
-        with :class:`JobKilledError`).
+        with :class:`JobKilledError`). A job with retries is not retried after this: one
+        waiting for its next attempt is cancelled.
         """
         if not self._intake.in_owner():
             self._intake.refuse_here()
         if getattr(future, "_owner", None) is not self._intake:
             return False  # another pool's, or the caller's own: not ours to cancel
+        stop_retrying((future,))  # a job waiting to retry is then cancelled here
         if future.cancel():
             return True
         if future.done():
@@ -304,6 +347,7 @@ class Pool(JobMethods, Executor):
             pending=self._queue.qsize(),
             workers=self._backend.worker_count(),
             waiting=self._intake.waiting_for_inputs(),
+            waiting_to_retry=self._intake.waiting_to_retry(),
             **counts,
         )
 
@@ -312,12 +356,14 @@ class Pool(JobMethods, Executor):
 
         Args:
             wait: block until every worker has exited.
-            cancel_futures: cancel the jobs still waiting in the queue, or waiting for the
-                futures among their arguments, instead of running them.
+            cancel_futures: cancel the jobs still waiting in the queue, waiting for the
+                futures among their arguments, or waiting for their next attempt, instead of
+                running them; a job that fails from now on is not retried.
 
         Jobs waiting for the futures among their arguments were accepted: the workers stop only
         once each of them has joined the queue (or failed). So with ``wait=True`` this also
-        waits for their inputs; with ``wait=False`` the workers stop later, by themselves.
+        waits for their inputs; with ``wait=False`` the workers stop later, by themselves. Jobs
+        with retries likewise: the workers stop once none of them may need another attempt.
 
         In a child forked from the process that created the pool, this does nothing: the pool
         and its workers are the parent's.
@@ -381,8 +427,10 @@ class JobOptions(JobMethods):
         priority: int = 0,
         on_cancel: OnCancel = "kill",
         memory_limit: Optional[int] = None,
+        retry: Optional[RetryPolicy] = None,
     ) -> None:
         self._pool = pool
+        self._retry = retry
         self._intake = pool._intake
         # No override means the pool's own default, for every call made through the view.
         self._job_timeout = timeout if timeout is not None else pool._job_timeout

@@ -20,11 +20,12 @@ class PoolStats:
     running: int
     #: Jobs that returned a result.
     done: int
-    #: Jobs that raised, crashed their worker, timed out or were killed.
+    #: Jobs that raised, crashed their worker, timed out or were killed (after their last
+    #: attempt, with retries).
     failed: int
     #: Jobs cancelled before they started.
     cancelled: int
-    #: The part of ``failed`` that ran past its time limit.
+    #: The part of ``failed`` that ran past its time limit (in its last attempt).
     timed_out: int
     #: Worker processes (or abandoned threads) replaced: crashes, timeouts, kills and recycling.
     worker_restarts: int
@@ -37,3 +38,8 @@ class PoolStats:
     #: Workers replaced after a job because their own memory was over ``max_worker_memory``
     #: (also counted in ``worker_restarts``).
     recycled_for_memory: int = 0
+    #: Attempts that failed and were run again (``retries=``); a ``map`` chunk whose failed
+    #: items run again counts once per retry.
+    retried: int = 0
+    #: Jobs waiting for their next attempt (their retry delay), on no worker.
+    waiting_to_retry: int = 0

@@ -197,8 +197,17 @@ class ThreadBackend:
 
     def kill(self, future: Future[Any]) -> bool:
         """Fail a running job with JobKilledError; its thread runs on, abandoned."""
+        # A thread given up on may still run an earlier attempt of the same job (retries): the
+        # attempt to stop is the one a serving thread runs.
         with self._lock:
-            job = next((job for job in self._current.values() if job.future is future), None)
+            job = next(
+                (
+                    job
+                    for thread, job in self._current.items()
+                    if job.future is future and thread not in self._abandoned
+                ),
+                None,
+            )
         if job is None:
             return False
         return self._abandon(

@@ -134,8 +134,8 @@ class Dispatcher:
             self._outcomes.start(job)
         finally:
             self.lock.release()
-        if job.timeout is not None:  # the dispatcher must wake up for the new deadline
-            self.wake()
+        if job.timeout is not None or job.memory_limit is not None:
+            self.wake()  # for the new deadline, or to sample the job's memory from now on
         return True
 
     def close(self) -> None:

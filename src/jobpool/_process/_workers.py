@@ -398,9 +398,12 @@ class Workers:
             self._replace()
         if job is not None:  # failed last: by then its replacement has started
             error = handle.failure or handle.limit_error or self._crash(handle, exitcode)
-            self._outcomes.fail(job, error, timed_out=isinstance(error, JobTimeoutError))
-            if isinstance(error, MemoryLimitError):
-                self._outcomes.count("over_memory_limit")
+            self._outcomes.fail(
+                job,
+                error,
+                timed_out=isinstance(error, JobTimeoutError),
+                over_memory=isinstance(error, MemoryLimitError),
+            )
 
     @staticmethod
     def _crash(handle: WorkerHandle, exitcode: Optional[int]) -> WorkerCrashedError:
