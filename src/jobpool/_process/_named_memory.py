@@ -50,7 +50,6 @@ import errno
 import itertools
 import mmap
 import os
-import secrets
 import stat
 import tempfile
 import threading
@@ -91,7 +90,9 @@ class Directory:
     def __init__(self, base: str) -> None:
         sweep(base)
         while True:
-            name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+            # os.urandom is what secrets.token_hex reads; importing secrets would load hmac and
+            # hashlib into the fork server and every worker for this one name.
+            name = f"{PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
             lock_path = os.path.join(base, name + LOCK_SUFFIX)
             lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _FLAGS, 0o600)
             try:

@@ -1,0 +1,52 @@
+"""The worker side imports only what a worker needs.
+
+The fork server imports ``WORKER_PRELOAD`` once per script, and a spawned worker imports it at
+every start: each module it pulls in is paid there. These tests name the modules a worker must
+not import, checked in a fresh interpreter (never by timing): a new top-level import that
+brings one back fails here, and should be deferred to the function that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jobpool
+from conftest import WAIT
+from jobpool._process._context import WORKER_PRELOAD
+
+# Modules jobpool's worker side once imported and no longer does, each for a path only some
+# processes take. secrets (with hmac, hashlib): the portable mode's directory names.
+NOT_IN_WORKER = ("secrets", "hmac", "hashlib")
+
+_SOURCE = str(Path(jobpool.__file__).resolve().parent.parent)
+
+
+def modules_after_importing(names: tuple[str, ...]) -> set[str]:
+    """``sys.modules`` of a fresh interpreter that imported ``names`` (and nothing else)."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(names)!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_SOURCE, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout))
+
+
+def test_fork_server_preload_leaves_out_what_workers_do_not_need() -> None:
+    loaded = modules_after_importing(WORKER_PRELOAD)
+    assert "jobpool._process._in_worker" in loaded  # the check ran on the real worker side
+    assert sorted(loaded.intersection(NOT_IN_WORKER)) == []
+
+
+def test_interpreter_itself_does_not_import_them() -> None:
+    """Guards the test above: a module Python loads at start would make it pass vacuously."""
+    assert modules_after_importing(()).isdisjoint(NOT_IN_WORKER)
