@@ -557,6 +557,10 @@ def _warm(pool: Pool) -> None:
     raise AssertionError("the pool's workers never ran short jobs")
 
 
+# Dask worker task states of a task that ran (or will not run): not the pool's running or waiting.
+ENDED_TASK_STATES = frozenset({"memory", "released", "forgotten", "error", "cancelled"})
+
+
 def _waiting(pool: Pool) -> list[Future[Any]]:
     """The jobs sent to a worker that wait there behind running ones, worker by worker."""
     dispatcher = _dispatcher(pool)
@@ -587,8 +591,16 @@ def test_at_most_workers_jobs_run_while_more_wait_on_the_cluster(
     with new_client(cluster_address) as client:
 
         def states() -> list[str]:
+            """The states of the pool's tasks that have not ended on the workers: the warm-up's
+            tasks may linger there a while, done (a worker forgets a task when the scheduler
+            says so, at its own pace)."""
             per_worker = client.run(jobs.task_states, marker)
-            return [state for tasks in per_worker.values() for state in tasks.values()]
+            return [
+                state
+                for tasks in per_worker.values()
+                for state in tasks.values()
+                if state not in ENDED_TASK_STATES
+            ]
 
         wait_until(lambda: len(states()) == n, "every task to reach its worker")
         assert states().count("executing") == workers
