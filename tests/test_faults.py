@@ -341,19 +341,7 @@ def test_failing_initializer_breaks_the_pool(
     backend: str,
     initializer: Any,
     cause: Any,
-    request: pytest.FixtureRequest,
 ) -> None:
-    from jobpool import _platform
-
-    if backend == "process-fork" and not (_platform.PIDFD or _platform.EPOLL or _platform.MEMFD):
-        # An open bug, found by the last CI run of the session that merged issue 27: with
-        # pidfd, epoll and memfd all off (JOBPOOL_PORTABLE), fork workers that die in their
-        # initializer are never seen to exit, and shutdown(wait=True) waits for them.
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="open bug: portable mode, fork, initializer exits", strict=False
-            )
-        )
     pool = make_pool(backend, workers=2, initializer=initializer)
     try:
         future = pool.submit(jobs.square, 3)

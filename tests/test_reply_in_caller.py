@@ -243,8 +243,11 @@ def test_fd_watch_pause_resume_and_remove(watch: FdWatch[Any]) -> None:
         assert watch.wait(0) == []
         watch.resume(ours.fileno())
         assert watch.wait(WAIT) == [callback]
-        watch.remove(ours.fileno())
-        watch.remove(ours.fileno())  # removing twice is quiet
+        watch.remove(ours.fileno(), ("pipe", "someone else's"))  # not its registration
+        assert watch.pause(ours.fileno())
+        watch.resume(ours.fileno())
+        watch.remove(ours.fileno(), callback)
+        watch.remove(ours.fileno(), callback)  # removing twice is quiet
         assert not watch.pause(ours.fileno())
         assert watch.wait(0) == []
         os.write(quiet_w, b"x")
@@ -254,6 +257,35 @@ def test_fd_watch_pause_resume_and_remove(watch: FdWatch[Any]) -> None:
         theirs.close()
         os.close(quiet_r)
         os.close(quiet_w)
+
+
+def test_a_late_removal_for_a_closed_fd_keeps_the_new_owner_of_its_number(
+    watch: FdWatch[Any],
+) -> None:
+    """fd numbers are reused: a worker's pipe closed, the next worker's pipe got the same number,
+    and an event for the old worker still handled in the same batch asks to remove "its" fd.
+    The new worker's registration stays, and its events are still seen (in the portable CI
+    run, a new worker's exit was never seen this way and shutdown waited forever)."""
+    old_r, old_w = os.pipe()
+    watch.add(old_r, ("exit", "old worker"))
+    os.close(old_r)
+    watch.remove(old_r, ("exit", "old worker"))  # as the old worker's exit removes it
+    new_r, new_w = os.pipe()
+    try:
+        while new_r != old_r:  # another thread took the number meanwhile: make it ours
+            os.dup2(new_r, old_r)
+            os.close(new_r)
+            new_r = old_r
+        watch.add(new_r, ("exit", "new worker"))
+        watch.remove(old_r, ("output", "old worker"))  # the stale one, same number
+        os.close(new_w)  # the new worker exits
+        new_w = -1
+        assert watch.wait(WAIT) == [("exit", "new worker")]
+    finally:
+        os.close(old_w)
+        os.close(new_r)
+        if new_w >= 0:
+            os.close(new_w)
 
 
 def test_fd_watch_resumed_while_another_thread_sleeps_wakes_it(watch: FdWatch[Any]) -> None:

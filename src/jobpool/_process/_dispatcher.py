@@ -273,7 +273,7 @@ class Dispatcher:
         for reply in self._messages.read(handle, blocking_read=not self._events_stale):
             self._messages.settle(reply)
         if handle.reader.eof:  # the worker is gone; its exit fd tells the rest
-            self._watch.remove(handle.fd)
+            self._watch.remove(handle.fd, (PIPE, handle))
 
     def _exited(self, handle: WorkerHandle) -> None:
         if handle.exited:

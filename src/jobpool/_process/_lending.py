@@ -26,7 +26,7 @@ from ._messages import Messages, Reply
 from ._routing import assign_jobs
 from ._state import may_lend
 from ._watch import FdWatch, WakePipe
-from ._workers import Event, Workers
+from ._workers import PIPE, Event, Workers
 
 
 class ReplyLender:
@@ -103,7 +103,7 @@ class ReplyLender:
         if handle.exited:
             return
         if handle.reader.eof:
-            self._watch.remove(handle.fd)  # its exit fd tells the rest
+            self._watch.remove(handle.fd, (PIPE, handle))  # its exit fd tells the rest
         else:
             self._watch.resume(handle.fd)
         if handle.idle and handle.too_big and self._workers.recycle_if_due(handle, in_loop=False):

@@ -61,10 +61,17 @@ class FdWatch(Generic[T]):
             except (BlockingIOError, OSError):  # full: a wake-up is pending already
                 pass
 
-    def remove(self, fd: int) -> None:
-        """Stop watching ``fd``; quietly, if it is not watched (any more)."""
-        if self._values.pop(fd, _MISSING) is _MISSING:
+    def remove(self, fd: int, value: T) -> None:
+        """Stop watching ``fd`` for ``value``; quietly, if it is not watched for it (any more).
+
+        The value is part of the request because fd numbers are reused: once a worker's
+        descriptors are closed, the next worker started may get the same numbers, and a late
+        removal for the old worker (an event for it in the same batch as its exit) must not
+        take away the new worker's registration, whose events would then never be seen.
+        """
+        if self._values.get(fd, _MISSING) != value:
             return
+        del self._values[fd]
         try:
             if self._epoll is not None:
                 self._epoll.unregister(fd)

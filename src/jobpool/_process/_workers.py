@@ -365,7 +365,7 @@ class Workers:
         """A starting worker wrote to stderr (or, at end of file, is done starting)."""
         output = handle.startup_output
         if not output.read():
-            self._watch.remove(output.fd)
+            self._watch.remove(output.fd, (OUTPUT, handle))
             output.close()
 
     def on_ready(self, handle: WorkerHandle) -> None:
@@ -377,14 +377,14 @@ class Workers:
     def worker_exited(self, handle: WorkerHandle) -> None:
         """A worker process ended (its last words already read): fail only the job it held,
         put the ones waiting behind it first in line, and replace it if needed."""
-        self._watch.remove(handle.fd)
-        self._watch.remove(handle.exit_fd)
+        self._watch.remove(handle.fd, (PIPE, handle))
+        self._watch.remove(handle.exit_fd, (EXIT, handle))
         memory_fd = handle.memory_fd
         if memory_fd is not None:
-            self._watch.remove(memory_fd)
+            self._watch.remove(memory_fd, (MEMORY, handle))
         if not handle.startup_output.closed:
             handle.startup_output.drain()
-            self._watch.remove(handle.startup_output.fd)
+            self._watch.remove(handle.startup_output.fd, (OUTPUT, handle))
         self.handles.remove(handle)
         exitcode = handle.reap()
         job, unstarted = handle.release_jobs()
