@@ -66,7 +66,9 @@ def raises(kind: type[BaseException], check: Callable[[Any], bool] = lambda e: T
             return f"expected {kind.__name__}"
         exc = future.exception(timeout=0)
         if not isinstance(exc, kind) or not check(exc):
-            return f"expected {kind.__name__}"
+            got = f"result {future.result(timeout=0)!r}" if exc is None else repr(exc)
+            cause = "" if exc is None or exc.__cause__ is None else f" from {exc.__cause__!r}"
+            return f"expected {kind.__name__}, got {got}{cause}"
         return None
 
     return expect
