@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import logging
 import os
@@ -26,6 +27,12 @@ def identity(x: Any) -> Any:
 
 def echo_kwargs(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
+
+
+def raise_builtin(name: str, *args: Any) -> None:
+    """Raise Python's own exception type ``name`` made here from ``args`` (an exception passed
+    as an argument would be pickled on its way in as well)."""
+    raise getattr(builtins, name)(*args)
 
 
 def raise_value_error(message: str) -> None:

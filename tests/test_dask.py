@@ -82,6 +82,10 @@ def test_exception_keeps_its_type_and_remote_traceback(make_pool: MakePool) -> N
     assert "raise_value_error" in cause.tb
     with pytest.raises(RemoteError, match="UnpicklableError"):
         pool.submit(jobs.raise_unpicklable_error).result(WAIT)
+    # Dask workers import distributed, which registers tblib's reducer for every exception
+    # class; a built-in exception still comes back whole (SystemExit's code was lost).
+    exit_error = pool.submit(jobs.raise_builtin, "SystemExit", 3).exception(WAIT)
+    assert isinstance(exit_error, SystemExit) and exit_error.code == 3
     # One bad item of a map raises when its turn comes; the others are not lost.
     results = pool.map(lambda x: 1 // (x - 3), range(5), chunksize=5, timeout=WAIT)
     assert [next(results) for _ in range(3)] == [-1, -1, -1]

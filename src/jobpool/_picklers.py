@@ -52,6 +52,52 @@ def cloud_dumps(obj: object, to_worker: bool) -> bytes:
     return buffer.getvalue()
 
 
+def exception_dumps(exc: BaseException) -> bytes:
+    """Pickle an exception as Python itself does for its built-in exception types.
+
+    Libraries may register reducers for every exception class in ``copyreg`` (``distributed``
+    installs tblib's at import), and a worker forked from a process that imported one inherits
+    them. tblib's reducer rebuilds an exception without calling its ``__init__``, which loses
+    what a built-in type keeps outside ``__dict__``: ``SystemExit(1)`` came back with ``code``
+    None, ``StopIteration``'s ``value`` and ``UnicodeError``'s fields likewise. For the types
+    Python defines, their own ``__reduce_ex__`` is used; registrations for other classes are the
+    user's choice and kept. Raises what the pickler raises when neither pickler can take it.
+    """
+    try:
+        data: Optional[bytes] = _dump_with(_pickler_class(pickle.Pickler), exc)
+    except _PICKLE_REFUSALS:
+        data = None
+    if data is None or _MAIN_MARKER in data:
+        data = _dump_with(_pickler_class(load_cloudpickle().Pickler), exc)
+    return data
+
+
+def _dump_with(pickler_class: Any, obj: object) -> bytes:
+    buffer = io.BytesIO()
+    pickler_class(buffer, PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+_FAITHFUL: dict[Any, Any] = {}
+
+
+def _pickler_class(base: Any) -> Any:
+    """``base`` with built-in exceptions reduced by their own ``__reduce_ex__``."""
+    cls = _FAITHFUL.get(base)
+    if cls is None:
+
+        class Faithful(base):  # type: ignore[misc, valid-type]
+            def reducer_override(self, obj: Any) -> Any:
+                kind = type(obj)
+                if kind.__module__ == "builtins" and issubclass(kind, BaseException):
+                    return obj.__reduce_ex__(PROTOCOL)
+                parent = getattr(super(), "reducer_override", None)
+                return NotImplemented if parent is None else parent(obj)
+
+        cls = _FAITHFUL[base] = Faithful
+    return cls
+
+
 def is_plain_pickle_refusal(exc: BaseException) -> bool:
     """Whether ``exc`` is one of the ways plain pickle refuses what cloudpickle may take."""
     return isinstance(exc, _PICKLE_REFUSALS)

@@ -14,7 +14,7 @@ import struct
 import traceback
 
 from ._errors import RemoteError, RemoteTraceback
-from ._serialization import dumps
+from ._picklers import exception_dumps
 
 # A packed exception: the length of its first pickle, that pickle (traceback text, type name,
 # message), then the exception's own pickle (nothing if it could not travel as itself).
@@ -28,7 +28,7 @@ MESSAGE_IN_FULL = 64 * 1024
 def pack_exception(exc: BaseException) -> bytes:
     type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     try:
-        exc_bytes = dumps(exc, "exception", to_worker=False)
+        exc_bytes = exception_dumps(exc)
         pickle.loads(exc_bytes)  # some exceptions pickle but cannot be rebuilt (bad __init__)
     except Exception:
         exc_bytes = b""
