@@ -86,7 +86,7 @@ def _pickler_class(base: Any) -> Any:
     cls = _FAITHFUL.get(base)
     if cls is None:
 
-        class Faithful(base):  # type: ignore[misc, valid-type]
+        class Faithful(base):  # type: ignore[misc]
             def reducer_override(self, obj: Any) -> Any:
                 kind = type(obj)
                 if kind.__module__ == "builtins" and issubclass(kind, BaseException):
