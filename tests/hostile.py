@@ -312,3 +312,31 @@ def attack_kept() -> list[str]:
             except OSError as exc:
                 outcomes.append(f"{name} refused ({exc.strerror})")
     return outcomes
+
+
+TAKEN: list[int] = []  # descriptors a job took and kept (see raise_with_no_descriptor_free)
+
+
+def raise_with_no_descriptor_free(message: str) -> None:
+    """Take every free descriptor and keep them, then raise: the traceback must be formatted
+    where no source file can be opened and no module imported (``linecache`` imports
+    ``tokenize`` on first use since 3.13: forgotten here, so the import is needed again)."""
+    import linecache
+
+    sys.modules.pop("tokenize", None)
+    linecache.clearcache()
+    try:
+        while True:
+            TAKEN.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    raise ValueError(message)
+
+
+def release_descriptors() -> int:
+    """Give back what ``raise_with_no_descriptor_free`` took; how many."""
+    count = len(TAKEN)
+    for fd in TAKEN:
+        os.close(fd)
+    TAKEN.clear()
+    return count

@@ -59,6 +59,22 @@ def test_job_that_forks_and_returns(make_pool: MakePool, backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", PROCESS)
+def test_a_job_that_raises_with_no_descriptor_free_fails_alone(
+    make_pool: MakePool, backend: str
+) -> None:
+    """Formatting its traceback needed a descriptor (a source file, a module import on 3.13):
+    the OSError escaped, the worker died, and the next job's future was blamed."""
+    pool = make_pool(backend, workers=1)
+    pid = pool.submit(os.getpid).result(WAIT)
+    exc = pool.submit(hostile.raise_with_no_descriptor_free, "no descriptor left").exception(WAIT)
+    assert isinstance(exc, ValueError) and str(exc) == "no descriptor left", repr(exc)
+    assert "raise_with_no_descriptor_free" in exc.__cause__.tb  # type: ignore[union-attr]
+    assert pool.submit(os.getpid).result(WAIT) == pid  # the same worker goes on
+    assert pool.submit(hostile.release_descriptors).result(WAIT) > 0
+    assert pool.stats().worker_restarts == 0
+
+
+@pytest.mark.parametrize("backend", PROCESS)
 @pytest.mark.parametrize(("what", "status"), [("return", 0), ("raise", 1), ("exit", 7)])
 def test_forked_copy_ends_as_a_program_would(
     make_pool: MakePool, backend: str, what: str, status: int

@@ -65,7 +65,24 @@ def _traceback_text(exc: BaseException) -> str:
             formatted._str = _cut(text, "in the exception itself")  # type: ignore[attr-defined]
         return "".join(formatted.format())
     except Exception:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return _bare_traceback(exc)
+
+
+def _bare_traceback(exc: BaseException) -> str:
+    """The traceback without its source lines, which formatting may fail to read: a job that
+    took every descriptor leaves none to open a source file, nor to import ``tokenize``, which
+    ``linecache`` imports on first use since Python 3.13 (its OSError escaped, and the worker
+    died with the next job's future blamed)."""
+    try:
+        lines = ["Traceback (most recent call last):\n"]
+        for frame, lineno in traceback.walk_tb(exc.__traceback__):
+            code = frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
+        message = _cut(_safe_str(exc), "in the exception itself")
+        lines.append(f"{type(exc).__qualname__}: {message}\n")
+        return "".join(lines)
+    except Exception:
+        return f"{type(exc).__qualname__} (its traceback could not be formatted)\n"
 
 
 def _cut(text: str, where_the_rest_is: str) -> str:
