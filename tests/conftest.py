@@ -343,7 +343,7 @@ RUN_SLOW = os.environ.get("JOBPOOL_RUN_SLOW", "") not in ("", "0")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``@pytest.mark.slow`` tests run with JOBPOOL_RUN_SLOW=1 (as ``.ci/run`` sets) or when
+    """``@pytest.mark.slow`` tests run with JOBPOOL_RUN_SLOW=1 (before a merge) or when
     selected with ``-m slow``; a plain ``python -m pytest -q`` leaves them out.
 
     ``@pytest.mark.linux_only("memfd", ...)`` marks a test about a Linux-only mechanism itself
