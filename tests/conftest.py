@@ -358,7 +358,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-SLOW_REASON = "slow: set JOBPOOL_RUN_SLOW=1 (CI does) or select -m slow"
+SLOW_REASON = "slow: set JOBPOOL_RUN_SLOW=1 or select -m slow"
 LINUX_ONLY = "linux_only"
 
 
@@ -414,7 +414,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     write = terminalreporter.write_line
     terminalreporter.section("skipped", sep="-")
     if slow:
-        write(f"{slow} slow tests not run: set JOBPOOL_RUN_SLOW=1 to run them (CI does)")
+        write(f"{slow} slow tests not run: set JOBPOOL_RUN_SLOW=1 to run them")
     if excluded:
         write(
             f"{excluded} cases of CPython's own test suites excluded on purpose, each with its "
