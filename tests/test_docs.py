@@ -130,13 +130,21 @@ def run_script(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 # Scripts and pages that start a Dask cluster take seconds each, and the examples repeat what
 # the pages show: run by CI (see conftest.py).
 SLOW = {"dask.md", *(path.name for path in EXAMPLES)}
+# Pages whose code uses a Linux-only mechanism (jobpool._platform.MECHANISMS): marked linux_only,
+# so skipped where one is missing or turned off (JOBPOOL_PORTABLE=1 in CI), saying which.
+PAGE_MECHANISMS = {"long-runs.md": ("proc",)}  # job_memory_limit reads /proc
 
 
 def _params(paths: list[Path], ids: list[str]) -> list[Any]:
-    return [
-        pytest.param(path, id=name, marks=[pytest.mark.slow] if path.name in SLOW else [])
-        for path, name in zip(paths, ids)
-    ]
+    return [pytest.param(path, id=name, marks=_marks(path)) for path, name in zip(paths, ids)]
+
+
+def _marks(path: Path) -> list[Any]:
+    marks: list[Any] = [pytest.mark.slow] if path.name in SLOW else []
+    mechanisms = PAGE_MECHANISMS.get(path.name)
+    if mechanisms:  # skipped where one is missing or off, saying which (tests/conftest.py)
+        marks.append(pytest.mark.linux_only(*mechanisms))
+    return marks
 
 
 @pytest.mark.parametrize("script", _params(EXAMPLES, [p.name for p in EXAMPLES]))
@@ -182,24 +190,12 @@ def test_an_example_that_needs_an_extra_says_which(tmp_path: Path) -> None:
 
 
 PAGES_WITH_CODE = [p for p in PAGES if runnable_blocks(p)]
-# Pages whose code uses a Linux-only mechanism (jobpool._platform.MECHANISMS): skipped, saying
-# which, where it is missing or turned off (JOBPOOL_PORTABLE=1 in CI), as a linux_only test is.
-PAGE_MECHANISMS = {"long-runs.md": ("proc",)}  # job_memory_limit reads /proc
 
 
 @pytest.mark.parametrize(
     "page", _params(PAGES_WITH_CODE, [str(p.relative_to(ROOT)) for p in PAGES_WITH_CODE])
 )
 def test_page_code_runs(page: Path, tmp_path: Path) -> None:
-    from jobpool import _platform
-
-    in_use = _platform.describe()
-    off = [name for name in PAGE_MECHANISMS.get(page.name, ()) if not in_use[name]]
-    if off:
-        pytest.skip(
-            f"linux_only({', '.join(off)}): the page's code uses a Linux-only mechanism, missing "
-            "here or turned off (JOBPOOL_PORTABLE, JOBPOOL_DISABLE)"
-        )
     parts = []
     modules: dict[str, str] = {}
     for line, code in runnable_blocks(page):
