@@ -337,10 +337,7 @@ def test_recycling_with_timeouts_and_crashes(make_pool: Callable[..., Pool], bac
     ids=["raises", "exits"],
 )
 def test_failing_initializer_breaks_the_pool(
-    make_pool: Callable[..., Pool],
-    backend: str,
-    initializer: Any,
-    cause: Any,
+    make_pool: Callable[..., Pool], backend: str, initializer: Any, cause: Any
 ) -> None:
     pool = make_pool(backend, workers=2, initializer=initializer)
     try:
