@@ -30,7 +30,7 @@ from jobpool import (
     WorkerCrashedError,
 )
 from jobpool._job import Call, Job, Outcomes
-from jobpool._retry import KEPT, Attempts, Retries
+from jobpool._retry import KEPT, Attempts, FirstAttempts, Retries, stop_retrying
 from jobpool._retry_policy import MAX_RETRIES, RetryPolicy, make_policy
 
 NOTES = sys.version_info >= (3, 11)  # exception notes (add_note)
@@ -591,27 +591,92 @@ def _crash_then_raise(directory: str, tag: str) -> str:
     return tag
 
 
+def _job_in_attempt(record: str, retries: Retries, outcomes: Outcomes) -> Job:
+    """A started job with ``retries=3`` in its first attempt (the pool's FirstAttempts, as
+    ``submit`` makes it) or in its second (its own Attempts, as a retried call or a map
+    chunk has), counted among the jobs that may retry as ``Intake.enqueue`` counts it."""
+    policy = make_policy(None, 3, delay=600)
+    assert policy is not None
+    job = Job(Call(jobs.square, (2,), {}), None)
+    if record == "first attempt":
+        job.retry = FirstAttempts(policy, retries)
+    else:
+        job.retry = Attempts(policy, retries, job, chunk=False)
+        job.retry.number = 2
+    job.retry.track(job)
+    assert outcomes.start(job)
+    return job
+
+
+@pytest.mark.parametrize("record", ["first attempt", "later attempt"])
 @pytest.mark.parametrize("first", ["result", "error"])
-def test_the_second_outcome_of_one_attempt_is_dropped(first: str) -> None:
+def test_the_second_outcome_of_one_attempt_is_dropped(first: str, record: str) -> None:
     """A time limit and a result in a race (a thread given up on returns just then): the first
     to report wins; the second neither resolves the future again nor starts a retry."""
     outcomes = Outcomes()
     retries = Retries(None, outcomes)
-    job = Job(Call(jobs.square, (2,), {}), None)
-    policy = make_policy(None, 3, delay=600)
-    job.retry = Attempts(policy, retries, job, chunk=False)  # type: ignore[arg-type]
-    assert outcomes.start(job)
+    job = _job_in_attempt(record, retries, outcomes)
     timeout = JobTimeoutError(1.0)
     if first == "result":
         assert outcomes.succeed(job, 4)
         assert not outcomes.fail(job, timeout, timed_out=True)
         assert job.future.result(timeout=0) == 4
     else:
-        job.retry.stopped = True  # this attempt's failure is final
+        stop_retrying([job.future])  # this attempt's failure is final
         assert outcomes.fail(job, timeout, timed_out=True)
         assert not outcomes.succeed(job, 4)
         assert job.future.exception(timeout=0) is timeout
     assert retries.count_waiting() == 0 and outcomes.retried == 0
+    assert not retries.live, "an ended job is still counted as one that may retry"
+    retries.close()
+
+
+@pytest.mark.parametrize("record", ["first attempt", "later attempt"])
+def test_outcomes_of_one_attempt_racing_in_many_threads_count_once(record: str) -> None:
+    """Eight threads report one attempt at once, half a result and half a failure that may
+    be retried: exactly one counts (a result, or one retry), and the job is counted among
+    those that may retry exactly while it may."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave within an outcome, not only between them
+    try:
+        for lag in range(0, 20_000, 100):
+            _race_one_attempt(record, lag)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _race_one_attempt(record: str, lag: int) -> None:
+    """One round: the results come ``lag`` steps of a loop after the failures (a failure's
+    path is longer: without a lag, a result nearly always comes first)."""
+    outcomes = Outcomes()
+    retries = Retries(None, outcomes)
+    job = _job_in_attempt(record, retries, outcomes)
+    start = threading.Barrier(8, timeout=WAIT)
+    counted: list[bool] = []
+
+    def report(i: int, job: Job = job, start: threading.Barrier = start) -> None:
+        start.wait()
+        if i % 2:
+            for _ in range(lag):
+                pass
+            counted.append(outcomes.succeed(job, 4))
+        else:
+            counted.append(outcomes.fail(job, ConnectionError("hiccup")))
+
+    threads = [threading.Thread(target=report, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        join_or_fail(thread)
+    assert counted.count(True) == 1, counted
+    if job.future.done():  # the result won
+        assert job.future.result(timeout=0) == 4
+        assert outcomes.retried == 0 and not retries.live
+    else:  # a failure won: the next attempt waits, and is what is counted
+        assert outcomes.retried == 1 and retries.count_waiting() == 1
+        assert len(retries.live) == 1 and job not in retries.live
+        job.future.cancel()
+        assert not retries.live
     retries.close()
 
 

@@ -32,7 +32,7 @@ from ._progress import (
     make_reporter,
     sized_total,
 )
-from ._retry import Attempts, Retries
+from ._retry import Attempts, FirstAttempts, Retries
 from ._retry_policy import RetryPolicy
 
 if TYPE_CHECKING:
@@ -81,14 +81,13 @@ class MapPlan:
 
     __slots__ = (
         "chunksize",
+        "first_attempts",
         "fn",
         "function",
         "job_timeout",
         "memory_limit",
         "priority",
         "reporter",
-        "retries",
-        "retry",
         "timeout",
         "window",
     )
@@ -104,14 +103,14 @@ class MapPlan:
         reporter: Optional[Reporter],
         priority: int = 0,
         memory_limit: Optional[int] = None,
-        retry: Optional[RetryPolicy] = None,
-        retries: Optional[Retries] = None,
+        first_attempts: Optional[FirstAttempts] = None,
     ) -> None:
         self.fn = fn
         self.priority = priority
         self.memory_limit = memory_limit  # per chunk: a chunk runs in one worker
-        self.retry = retry  # its chunks' retries: each item that raises may run again
-        self.retries = retries
+        # With retries, what its chunks carry in their first attempt: each item that raises
+        # may run again.
+        self.first_attempts = first_attempts
         self.function = function  # serialized once for every chunk (process and Dask backends)
         self.job_timeout = job_timeout
         self.chunksize = chunksize
@@ -123,9 +122,7 @@ class MapPlan:
         job = Job(Chunk(self.fn, chunk, star), self.job_timeout, self.priority, self.memory_limit)
         if self.function[0] is not None:  # serialized once for every chunk
             job.serialized = Serialized(*self.function)
-        if self.retry is not None:
-            assert self.retries is not None
-            job.retry = Attempts(self.retry, self.retries, job, chunk=True)
+        job.retry = self.first_attempts
         return job
 
 
@@ -260,16 +257,20 @@ class Intake:
 
     # --- jobs ----------------------------------------------------------------------------------
 
-    def enqueue(self, job: Job, block: bool, look_for_futures: bool = True) -> Future[Any]:
+    def enqueue(
+        self, job: Job, block: bool, look_for_futures: bool = True, tracked: bool = False
+    ) -> Future[Any]:
         """Accept ``job``: serialize it here, then start it or queue it (waiting if ``block``).
 
         A job with futures among its arguments waits for them first (``_dependencies``, which
-        passes ``look_for_futures=False`` once they are done).
+        passes ``look_for_futures=False`` once they are done). A job with retries is counted
+        among those that may retry first, unless it is already (``tracked``: by the caller).
         """
         if self.state is not _OPEN:
             self.refuse()
-        if job.retry is not None and not job.retry.tracked:
-            return self._enqueue_tracked(job, job.retry, block, look_for_futures)
+        retry = job.retry
+        if retry is not None and not tracked and not retry.is_tracked(job):
+            return self._enqueue_tracked(job, retry, block, look_for_futures)
         look_for_futures = look_for_futures and self.futures_as_arguments
         backend = self.backend
         # A call's arguments are looked at (by type: cheap); a map chunk's items too on
@@ -304,28 +305,31 @@ class Intake:
         return job.future
 
     def _enqueue_tracked(
-        self, job: Job, attempts: Attempts, block: bool, look_for_futures: bool
+        self, job: Job, retry: Attempts | FirstAttempts, block: bool, look_for_futures: bool
     ) -> Future[Any]:
         """A job with retries: counted before it can fail (``shutdown`` waits for it to end, as
         a retry must find the workers there), and let go if it is refused."""
-        retries = attempts.pool_retries
-        retries.track(attempts)
+        retry.track(job)
         try:
-            return self.enqueue(job, block, look_for_futures)
+            return self.enqueue(job, block, look_for_futures, tracked=True)
         except BaseException:
-            retries.untrack(attempts)
+            retry.untrack(job)
             raise
 
-    def enqueue_retried(self, job: Job, policy: RetryPolicy, block: bool) -> Future[Any]:
-        """``enqueue`` for a call with retries (``submit``): ``with_retries`` and the tracking
-        above in one step, as every such job takes it."""
-        retries = self._retries or self.retries()
-        attempts = job.retry = Attempts(policy, retries, job, chunk=False)
-        retries.track(attempts)
+    def enqueue_retried(self, job: Job, first: FirstAttempts, block: bool) -> Future[Any]:
+        """``enqueue`` for a call with retries (``submit``), its tracking in one step, as every
+        such job takes it: ``first`` is its pool's or view's (see ``_retry.FirstAttempts``)."""
+        job.retry = first
+        retries = first.pool_retries
+        live = retries.live
+        if live:  # Retries.track, inlined: every such job's path
+            live.add(job)
+        else:
+            retries.track(job)
         try:
-            return self.enqueue(job, block)
+            return self.enqueue(job, block, tracked=True)
         except BaseException:
-            retries.untrack(attempts)
+            retries.end(job)
             raise
 
     def _put(self, job: Job, block: bool) -> None:
@@ -394,11 +398,9 @@ class Intake:
                     self._retries = retries
         return self._retries
 
-    def with_retries(self, job: Job, policy: Optional[RetryPolicy]) -> Job:
-        """``job``, retried as ``policy`` says (if it says anything)."""
-        if policy is not None:
-            job.retry = Attempts(policy, self.retries(), job, chunk=False)
-        return job
+    def first_attempts(self, policy: RetryPolicy) -> FirstAttempts:
+        """What the calls of a pool or view with ``policy`` carry in their first attempt."""
+        return FirstAttempts(policy, self.retries())
 
     def waiting_to_retry(self) -> int:
         return 0 if self._retries is None else self._retries.count_waiting()
@@ -457,8 +459,7 @@ class Intake:
             make_reporter(progress, on_result, on_error, sized_total(iterables), fn),
             priority,
             memory_limit,
-            retry,
-            None if retry is None else self.retries(),
+            None if retry is None else FirstAttempts(retry, self.retries(), chunk=True),
         )
 
     def map(

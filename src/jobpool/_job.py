@@ -22,7 +22,7 @@ from ._per_worker import bound
 from ._pickling_advice import explain_failure
 from ._priority import SWITCHED, RankedQueue
 from ._remote_exceptions import pack_exception, unpack_exception
-from ._retry import FAIL, RETRIED, STALE, SUCCEED, Attempts
+from ._retry import FAIL, RETRIED, STALE, SUCCEED, Attempts, FirstAttempts
 from ._serialization import dumps
 
 #: What cancelling the asyncio task awaiting a running job does to it (``options(on_cancel=)``).
@@ -196,8 +196,10 @@ class JobFuture(Future[Any]):
     # Called once if the future is cancelled: a job waiting for its inputs lets them go, a job
     # waiting for its next attempt leaves the timer.
     _on_cancel: Optional[Callable[[], None]] = None
-    # The job's attempts, when it has retries (see _retry): Pool.kill() stops them.
+    # The job's attempts, once it has failed with retries (see _retry).
     _retry: Optional[Attempts] = None
+    # Pool.kill() was called for it: no more retries (read by every retry decision).
+    _retries_stopped = False
 
     def __init__(self) -> None:
         # Future.__init__'s attributes, with a lighter condition (see _condition.py). A Python
@@ -298,7 +300,8 @@ class Job:
         self.holds_slot = False
         # What a backend that serializes (process, Dask) made of it in the submitting thread.
         self.serialized: Optional[Serialized] = None
-        self.retry: Optional[Attempts] = None  # its attempts, with retries (see _retry)
+        # With retries: its Attempts, or the pool's FirstAttempts in a call's first attempt.
+        self.retry: Optional[Attempts | FirstAttempts] = None
 
     def following(self, work: Call | Chunk) -> Job:
         """The job's next attempt (see _retry): the same future, limits, priority and attempts;
@@ -385,7 +388,7 @@ class Outcomes:
         with self._lock:
             self.cancelled += 1
         if job.retry is not None:
-            job.retry.ended()
+            job.retry.ended(job)
         return False
 
     def succeed(self, job: Job, value: Any) -> bool:
@@ -455,7 +458,7 @@ class Outcomes:
             with self._lock:
                 self.cancelled += 1
             if job.retry is not None:
-                job.retry.ended()
+                job.retry.ended(job)
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -482,7 +485,7 @@ class Outcomes:
             with self._lock:
                 self.cancelled += 1
             if job.retry is not None:
-                job.retry.ended()
+                job.retry.ended(job)
 
 
 class JobQueue:

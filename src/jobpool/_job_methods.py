@@ -20,6 +20,7 @@ from ._progress import ErrorCallback, ProgressArg
 
 if TYPE_CHECKING:
     from ._intake import Intake
+    from ._retry import FirstAttempts
     from ._retry_policy import RetryPolicy
 
 P = ParamSpec("P")
@@ -48,6 +49,16 @@ class JobMethods:
     _on_cancel: OnCancel = "kill"  # what cancelling run()'s awaiting task does to a running job
     _job_memory_limit: Optional[int] = None  # bytes: the pool's job_memory_limit, or a view's
     _retry: Optional[RetryPolicy] = None  # retries=, retry_on=, the delays (see _retry)
+    _first: Optional[FirstAttempts] = None  # what its calls carry in their first attempt
+
+    def _first_attempts(self) -> FirstAttempts:
+        """This pool's or view's ``FirstAttempts``, made on first need (two threads that make
+        one each at once both work: they only differ in identity)."""
+        first = self._first
+        if first is None:
+            assert self._retry is not None
+            first = self._first = self._intake.first_attempts(self._retry)
+        return first
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Schedule ``fn(*args, **kwargs)`` and return its Future.
@@ -68,7 +79,7 @@ class JobMethods:
         check_callable("submit()", fn)
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
         if self._retry is not None:
-            return self._intake.enqueue_retried(job, self._retry, block=True)
+            return self._intake.enqueue_retried(job, self._first or self._first_attempts(), True)
         return self._intake.enqueue(job, block=True)
 
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
@@ -76,7 +87,7 @@ class JobMethods:
         check_callable("submit_nowait()", fn)
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
         if self._retry is not None:
-            return self._intake.enqueue_retried(job, self._retry, block=False)
+            return self._intake.enqueue_retried(job, self._first or self._first_attempts(), False)
         return self._intake.enqueue(job, block=False)
 
     def map(
@@ -153,7 +164,8 @@ class JobMethods:
         from ._async import run_job
 
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
-        self._intake.with_retries(job, self._retry)
+        if self._retry is not None:
+            job.retry = self._first or self._first_attempts()
         result: R = await run_job(self._intake, job, self._on_cancel)
         return result
 

@@ -2,6 +2,7 @@
 
     a job's attempt fails (it raised, its worker crashed, it ran past its limit) --> Outcomes.fail
       job.retry is None: resolved as before (one attribute read: jobs without retries pay that)
+      job.retry is the pool's FirstAttempts (a call in its first attempt): its Attempts made now
       job.retry.failed(): STALE (an attempt given up on already: a thread that returned late),
         FAIL (the last one: the exception carries every attempt's), or
         RETRIED: the future goes back to PENDING, and a new Job (the same work, limit, priority
@@ -11,10 +12,20 @@
     those items run again, as a chunk of their own; the outcomes are merged into one ChunkResult.
 
 **One owner.** What a job's attempts were (how many, what each raised, which map items are still
-to run) is its :class:`Attempts`, changed under its lock by the outcome of its current attempt,
-by ``Pool.kill`` (no more retries) and by its timer; the jobs waiting for their delay, and the
-count of jobs that may still retry (``shutdown`` waits for them to end before it stops the
-workers), are the pool's :class:`Retries`. ``Outcomes`` asks and counts; it decides nothing.
+to run) is its :class:`Attempts`, changed under its lock by the outcome of its current attempt
+and by its timer; the jobs waiting for their delay, and the jobs that may still retry
+(``shutdown`` waits for them to end before it stops the workers), are the pool's
+:class:`Retries`. That ``Pool.kill`` wants no more retries is a mark on the job's future, read by
+every decision. ``Outcomes`` asks and counts; it decides nothing.
+
+**A call pays for its record only when it fails.** Most jobs succeed at their first attempt, and
+an :class:`Attempts` (a lock and ten fields) cost each ~1 us, a quarter of a thread pool's whole
+per-job cost. So a call (``submit``, ``run``) in its first attempt has none: its ``job.retry``
+is the pool's :class:`FirstAttempts` for its policy, shared by all such jobs, and the job itself
+is the member of the ``Retries`` set. Which outcome of that attempt counts (a time limit and a
+result can race) is decided by taking the job out of the set (``set.remove``: one step under the
+GIL, so exactly one caller succeeds); a failure that may be retried makes the Attempts then.
+A map chunk, whose items' outcomes are merged across attempts, has its Attempts from the start.
 
 **What is retried** (the policy, ``_retry_policy``): every ``Exception`` by default, jobpool's
 ``WorkerCrashedError`` and ``JobTimeoutError`` included, as Dask's ``retries=`` and tenacity do;
@@ -160,7 +171,6 @@ class Attempts:
         "number",
         "policy",
         "pool_retries",
-        "stopped",
         "tracked",
         "waiting",
     )
@@ -174,17 +184,30 @@ class Attempts:
         self.lock = threading.Lock()
         self.history: Optional[_History] = None
         self.chunk: Optional[_ChunkAttempts] = None
-        self.stopped = False  # Pool.kill(): no more retries
         self.tracked = False  # counted among the pool's jobs that may retry (by Intake.enqueue)
         self.waiting = False  # in the timer, for its next attempt
+        # Seen by Pool.kill from now on: made before any decision reads its mark (stop_retrying).
         job.future._retry = self
 
+    def is_tracked(self, job: Job) -> bool:
+        return self.tracked
+
+    def track(self, job: Job) -> None:
+        """Count the job among those that may retry (``Intake.enqueue``)."""
+        self.tracked = True
+        self.pool_retries.track(self)
+
+    def untrack(self, job: Job) -> None:
+        """It was refused after all (``track`` came first, so no retry is ever missed)."""
+        self.tracked = False
+        self.pool_retries.end(self)
+
     def stop(self) -> None:
-        """No more retries (``Pool.kill``): from now on the current attempt's outcome is final.
-        Taken under the lock, so the job is either already waiting to retry (then cancelling
-        its future stops it) or will not."""
+        """``Pool.kill`` marked the future (no more retries): wait for a decision in progress,
+        so that the job is now either waiting to retry (then cancelling its future stops it)
+        or will not be retried."""
         with self.lock:
-            self.stopped = True
+            pass
 
     def moved_to(self, job: Job, part: Job) -> None:
         """``job``'s attempts go on as ``part``'s (a map chunk some of whose items' inputs
@@ -194,7 +217,7 @@ class Attempts:
                 self.job = part
                 part.retry = self
 
-    def ended(self) -> None:
+    def ended(self, job: Job) -> None:
         """Its future was cancelled: it may not retry any more."""
         self.pool_retries.end(self)
 
@@ -202,8 +225,8 @@ class Attempts:
 
     def succeeded(self, job: Job, value: Any) -> tuple[int, Any]:
         if self.is_chunk:  # its items that raised may retry
-            return self._settle(job, value, None)
-        with self.lock:  # a call that returned: final (_settle, made short for every job)
+            return self.settle(job, value, None)
+        with self.lock:  # a call that returned: final (settle, made short for every job)
             if job is not self.job:
                 return STALE, None
             self.job = None
@@ -211,9 +234,9 @@ class Attempts:
         return SUCCEED, value
 
     def failed(self, job: Job, exc: BaseException) -> tuple[int, Any]:
-        return self._settle(job, None, exc)
+        return self.settle(job, None, exc)
 
-    def _settle(self, job: Job, value: Any, exc: Optional[BaseException]) -> tuple[int, Any]:
+    def settle(self, job: Job, value: Any, exc: Optional[BaseException]) -> tuple[int, Any]:
         with self.lock:
             if job is not self.job:
                 return STALE, None
@@ -255,7 +278,7 @@ class Attempts:
             return False, why
         if self.number > self.policy.retries:
             return False, f"retries={self.policy.retries} used up"
-        if self.stopped:
+        if self.job is not None and self.job.future._retries_stopped:
             return False, "not retried: Pool.kill() was called"
         if self.pool_retries.stopped:
             return False, "not retried: the pool is shutting down"
@@ -304,6 +327,7 @@ class Attempts:
     def _again(self, job: Job, work: Any, delay: float) -> tuple[int, Any]:
         """Rewind the future and hand the next attempt to the pool's timer (under the lock)."""
         following = job.following(work)
+        following.retry = self  # a call's first attempt had the pool's FirstAttempts
         future = job.future
         # While the future runs, cancel() fails: the hook is in place before it can succeed.
         future._on_cancel = functools.partial(self._cancelled, following)
@@ -335,6 +359,70 @@ class Attempts:
             return True
 
 
+class FirstAttempts:
+    """The jobs of one pool and one retry policy in their first attempt (see module doc):
+    ``job.retry`` of each, with no record of their own until one fails. The pool and each of
+    its views with retries make one for their calls on first need (``JobMethods``), each
+    ``map`` one for its chunks (``MapPlan``).
+
+    The job is its own member of the pool's ``Retries`` set; ``Retries.claim`` (taking it out)
+    decides which outcome of its attempt counts. A failure (a chunk: some item's) makes its
+    :class:`Attempts`, counted before the job leaves the set so that the set is never empty
+    while it may retry.
+    """
+
+    __slots__ = ("is_chunk", "policy", "pool_retries")
+
+    def __init__(self, policy: RetryPolicy, pool_retries: Retries, chunk: bool = False) -> None:
+        self.policy = policy
+        self.pool_retries = pool_retries
+        self.is_chunk = chunk  # map chunks: their value is a ChunkResult
+
+    def is_tracked(self, job: Job) -> bool:
+        return job in self.pool_retries.live
+
+    def track(self, job: Job) -> None:
+        self.pool_retries.track(job)
+
+    def untrack(self, job: Job) -> None:
+        self.pool_retries.end(job)
+
+    def ended(self, job: Job) -> None:
+        self.pool_retries.end(job)
+
+    def moved_to(self, job: Job, part: Job) -> None:
+        """``job``'s first attempt goes on as ``part``'s (see ``Attempts.moved_to``)."""
+        part.retry = self
+        self.pool_retries.track(part)  # first: the set is never empty while it may retry
+        self.pool_retries.end(job)
+
+    def succeeded(self, job: Job, value: Any) -> tuple[int, Any]:
+        if self.is_chunk and value.errors:  # some of its items may retry
+            return self._first_failure(job, value, None)
+        live = self.pool_retries.live
+        try:  # Retries.claim, inlined: every job's path
+            live.remove(job)
+        except KeyError:
+            return STALE, None  # its attempt was given up on (a time limit came first)
+        if not live:
+            self.pool_retries.settled_now()
+        return SUCCEED, value
+
+    def failed(self, job: Job, exc: BaseException) -> tuple[int, Any]:
+        return self._first_failure(job, None, exc)
+
+    def _first_failure(
+        self, job: Job, value: Optional[ChunkResult], exc: Optional[BaseException]
+    ) -> tuple[int, Any]:
+        retries = self.pool_retries
+        attempts = Attempts(self.policy, retries, job, chunk=self.is_chunk)
+        attempts.track(job)  # before the job leaves the set: shutdown never sees it empty
+        if not retries.claim(job):
+            attempts.untrack(job)
+            return STALE, None  # its result, or another failure, came first
+        return attempts.settle(job, value, exc)
+
+
 # --- the pool's jobs that may retry ------------------------------------------------------------
 
 
@@ -345,9 +433,10 @@ class Retries:
     again. A job stops counting when its future is resolved or cancelled, which ``Outcomes``
     tells (``Attempts.ended``) wherever that happens.
 
-    Those jobs are a set, added to and taken from without a lock (each a single call under the
-    GIL): every job with retries passes here twice, from the submitting thread and a worker's,
-    and a lock there was contended. The lock is taken only when the set may be empty.
+    Those jobs are a set (of Attempts, and of the jobs in their first attempt: see
+    :class:`FirstAttempts`), added to and taken from without a lock (each a single call under
+    the GIL): every job with retries passes here twice, from the submitting thread and a
+    worker's, and a lock there was contended. The lock is taken only when the set may be empty.
     """
 
     def __init__(self, intake: Any, outcomes: Outcomes) -> None:
@@ -355,13 +444,14 @@ class Retries:
         self.outcomes = outcomes
         self.lock = threading.Lock()  # for what follows but the set
         self._settled = threading.Condition(self.lock)
-        self._live: set[Attempts] = set()
+        self.live: set[Any] = set()  # Attempts, and jobs in their first attempt
         self._sleepers = 0  # threads in wait_settled (notifying none costs more than a check)
         self._waiting: dict[Attempts, Job] = {}
         self._timer: Optional[DeadlineTimer] = None
         self._when_settled: list[Callable[[], None]] = []
         self.stopped = False  # the pool is being terminated or broke: no more retries
         self.random = random.Random()
+
         # The pool, held while jobs may retry (as _dependencies holds it): a pool dropped
         # without shutdown() would otherwise stop its workers before they ran again.
         self.pool: Optional[weakref.ReferenceType[Any]] = None
@@ -369,32 +459,39 @@ class Retries:
 
     # --- jobs that may retry -----------------------------------------------------------------
 
-    def track(self, attempts: Attempts) -> None:
-        """``attempts``' job is being accepted: count it until its future is done."""
-        attempts.tracked = True
-        live = self._live
+    def track(self, member: Any) -> None:
+        """A job (its Attempts, or the job in its first attempt) is being accepted: count it
+        until its future is done."""
+        live = self.live
         if not live:  # the first for now: hold the pool
             with self.lock:
                 if self._pool_held is None and self.pool is not None:
                     self._pool_held = self.pool()
-        live.add(attempts)
+        live.add(member)
 
-    def untrack(self, attempts: Attempts) -> None:
-        """It was refused after all (``track`` came first, so no retry is ever missed)."""
-        attempts.tracked = False
-        self.end(attempts)
-
-    def end(self, attempts: Attempts) -> None:
-        """``attempts``' job is over (idempotent)."""
-        live = self._live
-        live.discard(attempts)
+    def end(self, member: Any) -> None:
+        """``member``'s job is over (idempotent)."""
+        live = self.live
+        live.discard(member)
         if not live:
-            self._settled_now()
+            self.settled_now()
 
-    def _settled_now(self) -> None:
+    def claim(self, job: Job) -> bool:
+        """Take a job in its first attempt out of the set: whether it was still there (the
+        first outcome of its attempt, which counts)."""
+        live = self.live
+        try:
+            live.remove(job)
+        except KeyError:
+            return False
+        if not live:
+            self.settled_now()
+        return True
+
+    def settled_now(self) -> None:
         """None may retry, maybe: wake ``shutdown``, let go of the pool, run what waited."""
         with self.lock:
-            if self._live:
+            if self.live:
                 return
             if self._sleepers:
                 self._settled.notify_all()
@@ -412,7 +509,7 @@ class Retries:
         with self.lock:
             self._sleepers += 1
             try:
-                while self._live:
+                while self.live:
                     self._settled.wait()
             finally:
                 self._sleepers -= 1
@@ -420,7 +517,7 @@ class Retries:
     def when_settled(self, call: Callable[[], None]) -> None:
         """``call()`` once no job may retry: now, or in the thread that ends the last."""
         with self.lock:
-            if self._live:
+            if self.live:
                 self._when_settled.append(call)
                 return
         call()
@@ -479,8 +576,15 @@ class Retries:
 
 
 def stop_retrying(futures: Iterable[Future[Any]]) -> None:
-    """``Pool.kill``: these jobs are not retried any more, whatever happens to them now."""
+    """``Pool.kill``: these jobs are not retried any more, whatever happens to them now.
+
+    The mark comes first and the job's Attempts is looked for after it, while a failure makes
+    the Attempts first and reads the mark after it (under its lock): one of the two sees the
+    other's, so a failure deciding now either sees the mark or is waited for."""
     for future in futures:
+        if not hasattr(future, "_retries_stopped"):
+            continue  # not a job's future
+        future._retries_stopped = True
         attempts: Optional[Attempts] = getattr(future, "_retry", None)
         if attempts is not None:
             attempts.stop()
