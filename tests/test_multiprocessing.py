@@ -517,6 +517,21 @@ def test_constructor_checks_its_arguments_as_the_stdlib_does() -> None:
         pool.apply_async(jobs.square, 5)  # type: ignore[arg-type]
 
 
+def test_a_thread_pool_has_its_threads_once_made_as_the_stdlibs() -> None:
+    """``multiprocessing.pool.ThreadPool(n)`` starts its n threads when it is made, and its
+    initializer runs in each then; jobs that wait on I/O find them there."""
+    started = threading.Barrier(4, timeout=WAIT)  # three threads and this test
+    pool = jmp.ThreadPool(3, initializer=started.wait)
+    try:
+        started.wait()  # before any job: every thread ran its initializer
+        names = {t.name for t in threading.enumerate() if t.name.startswith("jobpool-thread-")}
+        assert len(names) == 3, names
+        assert within(pool.map, jobs.square, range(5)) == [0, 1, 4, 9, 16]
+    finally:
+        pool.terminate()
+        within(pool.join)
+
+
 @pytest.mark.parametrize("backend", ["thread", "process-forkserver"])
 def test_processes_default_to_the_cpu_count(backend: str) -> None:
     pool = new_pool(backend, None)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from .._pool import Pool as _JobPool
+from .._thread import ThreadBackend
 from ._callbacks import CallbackThread
 from ._checks import (
     as_args,
@@ -75,6 +76,8 @@ class Pool:
         for name, value in (("context", context), ("maxtasksperchild", maxtasksperchild)):
             if value is not None and backend != "process":
                 raise ValueError(f"{name}= applies only to backend='process', not {backend!r}")
+        if backend == "process":
+            context = _start_early(context)
         jobs = _JobPool(
             processes,
             backend,
@@ -325,7 +328,27 @@ class ThreadPool(Pool):
             initargs=tuple(initargs),
             job_timeout=job_timeout,
         )
+        backend = jobs._backend
+        assert isinstance(backend, ThreadBackend)
+        backend.start_all()  # as the stdlib's ThreadPool: its threads exist once it is made
         self._start(jobs, processes, job_timeout)
+
+
+def _start_early(context: Union[str, BaseContext, None]) -> BaseContext:
+    """The start method's context; with a fork server, that server started now.
+
+    The stdlib's ``Pool`` starts its processes when it is made, so the drop-in may start what
+    its workers come from: the fork server then boots (a fresh interpreter importing the
+    worker's side, tens of milliseconds) while the pool is made and its first jobs are
+    serialized, instead of after the first job. ``jobpool.Pool`` itself waits for the first
+    job: a pool nobody uses starts no process.
+    """
+    from .._process._context import get_context, start_fork_server
+
+    chosen = get_context(context)  # checks the name, as jobpool.Pool would
+    if chosen.get_start_method() == "forkserver":
+        start_fork_server()
+    return chosen
 
 
 def gather(result: MapResult[T]) -> list[T]:
