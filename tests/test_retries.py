@@ -601,7 +601,7 @@ def _job_in_attempt(record: str, retries: Retries, outcomes: Outcomes) -> Job:
     if record == "first attempt":
         job.retry = FirstAttempts(policy, retries)
     else:
-        job.retry = Attempts(policy, retries, job, chunk=False)
+        job.retry = job.future._retry = Attempts(policy, retries, job, chunk=False)
         job.retry.number = 2
     job.retry.track(job)
     assert outcomes.start(job)
@@ -675,6 +675,8 @@ def _race_one_attempt(record: str, lag: int) -> None:
     else:  # a failure won: the next attempt waits, and is what is counted
         assert outcomes.retried == 1 and retries.count_waiting() == 1
         assert len(retries.live) == 1 and job not in retries.live
+        # Pool.kill() finds the record that decides, not one a losing failure made
+        assert retries.live == {job.future._retry}
         job.future.cancel()
         assert not retries.live
     retries.close()

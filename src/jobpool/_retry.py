@@ -186,8 +186,6 @@ class Attempts:
         self.chunk: Optional[_ChunkAttempts] = None
         self.tracked = False  # counted among the pool's jobs that may retry (by Intake.enqueue)
         self.waiting = False  # in the timer, for its next attempt
-        # Seen by Pool.kill from now on: made before any decision reads its mark (stop_retrying).
-        job.future._retry = self
 
     def is_tracked(self, job: Job) -> bool:
         return self.tracked
@@ -420,6 +418,9 @@ class FirstAttempts:
         if not retries.claim(job):
             attempts.untrack(job)
             return STALE, None  # its result, or another failure, came first
+        # Seen by Pool.kill from now on, before its decision reads the mark (stop_retrying);
+        # only the outcome that counts gets here, so no other record takes its place.
+        job.future._retry = attempts
         return attempts.settle(job, value, exc)
 
 
@@ -451,7 +452,6 @@ class Retries:
         self._when_settled: list[Callable[[], None]] = []
         self.stopped = False  # the pool is being terminated or broke: no more retries
         self.random = random.Random()
-
         # The pool, held while jobs may retry (as _dependencies holds it): a pool dropped
         # without shutdown() would otherwise stop its workers before they ran again.
         self.pool: Optional[weakref.ReferenceType[Any]] = None
