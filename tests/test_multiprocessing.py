@@ -532,6 +532,28 @@ def test_a_thread_pool_has_its_threads_once_made_as_the_stdlibs() -> None:
         within(pool.join)
 
 
+def test_a_thread_pool_whose_threads_cannot_all_start_raises_and_leaves_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second of three threads cannot start: the constructor raises the error, and the
+    thread that did start ends with the pool instead of waiting for jobs forever."""
+    real_start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.startswith("jobpool-thread-"):
+            if len(started) == 1:
+                raise RuntimeError("can't start new thread")
+            started.append(thread)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        jmp.ThreadPool(3)
+    assert len(started) == 1
+    join_or_fail(started[0])
+
+
 @pytest.mark.parametrize("backend", ["thread", "process-forkserver"])
 def test_processes_default_to_the_cpu_count(backend: str) -> None:
     pool = new_pool(backend, None)  # type: ignore[arg-type]

@@ -89,12 +89,18 @@ class ThreadBackend:
             threads = []
             while self._serving < self._workers and not self._closing:
                 threads.append(self._new_thread())
-        for thread in threads:
-            self._start(thread)
+        for i, thread in enumerate(threads):
+            try:
+                self._start(thread)
+            except BaseException:
+                for unstarted in threads[i + 1 :]:
+                    self._never_started(unstarted)
+                raise
 
     def _new_thread(self) -> threading.Thread:
-        """A thread that serves the queue, counted as serving; the caller starts it (under the
-        lock, ``shutdown`` could not see it counted and not yet started)."""
+        """A thread that serves the queue, counted as serving from now on (``shutdown`` waits
+        until none serves before it joins them, so it joins only threads that started); called
+        under the lock, then started with ``_start`` outside it."""
         self._serving += 1
         thread = threading.Thread(
             target=self._work, name=f"{self.name_prefix}{len(self._threads)}", daemon=True
@@ -108,11 +114,15 @@ class ThreadBackend:
         trivial jobs on 50 threads took twice as long as on ThreadPoolExecutor)."""
         try:
             thread.start()
-        except BaseException:  # no thread to be had (RuntimeError): it was never serving
-            with self._lock:
-                self._threads.discard(thread)
-            self._stop_serving()
+        except BaseException:  # no thread to be had (RuntimeError)
+            self._never_started(thread)
             raise
+
+    def _never_started(self, thread: threading.Thread) -> None:
+        """A thread from ``_new_thread`` that did not start: it was never serving."""
+        with self._lock:
+            self._threads.discard(thread)
+        self._stop_serving()
 
     def _work(self) -> None:
         with for_worker_thread():  # per_worker: this thread's own instances, closed as it ends

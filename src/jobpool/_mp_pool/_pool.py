@@ -330,7 +330,11 @@ class ThreadPool(Pool):
         )
         backend = jobs._backend
         assert isinstance(backend, ThreadBackend)
-        backend.start_all()  # as the stdlib's ThreadPool: its threads exist once it is made
+        try:
+            backend.start_all()  # as the stdlib's ThreadPool: its threads exist once it is made
+        except BaseException:  # no thread to be had: the ones started end with the pool
+            jobs.shutdown(wait=True)
+            raise
         self._start(jobs, processes, job_timeout)
 
 
