@@ -321,11 +321,7 @@ class Intake:
         such job takes it: ``first`` is its pool's or view's (see ``_retry.FirstAttempts``)."""
         job.retry = first
         retries = first.pool_retries
-        live = retries.live
-        if live:  # Retries.track, inlined: every such job's path
-            live.add(job)
-        else:
-            retries.track(job)
+        retries.track(job)
         try:
             return self.enqueue(job, block, tracked=True)
         except BaseException:
@@ -397,6 +393,11 @@ class Intake:
                     retries.pool = self.pool
                     self._retries = retries
         return self._retries
+
+    def with_retries(self, job: Job, first: FirstAttempts) -> None:
+        """``job`` (not yet accepted) is retried as ``first``'s policy says (``run``: its
+        ``enqueue`` counts it among the jobs that may retry)."""
+        job.retry = first
 
     def first_attempts(self, policy: RetryPolicy) -> FirstAttempts:
         """What the calls of a pool or view with ``policy`` carry in their first attempt."""

@@ -165,7 +165,7 @@ class JobMethods:
 
         job = Job(Call(fn, args, kwargs), self._job_timeout, self._priority, self._job_memory_limit)
         if self._retry is not None:
-            job.retry = self._first or self._first_attempts()
+            self._intake.with_retries(job, self._first or self._first_attempts())
         result: R = await run_job(self._intake, job, self._on_cancel)
         return result
 

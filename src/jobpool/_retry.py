@@ -397,13 +397,8 @@ class FirstAttempts:
     def succeeded(self, job: Job, value: Any) -> tuple[int, Any]:
         if self.is_chunk and value.errors:  # some of its items may retry
             return self._first_failure(job, value, None)
-        live = self.pool_retries.live
-        try:  # Retries.claim, inlined: every job's path
-            live.remove(job)
-        except KeyError:
+        if not self.pool_retries.claim(job):
             return STALE, None  # its attempt was given up on (a time limit came first)
-        if not live:
-            self.pool_retries.settled_now()
         return SUCCEED, value
 
     def failed(self, job: Job, exc: BaseException) -> tuple[int, Any]:
@@ -474,7 +469,7 @@ class Retries:
         live = self.live
         live.discard(member)
         if not live:
-            self.settled_now()
+            self._settled_now()
 
     def claim(self, job: Job) -> bool:
         """Take a job in its first attempt out of the set: whether it was still there (the
@@ -485,10 +480,10 @@ class Retries:
         except KeyError:
             return False
         if not live:
-            self.settled_now()
+            self._settled_now()
         return True
 
-    def settled_now(self) -> None:
+    def _settled_now(self) -> None:
         """None may retry, maybe: wake ``shutdown``, let go of the pool, run what waited."""
         with self.lock:
             if self.live:

@@ -62,7 +62,9 @@ class ByValueCache:
 
     def remember(self, fn: types.FunctionType, data: bytes) -> None:
         snapshot = self._snapshot(fn)
-        if snapshot is None or not all(_stable(value) for value in _captured(fn)):
+        if snapshot is None or not all(
+            _stable(value) for value in _captured(fn, self._names[fn.__code__])
+        ):
             return
         if len(self._entries) >= CACHE_SIZE:
             self._entries.clear()
@@ -96,12 +98,12 @@ class ByValueCache:
         )
 
 
-def _captured(fn: types.FunctionType) -> list[Any]:
-    """The values that go into the pickle of ``fn`` besides its code: the globals it names,
-    its defaults, keyword defaults and annotations."""
+def _captured(fn: types.FunctionType, names: tuple[str, ...]) -> list[Any]:
+    """The values that go into the pickle of ``fn`` besides its code: the globals its code
+    names (``names``), its defaults, keyword defaults and annotations."""
     namespace = fn.__globals__
     return [
-        *(namespace.get(name, MISSING) for name in code_global_names(fn.__code__)),
+        *(namespace.get(name, MISSING) for name in names),
         *(fn.__defaults__ or ()),
         *(fn.__kwdefaults__ or {}).values(),
         *fn.__annotations__.values(),
