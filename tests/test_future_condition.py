@@ -4,6 +4,7 @@ threads, wait(), as_completed(), callbacks, cancellation, asyncio.wrap_future.""
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import concurrent.futures as cf
 import threading
@@ -13,6 +14,7 @@ import pytest
 
 import jobs
 from conftest import WAIT, MakePool, join_or_fail
+from jobpool import _condition
 from jobpool._condition import FutureCondition
 from jobpool._job import JobFuture
 
@@ -75,6 +77,56 @@ def test_timed_out_waits_leave_no_waiter_behind() -> None:
             condition.wait(0.0001)
             condition.notify_all()
             assert not condition._waiters
+
+
+def test_a_wait_that_timed_out_as_all_were_notified_returns_false(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """notify_all() may take the list of waiters between a waiter's timeout and its taking the
+    lock back: that waiter then finds no list to leave, and reports its timeout."""
+    waiting, go_on = threading.Event(), threading.Event()
+
+    class TimesOutWhenTold:
+        """A waiter lock whose timed wait ends (False) only once the test says so."""
+
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            if timeout == -1:
+                return True  # the wait's own first acquire
+            waiting.set()
+            assert go_on.wait(WAIT)
+            return False
+
+        def release(self) -> None:
+            pass
+
+    monkeypatch.setattr(_condition, "_allocate_lock", TimesOutWhenTold)
+    condition = FutureCondition()
+    outcome: list[bool] = []
+
+    def wait_briefly() -> None:
+        with condition:
+            outcome.append(condition.wait(5))
+
+    thread = threading.Thread(target=wait_briefly)
+    thread.start()
+    assert waiting.wait(WAIT)
+    with condition:  # the waiter timed out; it takes the lock back only after this
+        condition.notify_all()
+        go_on.set()
+    join_or_fail(thread)
+    assert outcome == [False]
+    assert condition._waiters is None
+
+
+def test_the_condition_is_the_futures_lock_itself() -> None:
+    """``with``, ``acquire`` and ``release`` are a reentrant lock's own (no Python layer)."""
+    condition = FutureCondition()
+    assert isinstance(condition, _thread.RLock)
+    with condition, condition:  # reentrant
+        assert condition._is_owned()  # type: ignore[attr-defined]
+    assert condition.acquire(False)
+    condition.release()
+    assert not condition._is_owned()  # type: ignore[attr-defined]
 
 
 def test_cancel_wakes_waiters_and_runs_callbacks() -> None:

@@ -22,11 +22,11 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import START_METHODS, WAIT
-from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError
+from conftest import START_METHODS, WAIT, join_or_fail
+from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError, _platform
 from jobpool._job import Call, Job, JobQueue
 from jobpool._process import _handle, _state
-from jobpool._process._frames import write_frame
+from jobpool._process._frames import FrameReader, write_frame, write_frames
 from jobpool._process._in_worker import _Inbox
 from jobpool._process._line import JobLine
 from jobpool._process._send_ahead import AHEAD_JOBS
@@ -210,6 +210,94 @@ def test_terminate_resolves_jobs_waiting_in_pipes(
             future.result()
     assert all(f.cancelled() for f in futures if f not in {g for q in ahead for g in q})
     assert jobs.runs_in(marks) == {}
+
+
+def _spy_writes(monkeypatch: pytest.MonkeyPatch, fail_batches: bool = False) -> list[int]:
+    """Record how many job messages each write to a worker carried; ``fail_batches``: every
+    write of more than one message fails as a write to a dead worker's pipe does."""
+    import pickle
+
+    runs: list[int] = []
+    write_frames = _handle.write_frames
+
+    def spy(fd: int, messages: list[bytes]) -> None:
+        count = 0
+        for data in messages:
+            try:
+                count += pickle.loads(data)[0] in (RUN_CALL, RUN_CHUNK)
+            except Exception:  # a function's raw bytes
+                pass
+        runs.append(count)
+        if fail_batches and count > 1:
+            raise BrokenPipeError(32, "Broken pipe")
+        write_frames(fd, messages)
+
+    monkeypatch.setattr(_handle, "write_frames", spy)
+    return runs
+
+
+def test_jobs_sent_ahead_to_one_worker_go_out_in_one_write(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
+) -> None:
+    pool = _warm_pool(make_pool, gate)
+    runs = _spy_writes(eager)
+    held, futures, ahead = _place(pool, gate, lambda: _marked(pool, marks, 2 * AHEAD_JOBS))
+    assert sorted(map(len, ahead)) == [AHEAD_JOBS, AHEAD_JOBS]
+    assert runs.count(AHEAD_JOBS) == 2, runs  # each worker's jobs in one write
+    _release_held(gate, held)
+    _assert_each_ran_once(futures, marks, 2 * AHEAD_JOBS)
+
+
+def test_jobs_whose_write_together_fails_run_elsewhere_once(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, marks: str, eager: pytest.MonkeyPatch
+) -> None:
+    """A worker whose pipe breaks as its jobs go out together is ended like one that died; the
+    jobs it was sent run on the next workers, each once, and the job it ran fails alone."""
+    pool = _warm_pool(make_pool, gate)
+    runs = _spy_writes(eager, fail_batches=True)
+    held = [pool.submit(jobs.gate_job, gate.address, f"a{i}", f"a{i}") for i in range(2)]
+    gate.wait_for("a0")
+    gate.wait_for("a1")
+    futures = _marked(pool, marks, 2 * AHEAD_JOBS)
+    dispatcher = _dispatcher(pool)
+    dispatcher.call(lambda: None)
+    dispatcher.call(lambda: None)  # a whole turn, its send-ahead step included: both fail
+    assert runs.count(AHEAD_JOBS) >= 2, runs
+    eager.setattr(_state, "SHORT_JOB_SECONDS", 0.0)  # the replacements take one job at a time
+    for future in held:
+        with pytest.raises(WorkerCrashedError):
+            future.result(WAIT)
+    _assert_each_ran_once(futures, marks, 2 * AHEAD_JOBS)
+    assert pool.submit(jobs.square, 4).result(WAIT) == 16
+
+
+def test_write_frames_sends_every_message_in_order_through_short_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``writev`` leaves out (a signal, a full pipe) follows in order, as one by one."""
+    import os
+
+    messages = [b"", b"x" * 5, b"y" * 70_000, b"z", b"w" * 3]
+    writev = os.writev
+
+    def short(fd: int, buffers: Any) -> int:
+        return writev(fd, [bytes(b"".join(buffers))[:7]])
+
+    for fake in (short, None):
+        if fake is None:
+            monkeypatch.setattr(_platform, "WRITEV", False)
+        else:
+            monkeypatch.setattr(os, "writev", fake)
+        parent, child = socket.socketpair()
+        with parent, child:
+            reader = FrameReader(child.fileno())
+            sender = threading.Thread(target=write_frames, args=(parent.fileno(), messages))
+            sender.start()  # 70 KB: more than the socket holds before it is read
+            got: list[bytes] = []
+            while len(got) < len(messages):
+                got += reader.read()
+            join_or_fail(sender)
+            assert got == messages
 
 
 def test_short_jobs_queued_after_a_hung_one_finish_with_the_defaults(

@@ -6,56 +6,40 @@ collector tracks, created for each job. With thousands of jobs in flight that al
 the collections it triggers, costs more per job than the job's own bookkeeping.
 :class:`FutureCondition` gives a future exactly what ``concurrent.futures`` uses of its
 condition (``with``, ``acquire``, ``release``, ``wait``, ``notify_all``) in one slotted object
-around a reentrant lock, and makes its list of waiters only when a thread actually waits.
+that is a reentrant lock, and makes its list of waiters only when a thread actually waits.
 """
 
 from __future__ import annotations
 
+import _thread
 import threading
-from types import TracebackType
 from typing import Any, Optional
 
 _allocate_lock = threading.Lock  # the waiter locks, as threading.Condition uses
-_RLock = threading.RLock
 
 
-class FutureCondition:
-    """``threading.Condition`` over an ``RLock``, for one future (see the module docstring)."""
+class FutureCondition(_thread.RLock):  # type: ignore[misc]
+    """``threading.Condition`` over an ``RLock``, for one future (see the module docstring).
 
-    __slots__ = ("_lock", "_waiters")
+    It is the reentrant lock itself, so ``with``, ``acquire`` and ``release`` are the lock's own
+    C methods: a future takes its condition two or three times per job.
+    """
+
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._lock = _RLock()
         self._waiters: Optional[list[Any]] = None
-
-    def __enter__(self) -> bool:
-        return self._lock.__enter__()
-
-    def __exit__(
-        self,
-        kind: Optional[type[BaseException]],
-        error: Optional[BaseException],
-        traceback: Optional[TracebackType],
-    ) -> None:
-        self._lock.__exit__(kind, error, traceback)
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Release the lock, sleep until notified or ``timeout`` passes, take the lock again."""
-        lock = self._lock
-        if not lock._is_owned():  # type: ignore[attr-defined]
+        if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = _allocate_lock()
         waiter.acquire()
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
-        saved = lock._release_save()  # type: ignore[attr-defined]
+        saved = self._release_save()  # type: ignore[attr-defined]
         notified = False
         try:
             if timeout is None:
@@ -66,15 +50,16 @@ class FutureCondition:
                 notified = waiter.acquire(False)
             return notified
         finally:
-            lock._acquire_restore(saved)  # type: ignore[attr-defined]
-            if not notified:
+            self._acquire_restore(saved)  # type: ignore[attr-defined]
+            waiters = self._waiters
+            if not notified and waiters is not None:  # None: notify_all took the list
                 try:
-                    self._waiters.remove(waiter)
+                    waiters.remove(waiter)
                 except ValueError:  # notified between the timeout and taking the lock back
                     pass
 
     def notify_all(self) -> None:
-        if not self._lock._is_owned():  # type: ignore[attr-defined]
+        if not self._is_owned():  # type: ignore[attr-defined]
             raise RuntimeError("cannot notify on un-acquired lock")
         waiters, self._waiters = self._waiters, None
         if waiters:

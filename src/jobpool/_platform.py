@@ -116,6 +116,9 @@ PROCESS_GROUPS = hasattr(os, "setpgid") and hasattr(os, "killpg")
 #: Files shared through a directory, written with ``pwrite`` and locked with ``flock``: the
 #: portable shared memory (``_process/_named_memory``). POSIX. Not a switch: portable code has it.
 SHARED_FILES = os.name == "posix" and hasattr(os, "pwrite")
+#: ``os.writev``: several messages to a worker in one system call (``_process/_frames``). POSIX.
+#: Not a switch: portable code has it.
+WRITEV = hasattr(os, "writev")
 
 
 def pidfd_open(pid: Optional[int]) -> Optional[int]:

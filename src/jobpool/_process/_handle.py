@@ -30,7 +30,7 @@ from .._errors import JobKilledError, MemoryLimitError
 from .._job import Call, Job
 from .._protocol import RUN_CALL, RUN_CHUNK, STOP
 from ._death_notice import held_here_only, worker_exit_pipe
-from ._frames import FrameReader, write_frame
+from ._frames import FrameReader, write_frame, write_frames
 from ._in_worker import worker_main
 from ._large_data import Channel, LargeData
 from ._lease import Lease
@@ -90,6 +90,9 @@ class WorkerHandle:
         self.protocol_breach: Optional[str] = None
         # Why a job could not be sent to it, if that is why we killed it (see run).
         self.unreachable: Optional[str] = None
+        # Messages written together once the dispatcher has sent all it sends now (see
+        # hold_writes); None: each send writes at once.
+        self._outbox: Optional[list[bytes]] = None
         self.replied_after_kill = False  # so it started the next job sent ahead
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
         # Its memory: the running job's limit, its own size, the OOM killer (see _memory).
@@ -262,34 +265,71 @@ class WorkerHandle:
         try:
             self._send(job)
         except OSError as exc:
-            # The worker died under us, or it broke its own end of a pipe (a job closed it):
-            # either way it cannot run what it holds. A live one would wait for a job that never
-            # came, its future never resolved: end it as if it had crashed (no KILL move: the
-            # replies it sent before still count), and its exit fails its running job and hands
-            # back the ones behind it. A dead one is only a zombie to be reaped.
-            if self.unreachable is None:
-                self.unreachable = f"{type(exc).__name__}: {exc}"
-                kill_worker(self.process, self.exit_fd if self._owns_exit_fd else None)
+            self._cannot_write(exc)
+            raise
+
+    def _cannot_write(self, exc: OSError) -> None:
+        """The worker died under us, or it broke its own end of a pipe (a job closed it):
+        either way it cannot run what it holds. A live one would wait for a job that never
+        came, its future never resolved: end it as if it had crashed (no KILL move: the replies
+        it sent before still count), and its exit fails its running job and hands back the ones
+        behind it. A dead one is only a zombie to be reaped."""
+        if self.unreachable is None:
+            self.unreachable = f"{type(exc).__name__}: {exc}"
+            kill_worker(self.process, self.exit_fd if self._owns_exit_fd else None)
+
+    def hold_writes(self) -> None:
+        """Keep what is sent to it from now until ``flush_writes``, to write it in one call.
+
+        The dispatcher holds them while it sends a busy worker several jobs at once: one
+        system call (and one hand-off of the GIL) where each job took one.
+        """
+        if self._outbox is None:
+            self._outbox = []
+
+    def flush_writes(self) -> None:
+        """Write what was held; raises ``OSError`` as ``run`` does (the worker is then ended)."""
+        messages, self._outbox = self._outbox, None
+        if not messages:
+            return
+        try:
+            write_frames(self.fd, messages)
+        except OSError as exc:
+            self._cannot_write(exc)
             raise
 
     def _send(self, job: Job) -> None:
-        serialized = job.serialized
-        assert serialized is not None
-        fn_bytes = serialized.fn_bytes
-        key = serialized.fn_key
-        if key is not None:
-            assert fn_bytes is not None
-            self.shipped.send_function(key, fn_bytes, serialized.fn_blobs, self._write)
-            fn_bytes = None
-        tag = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
-        body: Any = serialized.body
-        if serialized.segment is not None:  # its descriptor first, then the message naming it
-            assert self.segments is not None
-            body = serialized.segment.send(self.segments, job.id, body)
-        self._write(pickle.dumps((tag, job.id, key, fn_bytes, body), pickle.HIGHEST_PROTOCOL))
+        """The job's messages (its function first, if the worker lacks it), in one write."""
+        held = self._outbox is not None
+        if not held:
+            self._outbox = []
+        try:
+            serialized = job.serialized
+            assert serialized is not None
+            fn_bytes = serialized.fn_bytes
+            key = serialized.fn_key
+            if key is not None:
+                assert fn_bytes is not None
+                self.shipped.send_function(key, fn_bytes, serialized.fn_blobs, self._write)
+                fn_bytes = None
+            tag = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
+            body: Any = serialized.body
+            if serialized.segment is not None:  # its descriptor first, then the message naming it
+                assert self.segments is not None
+                body = serialized.segment.send(self.segments, job.id, body)
+            self._write(pickle.dumps((tag, job.id, key, fn_bytes, body), pickle.HIGHEST_PROTOCOL))
+        finally:
+            if not held:  # what was made before a failure goes out, as it did one by one
+                messages, self._outbox = self._outbox, None
+                if messages:
+                    write_frames(self.fd, messages)
 
     def _write(self, data: bytes) -> None:
-        write_frame(self.fd, data)
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.append(data)
+        else:
+            write_frame(self.fd, data)
 
     def replied(self, job_id: int) -> Optional[Job]:
         """It replied to job ``job_id``: that job, done here (None if it is not the one it

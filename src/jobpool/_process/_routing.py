@@ -34,15 +34,26 @@ def send_ahead(workers: Workers, line: JobLine) -> None:
         return
     now = time.monotonic()
     for handle in workers.handles:
-        while may_take_ahead(
+        if not may_take_ahead(
             handle.state, len(handle.ahead), handle.job_seconds, now - handle.started_at
         ):
-            job = line.next_job_if(handle.fits_ahead)
-            if job is None:
-                break
+            continue
+        handle.hold_writes()  # the jobs it takes now go out in one write
+        try:
+            while may_take_ahead(
+                handle.state, len(handle.ahead), handle.job_seconds, now - handle.started_at
+            ):
+                job = line.next_job_if(handle.fits_ahead)
+                if job is None:
+                    break
+                try:
+                    handle.run(job)
+                except OSError:  # the worker died under us: its exit requeues the jobs
+                    break
+        finally:
             try:
-                handle.run(job)
-            except OSError:  # the worker died under us: its exit requeues the job
-                break
+                handle.flush_writes()
+            except OSError:  # as above
+                pass
         if not line.waiting():
             return
