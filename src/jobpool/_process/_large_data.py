@@ -46,6 +46,14 @@ if TYPE_CHECKING:
     from ._named_memory import NamedSegment, ParentEnd, WorkerEnd
     from ._shared_memory import Segment
 
+    # One end of a worker's segment channel: a socket passing memfds, or an end of named
+    # segments.
+    Channel = Union[socket.socket, ParentEnd, WorkerEnd]
+else:
+    # Only annotations use it (_handle imports the name): a worker builds no Union, which would
+    # import _named_memory or compile forward references, each dearer than this whole module.
+    Channel = object
+
 Spans = list[tuple[int, int]]  # (offset, size) of each out-of-band buffer in the segment
 Wire = tuple[bytes, Spans, int]  # what replaces the pickled bytes: (stream, spans, segment size)
 
@@ -155,10 +163,6 @@ class Incoming:
             return segment.map(writable)
         finally:
             segment.close()
-
-
-# One end of a worker's segment channel: a socket passing memfds, or an end of named segments.
-Channel = Union[socket.socket, "ParentEnd", "WorkerEnd"]
 
 
 def _worker_end(channel: Optional[Channel]) -> Optional[WorkerEnd]:
