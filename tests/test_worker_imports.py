@@ -30,6 +30,15 @@ NOT_IN_WORKER = (
     "jobpool._process._shared_memory",
     "jobpool._process._named_memory",
     "jobpool._remote",
+    # _job (queues, futures, retries): a worker runs the work alone (_work). With it went
+    # _retry, _priority (queue, heapq), _condition, _deadlines; _pickling_advice explains
+    # failures only.
+    "jobpool._job",
+    "jobpool._retry",
+    "jobpool._priority",
+    "queue",
+    "heapq",
+    "jobpool._pickling_advice",
 )
 
 _SOURCE = str(Path(jobpool.__file__).resolve().parent.parent)

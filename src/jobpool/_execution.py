@@ -16,10 +16,10 @@ from collections.abc import Hashable
 from typing import Any, Callable, Optional
 
 from . import _main_globals
-from ._job import ChunkResult, run_chunk
 from ._protocol import FUNCTION_CACHE_SIZE, OK, RAISED, RUN_CALL, RUN_CHUNK
 from ._remote_exceptions import pack_exception
 from ._serialization import dumps
+from ._work import ChunkResult, run_chunk
 
 
 def dump_result(value: Any) -> bytes:

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 from .. import _platform
 from .._errors import SerializationError
-from .._job import Call, ChunkResult
 from .._serialization import dumps
+from .._work import Call, ChunkResult
 from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
 
 if TYPE_CHECKING:
