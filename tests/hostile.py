@@ -243,17 +243,17 @@ def keep_result_segment(size: int) -> Any:
     thread the job left could (``/proc/self/fd``), to change it after the caller has it."""
     import numpy as np
 
-    from jobpool._process import _large_data
+    from jobpool._process import _shared_memory
 
-    real = _large_data.write_segment
+    real = _shared_memory.write_segment
 
     def write_and_keep(buffers: Any) -> Any:
-        _large_data.write_segment = real  # once
+        _shared_memory.write_segment = real  # once
         segment, offsets = real(buffers)
         KEPT.append(os.open(f"/proc/self/fd/{segment.fd}", os.O_RDWR))
         return segment, offsets
 
-    _large_data.write_segment = write_and_keep
+    _shared_memory.write_segment = write_and_keep
     return np.full(size, 7, dtype=np.uint8)
 
 

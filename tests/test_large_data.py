@@ -593,7 +593,7 @@ def test_a_refused_job_tried_again_through_the_pipe_leaves_its_old_segment(
             tried_again.set()
         return answers[-1]
 
-    monkeypatch.setattr(_large_data, "may_hold_another", budget)
+    monkeypatch.setattr(_shared_memory, "may_hold_another", budget)
 
     async def run_it() -> Any:
         task = asyncio.ensure_future(pool.run(jobs.identity, jobs.bytes_of(4096)))

@@ -19,8 +19,27 @@ from conftest import WAIT
 from jobpool._process._context import WORKER_PRELOAD
 
 # Modules jobpool's worker side once imported and no longer does, each for a path only some
-# processes take. secrets (with hmac, hashlib): the portable mode's directory names.
-NOT_IN_WORKER = ("secrets", "hmac", "hashlib")
+# processes take. secrets (with hmac, hashlib): the portable mode's directory names. The
+# segment modules (with mmap): a worker's first large buffer (_large_data). _remote: the
+# caller's side of replies.
+NOT_IN_WORKER = (
+    "secrets",
+    "hmac",
+    "hashlib",
+    "mmap",
+    "jobpool._process._shared_memory",
+    "jobpool._process._named_memory",
+    "jobpool._remote",
+    # _job (queues, futures, retries): a worker runs the work alone (_work). With it went
+    # _retry, _priority (queue, heapq), _condition, _deadlines; _pickling_advice explains
+    # failures only.
+    "jobpool._job",
+    "jobpool._retry",
+    "jobpool._priority",
+    "queue",
+    "heapq",
+    "jobpool._pickling_advice",
+)
 
 _SOURCE = str(Path(jobpool.__file__).resolve().parent.parent)
 

@@ -21,6 +21,11 @@ Lifetime, which is the hard part, follows from who holds what:
   private mapping of it is the only holder left, and goes with the result object.
 - Descriptors in flight on a socket whose ends are all closed are freed by the kernel, and a
   forked child closes the segment descriptors it inherited (``_shared_memory``).
+
+A worker imports this module at start, but the segment modules (``_shared_memory``, and
+``_named_memory`` where segments are named files) only when it meets its first large buffer:
+most workers never do, and the fork server that preloads the worker side starts faster without
+them. The parent imports them when it makes a pool's settings (:func:`large_data`).
 """
 
 from __future__ import annotations
@@ -28,38 +33,43 @@ from __future__ import annotations
 import errno
 import functools
 import socket
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 from .. import _platform
 from .._errors import SerializationError
-from .._job import Call, ChunkResult, Job, Serialized
-from .._pickling_advice import explain_failure
-from .._remote import load_failed
 from .._serialization import dumps
-from ._named_memory import NamedSegment, ParentEnd, WorkerEnd, argument_path, own_directory
-from ._named_memory import write_file as write_named_file
+from .._work import Call, ChunkResult
 from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
-from ._shared_memory import (
-    Segment,
-    may_hold_another,
-    receive_fd,
-    send_fd,
-    socket_pair,
-    write_segment,
-)
+
+if TYPE_CHECKING:
+    from .._job import Job, Serialized
+    from ._named_memory import NamedSegment, ParentEnd, WorkerEnd
+    from ._shared_memory import Segment
+
+    # One end of a worker's segment channel: a socket passing memfds, or an end of named
+    # segments.
+    Channel = Union[socket.socket, ParentEnd, WorkerEnd]
+else:
+    # Only annotations use it (_handle imports the name): a worker builds no Union, which would
+    # import _named_memory or compile forward references, each dearer than this whole module.
+    Channel = object
 
 Spans = list[tuple[int, int]]  # (offset, size) of each out-of-band buffer in the segment
 Wire = tuple[bytes, Spans, int]  # what replaces the pickled bytes: (stream, spans, segment size)
 
 
 class Outgoing:
-    """A payload's segment on the sending side, and where its buffers lie in it."""
+    """A payload's segment on the sending side, and where its buffers lie in it.
 
-    __slots__ = ("segment", "spans")
+    ``named``: the segment is a named file (``_named_memory.NamedSegment``), not a memfd.
+    """
 
-    def __init__(self, segment: Segment, spans: Spans) -> None:
+    __slots__ = ("named", "segment", "spans")
+
+    def __init__(self, segment: Segment, spans: Spans, named: bool) -> None:
         self.segment = segment
         self.spans = spans
+        self.named = named
 
     def close(self) -> None:
         self.segment.close()
@@ -70,17 +80,19 @@ class Outgoing:
         A named segment is not passed: the receiver opens it by name (``_named_memory``).
         """
         segment = self.segment
-        if type(segment) is NamedSegment:
-            segment.ensure_named()
+        if self.named:
+            cast("NamedSegment", segment).ensure_named()
         else:
+            from ._shared_memory import send_fd
+
             fd = segment.fd
             send_fd(channel, key, fd if fd >= 0 else None)
         return stream, self.spans, segment.size
 
     def handed_over(self) -> None:
         """The message announcing it is on its way: a result's name is the receiver's now."""
-        if type(self.segment) is NamedSegment:
-            self.segment.disown()
+        if self.named:
+            cast("NamedSegment", self.segment).disown()
 
 
 def _in_band(payload: Any, what: str, to_worker: bool) -> bytes:
@@ -93,11 +105,17 @@ _NEVER = 1 << 62  # a threshold no buffer reaches
 
 def _outgoing(views: list[memoryview], path: Optional[str] = None) -> Outgoing:
     """A new segment holding ``views``: a memfd, or the file ``path`` (``_named_memory``)."""
+    segment: Segment
     if path is None:
+        from ._shared_memory import write_segment
+
         segment, offsets = write_segment(views)
     else:
-        segment, offsets = write_named_file(path, views)
-    return Outgoing(segment, [(offset, view.nbytes) for offset, view in zip(offsets, views)])
+        from ._named_memory import write_file
+
+        segment, offsets = write_file(path, views)
+    spans = [(offset, view.nbytes) for offset, view in zip(offsets, views)]
+    return Outgoing(segment, spans, named=path is not None)
 
 
 class Incoming:
@@ -129,6 +147,8 @@ class Incoming:
         try:
             return True, loads(self.stream, mapped, self.spans, True)
         except BaseException as exc:
+            from .._remote import load_failed
+
             salvage = functools.partial(salvage_loads, self.stream, mapped, self.spans, True)
             return load_failed(job, exc, salvage)
 
@@ -145,7 +165,17 @@ class Incoming:
             segment.close()
 
 
-Channel = Union[socket.socket, ParentEnd, WorkerEnd]  # one end of a worker's segment channel
+def _worker_end(channel: Optional[Channel]) -> Optional[WorkerEnd]:
+    """``channel`` if it is a worker's end of named segments, else None.
+
+    A named end exists only where ``_named_memory`` is imported (it was made or unpickled
+    here), so a socket or None never imports it.
+    """
+    if channel is None or isinstance(channel, socket.socket):
+        return None
+    from ._named_memory import WorkerEnd
+
+    return channel if isinstance(channel, WorkerEnd) else None
 
 
 def receive(channel: Optional[Channel], key: int, wire: Wire) -> Incoming:
@@ -157,8 +187,10 @@ def receive(channel: Optional[Channel], key: int, wire: Wire) -> Incoming:
     try:
         if channel is None:
             raise OSError("no shared-memory channel to this process")
-        if isinstance(channel, (ParentEnd, WorkerEnd)):
+        if not isinstance(channel, socket.socket):  # an end of named segments
             return Incoming(wire, channel.receive(key, wire[2]), None)
+        from ._shared_memory import Segment, receive_fd
+
         fd = receive_fd(channel, key)
     except OSError as exc:
         if exc.errno is not None and exc.errno != errno.EMFILE:  # (EMFILE says it already)
@@ -173,15 +205,16 @@ def receive(channel: Optional[Channel], key: int, wire: Wire) -> Incoming:
 def discard(channel: Optional[Channel], key: int) -> None:
     """A job given back unstarted: take its descriptor off ``channel`` and close it. A named
     segment stays where it is: its name is still the parent's, to send the job again."""
-    if not isinstance(channel, WorkerEnd):
+    if _worker_end(channel) is None:
         receive(channel, key, (b"", [], 0))
 
 
 def release_on_parent_death(channel: Optional[Channel]) -> None:
     """In a worker whose parent died: remove what the parent left in shared memory (named
     segments; memfds the kernel frees by itself)."""
-    if isinstance(channel, WorkerEnd):
-        channel.parent_died()
+    worker_end = _worker_end(channel)
+    if worker_end is not None:
+        worker_end.parent_died()
 
 
 class LargeData:
@@ -204,7 +237,7 @@ class LargeData:
         self.threshold = threshold
         self.writable = writable
         self.channel = channel
-        self.named = named or isinstance(channel, WorkerEnd)
+        self.named = named or _worker_end(channel) is not None
 
     @property
     def settings(self) -> tuple[int, bool]:
@@ -216,7 +249,11 @@ class LargeData:
     def channel_pair(self) -> tuple[Channel, Channel]:
         """The parent's and the worker's end of a new worker's segment channel."""
         if not self.named:
+            from ._shared_memory import socket_pair
+
             return socket_pair()
+        from ._named_memory import ParentEnd, own_directory
+
         parent = ParentEnd(own_directory())
         return parent, parent.worker_end()
 
@@ -251,12 +288,20 @@ class LargeData:
                     return
             body, views = pickle_payload(payload, "job", threshold, likely_large=True)
         except SerializationError as exc:  # named from the whole call: "args[0].conn"
+            from .._pickling_advice import explain_failure
+
             raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
         if views:
+            from ._shared_memory import may_hold_another
+
             try:
                 if not may_hold_another():
                     raise OSError("this process holds its budget of shared-memory segments")
-                path = argument_path(own_directory().path, job.id) if self.named else None
+                path = None
+                if self.named:
+                    from ._named_memory import argument_path, own_directory
+
+                    path = argument_path(own_directory().path, job.id)
                 outgoing = _outgoing(views, path)
             except OSError:
                 body = _in_band(payload, "job", True)
@@ -284,10 +329,11 @@ class LargeData:
         try:
             if channel is None:
                 raise OSError("no shared-memory channel to the parent")
-            if isinstance(channel, WorkerEnd):
-                segment, offsets = channel.write_result(key, views)
+            worker_end = _worker_end(channel)
+            if worker_end is not None:
+                segment, offsets = worker_end.write_result(key, views)
                 spans = [(offset, view.nbytes) for offset, view in zip(offsets, views)]
-                outgoing = Outgoing(segment, spans)
+                outgoing = Outgoing(segment, spans, named=True)
             else:
                 outgoing = _outgoing(views)
         except OSError:
@@ -311,8 +357,15 @@ def large_data(threshold: Optional[int], writable: bool) -> Optional[LargeData]:
     memfd (``_shared_memory``) nor named files (``_named_memory``): everything in the pipe."""
     if threshold is None:
         return None
+    # The parent's side of the segments, imported now, before any worker is forked from this
+    # process: a fork never catches one of them half-imported by another thread (which would
+    # leave its import lock held in the child).
     if _platform.MEMFD:
+        from . import _shared_memory  # noqa: F401
+
         return LargeData(threshold, writable)
     if _platform.SHARED_FILES:
+        from . import _named_memory  # noqa: F401
+
         return LargeData(threshold, writable, named=True)
     return None
