@@ -128,6 +128,33 @@ def test_the_fork_server_preloads_what_a_worker_needs(tmp_path: Path) -> None:
     assert done.stdout.strip() == "[True, True]", done.stderr
 
 
+FREEZE_SCRIPT = """
+import gc
+from jobpool import Pool
+
+if __name__ == "__main__":
+    with Pool(1, backend="process", start_method="forkserver") as pool:
+        print(gc.get_freeze_count(), pool.submit(gc.get_freeze_count).result(60))
+"""
+
+
+@pytest.mark.skipif("forkserver" not in START_METHODS, reason="no fork server here")
+def test_the_fork_server_freezes_what_it_preloaded(tmp_path: Path) -> None:
+    """A worker's garbage collections leave alone the objects it shares with the fork server
+    (``gc.freeze`` after the preload); the caller's own collector is untouched."""
+    script = tmp_path / "freeze.py"
+    script.write_text(FREEZE_SCRIPT)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    in_caller, in_worker = map(int, done.stdout.split())
+    assert in_caller == 0
+    assert in_worker > 1000  # the worker side and cloudpickle: tens of thousands of objects
+
+
 # --- thread pools ---------------------------------------------------------------------------------
 
 

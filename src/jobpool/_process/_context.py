@@ -109,12 +109,9 @@ def _forget_fork_server() -> None:
 after_fork_in_child(_forget_fork_server)
 
 
-# What the fork server imports once, so that each worker it forks has it already: the worker's
-# side of jobpool, and cloudpickle, which loads every function sent by value (a script's own
-# functions, lambdas, closures). A worker that imported cloudpickle itself at its first such job
-# would spend more CPU on that import than on its whole start (about 16 ms a worker; 50 workers
-# on 2 cores: most of a second).
-WORKER_PRELOAD = ("jobpool._process._in_worker", "cloudpickle")
+# What the fork server imports once, so that each worker it forks has it already (see
+# _fork_server: the worker's side of jobpool and cloudpickle, imported without collections).
+WORKER_PRELOAD = ("jobpool._process._fork_server",)
 
 
 def start_fork_server() -> None:
