@@ -30,7 +30,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import select
 import signal
 import sys
 import threading
@@ -353,8 +352,6 @@ class _Inbox:
     def __init__(self, conn: Connection, large: Optional[LargeData] = None) -> None:
         self.segments = None if large is None else large.channel
         self._reader = FrameReader(conn.fileno())
-        self._poll = select.poll()
-        self._poll.register(conn.fileno(), select.POLLIN)
         self._waiting: deque[bytes] = deque()
         self._lock = threading.Lock()
 
@@ -371,7 +368,6 @@ class _Inbox:
     def _next_frame(self) -> bytes:
         waiting = self._waiting
         while not waiting:
-            self._poll.poll()
             waiting.extend(self._reader.read())
             if self._reader.eof and not waiting:
                 raise EOFError
