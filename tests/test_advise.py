@@ -91,3 +91,27 @@ def test_cli_reports_a_bad_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["advise", "advise_samples:no_such_function"]) == 2
     assert "cannot load" in capsys.readouterr().err
     assert main(["advise", "not a target"]) == 2
+
+
+def _batch(backend: str, workers: int, calls: int, call_wall: float, cpu: float, queued: float):  # type: ignore[no-untyped-def]
+    """A batch of ``calls`` identical calls as ``_run`` sums them (no steal)."""
+    outcomes = [(call_wall, cpu, queued, None)] * calls
+    return _advise._run(backend, workers, 0.0, outcomes)
+
+
+def test_threads_waiting_for_each_others_gil_are_not_credited_as_other_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pure-Python calls on 2 threads on a machine with one CPU busy: each call takes twice its
+    CPU time (it waits for the other thread's GIL), and part of that wait shows as waiting for
+    a CPU. An idle machine would not remove it: threads stay at about 1x, not the 1.4x a full
+    credit gives. A process pool's waits for a CPU are all credited (no GIL between workers)."""
+    monkeypatch.setattr(_advise, "_stolen", lambda: 0.0)
+    serial = _batch("serial", 1, 10, 0.1, 0.095, 0.005)  # 5% waits for a CPU, as other load
+    assert serial.waited == pytest.approx(0.05)
+    threads = _batch("thread", 2, 10, 0.2, 0.1, 0.06)  # 30% of each call queued
+    processes = _batch("process", 2, 10, 0.2, 0.1, 0.06)
+    thread_estimate = _advise._best([threads], serial).estimate
+    process_estimate = _advise._best([processes], serial).estimate
+    assert thread_estimate <= 1.0
+    assert process_estimate == pytest.approx(2 * 0.095 / 0.14)  # net 0.14 per call: 1.36x

@@ -98,6 +98,7 @@ class Run:
     speedup: float = 1.0  # measured, against the serial rate
     estimate: float = 1.0  # on an idle machine: from per-call times without CPU waits
     startup: float = 0.0  # process pools: starting the workers, paid once
+    waited: float = 0.0  # seconds taken off the calls' times as waits for a CPU (net's part)
 
     @property
     def efficiency(self) -> float:
@@ -181,15 +182,18 @@ def _stolen() -> float:
 
 def _run(backend: str, workers: int, start: float, outcomes: Iterable[Outcome]) -> Run:
     calls = 0
-    cpu = net = 0.0
+    cpu = wall = net = 0.0
     stolen = _stolen()
     for call_wall, call_cpu, queued, _ in outcomes:
         calls += 1
         cpu += call_cpu
+        wall += call_wall
         net += max(call_cpu, call_wall - queued)
     # Only the batch runs while it is measured, so the CPUs' steal is what its calls lost.
     net = max(cpu, net - (_stolen() - stolen))
-    return Run(backend, workers, calls, time.perf_counter() - start, cpu, net)
+    run = Run(backend, workers, calls, time.perf_counter() - start, cpu, net)
+    run.waited = max(0.0, wall - net)
+    return run
 
 
 def _serial(timed: Timed, calls: int) -> Run:
@@ -213,10 +217,24 @@ def _best(runs: list[Run], serial: Optional[Run], extra: float = 0.0) -> Run:
         serial_call = serial.wall / serial.calls
         best.speedup = serial_call * best.calls / best.wall if best.wall > 0 else float("inf")
         # Per-call times pooled over every round: steadier than any one batch.
-        per_call = sum(run.net for run in runs) / sum(run.calls for run in runs) + extra
+        per_call = sum(_net(run, serial) for run in runs) / sum(run.calls for run in runs) + extra
         serial_net = serial.net / serial.calls
         best.estimate = min(best.workers, best.workers * serial_net / per_call)
     return best
+
+
+def _net(run: Run, serial: Run) -> float:
+    """``run.net``, less for threads: a thread that waits for the GIL sleeps until the holder
+    lets it go, then waits for a CPU, and on a busy machine that second wait is long, as other
+    programs hold the CPUs. It is the GIL's wait all the same, which an idle machine would not
+    remove. So threads are credited with waits for a CPU only at the rate the serial calls met
+    them, per second on a CPU; beyond that, their waits count as the call's own time (as
+    waiting for each other). A process waits for no GIL: each worker's waits for a CPU are
+    other load's, or its siblings' on too few free CPUs, none of which an idle machine has."""
+    if run.backend != "thread" or serial.cpu <= 0:
+        return run.net
+    allowed = run.cpu * serial.waited / serial.cpu
+    return run.net + max(0.0, run.waited - allowed)
 
 
 def _pickle_cost(timed: Timed, result: Any) -> tuple[Optional[float], Optional[int], Optional[str]]:
