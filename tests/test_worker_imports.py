@@ -31,13 +31,12 @@ NOT_IN_WORKER = (
     "jobpool._process._named_memory",
     "jobpool._remote",
     # _job (queues, futures, retries): a worker runs the work alone (_work). With it went
-    # _retry, _priority (queue, heapq), _condition, _deadlines; _pickling_advice explains
-    # failures only.
+    # _retry, _priority (queue, heapq: not named here, as Python 3.9's collections imports it
+    # at start), _condition, _deadlines; _pickling_advice explains failures only.
     "jobpool._job",
     "jobpool._retry",
     "jobpool._priority",
     "queue",
-    "heapq",
     "jobpool._pickling_advice",
 )
 
