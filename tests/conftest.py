@@ -350,6 +350,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     (the names are ``jobpool._platform.MECHANISMS``): it is skipped, with that reason, where one
     of them is missing or turned off (``JOBPOOL_PORTABLE=1``, ``JOBPOOL_DISABLE=...``)."""
     _skip_linux_only(items)
+    _mark_unswitched(items)
     if RUN_SLOW or "slow" in (config.getoption("markexpr", "") or ""):
         return
     skip = pytest.mark.skip(reason=SLOW_REASON)
@@ -360,6 +361,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 SLOW_REASON = "slow: set JOBPOOL_RUN_SLOW=1 or select -m slow"
 LINUX_ONLY = "linux_only"
+
+
+# Backends and test files with none of the mechanisms ``JOBPOOL_PORTABLE`` switches off on their
+# path (memfd, pidfd, epoll... are the process backend's): a thread or Dask pool, the docs' pages.
+_UNSWITCHED_BACKENDS = ("thread", "dask")
+_UNSWITCHED_FILES = ("test_docs.py", "test_dask.py")
+UNSWITCHED = "unswitched"
+
+
+def _mark_unswitched(items: list[pytest.Item]) -> None:
+    """Mark ``unswitched`` the tests that run the same code whatever the switches say, so that
+    CI's second run with ``JOBPOOL_PORTABLE=1`` leaves them out (``-m "not unswitched"``): the
+    first run covered them."""
+    marker = getattr(pytest.mark, UNSWITCHED)
+    for item in items:
+        params = getattr(item, "callspec", None)
+        backend = params.params.get("backend") if params is not None else None
+        if (
+            isinstance(backend, str) and backend.startswith(_UNSWITCHED_BACKENDS)
+        ) or item.path.name in _UNSWITCHED_FILES:
+            item.add_marker(marker)
 
 
 def _skip_linux_only(items: list[pytest.Item]) -> None:

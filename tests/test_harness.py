@@ -212,3 +212,27 @@ def test_deadline_helpers_fail_with_a_message() -> None:
     with pytest.raises(ZeroDivisionError):  # what the call raises comes back
         within(lambda: 1 / 0)
     assert within(sorted, iter([2, 1])) == [1, 2]
+
+
+UNSWITCHED_SOURCE = """
+import pytest
+
+@pytest.mark.parametrize("backend", ["thread", "process-forkserver", "dask"])
+def test_by_backend(backend):
+    pass
+
+def test_without_a_backend():
+    pass
+"""
+
+
+def test_the_portable_rerun_leaves_out_only_what_no_switch_changes(tmp_path: Path) -> None:
+    """CI's second run (``JOBPOOL_PORTABLE=1 ... -m "not unswitched"``) keeps every test that
+    may take a process backend's path: a process pool, and a test that names no backend."""
+    run = run_pytest(tmp_path, UNSWITCHED_SOURCE, "--collect-only", "-m", "not unswitched")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    assert "test_by_backend[process-forkserver]" in output, output
+    assert "test_without_a_backend" in output, output
+    assert "[thread]" not in output and "[dask]" not in output, output
+    assert "2/4 tests collected (2 deselected)" in output, output

@@ -29,7 +29,7 @@ mechanism       used for                                     without it
 
 **The switches are a testing aid, not a tuning knob.** ``JOBPOOL_PORTABLE=1`` turns every one of
 these off at once, so that the process backend runs on Linux exactly the code a POSIX system
-without them runs (CI runs the whole test suite a second time so). ``JOBPOOL_DISABLE=memfd,pidfd``
+without them runs (CI runs the test suite a second time so). ``JOBPOOL_DISABLE=memfd,pidfd``
 turns off the ones named, for a test that needs one off and the rest on. Both are read once, when
 this module is first imported (a worker process reads them from the environment it inherits);
 an unknown name or value is an error, so a typo cannot test the wrong thing in silence.
