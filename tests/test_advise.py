@@ -93,7 +93,9 @@ def test_cli_reports_a_bad_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["advise", "not a target"]) == 2
 
 
-def _batch(backend: str, workers: int, calls: int, call_wall: float, cpu: float, queued: float):  # type: ignore[no-untyped-def]
+def _batch(
+    backend: str, workers: int, calls: int, call_wall: float, cpu: float, queued: float
+) -> _advise.Run:
     """A batch of ``calls`` identical calls as ``_run`` sums them (no steal)."""
     outcomes = [(call_wall, cpu, queued, None)] * calls
     return _advise._run(backend, workers, 0.0, outcomes)

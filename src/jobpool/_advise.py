@@ -191,9 +191,8 @@ def _run(backend: str, workers: int, start: float, outcomes: Iterable[Outcome]) 
         net += max(call_cpu, call_wall - queued)
     # Only the batch runs while it is measured, so the CPUs' steal is what its calls lost.
     net = max(cpu, net - (_stolen() - stolen))
-    run = Run(backend, workers, calls, time.perf_counter() - start, cpu, net)
-    run.waited = max(0.0, wall - net)
-    return run
+    elapsed = time.perf_counter() - start
+    return Run(backend, workers, calls, elapsed, cpu, net, waited=max(0.0, wall - net))
 
 
 def _serial(timed: Timed, calls: int) -> Run:

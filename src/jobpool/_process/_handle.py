@@ -299,30 +299,20 @@ class WorkerHandle:
             raise
 
     def _send(self, job: Job) -> None:
-        """The job's messages (its function first, if the worker lacks it), in one write."""
-        held = self._outbox is not None
-        if not held:
-            self._outbox = []
-        try:
-            serialized = job.serialized
-            assert serialized is not None
-            fn_bytes = serialized.fn_bytes
-            key = serialized.fn_key
-            if key is not None:
-                assert fn_bytes is not None
-                self.shipped.send_function(key, fn_bytes, serialized.fn_blobs, self._write)
-                fn_bytes = None
-            tag = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
-            body: Any = serialized.body
-            if serialized.segment is not None:  # its descriptor first, then the message naming it
-                assert self.segments is not None
-                body = serialized.segment.send(self.segments, job.id, body)
-            self._write(pickle.dumps((tag, job.id, key, fn_bytes, body), pickle.HIGHEST_PROTOCOL))
-        finally:
-            if not held:  # what was made before a failure goes out, as it did one by one
-                messages, self._outbox = self._outbox, None
-                if messages:
-                    write_frames(self.fd, messages)
+        serialized = job.serialized
+        assert serialized is not None
+        fn_bytes = serialized.fn_bytes
+        key = serialized.fn_key
+        if key is not None:
+            assert fn_bytes is not None
+            self.shipped.send_function(key, fn_bytes, serialized.fn_blobs, self._write)
+            fn_bytes = None
+        tag = RUN_CALL if isinstance(job.work, Call) else RUN_CHUNK
+        body: Any = serialized.body
+        if serialized.segment is not None:  # its descriptor first, then the message naming it
+            assert self.segments is not None
+            body = serialized.segment.send(self.segments, job.id, body)
+        self._write(pickle.dumps((tag, job.id, key, fn_bytes, body), pickle.HIGHEST_PROTOCOL))
 
     def _write(self, data: bytes) -> None:
         outbox = self._outbox
