@@ -9,10 +9,13 @@ brings one back fails here, and should be deferred to the function that needs it
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import jobpool
 from conftest import WAIT
@@ -68,3 +71,56 @@ def test_fork_server_preload_leaves_out_what_workers_do_not_need() -> None:
 def test_interpreter_itself_does_not_import_them() -> None:
     """Guards the test above: a module Python loads at start would make it pass vacuously."""
     assert modules_after_importing(()).isdisjoint(NOT_IN_WORKER)
+
+
+SERVER_MODULES = """
+import importlib, json, sys
+import multiprocessing.forkserver  # what the stdlib's fork server runs
+for name in {names!r}:
+    importlib.import_module(name)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server here"
+)
+def test_a_worker_imports_nothing_at_start_that_its_fork_server_did_not() -> None:
+    """Each import a worker makes for itself is paid again at every start (and a recycled
+    worker starts often): what every worker needs belongs in the preload."""
+    code = SERVER_MODULES.format(names=list(WORKER_PRELOAD))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_SOURCE, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    in_server = set(json.loads(done.stdout))
+    with jobpool.Pool(1, backend="process", start_method="forkserver") as pool:
+        # eval travels by reference and imports nothing: the worker's modules as it started
+        in_worker = set(pool.submit(eval, "sorted(__import__('sys').modules)").result(WAIT))
+    assert "jobpool._process._in_worker" in in_worker
+    assert sorted(in_worker - in_server) == []
+
+
+FORK_CHILD = """
+import os, sys
+import jobpool._process._context  # its fork hook forgets an inherited fork server
+pid = os.fork()
+if pid == 0:
+    os._exit(10 + ("multiprocessing.forkserver" in sys.modules))
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_fork_imports_no_fork_server_machinery_the_parent_had_not() -> None:
+    """A child forked by a process that never used a fork server (a worker under fork, a job's
+    own fork) has nothing to forget, and must not pay for importing the stdlib's fork server
+    with its resource tracker to find that out."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_SOURCE, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_CHILD], env=env, capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "10"

@@ -16,7 +16,8 @@ mechanism       used for                                     without it
 ``subreaper``   ``PR_SET_CHILD_SUBREAPER``: detached         detached programs escape to init
                 programs stay below their worker
 ``proc``        the /proc walk that stops a worker's whole   one ``SIGKILL`` to the worker's
-                tree; ``advise``'s schedstat and steal time  process group; plain wall clock
+                tree; ``advise``'s schedstat and steal time; process group; plain wall clock;
+                the workers' CPU demand (``_cpu_demand``)    growth as jobs wait, CPUs or not
 ``epoll``       the dispatcher's sleep (``_watch``)          a ``selectors`` selector (kqueue,
                                                              else poll, else select)
 ``populate``    ``MAP_POPULATE``/``MADV_POPULATE_READ``:     pages mapped as they are touched

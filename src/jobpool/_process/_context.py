@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 from multiprocessing.context import BaseContext
 from typing import Any, Union
@@ -85,11 +86,11 @@ def _forget_fork_server() -> None:
     Its "alive" descriptor is closed too: the parent's server then no longer waits for this
     child to exit before it can stop.
     """
-    try:
-        from multiprocessing import forkserver
-
-        server: Any = forkserver._forkserver
-    except Exception:
+    # Not imported: nothing to forget (and a fork, a worker's or a job's own, need not pay
+    # for importing it with the resource tracker).
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    server: Any = getattr(forkserver, "_forkserver", None)
+    if server is None:
         return
     alive = getattr(server, "_forkserver_alive_fd", None)
     if getattr(server, "_forkserver_pid", None) is None and alive is None:

@@ -1,9 +1,10 @@
 """What jobpool's fork server imports once (its preload), so that each worker it forks starts warm.
 
-The worker's side of jobpool, and cloudpickle, which loads every function sent by value (a
-script's own functions, lambdas, closures): a worker that imported cloudpickle itself at its
-first such job would spend more CPU on that import than on its whole start (about 16 ms a
-worker; 50 workers on 2 cores: most of a second).
+The worker's side of jobpool; the stdlib module that unpickles the pipes a worker is started
+with (each worker imported it for itself: 0.8 ms of its start); and cloudpickle, which loads
+every function sent by value (a script's own functions, lambdas, closures): a worker that
+imported cloudpickle itself at its first such job would spend more CPU on that import than on
+its whole start (about 16 ms a worker; 50 workers on 2 cores: most of a second).
 
 The garbage collector is kept out of it: its collections during these imports find nothing to
 free (a module's objects live as long as the process) and only lengthen the server's start,
@@ -22,6 +23,11 @@ import gc
 _collecting = gc.isenabled()
 gc.disable()
 try:
+    try:  # every worker's arguments name it: its pipes travel as ``popen_forkserver._DupFd``
+        import multiprocessing.popen_forkserver  # noqa: F401
+    except ImportError:  # no fork server on this system (nor anything importing this module)
+        pass
+
     import cloudpickle  # noqa: F401
 
     from . import _in_worker  # noqa: F401

@@ -29,6 +29,7 @@ from .. import _picklers, _platform
 from .._errors import JobKilledError, MemoryLimitError
 from .._job import Call, Job
 from .._protocol import RUN_CALL, RUN_CHUNK, STOP
+from ._cpu_demand import CpuDemand
 from ._death_notice import held_here_only, worker_exit_pipe
 from ._frames import FrameReader, write_frame, write_frames
 from ._in_worker import worker_main
@@ -75,6 +76,8 @@ class WorkerHandle:
         self._owns_exit_fd = pidfd is not None
         self.exit_fd: int = _exit_fd(self.process, pidfd, self._exit_reader)
         self.pid: Optional[int] = self.process.pid
+        # How much of a CPU its jobs want (see _cpu_demand): asked only while the pool grows.
+        self.cpu = CpuDemand(self.pid, time.monotonic())
         self.shipped = Shipped()  # the keyed functions and blobs it keeps
         # A thread waiting for this worker's job result may read the reply itself (_lending).
         self.lease: Optional[Lease] = None

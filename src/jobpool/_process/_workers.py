@@ -31,6 +31,8 @@ from .._errors import (
     describe_exit,
 )
 from .._job import Job, Outcomes
+from .._platform import usable_cpus
+from ._cpu_demand import SAMPLE_SECONDS, cpus_taken
 from ._handle import WorkerHandle
 from ._large_data import LargeData
 from ._line import JobLine
@@ -58,6 +60,10 @@ STARTING_AT_ONCE = max(2, os.cpu_count() or 1)
 # While its loop is awake more than this part of the time (starting workers aside), the parent
 # is what limits how fast jobs run: another worker would only share the same cores (see grow).
 PARENT_BUSY = 0.5
+# A job that has run (or whose worker's jobs take) this many times a worker's start is a long
+# one: once the CPUs are taken, only long jobs start more workers, so that a short job queued
+# behind them gets a worker of its own (see grow).
+LONG_JOB_STARTS = 1.0
 
 _log = logging.getLogger("jobpool")
 
@@ -105,6 +111,7 @@ class Workers:
         self.start_now = False  # grow wants another start at the next turn: do not sleep
         self.grow_check_at: Optional[float] = None  # when to ask again (see grow)
         self.start_seconds = 0.0  # how long the last workers took to say READY (see grow)
+        self._cpus = usable_cpus()  # the CPUs the pool's workers share (see grow)
         self.seconds_starting = 0.0  # spent in starting processes, since the loop last asked
         # How many workers are idle: counted again at each turn of the loop, and kept by the
         # methods that make a worker busy or idle outside it, so that a submitter can read it
@@ -205,17 +212,22 @@ class Workers:
         them busy longer than the last workers took to say READY; and, once jobs have replied,
         the parent keeps up (its loop was awake less than ``PARENT_BUSY`` of the time, as the
         dispatcher measures it in ``parent_busy``): jobs of microseconds are limited by the
-        parent, and one more process would only take its CPU. Otherwise the question is
-        asked again after that long (``grow_check_at``), when a long job will have shown that
-        it is one. So ``Pool(workers=50)`` with three jobs starts three processes, 300 jobs of
-        microseconds start the few that keep up with the queue, and ``stats().workers``
-        counts them.
+        parent, and one more process would only take its CPU; and the CPUs are not all taken
+        already: once the workers holding or starting jobs are as many as the CPUs, jobs
+        shorter than a start start another only if those workers leave CPU time unused (their
+        jobs wait on I/O: ``_cpu_demand``). Jobs as long as a start or longer are not held
+        back so (a short job queued behind them gets a worker of its own, as in the stdlib's
+        pool of that size). Otherwise the question is asked again after that long
+        (``grow_check_at``), when a long job will have shown that it is one. So
+        ``Pool(workers=50)`` with three jobs starts three processes, 300 jobs of a hundred
+        microseconds start about one a CPU, and ``stats().workers`` counts them.
         """
         self.start_now = False
         self.grow_check_at = None
         if self._may_start():
             waiting = self._line.count() - self.idle_count
-            starting = busy = 0
+            starting = 0
+            holding: list[WorkerHandle] = []
             per_job = 0.0
             now = time.monotonic()
             for handle in self.handles:
@@ -223,17 +235,26 @@ class Workers:
                 if state is WorkerState.STARTING:
                     starting += 1
                 elif state in HOLDS_JOB:
-                    busy += 1
+                    holding.append(handle)
                     per_job = max(per_job, handle.seconds_per_job(now))
+            busy = len(holding)
             if waiting > starting and starting < STARTING_AT_ONCE:
                 unserved = waiting - starting
                 drain = unserved * per_job / busy if busy else math.inf
-                if drain >= self.start_seconds and (not busy or parent_busy < PARENT_BUSY):
-                    self._start()
-                    self.start_now = starting + 1 < STARTING_AT_ONCE and unserved > 1
-                else:  # ask again when a job running from now on would have made it worth it
+                long_job = LONG_JOB_STARTS * self.start_seconds
+                if drain < self.start_seconds or (busy and parent_busy >= PARENT_BUSY):
+                    # ask again when a job running from now on would have made it worth it
                     wait = self.start_seconds * busy / unserved if busy else self.start_seconds
                     self.grow_check_at = now + min(self.start_seconds, wait)
+                elif (not busy or per_job < long_job) and cpus_taken(
+                    [handle.cpu.share(now) for handle in holding], starting, self._cpus
+                ):
+                    # ask again when their shares are read again, or a running job is a long one
+                    left = long_job - per_job if busy else SAMPLE_SECONDS
+                    self.grow_check_at = now + min(SAMPLE_SECONDS, left)
+                else:
+                    self._start()
+                    self.start_now = starting + 1 < STARTING_AT_ONCE and unserved > 1
         self.may_grow = (
             self._grows
             and self.started
