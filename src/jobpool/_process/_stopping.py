@@ -38,7 +38,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from .. import _platform
 
@@ -48,11 +48,24 @@ if TYPE_CHECKING:
 _log = logging.getLogger("jobpool")
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
-# Where /proc can list a process tree (_platform.PROC) and a worker is a child subreaper
-# (_platform.SUBREAPER). _tree itself is imported only when a tree is stopped or a zombie reaped:
-# a spawned worker does not pay for it at start.
-if _platform.SUBREAPER:
-    import ctypes  # noqa: F401  # imported here so the fork server and forked workers inherit it warm
+
+def _find_prctl() -> Optional[Callable[..., int]]:
+    """libc's ``prctl``, or None (a libc without it: detached programs may escape)."""
+    import ctypes
+
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Where a worker is a child subreaper (_platform.SUBREAPER): libc's prctl, looked up once where
+# the worker side is imported (the fork server, a spawned worker), so that forked workers
+# inherit it; each lookup opens libc again and builds a class (a fifth of a millisecond of a
+# worker's start). _tree is imported only when a tree is stopped or a zombie reaped: a spawned
+# worker does not pay for it at start.
+_PRCTL = _find_prctl() if _platform.SUBREAPER else None
 
 
 def prepare_worker() -> None:
@@ -85,12 +98,9 @@ def _detach_terminal_input() -> None:
 def _become_subreaper() -> None:
     if not _platform.SUBREAPER:
         return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):  # a libc without prctl: detached programs may escape
-        pass
+    prctl = _PRCTL or _find_prctl()
+    if prctl is not None:
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def kill_worker(process: Any, exit_fd: Optional[int]) -> None:
