@@ -39,11 +39,12 @@ from .. import _platform
 from .._errors import SerializationError
 from .._serialization import dumps
 from .._work import Call, ChunkResult
+from ._named_end import WorkerEnd
 from ._out_of_band import loads, looks_large, pickle_payload, salvage_loads
 
 if TYPE_CHECKING:
     from .._job import Job, Serialized
-    from ._named_memory import NamedSegment, ParentEnd, WorkerEnd
+    from ._named_memory import NamedSegment, ParentEnd
     from ._shared_memory import Segment
 
     # One end of a worker's segment channel: a socket passing memfds, or an end of named
@@ -168,13 +169,11 @@ class Incoming:
 def _worker_end(channel: Optional[Channel]) -> Optional[WorkerEnd]:
     """``channel`` if it is a worker's end of named segments, else None.
 
-    A named end exists only where ``_named_memory`` is imported (it was made or unpickled
-    here), so a socket or None never imports it.
+    A named end is a ``_named_end.WorkerEnd``, whose small module a worker imports at start
+    (with this one); ``_named_memory`` comes with its first large buffer.
     """
     if channel is None or isinstance(channel, socket.socket):
         return None
-    from ._named_memory import WorkerEnd
-
     return channel if isinstance(channel, WorkerEnd) else None
 
 

@@ -53,9 +53,10 @@ import os
 import stat
 import tempfile
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 from .._platform import after_fork_in_child
+from ._named_end import WorkerEnd
 from ._shared_memory import Segment, layout, map_file
 
 try:
@@ -438,46 +439,3 @@ class ParentEnd:
         for name in names:
             if name.startswith(prefix):
                 _unlink(os.path.join(self.path, name))
-
-
-class WorkerEnd:
-    """A worker's side: its parent's directory and its own token (pickled to the worker)."""
-
-    def __init__(self, path: str, token: str) -> None:
-        self.path = path
-        self.token = token
-        self._lock = threading.Lock()
-        self._parent_dead = False
-
-    def __reduce__(self) -> Any:
-        return WorkerEnd, (self.path, self.token)
-
-    def receive(self, key: int, size: int) -> ReceivedSegment:
-        """Job ``key``'s arguments, opened and unlinked, to be mapped in place."""
-        return _open_and_unlink(argument_path(self.path, key), size, False)
-
-    def write_result(self, key: int, buffers: list[memoryview]) -> tuple[NamedSegment, list[int]]:
-        """A file for job ``key``'s result in the parent's directory; refused once the parent
-        is known dead, so that nothing is made after the directory was removed."""
-        with self._lock:
-            if self._parent_dead:
-                raise OSError("the parent process is gone")
-            path = os.path.join(self.path, f"r{self.token}-{key}")
-            return write_file(path, buffers)
-
-    def parent_died(self) -> None:
-        """The parent is dead: remove its directory (unless another process is at it)."""
-        with self._lock:
-            self._parent_dead = True
-        lock_path = self.path + LOCK_SUFFIX
-        fd = _lock_if_dead(lock_path, wait=RECLAIM_WAIT_SECONDS)
-        if fd is not None:
-            try:
-                remove_directory(self.path, lock_path)
-            finally:
-                os.close(fd)
-        elif not os.path.exists(lock_path) and _ours(self.path):
-            remove_directory(self.path, None)  # its remover stopped half-way
-
-    def close(self) -> None:
-        pass
