@@ -252,6 +252,7 @@ def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
     out += _big_data_goals(w)
     out += _mp_pool_goals(w)
     out += _tutorial_goals(w)
+    out += _fifty_goals(w)
     out += _recycling_goals(w)
     return out
 
@@ -260,6 +261,12 @@ def _recycling_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
     from .workloads import recycling
 
     return recycling.goals(w)
+
+
+def _fifty_goals(w: dict[str, Any]) -> list[dict[str, Any]]:
+    from .workloads import fifty
+
+    return fifty.goals(w)
 
 
 def _tutorial_goals(w: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from . import (
     chain,
     cpu,
     crash,
+    fifty,
     io,
     lazy,
     map_tiny,
@@ -46,6 +47,7 @@ ALL: dict[str, ModuleType] = {
         mp_pool,
         recycling,
         tutorial,
+        fifty,
         chain,
     )
 }
