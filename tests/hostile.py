@@ -262,17 +262,17 @@ def keep_result_file(size: int) -> Any:
     by its name before the parent takes it, to change it after the caller has it."""
     import numpy as np
 
-    from jobpool._process import _named_memory
+    from jobpool._process import _named_end
 
-    real = _named_memory.WorkerEnd.write_result
+    real = _named_end.WorkerEnd.write_result
 
     def write_and_keep(self: Any, key: int, buffers: Any) -> Any:
-        _named_memory.WorkerEnd.write_result = real  # type: ignore[method-assign]  # once
+        _named_end.WorkerEnd.write_result = real  # type: ignore[method-assign]  # once
         segment, offsets = real(self, key, buffers)
         KEPT.append(os.open(segment.path, os.O_RDWR))
         return segment, offsets
 
-    _named_memory.WorkerEnd.write_result = write_and_keep  # type: ignore[method-assign]
+    _named_end.WorkerEnd.write_result = write_and_keep  # type: ignore[method-assign]
     return np.full(size, 7, dtype=np.uint8)
 
 

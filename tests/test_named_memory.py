@@ -29,6 +29,7 @@ import jobs
 from conftest import WAIT, MakePool, wait_until
 from jobpool import WorkerCrashedError, _platform
 from jobpool._process import _named_memory
+from jobpool._process._named_end import WorkerEnd
 from jobpool._process._named_memory import LOCK_SUFFIX, PREFIX, base_directory
 from proctree import descendants, reap, subreaper, wait_exited
 
@@ -115,13 +116,13 @@ def test_a_name_the_receiver_took_is_put_back_to_send_again(named: str) -> None:
     path = _named_memory.argument_path(named, 10**9)
     outgoing = _large_data._outgoing([payload], path)
     try:
-        taken = _named_memory.WorkerEnd(named, "w").receive(10**9, outgoing.segment.size)
+        taken = WorkerEnd(named, "w").receive(10**9, outgoing.segment.size)
         assert not os.path.exists(path)
         assert bytes(taken.map(False)) == bytes(payload)
         taken.close()
         outgoing.send(None, 10**9, b"")
         assert os.path.exists(path)
-        again = _named_memory.WorkerEnd(named, "w").receive(10**9, outgoing.segment.size)
+        again = WorkerEnd(named, "w").receive(10**9, outgoing.segment.size)
         assert bytes(again.map(False)) == bytes(payload)
         again.close()
     finally:
@@ -297,7 +298,7 @@ def test_arguments_released_before_the_worker_opened_them_say_so(tmp_path: Any) 
     fails with what happened, not with a bare 'No such file'."""
     from jobpool._process import _large_data
 
-    end = _named_memory.WorkerEnd(str(tmp_path), "w0")
+    end = WorkerEnd(str(tmp_path), "w0")
     incoming = _large_data.receive(end, 12, (b"", [(0, 4096)], 4096))
     with pytest.raises(OSError, match="released before it could be read"):
         incoming.load(False)

@@ -254,7 +254,7 @@ class LargeData:
         from ._named_memory import ParentEnd, own_directory
 
         parent = ParentEnd(own_directory())
-        return parent, parent.worker_end()
+        return parent, WorkerEnd(parent.path, parent.token)
 
     # --- parent -------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ read from a message, so a worker cannot make its parent open or unlink anything 
   worker's token when it buries the worker (``ParentEnd.close``).
 - A parent killed outright leaves its directory: each of its workers, woken by its death notice
   (``_death_notice``), takes the dead parent's lock and removes the directory before it exits;
-  a file a worker writes after that has been refused (``WorkerEnd.parent_died``).
+  a file a worker writes after that has been refused (``_named_end.WorkerEnd.parent_died``).
 - Should everything be killed at once (no worker left to clean), the next process that makes a
   directory sweeps the base first: every directory whose lock it can take is a dead owner's.
 
@@ -56,7 +56,6 @@ import threading
 from typing import Optional
 
 from .._platform import after_fork_in_child
-from ._named_end import WorkerEnd
 from ._shared_memory import Segment, layout, map_file
 
 try:
@@ -421,9 +420,6 @@ class ParentEnd:
     def __init__(self, directory: Directory) -> None:
         self.path = directory.path
         self.token = directory.worker_token()
-
-    def worker_end(self) -> WorkerEnd:
-        return WorkerEnd(self.path, self.token)
 
     def receive(self, key: int, size: int) -> ReceivedSegment:
         """The worker's result for job ``key``, opened and unlinked."""
