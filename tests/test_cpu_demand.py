@@ -217,3 +217,23 @@ def test_long_jobs_grow_a_pool_whose_workers_take_every_cpu(
     for i in range(4):
         gate.release(i)
     assert [f.result(WAIT) for f in held] == list(range(4))
+
+
+@pytest.mark.parametrize("method", GROWING)
+def test_a_pool_at_its_size_never_reads_the_workers_demand(
+    make_pool: MakePool, monkeypatch: pytest.MonkeyPatch, gate: jobs.StartGate, method: str
+) -> None:
+    """The demand costs a read of /proc per worker: asked only while the pool could grow, so
+    a pool with all its workers (the usual 2 or 4) pays nothing for it per job."""
+    demand = wants_cpu(monkeypatch, True)
+    pool = make_pool(f"process-{method}", workers=2)
+    held = [pool.submit(jobs.gate_job, gate.address, i, i) for i in range(2)]
+    assert len({gate.wait_for(i) for i in range(2)}) == 2  # both workers up
+    for i in range(2):
+        gate.release(i)
+    assert [f.result(WAIT) for f in held] == [0, 1]
+    assert pool.stats().workers == 2
+    asked = demand.asked
+    futures = [pool.submit(abs, -i) for i in range(500)]
+    assert [f.result(WAIT) for f in futures] == list(range(500))
+    assert demand.asked == asked
