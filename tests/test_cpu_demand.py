@@ -182,9 +182,9 @@ def test_workers_that_take_every_cpu_hold_a_big_pool_at_the_cpu_count(
 ) -> None:
     demand = wants_cpu(monkeypatch, True)
     pool = make_pool(f"process-{method}", workers=50)
-    # A second of work for one worker: enough to want more, whatever a start takes here.
-    futures = [pool.submit(jobs.sleep_for, 0.001) for _ in range(1000)]
-    assert [f.result(WAIT) for f in futures] == [0.001] * 1000
+    # Two seconds of work for one worker: enough to want more, whatever a start takes here.
+    futures = [pool.submit(jobs.sleep_for, 0.002) for _ in range(1000)]
+    assert [f.result(WAIT) for f in futures] == [0.002] * 1000
     assert demand.asked > 0  # the pool wanted a worker past the CPU count, and asked
     assert pool.stats().workers <= 2
 
