@@ -12,13 +12,11 @@ Run alone: ``python benchmarks/run.py --only fifty --json /tmp/fifty.json``.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from ..common import Task, row
+from ..common import Task
+from .tutorial import JOBPOOL, STDLIB, STDLIB_FORKSERVER, run_variants
 
 NAME = "fifty"
 TITLE = (
@@ -28,14 +26,6 @@ TITLE = (
 COLUMNS = [("bring_up", "bring-up s", "{:.3f}"), ("total", "total s", "{:.3f}")]
 PRIMARY = "bring_up"
 HIGHER_IS_BETTER = False
-STDLIB = "multiprocessing"
-JOBPOOL = "jobpool.multiprocessing"
-STDLIB_FORKSERVER = "multiprocessing @forkserver"
-VARIANTS = {
-    STDLIB: ["multiprocessing"],
-    JOBPOOL: ["jobpool"],
-    STDLIB_FORKSERVER: ["std", "forkserver"],
-}
 SCRIPT = Path(__file__).resolve().parent.parent / "fifty_script.py"
 
 
@@ -43,33 +33,9 @@ def tasks(quick: bool, cpu_n: int) -> list[Task]:
     return [Task(NAME, "all", {"rounds": 1 if quick else 7}, timeout=600)]
 
 
-def run_script(args: list[str]) -> dict[str, float]:
-    """One fresh interpreter running the script; its seconds."""
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"fifty script {args} failed: {done.stderr.strip()[-300:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def run(impl: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    samples: dict[str, dict[str, list[float]]] = {
-        variant: {column: [] for column, _, _ in COLUMNS} for variant in VARIANTS
-    }
-    order = list(VARIANTS)
-    for r in range(params["rounds"]):
-        for variant in order if r % 2 == 0 else order[::-1]:
-            for column, seconds in run_script(VARIANTS[variant]).items():
-                samples[variant][column].append(seconds)
-    rows = []
-    for variant in order:
-        method = "forkserver" if variant != STDLIB else "default"
-        r = row(variant, "process", f"start method: {method}", **samples[variant])
-        r["ref"] = STDLIB
-        rows.append(r)
-    return rows
+    """The tutorial's variants and alternation (``tutorial.run_variants``), this script."""
+    return run_variants(SCRIPT, [column for column, _, _ in COLUMNS], params["rounds"])
 
 
 def goals(w: dict[str, Any]) -> list[dict[str, Any]]:

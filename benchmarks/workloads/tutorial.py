@@ -50,13 +50,13 @@ def tasks(quick: bool, cpu_n: int) -> list[Task]:
     return [Task(NAME, "all", {"rounds": 1 if quick else 7}, timeout=900)]
 
 
-def run_script(args: list[str]) -> dict[str, float]:
-    """One fresh interpreter running the script; the seconds of each part."""
+def run_script(args: list[str], script: Path = SCRIPT) -> dict[str, float]:
+    """One fresh interpreter running ``script``; the seconds it printed (each part's)."""
     tmp = tempfile.mkdtemp(prefix="jobpool-tutorial-")
     env = dict(os.environ, TMPDIR=tmp)  # the script's files go there, removed after
     try:
         done = subprocess.run(
-            [sys.executable, str(SCRIPT), *args],
+            [sys.executable, str(script), *args],
             capture_output=True,
             text=True,
             env=env,
@@ -65,20 +65,22 @@ def run_script(args: list[str]) -> dict[str, float]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if done.returncode != 0:
-        raise RuntimeError(f"tutorial script {args} failed: {done.stderr.strip()[-300:]}")
+        raise RuntimeError(f"{script.name} {args} failed: {done.stderr.strip()[-300:]}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def run(impl: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def run_variants(script: Path, columns: list[str], rounds: int) -> list[dict[str, Any]]:
+    """``script`` under each of ``VARIANTS``, a fresh interpreter per run, alternating (each
+    round in the reverse order of the one before); a row per variant, against the stdlib's."""
     samples: dict[str, dict[str, list[float]]] = {
-        variant: {part: [] for part in PARTS} for variant in VARIANTS
+        variant: {column: [] for column in columns} for variant in VARIANTS
     }
     order = list(VARIANTS)
-    for r in range(params["rounds"]):
+    for r in range(rounds):
         for variant in order if r % 2 == 0 else order[::-1]:
-            for part, seconds in run_script(VARIANTS[variant]).items():
-                samples[variant][part].append(seconds)
+            for column, seconds in run_script(VARIANTS[variant], script).items():
+                samples[variant][column].append(seconds)
     rows = []
     for variant in order:
         method = "forkserver" if variant != STDLIB else "default"
@@ -86,6 +88,10 @@ def run(impl: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         r["ref"] = STDLIB
         rows.append(r)
     return rows
+
+
+def run(impl: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return run_variants(SCRIPT, list(PARTS), params["rounds"])
 
 
 def goals(w: dict[str, Any]) -> list[dict[str, Any]]:
