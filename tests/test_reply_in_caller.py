@@ -22,8 +22,9 @@ from typing import Any, Callable
 import pytest
 
 import jobs
-from conftest import PROCESS, WAIT, join_or_fail, wait_until
+from conftest import PROCESS, WAIT, join_or_fail, wait_until, within
 from jobpool import JobKilledError, JobTimeoutError, WorkerCrashedError, _platform
+from jobpool._process import _lending, _workers
 from jobpool._process._lease import Lease
 from jobpool._process._watch import FdWatch
 from jobs import StartGate
@@ -35,10 +36,10 @@ def on_first_wait(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callabl
     actions: list[Callable[[], Any]] = []
     original = Lease.wait
 
-    def wait_for_reply(self: Lease, timeout: Any) -> bool:
+    def wait_for_reply(self: Lease, timeout: Any, spin: float = 0.0) -> bool:
         while actions:
             actions.pop(0)()
-        return original(self, timeout)
+        return original(self, timeout, spin)
 
     monkeypatch.setattr(Lease, "wait", wait_for_reply)
     yield actions.append
@@ -186,9 +187,9 @@ def test_many_threads_waiting_for_their_own_replies(
     readers: list[str] = []  # the thread of each wait for a reply read in the waiting thread
     original = Lease.wait
 
-    def wait_for_reply(self: Lease, timeout: Any) -> bool:
+    def wait_for_reply(self: Lease, timeout: Any, spin: float = 0.0) -> bool:
         readers.append(threading.current_thread().name)
-        return original(self, timeout)
+        return original(self, timeout, spin)
 
     monkeypatch.setattr(Lease, "wait", wait_for_reply)
     pool = make_pool(backend)
@@ -213,6 +214,165 @@ def test_many_threads_waiting_for_their_own_replies(
     # Replies were read by the threads waiting for them (each of them lends the pipe in about a
     # fifth of its rounds: the others find a job queued or their reply in already).
     assert len(set(readers)) >= 2 and all(r.startswith("client") for r in readers), readers
+
+
+# --- looking for a short job's reply before sleeping (Lease.wait's spin) -----------------------
+
+# Longer than any test: a thread that looked for its reply this long would fail the test's
+# deadline instead of finding it.
+ENDLESS = 10 * WAIT
+
+
+@pytest.fixture
+def spins(monkeypatch: pytest.MonkeyPatch, on_first_wait: Any) -> list[float]:
+    """Every ``spin`` a waiting thread was given, in order; every job counts as short.
+    (After ``on_first_wait``, whose actions run first.)"""
+    monkeypatch.setattr(_lending, "SPIN_SECONDS", ENDLESS)
+    monkeypatch.setattr(_lending, "SHORT_JOB_SECONDS", ENDLESS)
+    given: list[float] = []
+    original = Lease.wait
+
+    def wait_for_reply(self: Lease, timeout: Any, spin: float = 0.0) -> bool:
+        given.append(spin)
+        return original(self, timeout, spin)
+
+    monkeypatch.setattr(Lease, "wait", wait_for_reply)
+    return given
+
+
+def cpus(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Pools made from now on see ``n`` CPUs, whatever this machine has."""
+    monkeypatch.setattr(_workers, "usable_cpus", lambda: n)
+
+
+def looks_when_free(pool: Any, gate: StartGate, spins: list[float], workers: int) -> None:
+    """Round trips until a thread looked for its reply (a worker's first job has no time of its
+    own yet, and a reply the dispatcher read first needs no waiting), once every worker is
+    ready (a starting one counts as taking a CPU)."""
+    held = [running(pool, gate, jobs.gate_job, f"ready-{n}", n) for n in range(workers)]
+    for n in range(workers):
+        gate.release(f"ready-{n}")
+    assert [future.result(timeout=WAIT) for future in held] == list(range(workers))
+    for i in range(100):
+        assert pool.submit(jobs.square, i).result(timeout=WAIT) == i * i
+        if ENDLESS in spins:
+            return
+    pytest.fail(f"no thread looked for its reply in 100 round trips: {spins}")
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_a_short_jobs_reply_is_looked_for_before_sleeping(
+    make_pool: Any,
+    backend: str,
+    gate: StartGate,
+    spins: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpus(monkeypatch, 2)
+    pool = make_pool(backend, workers=1)
+    looks_when_free(pool, gate, spins, 1)
+    for i in range(20):  # each found as soon as it is there: none waits for ENDLESS
+        assert within(pool.submit(jobs.square, i).result, timeout=WAIT) == i * i
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_on_one_cpu_a_waiting_thread_sleeps_at_once(
+    make_pool: Any,
+    backend: str,
+    gate: StartGate,
+    spins: list[float],
+    on_first_wait: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker needs that CPU to reply: looking would only keep it from running."""
+    cpus(monkeypatch, 1)
+    pool = make_pool(backend, workers=1)
+    for i in range(20):
+        assert pool.submit(jobs.square, i).result(timeout=WAIT) == i * i
+    future = running(pool, gate, jobs.gate_job, "one", 1)  # so that it surely waits
+    on_first_wait(lambda: gate.release("one"))
+    assert future.result(timeout=WAIT) == 1
+    assert spins and set(spins) == {0.0}, spins
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_no_looking_while_the_pools_workers_take_every_cpu(
+    make_pool: Any,
+    backend: str,
+    gate: StartGate,
+    spins: list[float],
+    on_first_wait: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpus(monkeypatch, 2)
+    pool = make_pool(backend, workers=2)
+    looks_when_free(pool, gate, spins, 2)
+    busy = running(pool, gate, jobs.gate_job, "busy", 1)
+    mine = running(pool, gate, jobs.gate_job, "mine", 2)  # both workers hold a job now
+    spins.clear()
+    on_first_wait(lambda: gate.release("mine"))
+    assert mine.result(timeout=WAIT) == 2
+    assert spins and spins[0] == 0.0, spins
+    gate.release("busy")
+    assert busy.result(timeout=WAIT) == 1
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_a_worker_whose_jobs_got_long_is_not_looked_for(
+    make_pool: Any,
+    backend: str,
+    gate: StartGate,
+    spins: list[float],
+    on_first_wait: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpus(monkeypatch, 2)
+    monkeypatch.setattr(_lending, "SHORT_JOB_SECONDS", 0.05)
+    pool = make_pool(backend, workers=1)
+    assert pool.submit(jobs.sleep_for, 0.2).result(timeout=WAIT) == 0.2  # its time: >= 0.2 s
+    future = running(pool, gate, jobs.gate_job, "next", 5)
+    spins.clear()
+    on_first_wait(lambda: gate.release("next"))
+    assert future.result(timeout=WAIT) == 5
+    assert spins == [0.0]
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_looking_ends_with_the_callers_timeout(
+    make_pool: Any,
+    backend: str,
+    gate: StartGate,
+    spins: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpus(monkeypatch, 2)
+    pool = make_pool(backend, workers=1)
+    looks_when_free(pool, gate, spins, 1)
+    future = running(pool, gate, jobs.gate_job, "held", 3)
+    spins.clear()
+    with pytest.raises(FuturesTimeout):  # not after ENDLESS: within's deadline would fail
+        within(future.result, timeout=0.05, seconds=WAIT)
+    assert spins and spins[0] == ENDLESS
+    gate.release("held")
+    assert future.result(timeout=WAIT) == 3
+
+
+def test_a_lease_looks_then_sleeps_until_called_off() -> None:
+    reader, writer = os.pipe()
+    lease = Lease(reader)
+    try:
+        os.write(writer, b"x")
+        assert lease.wait(None, ENDLESS)  # there already: found at the first look
+        os.read(reader, 1)
+        assert not within(lease.wait, 0.01, ENDLESS)  # nothing comes: the timeout ends it
+        with ThreadPoolExecutor(1) as caller:
+            waiting = caller.submit(lease.wait, None, ENDLESS)
+            lease.call_off()  # while it looks, or after: either way it returns
+            assert not waiting.result(timeout=WAIT)
+    finally:
+        lease.close()
+        os.close(reader)
+        os.close(writer)
 
 
 @pytest.fixture(params=["epoll", "selectors"])

@@ -6,6 +6,11 @@ watching that one pipe (it still watches the worker's exit and the job's deadlin
 dies or is killed, the dispatcher handles its exit as always and calls the lease off; the caller
 then waits on the future as usual.
 
+A short job's reply is looked for without sleeping first, for at most ``SPIN_SECONDS`` (see
+``Lease.wait``): when the worker's recent jobs replied within ``SHORT_JOB_SECONDS``, and a CPU is
+left over by the pool's busy and starting workers for the waiting thread to look on. On a
+machine of one CPU the worker needs that CPU to reply, and the thread sleeps at once.
+
 It lends only when that is simple: the job runs with nothing waiting behind it, nothing waits in
 the pool's line (the dispatcher is awake anyway), and workers are not recycled (recycling starts
 processes, which is the dispatcher's job). Otherwise it returns at once and the caller waits on
@@ -27,6 +32,16 @@ from ._routing import assign_jobs
 from ._state import may_lend
 from ._watch import FdWatch, WakePipe
 from ._workers import PIPE, Event, Workers
+
+# How long a waiting thread looks for a short job's reply before it sleeps: a few times a trivial
+# job's round trip, so that it finds one replying at once even on a busy machine, and short
+# enough that a job which turns out longer costs the thread little CPU for nothing.
+SPIN_SECONDS = 200e-6
+# Whose reply is looked for: a worker whose recent jobs (as the parent times them, from the
+# job's write to its reply's read) took at most this. Longer than SPIN_SECONDS: a thread that
+# slept for a reply saw it later than it came (about 0.1 to 0.3 ms here), and the worker's time
+# must not stay too long to look for only because nobody looked.
+SHORT_JOB_SECONDS = 1e-3
 
 
 class ReplyLender:
@@ -74,12 +89,14 @@ class ReplyLender:
                 self._watch.resume(handle.fd)
                 return
             self.lends += 1
+            spin = self._spin(handle)
         replies: list[Reply] = []
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
                 left = None if deadline is None else deadline - time.monotonic()
-                readable = lease.wait(left)
+                readable = lease.wait(left, spin)
+                spin = 0.0  # once: what follows the first message (LOG, say) may take long
                 with self._lock:
                     if readable and not handle.exited:
                         replies += self._messages.read(handle)
@@ -96,6 +113,17 @@ class ReplyLender:
                     self._return_pipe(handle)
             for reply in replies:  # outside the lock: done-callbacks may use the pool
                 self._messages.settle(reply)
+
+    def _spin(self, handle: WorkerHandle) -> float:
+        """How long to look for ``handle``'s reply before sleeping (under the lock; see the
+        module doc): its recent jobs were short, and a CPU is free of the pool's workers."""
+        workers = self._workers
+        if (
+            handle.job_seconds <= SHORT_JOB_SECONDS
+            and len(workers.handles) - workers.idle_count < workers.cpus
+        ):
+            return SPIN_SECONDS
+        return 0.0
 
     def _return_pipe(self, handle: WorkerHandle) -> None:
         """Give ``handle``'s pipe back to the dispatcher (under the lock)."""

@@ -111,7 +111,7 @@ class Workers:
         self.start_now = False  # grow wants another start at the next turn: do not sleep
         self.grow_check_at: Optional[float] = None  # when to ask again (see grow)
         self.start_seconds = 0.0  # how long the last workers took to say READY (see grow)
-        self._cpus = usable_cpus()  # the CPUs the pool's workers share (see grow)
+        self.cpus = usable_cpus()  # the CPUs the pool's workers share (see grow, _lending)
         self.seconds_starting = 0.0  # spent in starting processes, since the loop last asked
         # How many workers are idle: counted again at each turn of the loop, and kept by the
         # methods that make a worker busy or idle outside it, so that a submitter can read it
@@ -247,7 +247,7 @@ class Workers:
                     wait = self.start_seconds * busy / unserved if busy else self.start_seconds
                     self.grow_check_at = now + min(self.start_seconds, wait)
                 elif (not busy or per_job < long_job) and cpus_taken(
-                    [handle.cpu.share(now) for handle in holding], starting, self._cpus
+                    [handle.cpu.share(now) for handle in holding], starting, self.cpus
                 ):
                     # ask again when their shares are read again, or a running job is a long one
                     left = long_job - per_job if busy else SAMPLE_SECONDS
