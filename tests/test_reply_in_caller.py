@@ -357,6 +357,29 @@ def test_looking_ends_with_the_callers_timeout(
     assert future.result(timeout=WAIT) == 3
 
 
+@pytest.mark.parametrize("backend", PROCESS)
+def test_a_crash_ends_the_looking(
+    make_pool: Any,
+    backend: str,
+    gate: StartGate,
+    spins: list[float],
+    on_first_wait: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dispatcher calls the lease off while the thread looks, not only while it sleeps."""
+    cpus(monkeypatch, 2)
+    pool = make_pool(backend, workers=1)
+    looks_when_free(pool, gate, spins, 1)
+    future = running(pool, gate, jobs.gate_then_exit, "crash", 9)
+    spins.clear()
+    on_first_wait(lambda: gate.release("crash"))
+    with pytest.raises(WorkerCrashedError) as caught:  # not after ENDLESS
+        within(future.result, seconds=WAIT)
+    assert caught.value.exitcode == 9
+    assert spins and spins[0] == ENDLESS
+    assert pool.submit(jobs.square, 3).result(timeout=WAIT) == 9
+
+
 def test_a_lease_looks_then_sleeps_until_called_off() -> None:
     reader, writer = os.pipe()
     lease = Lease(reader)
@@ -365,10 +388,12 @@ def test_a_lease_looks_then_sleeps_until_called_off() -> None:
         assert lease.wait(None, ENDLESS)  # there already: found at the first look
         os.read(reader, 1)
         assert not within(lease.wait, 0.01, ENDLESS)  # nothing comes: the timeout ends it
-        with ThreadPoolExecutor(1) as caller:
-            waiting = caller.submit(lease.wait, None, ENDLESS)
-            lease.call_off()  # while it looks, or after: either way it returns
-            assert not waiting.result(timeout=WAIT)
+        found: list[bool] = []
+        waiting = threading.Thread(target=lambda: found.append(lease.wait(None, ENDLESS)))
+        waiting.start()
+        lease.call_off()  # while it looks, or before: either way it returns
+        join_or_fail(waiting)
+        assert found == [False]
     finally:
         lease.close()
         os.close(reader)
