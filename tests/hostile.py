@@ -164,9 +164,8 @@ def worker_descriptors() -> dict[str, int]:
         segments = getattr(obj, "segments", None) if ours else None
         if segments is not None and hasattr(segments, "fileno"):
             found["segment socket"] = segments.fileno()
-    for thread in threading.enumerate():
-        if thread.name == "jobpool-parent-watch":
-            found["recall pipe"] = thread._args[0].fileno()  # type: ignore[attr-defined]
+        if kind.__name__ == "_OwnFile" and kind.__module__.endswith("_in_worker"):
+            found["recall pipe"] = obj._fd  # the worker's check that the pipe is still its own
     return found
 
 

@@ -65,6 +65,11 @@ def log_message(message: str) -> int:
     return os.getpid()
 
 
+def log_at(level: int, message: str) -> int:
+    logging.getLogger("jobpool.tests").log(level, message)
+    return os.getpid()
+
+
 class Unpicklable:
     def __init__(self) -> None:
         self.conn = threading.Lock()
@@ -900,3 +905,17 @@ def gate_each_run(address: str, directory: str, tag: Any) -> int:
     n = run_number(directory, tag)
     gate_job(address, f"{tag}{n}")
     return n
+
+
+def adopted_state() -> tuple[bool, bool]:
+    """In a worker: whether what it holds as received from the script's namespace is what
+    ``adopt()`` makes of its namespace now, and whether it still says its fork server adopted
+    for it (a process it forks must adopt for itself)."""
+    from jobpool import _main_globals
+
+    def state() -> tuple[dict[str, Any], dict[str, Any]]:
+        return dict(_main_globals._written), dict(_main_globals._received)
+
+    held, flag = state(), _main_globals.adopted_for_forks
+    _main_globals.adopt()
+    return held == state(), flag

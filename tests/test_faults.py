@@ -552,6 +552,31 @@ def test_worker_log_records_reach_the_parent(make_pool: Callable[..., Pool], bac
         assert record.levelno == logging.WARNING
 
 
+@pytest.mark.parametrize("backend", [*PROCESS, "process-spawn"])
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.WARNING])
+def test_workers_log_at_the_level_the_parent_had_when_the_pool_was_made(
+    make_pool: Callable[..., Pool], backend: str, level: int
+) -> None:
+    handler = ListHandler()
+    logger = logging.getLogger("jobpool.tests")
+    logger.addHandler(handler)
+    root = logging.getLogger()
+    before = root.level
+    try:
+        root.setLevel(level)
+        pool = make_pool(backend, workers=1)
+        root.setLevel(logging.DEBUG)  # from now on the parent would pass on whatever came
+        for sent in (logging.DEBUG, logging.INFO, logging.WARNING):
+            pool.submit(jobs.log_at, sent, f"at {sent}").result(timeout=WAIT)
+    finally:
+        root.setLevel(before)
+        logger.removeHandler(handler)
+    # Records come before their job's result, on the same pipe: all of them are in.
+    assert [r.levelno for r in handler.records] == [
+        sent for sent in (logging.DEBUG, logging.INFO, logging.WARNING) if sent >= level
+    ]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stats_count_every_outcome(make_pool: Callable[..., Pool], backend: str) -> None:
     pool = make_pool(backend, workers=1)

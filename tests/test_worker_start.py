@@ -7,6 +7,7 @@ error carries what the worker reported, never a guess.
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,3 +96,28 @@ def test_initializer_whose_module_cannot_be_imported(
     assert "could not be loaded in worker process" in str(error)
     assert isinstance(error.__cause__, ModuleNotFoundError)
     assert "vanishing_init" in str(error.__cause__)
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_a_worker_starts_with_its_namespace_adopted_as_it_would_adopt_it(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    """A forkserver worker takes the adoption its server made once for all (the names are the
+    same), and no longer says so: a process it forks adopts its own namespace."""
+    pool = make_pool(backend, workers=1)
+    assert pool.submit(jobs.adopted_state).result(timeout=WAIT) == (True, False)
+
+
+def test_startup_stderr_keeps_a_stream_that_writes_each_line_to_fd_2(tmp_path: Path) -> None:
+    from jobpool._process._start import _writes_to_fd_2
+
+    line_buffered = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+    block_buffered = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=False)
+    with open(tmp_path / "elsewhere", "w", buffering=1) as elsewhere:
+        assert _writes_to_fd_2(line_buffered)
+        # Replaced: lines would wait in its buffer, lost if the worker dies; other files and
+        # captures without a descriptor of their own would not reach the pipe at all.
+        assert not _writes_to_fd_2(block_buffered)
+        assert not _writes_to_fd_2(elsewhere)
+        assert not _writes_to_fd_2(io.StringIO())
+        assert not _writes_to_fd_2(None)

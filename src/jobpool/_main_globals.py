@@ -267,10 +267,19 @@ def _reset_after_fork() -> None:
 after_fork_in_child(_reset_after_fork)
 
 
+# Set by a fork server that adopted its namespace for the workers it forks (see adopt): what a
+# worker would find there at its start is what the server found, so the worker need not look.
+adopted_for_forks = False
+
+
 def adopt() -> None:
     """A worker calls this at start, before its initializer: what its namespace holds now counts
     as received from the script (with fork it is a copy of the script's; a mutable value counts
-    with the pickle the script last sent of that object, if it sent one)."""
+    with the pickle the script last sent of that object, if it sent one).
+
+    jobpool's fork server calls it once for all its workers (``adopted_for_forks``): each would
+    otherwise spend about 0.25 ms of CPU at its start walking the same names.
+    """
     space = namespace()
     with _lock:
         _written.clear()

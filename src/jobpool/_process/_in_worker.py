@@ -24,19 +24,21 @@ flushed): a thread a job left running, daemon or not, cannot keep it alive, whic
 
 from __future__ import annotations
 
+import _thread
 import faulthandler
 import functools
 import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections import deque
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, Callable, NoReturn, Optional
 
 from .. import _main_globals, _platform
@@ -146,18 +148,22 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
     sentinel = getattr(parent, "sentinel", None) if parent is not None else None
     original_ppid = os.getppid()
     pidfd = _platform.pidfd_open(parent.pid if parent is not None else original_ppid)
-    if _parent_gone(sentinel, original_ppid):  # it died before we looked
-        _parent_died(inbox)
     deaths = [fd for fd in (pidfd, sentinel) if fd is not None]
-    poll_seconds = None if pidfd is not None else PPID_POLL_SECONDS
-    watched: list[Any] = [*deaths, recall]
+    recall_fd = recall.fileno()
+    # One poll object for the thread's life: multiprocessing's wait() builds a selector at
+    # every call, which cost each worker's start about 0.1 ms of CPU (twice, here).
+    watch = select.poll()
+    for fd in (*deaths, recall_fd):
+        watch.register(fd, select.POLLIN)
+    poll_ms = None if pidfd is not None else int(PPID_POLL_SECONDS * 1000)
     while True:
-        ready = wait(watched, timeout=poll_seconds)
+        # A parent that died before we looked: its fds are ready at the first poll.
+        ready = {fd for fd, _ in watch.poll(poll_ms)}  # also an fd closed or at end of file
         if any(fd in ready for fd in deaths) or (
-            poll_seconds is not None and os.getppid() != original_ppid
+            poll_ms is not None and os.getppid() != original_ppid
         ):
             _parent_died(inbox)
-        if recall in ready:
+        if recall_fd in ready:
             try:
                 recall.recv_bytes()
             except EOFError:  # its only write end is gone: the parent died (_death_notice)
@@ -187,12 +193,6 @@ def _parent_died(inbox: _Inbox) -> NoReturn:
         exit_with_tree(EXIT_PARENT_DIED)
 
 
-def _parent_gone(sentinel: Optional[int], original_ppid: int) -> bool:
-    if os.getppid() != original_ppid:
-        return True
-    return sentinel is not None and bool(wait([sentinel], timeout=0))
-
-
 def _initialize(setup: WorkerSetup, channel: _Channel) -> bool:
     """Load and run the initializer; on failure tell the parent why (and return False)."""
     try:
@@ -214,7 +214,8 @@ def _setup_logging(channel: _Channel, level: int) -> None:
     for handler in list(root.handlers):  # inherited by fork: the parent prints instead
         root.removeHandler(handler)
     root.addHandler(_ForwardingHandler(channel))
-    root.setLevel(level)
+    if root.level != level:  # (setting it empties every logger's cache: 0.1 ms at start)
+        root.setLevel(level)
 
 
 def worker_main(
@@ -262,16 +263,18 @@ def _work(
     multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
     instances = for_worker_process()  # what per_worker handles build here
     channel = _Channel(conn)
-    _main_globals.adopt()
+    if _main_globals.adopted_for_forks:  # by the fork server, for all its workers
+        _main_globals.adopted_for_forks = False  # not for a process this one forks: it adopts
+    else:
+        _main_globals.adopt()
     with stderr_into(startup_stderr):
         faulthandler.enable()
         inbox = _Inbox(conn, large)
-        threading.Thread(
-            target=_watch_parent,
-            args=(recall, inbox, channel),
-            name="jobpool-parent-watch",
-            daemon=True,
-        ).start()
+        # A bare thread (_thread), not a threading.Thread: in a new worker the first
+        # threading.Thread costs about 0.5 ms of CPU more to start (the threading module's
+        # objects copied on first touch, the wait until it runs), and nothing ever joins or
+        # lists this one: it ends with the process (os._exit).
+        _thread.start_new_thread(_watch_parent, (recall, inbox, channel))
         _setup_logging(channel, log_level)
         if not _initialize(setup, channel):
             return
