@@ -159,7 +159,7 @@ class Demand:
 @pytest.fixture
 def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pools made from now on see 2 CPUs, whatever this machine has."""
-    monkeypatch.setattr(_workers, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(_workers, "cpus_allowed", lambda: 2)
 
 
 @pytest.fixture

@@ -242,7 +242,7 @@ def spins(monkeypatch: pytest.MonkeyPatch, on_first_wait: Any) -> list[float]:
 
 def cpus(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     """Pools made from now on see ``n`` CPUs, whatever this machine has."""
-    monkeypatch.setattr(_workers, "usable_cpus", lambda: n)
+    monkeypatch.setattr(_workers, "cpus_allowed", lambda: n)
 
 
 def looks_when_free(pool: Any, gate: StartGate, spins: list[float], workers: int) -> None:

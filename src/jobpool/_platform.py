@@ -25,7 +25,9 @@ mechanism       used for                                     without it
 ``affinity``    ``os.sched_getaffinity``: the CPUs this      ``os.cpu_count()``
                 process may use (``advise``)
 ``cgroups``     a memory cgroup per worker holds a job to    the job's process tree sampled in
-                its ``job_memory_limit`` (``_cgroups``)      /proc every 10 ms (``_memory``)
+                its ``job_memory_limit`` (``_cgroups``);     /proc every 10 ms (``_memory``);
+                the CPU quota caps the CPUs a pool counts    the affinity alone
+                on (``_cpu_limit``)
 ==============  ===========================================  =================================
 
 **The switches are a testing aid, not a tuning knob.** ``JOBPOOL_PORTABLE=1`` turns every one of
@@ -108,7 +110,8 @@ POPULATE = _on("populate", _LINUX)
 #: ``os.sched_getaffinity``.
 AFFINITY = _on("affinity", hasattr(os, "sched_getaffinity"))
 #: Memory cgroups (v1 or v2) where the system lets jobpool make them; whether it may is found
-#: when a worker first needs one (``_process/_cgroups.controller``).
+#: when a worker first needs one (``_process/_cgroups.controller``). Also the CPU quota of this
+#: process's cgroup, read when a process pool is made (``_process/_cpu_limit``).
 CGROUPS = _on("cgroups", _LINUX)
 #: ``os.register_at_fork`` (every POSIX system; not Windows). Not a switch: portable code has it.
 FORK_HOOKS = hasattr(os, "register_at_fork")

@@ -31,8 +31,8 @@ from .._errors import (
     describe_exit,
 )
 from .._job import Job, Outcomes
-from .._platform import usable_cpus
 from ._cpu_demand import SAMPLE_SECONDS, cpus_taken
+from ._cpu_limit import cpus_allowed
 from ._handle import WorkerHandle
 from ._large_data import LargeData
 from ._line import JobLine
@@ -111,7 +111,7 @@ class Workers:
         self.start_now = False  # grow wants another start at the next turn: do not sleep
         self.grow_check_at: Optional[float] = None  # when to ask again (see grow)
         self.start_seconds = 0.0  # how long the last workers took to say READY (see grow)
-        self.cpus = usable_cpus()  # the CPUs the pool's workers share (see grow, _lending)
+        self.cpus = cpus_allowed()  # the CPUs the pool's workers share (see grow, _lending)
         self.seconds_starting = 0.0  # spent in starting processes, since the loop last asked
         # How many workers are idle: counted again at each turn of the loop, and kept by the
         # methods that make a worker busy or idle outside it, so that a submitter can read it
