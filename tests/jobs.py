@@ -909,7 +909,7 @@ def gate_each_run(address: str, directory: str, tag: Any) -> int:
 
 def adopted_state() -> tuple[bool, bool]:
     """In a worker: whether what it holds as received from the script's namespace is what
-    ``adopt()`` makes of its namespace now, and whether it still says its fork server adopted
+    adopting its namespace makes of it now, and whether it still says its fork server adopted
     for it (a process it forks must adopt for itself)."""
     from jobpool import _main_globals
 
@@ -917,5 +917,5 @@ def adopted_state() -> tuple[bool, bool]:
         return dict(_main_globals._written), dict(_main_globals._received)
 
     held, flag = state(), _main_globals.adopted_for_forks
-    _main_globals.adopt()
+    _main_globals._adopt()  # the walk itself, whoever was to make it
     return held == state(), flag

@@ -366,7 +366,7 @@ def test_a_crash_ends_the_looking(
     on_first_wait: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The dispatcher calls the lease off while the thread looks, not only while it sleeps."""
+    """A worker that dies while the thread looks ends the looking (its pipe's end of file)."""
     cpus(monkeypatch, 2)
     pool = make_pool(backend, workers=1)
     looks_when_free(pool, gate, spins, 1)

@@ -267,8 +267,8 @@ def _reset_after_fork() -> None:
 after_fork_in_child(_reset_after_fork)
 
 
-# Set by a fork server that adopted its namespace for the workers it forks (see adopt): what a
-# worker would find there at its start is what the server found, so the worker need not look.
+# True in a fork server that adopted its namespace for the workers it forks (adopt_for_forks):
+# what a worker would find there at its start is what the server found.
 adopted_for_forks = False
 
 
@@ -280,6 +280,21 @@ def adopt() -> None:
     jobpool's fork server calls it once for all its workers (``adopted_for_forks``): each would
     otherwise spend about 0.25 ms of CPU at its start walking the same names.
     """
+    global adopted_for_forks
+    if adopted_for_forks:  # by the fork server this worker was forked from
+        adopted_for_forks = False  # not for a process this one forks: it adopts its own
+        return
+    _adopt()
+
+
+def adopt_for_forks() -> None:
+    """A fork server adopts its namespace once for every worker it forks (see adopt)."""
+    global adopted_for_forks
+    _adopt()
+    adopted_for_forks = True
+
+
+def _adopt() -> None:
     space = namespace()
     with _lock:
         _written.clear()

@@ -13,8 +13,8 @@ which the first worker of every pool waits for. What the imports made is then fr
 collections never walk the objects every worker shares with the server, nor copy the memory
 pages that hold them.
 
-It also takes the server's ``__main__`` namespace as received (``_main_globals.adopt``) once,
-for every worker: it is the namespace each of them starts with.
+It also takes the server's ``__main__`` namespace as received, once for every worker
+(``_main_globals.adopt_for_forks``): it is the namespace each of them starts with.
 
 Only the fork server imports this module (``_context.WORKER_PRELOAD``).
 """
@@ -37,8 +37,7 @@ try:
     from . import _in_worker  # noqa: F401
 
     # The workers' namespace is this server's __main__, which nothing changes after this.
-    _main_globals.adopt()
-    _main_globals.adopted_for_forks = True
+    _main_globals.adopt_for_forks()
 finally:
     gc.freeze()
     if _collecting:

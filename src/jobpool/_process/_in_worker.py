@@ -263,10 +263,7 @@ def _work(
     multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
     instances = for_worker_process()  # what per_worker handles build here
     channel = _Channel(conn)
-    if _main_globals.adopted_for_forks:  # by the fork server, for all its workers
-        _main_globals.adopted_for_forks = False  # not for a process this one forks: it adopts
-    else:
-        _main_globals.adopt()
+    _main_globals.adopt()  # (done already, if its fork server did it for all its workers)
     with stderr_into(startup_stderr):
         faulthandler.enable()
         inbox = _Inbox(conn, large)
