@@ -25,7 +25,7 @@ import jobs
 from conftest import START_METHODS, WAIT, join_or_fail
 from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError, _platform
 from jobpool._job import Call, Job, JobQueue
-from jobpool._process import _handle, _state
+from jobpool._process import _handle, _send_ahead, _state
 from jobpool._process._frames import FrameReader, write_frame, write_frames
 from jobpool._process._in_worker import _Inbox
 from jobpool._process._line import JobLine
@@ -101,7 +101,7 @@ def _release_held(gate: jobs.StartGate, held: list[Future[Any]]) -> None:
 
 def _assert_each_ran_once(futures: list[Future[Any]], marks: str, n: int) -> None:
     assert [f.result(WAIT) for f in futures] == list(range(n))
-    assert sorted(jobs.runs_in(marks)) == [str(i) for i in range(n)]
+    assert sorted(jobs.runs_in(marks), key=int) == [str(i) for i in range(n)]
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)
@@ -242,6 +242,91 @@ def test_jobs_sent_ahead_to_one_worker_go_out_in_one_write(
     assert runs.count(AHEAD_JOBS) == 2, runs  # each worker's jobs in one write
     _release_held(gate, held)
     _assert_each_ran_once(futures, marks, 2 * AHEAD_JOBS)
+
+
+def test_the_number_of_jobs_ahead_follows_the_workers_job_time() -> None:
+    """Tiny jobs: up to MOST_AHEAD_JOBS, as many as fit in AHEAD_SECONDS of the worker's time;
+    never fewer than AHEAD_JOBS (a first job, whose time is not known, included)."""
+    tiny = _send_ahead.AHEAD_SECONDS / _send_ahead.MOST_AHEAD_JOBS
+    assert _state.jobs_ahead_limit(0.0) == _send_ahead.MOST_AHEAD_JOBS
+    assert _state.jobs_ahead_limit(tiny) == _send_ahead.MOST_AHEAD_JOBS
+    assert _state.jobs_ahead_limit(_send_ahead.AHEAD_SECONDS / 10) == 10
+    assert _state.jobs_ahead_limit(_send_ahead.AHEAD_SECONDS) == AHEAD_JOBS
+    assert _state.jobs_ahead_limit(_send_ahead.SHORT_JOB_SECONDS) == AHEAD_JOBS
+    assert _state.jobs_ahead_limit(float("inf")) == AHEAD_JOBS
+    # Past the first AHEAD_JOBS only small jobs wait: the pipe never holds more than 44 KiB.
+    big = _send_ahead.MAX_MORE_AHEAD_BYTES + 1
+    assert _state.fits_ahead(big, True, AHEAD_JOBS - 1)
+    assert not _state.fits_ahead(big, True, AHEAD_JOBS)
+    assert _state.fits_ahead(_send_ahead.MAX_MORE_AHEAD_BYTES, True, AHEAD_JOBS)
+    most = AHEAD_JOBS * _send_ahead.MAX_AHEAD_BYTES
+    most += (_send_ahead.MOST_AHEAD_JOBS - AHEAD_JOBS) * _send_ahead.MAX_MORE_AHEAD_BYTES
+    assert most <= 44 * 1024
+
+
+@pytest.mark.parametrize("payload", [0, 2048], ids=["tiny", "2-KiB"])
+def test_tiny_jobs_wait_sixteen_deep_and_bigger_ones_four(
+    make_pool: Callable[..., Pool],
+    gate: jobs.StartGate,
+    marks: str,
+    eager: pytest.MonkeyPatch,
+    payload: int,
+) -> None:
+    """Workers whose jobs take microseconds (AHEAD_SECONDS raised, as if they did) are sent up
+    to MOST_AHEAD_JOBS jobs each, in one write, unless the jobs are bigger than
+    MAX_MORE_AHEAD_BYTES: then AHEAD_JOBS. Each runs once."""
+    eager.setattr(_state, "AHEAD_SECONDS", 3600.0)
+    pool = _warm_pool(make_pool, gate)
+    runs = _spy_writes(eager)
+    deep = _send_ahead.MOST_AHEAD_JOBS if not payload else AHEAD_JOBS
+    n = 2 * _send_ahead.MOST_AHEAD_JOBS
+    padding = b"x" * payload  # returned, so that it travels in the job's arguments
+
+    held, futures, ahead = _place(
+        pool, gate, lambda: [pool.submit(jobs.mark_run, marks, i, (i, padding)) for i in range(n)]
+    )
+    assert sorted(map(len, ahead)) == [deep, deep]
+    assert runs.count(deep) == 2, runs  # each worker's jobs in one write
+    _release_held(gate, held)
+    assert [f.result(WAIT) for f in futures] == [(i, padding) for i in range(n)]
+    assert sorted(jobs.runs_in(marks), key=int) == [str(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("leader", ["hung", "crash"])
+def test_sixteen_jobs_behind_a_hung_or_crashed_job_run_elsewhere_once(
+    make_pool: Callable[..., Pool],
+    gate: jobs.StartGate,
+    marks: str,
+    eager: pytest.MonkeyPatch,
+    leader: str,
+) -> None:
+    """The deepest pipes (MOST_AHEAD_JOBS behind a running job) lose nothing: the jobs behind
+    one that hangs are recalled, those behind one that crashes are requeued; each runs once."""
+    eager.setattr(_state, "AHEAD_SECONDS", 3600.0)
+    pool = _warm_pool(make_pool, gate)
+    n = 2 * _send_ahead.MOST_AHEAD_JOBS - 1
+
+    def queue_jobs() -> list[Future[Any]]:
+        if leader == "hung":
+            first = pool.submit(jobs.gate_job, gate.address, "hung", "hung")
+        else:
+            first = pool.submit(jobs.exit_now, 3)
+        return [first, *_marked(pool, marks, n)]
+
+    held, futures, ahead = _place(pool, gate, queue_jobs)
+    first = futures[0]
+    assert sorted(map(len, ahead)) == [_send_ahead.MOST_AHEAD_JOBS] * 2
+    assert any(queue[0] is first for queue in ahead)
+    eager.setattr(_state, "RECALL_AFTER_SECONDS", 0.01)
+    _release_held(gate, held)
+    _assert_each_ran_once(futures[1:], marks, n)
+    if leader == "hung":
+        assert not first.done()
+        gate.release("hung")
+        assert first.result(WAIT) == "hung"
+    else:
+        with pytest.raises(WorkerCrashedError):
+            first.result(WAIT)
 
 
 def test_jobs_whose_write_together_fails_run_elsewhere_once(

@@ -226,9 +226,10 @@ class WorkerHandle:
         serialized = job.serialized
         assert serialized is not None
         key = serialized.fn_key
+        ahead = len(self.ahead)
         if key is None:  # the function travels with it
-            return fits_ahead(len(serialized.body) + len(serialized.fn_bytes or b""), True)
-        return fits_ahead(len(serialized.body), self.shipped.has_function(key))
+            return fits_ahead(len(serialized.body) + len(serialized.fn_bytes or b""), True, ahead)
+        return fits_ahead(len(serialized.body), self.shipped.has_function(key), ahead)
 
     @property
     def recall_at(self) -> Optional[float]:

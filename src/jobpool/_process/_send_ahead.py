@@ -23,6 +23,13 @@ from __future__ import annotations
 
 # Jobs that may wait in one worker's pipe behind the one it runs.
 AHEAD_JOBS = 4
+# More of them for a worker whose jobs are far shorter than the parent's own time per job
+# (tens of microseconds): the dispatcher's time per job falls with each job a turn of its loop
+# sends (a fifth, from 4 to 16 here), and so many wait behind a running job only while they add
+# up to at most AHEAD_SECONDS of the worker's time, which is what a worker left with them at
+# the end of a batch holds up.
+MOST_AHEAD_JOBS = 16
+AHEAD_SECONDS = 0.0005
 # Send ahead only to a worker whose recent jobs took less than this, and whose running job
 # started less than this ago: longer jobs leave the parent's overhead small anyway.
 SHORT_JOB_SECONDS = 0.002
@@ -31,6 +38,8 @@ RECALL_AFTER_SECONDS = 0.01
 # Only jobs this small (arguments and function bytes) are sent ahead: a worker busy with a job
 # does not read its pipe, and a write that filled the pipe would stall the dispatcher.
 MAX_AHEAD_BYTES = 8192
+# Beyond the first AHEAD_JOBS, only jobs this small: the pipe then holds at most 44 KiB of jobs.
+MAX_MORE_AHEAD_BYTES = 1024
 # Weight of the newest job in a worker's running average of job times.
 JOB_TIME_WEIGHT = 0.25
 

@@ -37,7 +37,15 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from ._send_ahead import AHEAD_JOBS, MAX_AHEAD_BYTES, RECALL_AFTER_SECONDS, SHORT_JOB_SECONDS
+from ._send_ahead import (
+    AHEAD_JOBS,
+    AHEAD_SECONDS,
+    MAX_AHEAD_BYTES,
+    MAX_MORE_AHEAD_BYTES,
+    MOST_AHEAD_JOBS,
+    RECALL_AFTER_SECONDS,
+    SHORT_JOB_SECONDS,
+)
 
 
 class WorkerState(enum.Enum):
@@ -158,16 +166,26 @@ def may_take_ahead(
     its recent jobs were short, the running one is still young, and few wait already."""
     return (
         state is WorkerState.BUSY
-        and jobs_ahead < AHEAD_JOBS
+        and jobs_ahead < jobs_ahead_limit(job_seconds)
         and job_seconds < SHORT_JOB_SECONDS
         and running_for < SHORT_JOB_SECONDS
     )
 
 
-def fits_ahead(size: int, function_kept: bool) -> bool:
-    """Whether a job of ``size`` bytes may wait in a busy worker's pipe: small enough that the
-    write cannot fill the pipe, and its function kept there already (no definition to send)."""
-    return function_kept and size <= MAX_AHEAD_BYTES
+def jobs_ahead_limit(job_seconds: float) -> int:
+    """How many jobs may wait behind a running one whose worker's jobs take ``job_seconds``:
+    AHEAD_JOBS, or up to MOST_AHEAD_JOBS as long as they add up to AHEAD_SECONDS at most."""
+    if job_seconds * MOST_AHEAD_JOBS <= AHEAD_SECONDS:
+        return MOST_AHEAD_JOBS
+    return max(AHEAD_JOBS, int(AHEAD_SECONDS / job_seconds))
+
+
+def fits_ahead(size: int, function_kept: bool, jobs_ahead: int = 0) -> bool:
+    """Whether a job of ``size`` bytes may wait in a busy worker's pipe behind ``jobs_ahead``
+    others: small enough that the write cannot fill the pipe (smaller still past the first
+    AHEAD_JOBS), and its function kept there already (no definition to send)."""
+    most = MAX_AHEAD_BYTES if jobs_ahead < AHEAD_JOBS else MAX_MORE_AHEAD_BYTES
+    return function_kept and size <= most
 
 
 def recall_due_at(
