@@ -73,20 +73,34 @@ def _field(text: str, name: str) -> Optional[int]:
     return None
 
 
-def own_cgroup_dir(pid: str = "self") -> Optional[tuple[int, str]]:
-    """(cgroup version, directory) of ``pid``'s memory cgroup, if it is mounted where we look."""
+def memberships(proc_file: str) -> Optional[list[tuple[list[str], str]]]:
+    """The groups a ``/proc/<pid>/cgroup`` file names: (controllers, path) per hierarchy, the
+    unified one (v2) with no controllers; None if it cannot be read. Lines that are not
+    ``id:controllers:path`` are left out."""
     try:
-        lines = _read(f"/proc/{pid}/cgroup").splitlines()
+        lines = _read(proc_file).splitlines()
     except OSError:
         return None
-    unified = None
+    groups = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            groups.append(([name for name in parts[1].split(",") if name], parts[2]))
+    return groups
+
+
+def own_cgroup_dir(pid: str = "self") -> Optional[tuple[int, str]]:
+    """(cgroup version, directory) of ``pid``'s memory cgroup, if it is mounted where we look."""
+    groups = memberships(f"/proc/{pid}/cgroup")
+    if groups is None:
+        return None
+    unified = None
+    for controllers, path in groups:
+        if "memory" in controllers:
             directory = _V1_ROOT + path.rstrip("/")
             if os.path.exists(os.path.join(directory, "memory.limit_in_bytes")):
                 return 1, directory
-        elif controllers == "":
+        elif not controllers:
             unified = path
     if unified is not None:
         for root in (_V2_ROOT, _V2_ROOT + "/unified"):

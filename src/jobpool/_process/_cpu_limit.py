@@ -15,6 +15,7 @@ import os
 from typing import Callable, Optional
 
 from .. import _platform
+from ._cgroups import memberships
 
 _Quota = Callable[[str], Optional[float]]  # a group's quota, in CPUs, read from its directory
 
@@ -37,20 +38,14 @@ def cpus_allowed() -> int:
 def quota_cpus() -> Optional[float]:
     """The CPUs' worth of time that this process's cgroup and its ancestors allow (the least of
     their quotas); None where none is set or none can be read."""
-    try:
-        with open(PROC_CGROUP) as f:
-            lines = f.read().splitlines()
-    except OSError:
+    groups = memberships(PROC_CGROUP)
+    if groups is None:
         return None
     limits: list[float] = []
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":
+    for controllers, path in groups:
+        if not controllers:
             limits += _limits(path, V2_ROOTS, _v2_quota)
-        elif "cpu" in controllers.split(","):
+        elif "cpu" in controllers:
             limits += _limits(path, V1_ROOTS, _v1_quota)
     return min(limits) if limits else None
 
