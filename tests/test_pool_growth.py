@@ -22,6 +22,7 @@ import pytest
 import jobpool
 import jobs
 from conftest import PROCESS_BACKENDS, START_METHODS, WAIT, MakePool, join_or_fail
+from jobpool._process import _workers
 from jobs import StartGate
 
 TESTS = Path(__file__).resolve().parent
@@ -78,6 +79,34 @@ def test_the_pool_grows_to_its_size_for_long_jobs(
         gate.release(i)
     assert [f.result(WAIT) for f in held] == list(range(workers + 2))
     assert pool.stats().workers == workers
+
+
+INF = float("inf")
+
+
+def test_jobs_queued_behind_first_jobs_as_long_as_a_start_get_workers_at_once() -> None:
+    """How long the waiting jobs would wait for the busy workers (``seconds_to_serve``), by
+    the (average, running for) of each busy worker's job.
+
+    Forty-nine workers on their first jobs, the oldest running for 0.2 s, none replied yet:
+    the fiftieth job would wait about that long, not 0.2 s / 49 (which, shorter than a start,
+    once held ``Pool(50)`` back from its last worker until the jobs had run much longer)."""
+    first_jobs = [(INF, 0.2 - i * 0.004) for i in range(49)]
+    assert _workers.seconds_to_serve(1, first_jobs) == pytest.approx(0.2)
+    # Jobs of a known 100 us, just started: 298 more take the two workers 298 * 100 us / 2.
+    tiny = [(1e-4, 0.0), (1e-4, 0.0)]
+    assert _workers.seconds_to_serve(298, tiny) == pytest.approx(298 * 1e-4 / 2)
+    # One job behind four workers whose 10 ms jobs have 5 ms left: 5 ms, though at their
+    # rate the four take one job in 10 ms / 4; three jobs behind them: 3 * 10 ms / 4.
+    halfway = [(0.01, 0.005)] * 4
+    assert _workers.seconds_to_serve(1, halfway) == pytest.approx(0.005)
+    assert _workers.seconds_to_serve(3, halfway) == pytest.approx(0.0075)
+    # Two behind workers with 1, 6, 9 and 9 ms left: the second to be free is free in 6 ms.
+    thirds = [(0.01, 0.009), (0.01, 0.004), (0.01, 0.001), (0.01, 0.001)]
+    assert _workers.seconds_to_serve(2, thirds) == pytest.approx(0.006)
+    # A job that has run past its worker's average is taken to be as long as the longest.
+    assert _workers.seconds_to_serve(1, [(0.001, 0.3), (0.001, 0.3)]) == pytest.approx(0.3)
+    assert _workers.seconds_to_serve(3, []) == INF
 
 
 @pytest.mark.skipif("fork" not in START_METHODS, reason="no fork start method here")

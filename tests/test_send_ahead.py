@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from typing import Any, Callable
@@ -55,11 +56,11 @@ def _dispatcher(pool: Pool) -> Any:
 
 
 def _warm_pool(
-    make_pool: Callable[..., Pool], gate: jobs.StartGate, backend: str = BACKEND
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, backend: str = BACKEND, **options: Any
 ) -> Pool:
     """A 2-worker pool in which each worker ran one job, so both have a job time (no job is
     sent ahead to a worker before)."""
-    pool = make_pool(backend, 2)
+    pool = make_pool(backend, 2, **options)
     warm = [pool.submit(jobs.gate_job, gate.address, f"warm{i}", i) for i in range(2)]
     gate.wait_for("warm0")
     gate.wait_for("warm1")
@@ -290,6 +291,29 @@ def test_tiny_jobs_wait_sixteen_deep_and_bigger_ones_four(
     _release_held(gate, held)
     assert [f.result(WAIT) for f in futures] == [(i, padding) for i in range(n)]
     assert sorted(jobs.runs_in(marks), key=int) == [str(i) for i in range(n)]
+
+
+def test_a_recycled_worker_is_sent_ahead_only_the_jobs_it_will_run(
+    make_pool: Callable[..., Pool],
+    gate: jobs.StartGate,
+    marks: str,
+    eager: pytest.MonkeyPatch,
+) -> None:
+    """With ``max_jobs_per_worker``, a worker takes jobs ahead too, but never more than it
+    runs before it is replaced: each worker here ran one job (warm) and runs a second (held),
+    so 10 jobs per worker leave it room for 8 behind; all the rest run in its replacements,
+    each job once and no process more than 10."""
+    eager.setattr(_state, "AHEAD_SECONDS", 3600.0)  # room for 16, as for jobs of microseconds
+    every = 10
+    pool = _warm_pool(make_pool, gate, max_jobs_per_worker=every)
+    n = 4 * _send_ahead.MOST_AHEAD_JOBS
+    held, futures, ahead = _place(pool, gate, lambda: _marked(pool, marks, n))
+    assert sorted(map(len, ahead)) == [every - 2, every - 2]
+    _release_held(gate, held)
+    _assert_each_ran_once(futures, marks, n)
+    per_process = Counter(jobs.runs_in(marks).values())
+    assert max(per_process.values()) <= every, per_process
+    assert pool.stats().worker_restarts >= (2 + 2 + n) // every - 2
 
 
 @pytest.mark.parametrize("leader", ["hung", "crash"])

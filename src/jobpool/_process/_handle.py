@@ -207,15 +207,6 @@ class WorkerHandle:
         self._become(next_state(self.state, Move.READY))
         self.start_seconds = time.monotonic() - self.created_at
 
-    def seconds_per_job(self, now: float) -> float:
-        """How long a job takes it, as far as the parent can tell: its recent jobs' average,
-        or longer if the running one has already run longer (before its first reply: how
-        long its first job has run so far)."""
-        running_for = now - self.started_at
-        if self.job_seconds == math.inf:
-            return running_for
-        return max(self.job_seconds, running_for)
-
     # --- jobs ----------------------------------------------------------------------------------
 
     def fits_ahead(self, job: Job) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from ._line import JobLine
-from ._state import may_take_ahead
+from ._state import jobs_left, may_take_ahead
 from ._workers import Workers
 
 
@@ -30,18 +30,19 @@ def assign_jobs(workers: Workers, line: JobLine) -> None:
 
 def send_ahead(workers: Workers, line: JobLine) -> None:
     """Give busy workers whose jobs are short their next jobs now (see _send_ahead)."""
-    if workers.max_jobs is not None or workers.terminating or not line.waiting():
+    if workers.terminating or not line.waiting():
         return
     now = time.monotonic()
     for handle in workers.handles:
+        left = jobs_left(handle.jobs_done, workers.max_jobs)  # recycled: never more than it runs
         if not may_take_ahead(
-            handle.state, len(handle.ahead), handle.job_seconds, now - handle.started_at
+            handle.state, len(handle.ahead), handle.job_seconds, now - handle.started_at, left
         ):
             continue
         handle.hold_writes()  # the jobs it takes now go out in one write
         try:
             while may_take_ahead(
-                handle.state, len(handle.ahead), handle.job_seconds, now - handle.started_at
+                handle.state, len(handle.ahead), handle.job_seconds, now - handle.started_at, left
             ):
                 job = line.next_job_if(handle.fits_ahead)
                 if job is None:

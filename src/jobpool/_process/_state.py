@@ -160,13 +160,21 @@ LEAVING = frozenset({WorkerState.RETIRING, WorkerState.KILLED, WorkerState.EXITE
 
 
 def may_take_ahead(
-    state: WorkerState, jobs_ahead: int, job_seconds: float, running_for: float
+    state: WorkerState,
+    jobs_ahead: int,
+    job_seconds: float,
+    running_for: float,
+    jobs_left: Optional[int] = None,
 ) -> bool:
     """Whether a job may wait in the worker's pipe behind its running one (see _send_ahead):
-    its recent jobs were short, the running one is still young, and few wait already."""
+    its recent jobs were short, the running one is still young, and few wait already; and,
+    for a worker recycled after ``max_jobs_per_worker`` jobs, ``jobs_left`` (how many more it
+    may be given beside the running one; None: no limit) is not used up, so that it is never
+    sent a job it would not run."""
     return (
         state is WorkerState.BUSY
         and jobs_ahead < jobs_ahead_limit(job_seconds)
+        and (jobs_left is None or jobs_ahead < jobs_left)
         and job_seconds < SHORT_JOB_SECONDS
         and running_for < SHORT_JOB_SECONDS
     )
@@ -201,6 +209,14 @@ def may_lend(state: WorkerState, jobs_ahead: int) -> bool:
     """Whether a caller thread may read the running job's reply itself (see _lending): only
     when that job is the only one the worker holds."""
     return state is WorkerState.BUSY and not jobs_ahead
+
+
+def jobs_left(jobs_done: int, max_jobs: Optional[int]) -> Optional[int]:
+    """How many jobs a busy worker may still be given beside its running one before it is
+    recycled (``max_jobs_per_worker``); None: it is never recycled for its job count."""
+    if max_jobs is None:
+        return None
+    return max(0, max_jobs - jobs_done - 1)
 
 
 def due_for_recycling(state: WorkerState, jobs_done: int, max_jobs: Optional[int]) -> bool:

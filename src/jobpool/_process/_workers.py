@@ -228,7 +228,6 @@ class Workers:
             waiting = self._line.count() - self.idle_count
             starting = 0
             holding: list[WorkerHandle] = []
-            per_job = 0.0
             now = time.monotonic()
             for handle in self.handles:
                 state = handle.state
@@ -236,11 +235,12 @@ class Workers:
                     starting += 1
                 elif state in HOLDS_JOB:
                     holding.append(handle)
-                    per_job = max(per_job, handle.seconds_per_job(now))
             busy = len(holding)
             if waiting > starting and starting < STARTING_AT_ONCE:
                 unserved = waiting - starting
-                drain = unserved * per_job / busy if busy else math.inf
+                times = [(h.job_seconds, now - h.started_at) for h in holding]
+                per_job = longest_job(times)
+                drain = seconds_to_serve(unserved, times)
                 long_job = LONG_JOB_STARTS * self.start_seconds
                 if drain < self.start_seconds or (busy and parent_busy >= PARENT_BUSY):
                     # ask again when a job running from now on would have made it worth it
@@ -592,6 +592,47 @@ class Workers:
                         handle.recall()
                     return True
         return self._line.kill(future, JobKilledError(KILLED_WAITING))
+
+
+def longest_job(times: list[tuple[float, float]]) -> float:
+    """How long a job takes the slowest of the busy workers, as far as the parent can tell:
+    for each, ``(job_seconds, running_for)``: its recent jobs' average (``inf`` before its
+    first reply) and how long its running job has run; the longer of the two counts."""
+    return (
+        max(
+            (running_for if job_seconds == math.inf else max(job_seconds, running_for))
+            for job_seconds, running_for in times
+        )
+        if times
+        else 0.0
+    )
+
+
+def seconds_to_serve(unserved: int, times: list[tuple[float, float]]) -> float:
+    """How long until the busy workers (``times``: see :func:`longest_job`) could have started
+    ``unserved`` more jobs (``inf`` when none is busy); ``grow`` starts a worker when that is
+    longer than a start.
+
+    Two bounds, the larger counts. At the rate of the slowest of them, the workers take
+    ``unserved * longest / busy`` for all of them (many short jobs). And the last of those jobs
+    cannot start before the ``unserved``-th worker to finish is free: a worker whose running
+    job has a shorter average than it has run is free in the rest of that average; one
+    without an average yet (its first job), or whose job has run longer than its average, is
+    taken to be on a job as long as the longest one seen. So fifty jobs of half a second each
+    start fifty workers as fast as they can start, rather than only once the running ones
+    have run fifty times as long as a start, as the first bound alone would have it.
+    """
+    busy = len(times)
+    if not busy:
+        return math.inf
+    longest = longest_job(times)
+    remaining = sorted(
+        job_seconds - running_for
+        if job_seconds != math.inf and running_for < job_seconds
+        else longest
+        for job_seconds, running_for in times
+    )
+    return max(unserved * longest / busy, remaining[min(unserved, busy) - 1])
 
 
 def _short_of_resources(exc: BaseException) -> bool:
