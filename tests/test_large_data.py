@@ -387,6 +387,7 @@ def test_jobs_sent_ahead_and_given_back_keep_then_free_their_segments(
     gate.release("warm1")
     assert [f.result(WAIT) for f in warm] == [0, 1]
     monkeypatch.setattr(_state, "SHORT_JOB_SECONDS", 3600.0)  # send ahead to any busy worker
+    monkeypatch.setattr(_state, "ONE_AHEAD_SECONDS", 3600.0)
     monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 3600.0)  # ... recalling only later
     held = [pool.submit(jobs.gate_job, gate.address, f"hold{i}") for i in range(2)]
     gate.wait_for("hold0")

@@ -41,6 +41,7 @@ BACKEND = "process-forkserver"
 def eager(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """Send ahead to any busy worker; recall only when a test lowers the timer again."""
     monkeypatch.setattr(_state, "SHORT_JOB_SECONDS", 3600.0)
+    monkeypatch.setattr(_state, "ONE_AHEAD_SECONDS", 3600.0)
     monkeypatch.setattr(_state, "RECALL_AFTER_SECONDS", 3600.0)
     return monkeypatch
 
@@ -253,8 +254,20 @@ def test_the_number_of_jobs_ahead_follows_the_workers_job_time() -> None:
     assert _state.jobs_ahead_limit(tiny) == _send_ahead.MOST_AHEAD_JOBS
     assert _state.jobs_ahead_limit(_send_ahead.AHEAD_SECONDS / 10) == 10
     assert _state.jobs_ahead_limit(_send_ahead.AHEAD_SECONDS) == AHEAD_JOBS
-    assert _state.jobs_ahead_limit(_send_ahead.SHORT_JOB_SECONDS) == AHEAD_JOBS
-    assert _state.jobs_ahead_limit(float("inf")) == AHEAD_JOBS
+    assert _state.jobs_ahead_limit(_send_ahead.SHORT_JOB_SECONDS * 0.99) == AHEAD_JOBS
+    # Jobs of milliseconds (a map's chunks): one behind the running one, while it is young.
+    assert _state.jobs_ahead_limit(_send_ahead.SHORT_JOB_SECONDS) == 1
+    one = _send_ahead.ONE_AHEAD_SECONDS
+    busy = WorkerState.BUSY
+    assert _state.may_take_ahead(busy, 0, one * 0.9, one * 0.9)
+    assert not _state.may_take_ahead(busy, 1, one * 0.9, 0.0)
+    assert not _state.may_take_ahead(busy, 0, one * 0.9, one)
+    assert not _state.may_take_ahead(busy, 0, one, 0.0)
+    assert not _state.may_take_ahead(busy, 0, float("inf"), 0.0)  # no job time yet
+    assert not _state.may_take_ahead(WorkerState.IDLE, 0, 0.0, 0.0)
+    short = _send_ahead.SHORT_JOB_SECONDS
+    assert _state.may_take_ahead(busy, AHEAD_JOBS - 1, short / 2, short * 0.9)
+    assert not _state.may_take_ahead(busy, 0, short / 2, short)  # short jobs: young as before
     # Past the first AHEAD_JOBS only small jobs wait: the pipe never holds more than 44 KiB.
     big = _send_ahead.MAX_MORE_AHEAD_BYTES + 1
     assert _state.fits_ahead(big, True, AHEAD_JOBS - 1)
@@ -263,6 +276,22 @@ def test_the_number_of_jobs_ahead_follows_the_workers_job_time() -> None:
     most = AHEAD_JOBS * _send_ahead.MAX_AHEAD_BYTES
     most += (_send_ahead.MOST_AHEAD_JOBS - AHEAD_JOBS) * _send_ahead.MAX_MORE_AHEAD_BYTES
     assert most <= 44 * 1024
+
+
+def test_a_big_job_waits_only_where_the_socket_has_room_for_twice_its_bytes() -> None:
+    huge = 100_000
+    needed = 2 * huge + _send_ahead.AHEAD_MARGIN_BYTES
+    assert not _state.fits_ahead(huge, True, 0)  # room unknown: small jobs only
+    assert not _state.fits_ahead(huge, True, 0, lambda: None)
+    assert _state.fits_ahead(huge, True, 0, lambda: needed)
+    assert _state.fits_ahead(huge, True, AHEAD_JOBS, lambda: needed)
+    assert not _state.fits_ahead(huge, True, 0, lambda: needed - 1)
+    assert not _state.fits_ahead(huge, False, 0, lambda: 10 * needed)  # its function: not there
+
+    def unasked() -> int:
+        raise AssertionError("the socket is asked only for a job too big for the plain rule")
+
+    assert _state.fits_ahead(_send_ahead.MAX_AHEAD_BYTES, True, 0, unasked)
 
 
 @pytest.mark.parametrize("payload", [0, 2048], ids=["tiny", "2-KiB"])
@@ -275,11 +304,12 @@ def test_tiny_jobs_wait_sixteen_deep_and_bigger_ones_four(
 ) -> None:
     """Workers whose jobs take microseconds (AHEAD_SECONDS raised, as if they did) are sent up
     to MOST_AHEAD_JOBS jobs each, in one write, unless the jobs are bigger than
-    MAX_MORE_AHEAD_BYTES: then AHEAD_JOBS. Each runs once."""
+    MAX_MORE_AHEAD_BYTES and the socket cannot say it has room for them (no ``outq``): then
+    AHEAD_JOBS. Each runs once."""
     eager.setattr(_state, "AHEAD_SECONDS", 3600.0)
     pool = _warm_pool(make_pool, gate)
     runs = _spy_writes(eager)
-    deep = _send_ahead.MOST_AHEAD_JOBS if not payload else AHEAD_JOBS
+    deep = AHEAD_JOBS if payload and not _platform.OUTQ else _send_ahead.MOST_AHEAD_JOBS
     n = 2 * _send_ahead.MOST_AHEAD_JOBS
     padding = b"x" * payload  # returned, so that it travels in the job's arguments
 
@@ -314,6 +344,52 @@ def test_a_recycled_worker_is_sent_ahead_only_the_jobs_it_will_run(
     per_process = Counter(jobs.runs_in(marks).values())
     assert max(per_process.values()) <= every, per_process
     assert pool.stats().worker_restarts >= (2 + 2 + n) // every - 2
+
+
+@pytest.mark.parametrize("leader", ["none", "hung"])
+def test_big_jobs_wait_in_a_socket_with_room_and_lose_nothing(
+    make_pool: Callable[..., Pool],
+    gate: jobs.StartGate,
+    marks: str,
+    eager: pytest.MonkeyPatch,
+    leader: str,
+) -> None:
+    """Jobs of 150 KB (whose results are as big: the worker writes while the parent would
+    write to it) wait behind a running one where the socket can say it has room
+    (``_platform.OUTQ``), as many as its send buffer takes at twice their bytes, never more;
+    behind a job that hangs they are recalled and run elsewhere. Each runs once, and nothing
+    blocks. Without ``outq`` (portable mode) none waits."""
+    eager.setattr(_state, "AHEAD_SECONDS", 3600.0)
+    pool = _warm_pool(make_pool, gate)
+    padding = b"x" * 150_000
+    n = 12
+
+    def queue_jobs() -> list[Future[Any]]:
+        first = (
+            [pool.submit(jobs.gate_job, gate.address, "hung", "hung")] if leader == "hung" else []
+        )
+        return first + [pool.submit(jobs.mark_run, marks, i, (i, padding)) for i in range(n)]
+
+    held, futures, ahead = _place(pool, gate, queue_jobs)
+    big = set(futures[-n:])
+    dispatcher = _dispatcher(pool)
+    buffers = dispatcher.call(lambda: [h._send_buffer for h in dispatcher.workers.handles])
+    waiting = [[f for f in queue if f in big] for queue in ahead]
+    if not _platform.OUTQ:
+        assert waiting == [[], []]
+    else:
+        assert any(waiting), buffers
+        for queue, buffer in zip(waiting, buffers):
+            # Each was let in with room for twice its bytes and a margin left.
+            assert buffer is not None and len(queue) < buffer // len(padding), buffers
+    if leader == "hung":
+        eager.setattr(_state, "RECALL_AFTER_SECONDS", 0.01)
+        futures = futures[1:]
+    _release_held(gate, held)
+    assert [f.result(WAIT) for f in futures] == [(i, padding) for i in range(n)]
+    assert sorted(jobs.runs_in(marks), key=int) == [str(i) for i in range(n)]
+    if leader == "hung":
+        gate.release("hung")
 
 
 @pytest.mark.parametrize("leader", ["hung", "crash"])
@@ -369,6 +445,7 @@ def test_jobs_whose_write_together_fails_run_elsewhere_once(
     dispatcher.call(lambda: None)  # a whole turn, its send-ahead step included: both fail
     assert runs.count(AHEAD_JOBS) >= 2, runs
     eager.setattr(_state, "SHORT_JOB_SECONDS", 0.0)  # the replacements take one job at a time
+    eager.setattr(_state, "ONE_AHEAD_SECONDS", 0.0)
     for future in held:
         with pytest.raises(WorkerCrashedError):
             future.result(WAIT)

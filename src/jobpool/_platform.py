@@ -28,6 +28,9 @@ mechanism       used for                                     without it
                 its ``job_memory_limit`` (``_cgroups``);     /proc every 10 ms (``_memory``);
                 the CPU quota caps the CPUs a pool counts    the affinity alone
                 on (``_cpu_limit``)
+``outq``        ``SIOCOUTQ``: what a worker has not read     only jobs of at most 8 KB wait
+                yet, so that a map's big chunks wait in its  there (``_send_ahead``)
+                socket while it has room (``_send_ahead``)
 ==============  ===========================================  =================================
 
 **The switches are a testing aid, not a tuning knob.** ``JOBPOOL_PORTABLE=1`` turns every one of
@@ -43,11 +46,28 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import sys
 from typing import Callable, Optional
 
+try:
+    import fcntl
+    import termios
+except ImportError:  # not a POSIX system
+    fcntl = termios = None  # type: ignore[assignment]
+
 #: Every mechanism a switch can turn off, in the order of the table above.
-MECHANISMS = ("memfd", "pidfd", "subreaper", "proc", "epoll", "populate", "affinity", "cgroups")
+MECHANISMS = (
+    "memfd",
+    "pidfd",
+    "subreaper",
+    "proc",
+    "epoll",
+    "populate",
+    "affinity",
+    "cgroups",
+    "outq",
+)
 
 PORTABLE_VARIABLE = "JOBPOOL_PORTABLE"
 DISABLE_VARIABLE = "JOBPOOL_DISABLE"
@@ -113,6 +133,8 @@ AFFINITY = _on("affinity", hasattr(os, "sched_getaffinity"))
 #: when a worker first needs one (``_process/_cgroups.controller``). Also the CPU quota of this
 #: process's cgroup, read when a process pool is made (``_process/_cpu_limit``).
 CGROUPS = _on("cgroups", _LINUX)
+#: ``SIOCOUTQ`` on a Unix socket: the bytes written to it that its reader has not read yet.
+OUTQ = _on("outq", _LINUX and termios is not None and hasattr(termios, "TIOCOUTQ"))
 #: ``os.register_at_fork`` (every POSIX system; not Windows). Not a switch: portable code has it.
 FORK_HOOKS = hasattr(os, "register_at_fork")
 #: Process groups (``setpgid``, ``killpg``): POSIX. Not a switch: portable code has them.
@@ -132,6 +154,33 @@ def pidfd_open(pid: Optional[int]) -> Optional[int]:
         return None
     try:
         return int(os.pidfd_open(pid))  # type: ignore[attr-defined,unused-ignore]
+    except OSError:
+        return None
+
+
+def send_buffer(fd: int, wanted: int) -> Optional[int]:
+    """Ask for a send buffer of ``wanted`` bytes on the socket ``fd``; the size it has, in the
+    kernel's own accounting (what :func:`unsent_bytes` counts in), or None: no ``outq``, or
+    the socket refused. Linux doubles what it is asked for, up to ``net.core.wmem_max``."""
+    if not OUTQ:
+        return None
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wanted)
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+    except OSError:
+        return None
+    finally:
+        sock.detach()  # the descriptor stays its owner's
+
+
+def unsent_bytes(fd: int) -> Optional[int]:
+    """The bytes written to the socket ``fd`` that its reader has not read yet (with the
+    kernel's overhead for them), or None where that cannot be known."""
+    if not OUTQ:
+        return None
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0])
     except OSError:
         return None
 
@@ -175,4 +224,5 @@ def describe() -> dict[str, bool]:
         "populate": POPULATE,
         "affinity": AFFINITY,
         "cgroups": CGROUPS,
+        "outq": OUTQ,
     }

@@ -27,6 +27,8 @@ from .. import _platform
 
 _HEADER = struct.Struct("!i")
 _HUGE_HEADER = struct.Struct("!Q")
+#: The most a frame's header takes (a huge frame's: see write_frame).
+FRAME_HEADER_BYTES = _HEADER.size + _HUGE_HEADER.size
 READ_SIZE = 1 << 16
 SMALL_WRITE = 1 << 14  # below this, header and body go out in one write (a copy is cheaper)
 _PROTO = 0x80  # the first byte of a pickle of protocol 2 or later, then the protocol number

@@ -31,12 +31,12 @@ from .._job import Call, Job
 from .._protocol import RUN_CALL, RUN_CHUNK, STOP
 from ._cpu_demand import CpuDemand
 from ._death_notice import held_here_only, worker_exit_pipe
-from ._frames import FrameReader, write_frame, write_frames
+from ._frames import FRAME_HEADER_BYTES, FrameReader, write_frame, write_frames
 from ._in_worker import worker_main
 from ._large_data import Channel, LargeData
 from ._lease import Lease
 from ._memory import ProcessListing, WorkerMemory
-from ._send_ahead import JOB_TIME_WEIGHT, KILLED_WAITING
+from ._send_ahead import JOB_TIME_WEIGHT, KILLED_WAITING, SEND_BUFFER_BYTES
 from ._shipped import Shipped
 from ._start import WORKER_NAME_PREFIX, StartupOutput, WorkerSetup
 from ._state import (
@@ -71,6 +71,8 @@ class WorkerHandle:
         self.start_seconds = math.inf  # from its start to its READY (once it said so)
         self._start_process(context, setup, log_level, large)
         self.fd = self.conn.fileno()
+        # Its socket's send buffer, where what it holds unread can be asked (see send_room).
+        self._send_buffer = _platform.send_buffer(self.fd, SEND_BUFFER_BYTES)
         self.reader = FrameReader(self.fd, pickles=True)  # a worker sends pickles only
         pidfd = _platform.pidfd_open(self.process.pid)  # None: no pidfds here (or turned off)
         self._owns_exit_fd = pidfd is not None
@@ -96,6 +98,7 @@ class WorkerHandle:
         # Messages written together once the dispatcher has sent all it sends now (see
         # hold_writes); None: each send writes at once.
         self._outbox: Optional[list[bytes]] = None
+        self._outbox_bytes = 0
         self.replied_after_kill = False  # so it started the next job sent ahead
         self.exited_from: Optional[WorkerState] = None  # its state when its exit was seen
         # Its memory: the running job's limit, its own size, the OOM killer (see _memory).
@@ -219,8 +222,21 @@ class WorkerHandle:
         key = serialized.fn_key
         ahead = len(self.ahead)
         if key is None:  # the function travels with it
-            return fits_ahead(len(serialized.body) + len(serialized.fn_bytes or b""), True, ahead)
-        return fits_ahead(len(serialized.body), self.shipped.has_function(key), ahead)
+            size = len(serialized.body) + len(serialized.fn_bytes or b"")
+            return fits_ahead(size, True, ahead, self.send_room)
+        return fits_ahead(
+            len(serialized.body), self.shipped.has_function(key), ahead, self.send_room
+        )
+
+    def send_room(self) -> Optional[int]:
+        """The bytes its socket can still take without a write blocking, counting those held
+        to be written (see hold_writes); None where that cannot be known (``_platform.OUTQ``)."""
+        if self._send_buffer is None:
+            return None
+        unsent = _platform.unsent_bytes(self.fd)
+        if unsent is None:
+            return None
+        return self._send_buffer - unsent - self._outbox_bytes
 
     @property
     def recall_at(self) -> Optional[float]:
@@ -285,6 +301,7 @@ class WorkerHandle:
     def flush_writes(self) -> None:
         """Write what was held; raises ``OSError`` as ``run`` does (the worker is then ended)."""
         messages, self._outbox = self._outbox, None
+        self._outbox_bytes = 0
         if not messages:
             return
         try:
@@ -313,6 +330,7 @@ class WorkerHandle:
         outbox = self._outbox
         if outbox is not None:
             outbox.append(data)
+            self._outbox_bytes += len(data) + FRAME_HEADER_BYTES
         else:
             write_frame(self.fd, data)
 

@@ -35,14 +35,16 @@ way; ``finish_last`` keeps LENT: the caller read the reply and gives the pipe ba
 from __future__ import annotations
 
 import enum
-from typing import Optional
+from typing import Callable, Optional
 
 from ._send_ahead import (
     AHEAD_JOBS,
+    AHEAD_MARGIN_BYTES,
     AHEAD_SECONDS,
     MAX_AHEAD_BYTES,
     MAX_MORE_AHEAD_BYTES,
     MOST_AHEAD_JOBS,
+    ONE_AHEAD_SECONDS,
     RECALL_AFTER_SECONDS,
     SHORT_JOB_SECONDS,
 )
@@ -171,29 +173,44 @@ def may_take_ahead(
     for a worker recycled after ``max_jobs_per_worker`` jobs, ``jobs_left`` (how many more it
     may be given beside the running one; None: no limit) is not used up, so that it is never
     sent a job it would not run."""
+    young = SHORT_JOB_SECONDS if job_seconds < SHORT_JOB_SECONDS else ONE_AHEAD_SECONDS
     return (
         state is WorkerState.BUSY
         and jobs_ahead < jobs_ahead_limit(job_seconds)
         and (jobs_left is None or jobs_ahead < jobs_left)
-        and job_seconds < SHORT_JOB_SECONDS
-        and running_for < SHORT_JOB_SECONDS
+        and job_seconds < ONE_AHEAD_SECONDS
+        and running_for < young
     )
 
 
 def jobs_ahead_limit(job_seconds: float) -> int:
     """How many jobs may wait behind a running one whose worker's jobs take ``job_seconds``:
-    AHEAD_JOBS, or up to MOST_AHEAD_JOBS as long as they add up to AHEAD_SECONDS at most."""
+    AHEAD_JOBS, or up to MOST_AHEAD_JOBS as long as they add up to AHEAD_SECONDS at most;
+    one for jobs of SHORT_JOB_SECONDS and more (below ONE_AHEAD_SECONDS)."""
     if job_seconds * MOST_AHEAD_JOBS <= AHEAD_SECONDS:
         return MOST_AHEAD_JOBS
+    if job_seconds >= SHORT_JOB_SECONDS:
+        return 1
     return max(AHEAD_JOBS, int(AHEAD_SECONDS / job_seconds))
 
 
-def fits_ahead(size: int, function_kept: bool, jobs_ahead: int = 0) -> bool:
+def fits_ahead(
+    size: int,
+    function_kept: bool,
+    jobs_ahead: int = 0,
+    room: Callable[[], Optional[int]] = lambda: None,
+) -> bool:
     """Whether a job of ``size`` bytes may wait in a busy worker's pipe behind ``jobs_ahead``
-    others: small enough that the write cannot fill the pipe (smaller still past the first
-    AHEAD_JOBS), and its function kept there already (no definition to send)."""
-    most = MAX_AHEAD_BYTES if jobs_ahead < AHEAD_JOBS else MAX_MORE_AHEAD_BYTES
-    return function_kept and size <= most
+    others: its function kept there already (no definition to send), and small enough that
+    the write cannot fill the pipe (smaller still past the first AHEAD_JOBS), or, bigger, with
+    ``room()`` (what the pipe can still take, None where unknown: asked only then) for twice
+    its bytes and a margin."""
+    if not function_kept:
+        return False
+    if size <= (MAX_AHEAD_BYTES if jobs_ahead < AHEAD_JOBS else MAX_MORE_AHEAD_BYTES):
+        return True
+    free = room()
+    return free is not None and 2 * size + AHEAD_MARGIN_BYTES <= free
 
 
 def recall_due_at(
