@@ -96,3 +96,34 @@ def test_every_module_imports_without_posix() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "failed: []\n", done.stdout
+
+
+def test_a_sockets_unread_bytes_are_known_where_outq_is_and_nowhere_else() -> None:
+    """``unsent_bytes`` counts what the reader has not read yet (with the kernel's overhead,
+    a few percent); on a pipe, or without ``outq``, it says it does not know, as
+    ``send_buffer`` does: then only small jobs are sent ahead (``_send_ahead``)."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    read_end, write_end = os.pipe()
+    try:
+        assert _platform.send_buffer(write_end, 1 << 20) is None
+        assert _platform.unsent_bytes(write_end) is None
+        buffer = _platform.send_buffer(ours.fileno(), 1 << 20)
+        if not _platform.OUTQ:
+            assert buffer is None and _platform.unsent_bytes(ours.fileno()) is None
+            return
+        assert buffer is not None and buffer >= 200_000
+        assert _platform.unsent_bytes(ours.fileno()) == 0
+        ours.sendall(b"x" * 100_000)
+        unsent = _platform.unsent_bytes(ours.fileno())
+        assert unsent is not None and 100_000 <= unsent < 2 * 100_000
+        received = 0
+        while received < 100_000:
+            received += len(theirs.recv(1 << 20))
+        assert _platform.unsent_bytes(ours.fileno()) == 0
+    finally:
+        ours.close()
+        theirs.close()
+        os.close(read_end)
+        os.close(write_end)

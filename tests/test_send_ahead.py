@@ -346,7 +346,7 @@ def test_a_recycled_worker_is_sent_ahead_only_the_jobs_it_will_run(
     assert pool.stats().worker_restarts >= (2 + 2 + n) // every - 2
 
 
-@pytest.mark.parametrize("leader", ["none", "hung"])
+@pytest.mark.parametrize("leader", ["none", "hung", "crash"])
 def test_big_jobs_wait_in_a_socket_with_room_and_lose_nothing(
     make_pool: Callable[..., Pool],
     gate: jobs.StartGate,
@@ -357,17 +357,20 @@ def test_big_jobs_wait_in_a_socket_with_room_and_lose_nothing(
     """Jobs of 150 KB (whose results are as big: the worker writes while the parent would
     write to it) wait behind a running one where the socket can say it has room
     (``_platform.OUTQ``), as many as its send buffer takes at twice their bytes, never more;
-    behind a job that hangs they are recalled and run elsewhere. Each runs once, and nothing
-    blocks. Without ``outq`` (portable mode) none waits."""
+    behind a job that hangs they are recalled and run elsewhere, behind one that crashes
+    requeued. Each runs once, and nothing blocks. Without ``outq`` (portable mode) none
+    waits."""
     eager.setattr(_state, "AHEAD_SECONDS", 3600.0)
     pool = _warm_pool(make_pool, gate)
     padding = b"x" * 150_000
     n = 12
 
     def queue_jobs() -> list[Future[Any]]:
-        first = (
-            [pool.submit(jobs.gate_job, gate.address, "hung", "hung")] if leader == "hung" else []
-        )
+        first = []
+        if leader == "hung":
+            first = [pool.submit(jobs.gate_job, gate.address, "hung", "hung")]
+        elif leader == "crash":
+            first = [pool.submit(jobs.exit_now, 3)]
         return first + [pool.submit(jobs.mark_run, marks, i, (i, padding)) for i in range(n)]
 
     held, futures, ahead = _place(pool, gate, queue_jobs)
@@ -384,12 +387,16 @@ def test_big_jobs_wait_in_a_socket_with_room_and_lose_nothing(
             assert buffer is not None and len(queue) < buffer // len(padding), buffers
     if leader == "hung":
         eager.setattr(_state, "RECALL_AFTER_SECONDS", 0.01)
-        futures = futures[1:]
     _release_held(gate, held)
-    assert [f.result(WAIT) for f in futures] == [(i, padding) for i in range(n)]
+    assert [f.result(WAIT) for f in futures[-n:]] == [(i, padding) for i in range(n)]
     assert sorted(jobs.runs_in(marks), key=int) == [str(i) for i in range(n)]
+    if leader == "crash":
+        with pytest.raises(WorkerCrashedError):
+            futures[0].result(WAIT)
     if leader == "hung":
+        assert not futures[0].done()
         gate.release("hung")
+        assert futures[0].result(WAIT) == "hung"
 
 
 @pytest.mark.parametrize("leader", ["hung", "crash"])

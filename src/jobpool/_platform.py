@@ -164,7 +164,10 @@ def send_buffer(fd: int, wanted: int) -> Optional[int]:
     the socket refused. Linux doubles what it is asked for, up to ``net.core.wmem_max``."""
     if not OUTQ:
         return None
-    sock = socket.socket(fileno=fd)
+    try:
+        sock = socket.socket(fileno=fd)  # OSError if it is not a socket
+    except OSError:
+        return None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wanted)
         return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
