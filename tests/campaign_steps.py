@@ -95,6 +95,22 @@ def _slow(run: Run, n: int, mine: list[Tracked]) -> None:
     mine.append(run.track(run.pool.submit(jobs.sleep_for, 0.03), "slow", value(0.03)))
 
 
+@step("mid-burst")
+def _mid_burst(run: Run, n: int, mine: list[Tracked]) -> None:
+    """Jobs of tens of KB at once, under the shared-memory threshold (their bytes travel in the
+    pipe): on Linux they wait in busy workers' sockets while those have room (``outq``)."""
+    for i in range(2 + n % 4):
+        data = bytes([i]) * (THRESHOLD // 4 + 4096 * n)
+        mine.append(run.track(run.pool.submit(cj.reverse_bytes, data), "mid-burst", value(data)))
+
+
+@step("ms-jobs")
+def _ms_jobs(run: Run, n: int, mine: list[Tracked]) -> None:
+    """Jobs of a few milliseconds: a worker running them is sent one behind its running one."""
+    for _ in range(3 + n % 3):
+        mine.append(run.track(run.pool.submit(jobs.sleep_for, 0.003), "ms-jobs", value(0.003)))
+
+
 @step("large")
 def _large(run: Run, n: int, mine: list[Tracked]) -> None:
     data = run.large(n)

@@ -332,6 +332,20 @@ def raise_with_no_descriptor_free(message: str) -> None:
     raise ValueError(message)
 
 
+def take_descriptors() -> int:
+    """Take every free descriptor and keep them (``release_descriptors`` gives them back), and
+    forget the modules jobpool imports only when a result fails to serialize, so that a worker
+    that already needed them must import them again; how many were taken."""
+    for name in ("jobpool._pickling_advice", "jobpool._remote"):
+        sys.modules.pop(name, None)
+    try:
+        while True:
+            TAKEN.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    return len(TAKEN)
+
+
 def release_descriptors() -> int:
     """Give back what ``raise_with_no_descriptor_free`` took; how many."""
     count = len(TAKEN)

@@ -24,7 +24,7 @@ import hostile
 import jobpool
 import jobs
 from conftest import START_METHODS, WAIT
-from jobpool import InitializerError, Pool, WorkerCrashedError, _platform
+from jobpool import InitializerError, Pool, SerializationError, WorkerCrashedError, _platform
 from jobs import StartGate
 
 MakePool = Callable[..., Pool]
@@ -69,6 +69,30 @@ def test_a_job_that_raises_with_no_descriptor_free_fails_alone(
     exc = pool.submit(hostile.raise_with_no_descriptor_free, "no descriptor left").exception(WAIT)
     assert isinstance(exc, ValueError) and str(exc) == "no descriptor left", repr(exc)
     assert "raise_with_no_descriptor_free" in exc.__cause__.tb  # type: ignore[union-attr]
+    assert pool.submit(os.getpid).result(WAIT) == pid  # the same worker goes on
+    assert pool.submit(hostile.release_descriptors).result(WAIT) > 0
+    assert pool.stats().worker_restarts == 0
+
+
+@pytest.mark.parametrize("backend", PROCESS)
+def test_an_unpicklable_result_with_no_descriptor_free_fails_alone(
+    make_pool: MakePool, backend: str
+) -> None:
+    """Found by the fault campaign: in a worker a job had left without descriptors, a map item
+    whose result cannot be pickled killed the worker (exit code 1), the map saw a
+    WorkerCrashedError: explaining the failure imported a module, which needs a descriptor to
+    open its file. The item fails with its SerializationError, the others come back, and the
+    worker goes on."""
+    pool = make_pool(backend, workers=1)
+    pid = pool.submit(os.getpid).result(WAIT)
+    assert pool.submit(jobs.lock_at, 0, 3).result(WAIT) == 0  # its module imported, while it can
+    assert pool.submit(hostile.take_descriptors).result(WAIT) > 0
+    results = pool.map(jobs.lock_at, range(6), [3] * 6, chunksize=3, timeout=WAIT)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(SerializationError, match="lock"):
+        next(results)
+    exc = pool.submit(jobs.lock_at, 3, 3).exception(WAIT)
+    assert isinstance(exc, SerializationError) and "lock" in str(exc), repr(exc)
     assert pool.submit(os.getpid).result(WAIT) == pid  # the same worker goes on
     assert pool.submit(hostile.release_descriptors).result(WAIT) > 0
     assert pool.stats().worker_restarts == 0

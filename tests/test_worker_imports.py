@@ -35,13 +35,16 @@ NOT_IN_WORKER = (
     "jobpool._remote",
     # _job (queues, futures, retries): a worker runs the work alone (_work). With it went
     # _retry, _priority (queue, heapq: not named here, as Python 3.9's collections imports it
-    # at start), _condition, _deadlines; _pickling_advice explains failures only.
+    # at start), _condition, _deadlines.
     "jobpool._job",
     "jobpool._retry",
     "jobpool._priority",
     "queue",
-    "jobpool._pickling_advice",
 )
+# What a worker needs when a result fails to serialize is loaded when it starts: a job may
+# have left it without a free descriptor, and an import then could not open the module's file
+# (the worker died, found by the fault campaign).
+ON_FAILURE_IN_WORKER = ("jobpool._pickling_advice",)
 
 _SOURCE = str(Path(jobpool.__file__).resolve().parent.parent)
 
@@ -66,6 +69,7 @@ def test_fork_server_preload_leaves_out_what_workers_do_not_need() -> None:
     loaded = modules_after_importing(WORKER_PRELOAD)
     assert "jobpool._process._in_worker" in loaded  # the check ran on the real worker side
     assert sorted(loaded.intersection(NOT_IN_WORKER)) == []
+    assert set(ON_FAILURE_IN_WORKER) <= loaded
 
 
 def test_interpreter_itself_does_not_import_them() -> None:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from . import _main_globals
 from ._protocol import FUNCTION_CACHE_SIZE, OK, RAISED, RUN_CALL, RUN_CHUNK
 from ._remote_exceptions import pack_exception
-from ._serialization import dumps
+from ._serialization import ITEM_RESULT, dumps
 from ._work import ChunkResult, run_chunk
 
 
@@ -55,8 +55,6 @@ def _dump_by_item(
 
     Only after the whole chunk failed to dump, so the fast path pickles it once.
     """
-    from ._remote import ITEM_RESULT  # (_remote is the caller's side; a worker needs it only here)
-
     failures: dict[int, BaseException] = {}
     for index, value in enumerate(result.values):
         if result.errors and index in result.errors:

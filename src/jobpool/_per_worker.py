@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, overload
 
 from . import _instances
 from ._errors import SerializationError
+from ._pickling_advice import explain_failure
 from ._serialization import dumps
 
 # _pickling_advice (explain_failure) is imported where a dump fails: workers start without it.
@@ -280,8 +281,6 @@ def pickled_once(fn: Callable[..., Any]) -> bytes:
     try:
         return method.pickled()
     except Exception as exc:  # named from the handle: "fn.<per_worker args[0]>"
-        from ._pickling_advice import explain_failure
-
         raise explain_failure(fn, "fn", exc) from exc
 
 

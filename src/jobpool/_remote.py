@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from ._errors import ResultLoadError
 from ._job import CHUNK_REBUILDERS, Chunk, ChunkResult, Job, Outcomes
 from ._remote_exceptions import unpack_exception
+from ._serialization import ITEM_RESULT, RESULT
 
 if TYPE_CHECKING:  # imported when a result fails to load: workers import this module to start
     from ._salvage import Failed, FailedIn
@@ -22,8 +23,6 @@ if TYPE_CHECKING:  # imported when a result fails to load: workers import this m
 #: How loading a result again, part by part, is done (see :func:`load_failed`): given the
 #: callables that may take failed parts, it returns the value and how to find those parts.
 Salvage = Callable[[tuple[Any, ...]], "tuple[Any, FailedIn]"]
-RESULT = "the job's result"
-ITEM_RESULT = "the item's result"
 LOAD_FIX = (
     "The job ran and its result was sent back; every class and function the result's pickle "
     "names must be importable, and rebuild without error, in the caller as in the worker."

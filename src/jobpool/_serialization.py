@@ -11,8 +11,11 @@ import pickle
 from typing import Optional
 
 from ._picklers import cloud_dumps, plain_pickle
+from ._pickling_advice import explain_failure
 
-# _pickling_advice (explain_failure) is imported where a dump fails: workers start without it.
+# What the errors of a job's result call it (and ``_remote``, in the caller, the same).
+RESULT = "the job's result"
+ITEM_RESULT = "the item's result"
 
 loads = pickle.loads
 
@@ -26,16 +29,12 @@ def dumps(obj: object, what: str = "object", *, to_worker: bool = True) -> bytes
     try:
         data = plain_pickle(obj)  # pickle_plainly's, inline: every job's arguments come here
     except Exception as exc:
-        from ._pickling_advice import explain_failure
-
         raise explain_failure(obj, what, exc) from exc
     if data is not None:
         return data
     try:
         return cloud_dumps(obj, to_worker)
     except Exception as exc:
-        from ._pickling_advice import explain_failure
-
         raise explain_failure(obj, what, exc) from exc
 
 
@@ -48,6 +47,4 @@ def pickle_plainly(obj: object, what: str) -> Optional[bytes]:
     try:
         return plain_pickle(obj)
     except Exception as exc:
-        from ._pickling_advice import explain_failure
-
         raise explain_failure(obj, what, exc) from exc

@@ -26,9 +26,8 @@ from typing import Any, Callable, Optional
 from .. import _main_globals
 from .._main_globals import share_main_globals
 from .._picklers import PROTOCOL, load_cloudpickle
+from .._pickling_advice import explain_failure
 from .._serialization import pickle_plainly
-
-# _pickling_advice (explain_failure) is imported where a dump fails: workers start without it.
 
 BLOB_TYPES = (bytes, str)
 # Smaller values are cheap to pickle with the function; larger ones are sent out of line.
@@ -120,8 +119,6 @@ def dumps_function(fn: Callable[..., Any], table: BlobTable) -> tuple[bytes, tup
     try:
         pickler.dump(fn)
     except Exception as exc:
-        from .._pickling_advice import explain_failure
-
         raise explain_failure(fn, "fn", exc) from exc
     blobs = dict(pickler.blobs)
     return buffer.getvalue(), tuple(blobs.items())

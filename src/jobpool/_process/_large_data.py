@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 from .. import _platform
 from .._errors import SerializationError
+from .._pickling_advice import explain_failure
 from .._serialization import dumps
 from .._work import Call, ChunkResult
 from ._named_end import WorkerEnd
@@ -287,8 +288,6 @@ class LargeData:
                     return
             body, views = pickle_payload(payload, "job", threshold, likely_large=True)
         except SerializationError as exc:  # named from the whole call: "args[0].conn"
-            from .._pickling_advice import explain_failure
-
             raise explain_failure(work, "job", exc.__cause__ or exc) from exc.__cause__
         if views:
             from ._shared_memory import may_hold_another

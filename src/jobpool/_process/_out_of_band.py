@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .._main_globals import share_main_globals
 from .._picklers import PROTOCOL, load_cloudpickle
+from .._pickling_advice import explain_failure
 from .._serialization import dumps
 
 # _pickling_advice (explain_failure) is imported where a dump fails: workers start without it.
@@ -162,8 +163,6 @@ def _with_reducers(obj: object, what: str, buffers: _Buffers, to_worker: bool) -
     except _PICKLE_REFUSALS:
         data = None
     except Exception as exc:
-        from .._pickling_advice import explain_failure
-
         raise explain_failure(obj, what, exc) from exc
     if data is not None and _MAIN_MARKER not in data:
         return data
@@ -173,8 +172,6 @@ def _with_reducers(obj: object, what: str, buffers: _Buffers, to_worker: bool) -
             _CLOUD_PICKLER = _cloud_pickler_type()
         return _dump_with(_CLOUD_PICKLER, obj, buffers, to_worker)
     except Exception as exc:
-        from .._pickling_advice import explain_failure
-
         raise explain_failure(obj, what, exc) from exc
 
 
