@@ -36,8 +36,6 @@ from ._errors import SerializationError
 from ._pickling_advice import explain_failure
 from ._serialization import dumps
 
-# _pickling_advice (explain_failure) is imported where a dump fails: workers start without it.
-
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 

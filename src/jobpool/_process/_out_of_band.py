@@ -33,8 +33,6 @@ from .._picklers import PROTOCOL, load_cloudpickle
 from .._pickling_advice import explain_failure
 from .._serialization import dumps
 
-# _pickling_advice (explain_failure) is imported where a dump fails: workers start without it.
-
 if TYPE_CHECKING:  # imported when a result fails to load (see salvage_loads)
     from .._salvage import FailedIn
 

@@ -598,13 +598,11 @@ def longest_job(times: list[tuple[float, float]]) -> float:
     """How long a job takes the slowest of the busy workers, as far as the parent can tell:
     for each, ``(job_seconds, running_for)``: its recent jobs' average (``inf`` before its
     first reply) and how long its running job has run; the longer of the two counts."""
-    return (
-        max(
-            (running_for if job_seconds == math.inf else max(job_seconds, running_for))
-            for job_seconds, running_for in times
-        )
-        if times
-        else 0.0
+    if not times:
+        return 0.0
+    return max(
+        running_for if job_seconds == math.inf else max(job_seconds, running_for)
+        for job_seconds, running_for in times
     )
 
 
