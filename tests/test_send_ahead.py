@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import pytest
 
+import hostile
 import jobs
 from conftest import START_METHODS, WAIT, join_or_fail
 from jobpool import JobKilledError, JobTimeoutError, Pool, WorkerCrashedError, _platform
@@ -434,6 +435,36 @@ def test_sixteen_jobs_behind_a_hung_or_crashed_job_run_elsewhere_once(
     else:
         with pytest.raises(WorkerCrashedError):
             first.result(WAIT)
+
+
+@pytest.mark.skipif(not _platform.MEMFD, reason="no shared-memory socket without memfd")
+def test_a_job_through_shared_memory_waits_for_a_worker_that_lost_its_socket_to_be_idle(
+    make_pool: Callable[..., Pool], gate: jobs.StartGate, eager: pytest.MonkeyPatch
+) -> None:
+    """Found by the fault campaign: a job whose buffers go through shared memory was sent ahead
+    to a worker that an earlier job had left with its shared-memory socket closed; the send
+    failed, the pool ended the worker, and the job it was running failed with it
+    (``WorkerCrashedError``) for what another job did. Such a job is sent ahead only while the
+    worker holds that socket (``test_large_data`` sends them ahead where it does)."""
+    threshold = 64 * 1024
+    pool = make_pool(BACKEND, 1, shared_memory_threshold=threshold)
+    assert pool.submit(abs, -1).result(WAIT) == 1  # its job time known: it may take jobs ahead
+    closed = pool.submit(hostile.close_worker_descriptor, "segment socket")
+    assert closed.result(WAIT) == "segment socket"
+    held = pool.submit(jobs.gate_job, gate.address, "held", "held")
+    gate.wait_for("held")
+    data = b"x" * (threshold + 1)
+    large = pool.submit(jobs.identity, data)
+    dispatcher = _dispatcher(pool)
+    dispatcher.call(lambda: None)  # a whole turn of its loop, its send-ahead step included
+    assert dispatcher.call(lambda: [len(h.ahead) for h in dispatcher.workers.handles]) == [0]
+    gate.release("held")
+    assert held.result(WAIT) == "held"
+    try:  # sent to that worker once idle, it may fail: only it is at stake
+        assert large.result(WAIT) == data
+    except WorkerCrashedError:
+        pass
+    assert pool.submit(abs, -2).result(WAIT) == 2
 
 
 def test_jobs_whose_write_together_fails_run_elsewhere_once(

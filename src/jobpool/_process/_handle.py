@@ -33,7 +33,7 @@ from ._cpu_demand import CpuDemand
 from ._death_notice import held_here_only, worker_exit_pipe
 from ._frames import FRAME_HEADER_BYTES, FrameReader, write_frame, write_frames
 from ._in_worker import worker_main
-from ._large_data import Channel, LargeData
+from ._large_data import Channel, LargeData, peer_holds
 from ._lease import Lease
 from ._memory import ProcessListing, WorkerMemory
 from ._send_ahead import JOB_TIME_WEIGHT, KILLED_WAITING, SEND_BUFFER_BYTES
@@ -214,11 +214,19 @@ class WorkerHandle:
 
     def fits_ahead(self, job: Job) -> bool:
         """Whether ``job`` is small enough to wait in the pipe, its function already here (and
-        its memory limit the running job's: a job sent ahead starts before the parent knows)."""
+        its memory limit the running job's: a job sent ahead starts before the parent knows).
+
+        Nor a job whose buffers go through shared memory while the worker's end of the socket
+        they travel on is gone (a job it ran before closed it, or put another file in its
+        place): the send would fail and end the worker, and the job it runs would fail with
+        it, for what another job did. Sent to that worker once idle, only that job is at stake.
+        """
         if job.memory_limit is not self.memory_limit or self.too_big:
             return False
         serialized = job.serialized
         assert serialized is not None
+        if serialized.segment is not None and not peer_holds(self.segments):
+            return False
         key = serialized.fn_key
         ahead = len(self.ahead)
         if key is None:  # the function travels with it

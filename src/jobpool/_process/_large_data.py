@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import select
 import socket
 from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
@@ -207,6 +208,17 @@ def discard(channel: Optional[Channel], key: int) -> None:
     segment stays where it is: its name is still the parent's, to send the job again."""
     if _worker_end(channel) is None:
         receive(channel, key, (b"", [], 0))
+
+
+def peer_holds(channel: Optional[Channel]) -> bool:
+    """Whether the other side still holds its end of ``channel``: a socket whose worker end
+    a job closed, or replaced by another file, says so (``POLLHUP``) and a descriptor sent on
+    it would fail. Named files (no socket) have no end to lose."""
+    if not isinstance(channel, socket.socket):
+        return True
+    poller = select.poll()
+    poller.register(channel.fileno(), select.POLLOUT)
+    return not any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def release_on_parent_death(channel: Optional[Channel]) -> None:
