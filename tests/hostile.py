@@ -324,11 +324,7 @@ def raise_with_no_descriptor_free(message: str) -> None:
 
     sys.modules.pop("tokenize", None)
     linecache.clearcache()
-    try:
-        while True:
-            TAKEN.append(os.open(os.devnull, os.O_RDONLY))
-    except OSError:
-        pass
+    TAKEN.extend(fill_descriptors())
     raise ValueError(message)
 
 
@@ -338,11 +334,7 @@ def take_descriptors() -> int:
     that already needed them must import them again; how many were taken."""
     for name in ("jobpool._pickling_advice", "jobpool._remote"):
         sys.modules.pop(name, None)
-    try:
-        while True:
-            TAKEN.append(os.open(os.devnull, os.O_RDONLY))
-    except OSError:
-        pass
+    TAKEN.extend(fill_descriptors())
     return len(TAKEN)
 
 

@@ -96,6 +96,15 @@ def _place(
     return held, futures, ahead
 
 
+def _leader(pool: Pool, gate: jobs.StartGate, leader: str) -> Future[Any]:
+    """The job the queued ones wait behind: one that hangs at the gate ("hung", released as
+    "hung"), or one that ends its worker ("crash")."""
+    if leader == "hung":
+        return pool.submit(jobs.gate_job, gate.address, "hung", "hung")
+    assert leader == "crash", leader
+    return pool.submit(jobs.exit_now, 3)
+
+
 def _release_held(gate: jobs.StartGate, held: list[Future[Any]]) -> None:
     gate.release("a0")
     gate.release("a1")
@@ -367,11 +376,7 @@ def test_big_jobs_wait_in_a_socket_with_room_and_lose_nothing(
     n = 12
 
     def queue_jobs() -> list[Future[Any]]:
-        first = []
-        if leader == "hung":
-            first = [pool.submit(jobs.gate_job, gate.address, "hung", "hung")]
-        elif leader == "crash":
-            first = [pool.submit(jobs.exit_now, 3)]
+        first = [] if leader == "none" else [_leader(pool, gate, leader)]
         return first + [pool.submit(jobs.mark_run, marks, i, (i, padding)) for i in range(n)]
 
     held, futures, ahead = _place(pool, gate, queue_jobs)
@@ -415,11 +420,7 @@ def test_sixteen_jobs_behind_a_hung_or_crashed_job_run_elsewhere_once(
     n = 2 * _send_ahead.MOST_AHEAD_JOBS - 1
 
     def queue_jobs() -> list[Future[Any]]:
-        if leader == "hung":
-            first = pool.submit(jobs.gate_job, gate.address, "hung", "hung")
-        else:
-            first = pool.submit(jobs.exit_now, 3)
-        return [first, *_marked(pool, marks, n)]
+        return [_leader(pool, gate, leader), *_marked(pool, marks, n)]
 
     held, futures, ahead = _place(pool, gate, queue_jobs)
     first = futures[0]
