@@ -8,6 +8,7 @@ having no controller). The module checks after every test that no cgroup it made
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -394,7 +395,8 @@ _KILLED_CALLER = textwrap.dedent(
 
 @pytest.mark.linux_only("proc", "cgroups")
 def test_a_killed_caller_leaves_no_cgroup() -> None:
-    """Its workers see it die, leave their groups and remove them."""
+    """Its workers see it die, leave their groups and remove them, and the empty groups it made
+    (a caller killed after making a worker's group, before moving the worker in)."""
     if CONTROLLER is None:
         pytest.skip(NO_CGROUP)
     script = _KILLED_CALLER.format(tests=str(Path(__file__).parent))
@@ -411,7 +413,19 @@ def test_a_killed_caller_leaves_no_cgroup() -> None:
             assert CONTROLLER is not None
             return [n for n in os.listdir(CONTROLLER.parent) if n.startswith(prefix)]
 
-        wait_until(lambda: len(theirs()) == 2, "both workers to be in their groups")
+        def occupied() -> int:
+            assert CONTROLLER is not None
+            held = 0
+            for name in theirs():
+                with contextlib.suppress(OSError):
+                    procs = Path(CONTROLLER.parent, name, "cgroup.procs").read_text()
+                    held += bool(procs.split())
+            return held
+
+        wait_until(lambda: occupied() == 2, "both workers to be in their groups")
+        # As if the caller had died between making a third group and moving a worker in:
+        assert CONTROLLER is not None
+        Path(CONTROLLER.parent, f"{prefix}never-entered").mkdir()
         caller.send_signal(signal.SIGKILL)
         caller.wait(WAIT)
         wait_until(lambda: not theirs(), "the killed caller's groups to be removed")

@@ -18,9 +18,11 @@ it, where v2 has the memory controller on).
 
 Every cgroup made here is removed: when its worker is gone (what its job left running is killed
 if the worker was killed, moved up to the caller's cgroup if it ended normally); by the worker
-itself when it exits because its parent died (``_tree.leave_jobpool_cgroup``); and, for a
-caller that was SIGKILLed before its workers could, by the next pool that makes one, which
-removes the empty ``jobpool-<pid>-*`` groups of callers that are gone (:meth:`Controller.sweep`).
+itself when it exits because its parent died (``_tree.leave_jobpool_cgroup``), which also
+removes the empty groups of its dead parent (one made just before the parent was killed, its
+worker never moved in: ``_tree.remove_empty_groups_of``); and, for a caller that was SIGKILLed
+before its workers could, by the next pool that makes one, which removes the empty
+``jobpool-<pid>-*`` groups of callers that are gone (:meth:`Controller.sweep`).
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None) if parent is not None else None
     original_ppid = os.getppid()
-    pidfd = _platform.pidfd_open(parent.pid if parent is not None else original_ppid)
+    caller = (parent.pid if parent is not None else None) or original_ppid
+    pidfd = _platform.pidfd_open(caller)
     deaths = [fd for fd in (pidfd, sentinel) if fd is not None]
     recall_fd = recall.fileno()
     # One poll object for the thread's life: multiprocessing's wait() builds a selector at
@@ -162,12 +163,12 @@ def _watch_parent(recall: Connection, inbox: _Inbox, channel: _Channel) -> None:
         if any(fd in ready for fd in deaths) or (
             poll_ms is not None and os.getppid() != original_ppid
         ):
-            _parent_died(inbox)
+            _parent_died(inbox, caller)
         if recall_fd in ready:
             try:
                 recall.recv_bytes()
             except EOFError:  # its only write end is gone: the parent died (_death_notice)
-                _parent_died(inbox)
+                _parent_died(inbox, caller)
             except OSError as exc:
                 # A job broke our end (closed it): without recalls the parent would wait for a
                 # GIVE_BACK forever.
@@ -184,11 +185,15 @@ def _say(what: str) -> None:
         pass
 
 
-def _parent_died(inbox: _Inbox) -> NoReturn:
-    """Remove what the parent left in shared memory (named segments), then exit with every
-    program this worker's jobs started (_stopping)."""
+def _parent_died(inbox: _Inbox, caller: int) -> NoReturn:
+    """Remove what the parent left in shared memory (named segments) and in memory cgroups, then
+    exit with every program this worker's jobs started (_stopping)."""
     try:
         release_on_parent_death(inbox.segments)
+        if _platform.PROC:
+            from ._tree import remove_empty_groups_of
+
+            remove_empty_groups_of(caller)
     finally:
         exit_with_tree(EXIT_PARENT_DIED)
 

@@ -280,33 +280,62 @@ def leave_jobpool_cgroup(tries: int = 1) -> None:
     up to the group above and remove it, so that a worker whose parent died leaves none behind.
     It stays if something else still runs in it (a process killed a moment ago may take a few
     milliseconds to leave: ``tries`` removals, 10 ms apart)."""
+    directory = _memory_cgroup()
+    if directory is None or not os.path.basename(directory).startswith("jobpool-"):
+        return
+    try:
+        with open(os.path.join(os.path.dirname(directory), "cgroup.procs"), "w") as up:
+            up.write(str(os.getpid()))
+    except OSError:
+        return
+    for attempt in range(tries):
+        try:
+            os.rmdir(directory)
+            break
+        except OSError:
+            if attempt + 1 < tries:
+                time.sleep(0.01)
+
+
+def remove_empty_groups_of(caller: int) -> None:
+    """Remove the empty memory cgroups that ``caller``, now dead, made for its workers.
+
+    The caller makes a worker's group, then moves the worker in: killed between the two, it
+    leaves a group that none of its workers is in, so none would remove it. Any of them can, as
+    it exits: a group that still holds a process is not removed (``rmdir`` refuses), and its
+    own worker removes it."""
+    directory = _memory_cgroup()
+    if directory is None:
+        return
+    if os.path.basename(directory).startswith("jobpool-"):
+        directory = os.path.dirname(directory)  # this worker's group is in the caller's
+    prefix = f"jobpool-{caller}-"
+    try:
+        names = [name for name in os.listdir(directory) if name.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.rmdir(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def _memory_cgroup() -> Optional[str]:
+    """The directory of this process's memory cgroup (v1's memory hierarchy, or v2's)."""
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
-        return
+        return None
+    unified = None
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            directory = "/sys/fs/cgroup/memory" + path
-        elif controllers == "":
-            directory = "/sys/fs/cgroup" + path
-        else:
-            continue
-        if not os.path.basename(directory).startswith("jobpool-"):
-            continue
-        try:
-            with open(os.path.join(os.path.dirname(directory), "cgroup.procs"), "w") as up:
-                up.write(str(os.getpid()))
-        except OSError:
-            continue
-        for attempt in range(tries):
-            try:
-                os.rmdir(directory)
-                break
-            except OSError:
-                if attempt + 1 < tries:
-                    time.sleep(0.01)
+        if "memory" in controllers.split(","):  # v1 (hybrid systems list v2 too)
+            return "/sys/fs/cgroup/memory" + path
+        if controllers == "":
+            unified = "/sys/fs/cgroup" + path
+    return unified
 
 
 def _main(argv: list[str]) -> None:
