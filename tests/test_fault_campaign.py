@@ -73,7 +73,7 @@ pytestmark = pytest.mark.skipif(
 SECONDS = float(os.environ.get("JOBPOOL_CAMPAIGN_SECONDS", "0") or 0)
 LONG = SECONDS > 0
 # Examples per backend in the short form (CI): about 60-90 s for all four on two busy cores.
-SHORT_EXAMPLES = {"thread": 25, "process-fork": 15, "process-forkserver": 15, "process-spawn": 8}
+SHORT_EXAMPLES = {"thread": 25, "process-fork": 15, "process-forkserver": 15, "process-spawn": 5}
 ROUND_EXAMPLES = 40  # long form: examples per hypothesis run, between looks at the clock
 DEFAULT_SEED = 20230023
 CAMPAIGN_BACKENDS = ["thread", *(f"process-{m}" for m in ("fork", "forkserver", "spawn"))]
