@@ -919,3 +919,44 @@ def adopted_state() -> tuple[bool, bool]:
     held, flag = state(), _main_globals.adopted_for_forks
     _main_globals._adopt()  # the walk itself, whoever was to make it
     return held == state(), flag
+
+
+SHARED: dict[str, Any] = {}
+
+
+def keep_shared(lock: Any, queue: Any, value: Any) -> None:
+    """An initializer given multiprocessing objects that travel only at process creation."""
+    SHARED.update(lock=lock, queue=queue, value=value)
+
+
+def add_to_shared(x: int) -> int:
+    """Adds ``x`` to the shared value under the shared lock and puts it on the shared queue."""
+    with SHARED["lock"]:
+        SHARED["value"].value += x
+    SHARED["queue"].put(x)
+    return x
+
+
+QUEUE: list[Any] = []
+
+
+def keep_queue(queue: Any) -> None:
+    """An initializer that keeps a multiprocessing queue for the jobs."""
+    QUEUE[:] = [queue]
+
+
+class SlowToPickle:
+    """Pickled by a queue's feeder thread, after the job that put it returned: slowly."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        time.sleep(0.3)
+        return (int, (self.value,))
+
+
+def put_slowly(value: int) -> int:
+    """Puts ``value`` on the kept queue; it is still being sent when the job returns."""
+    QUEUE[0].put(SlowToPickle(value))
+    return value

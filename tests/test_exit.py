@@ -173,8 +173,8 @@ import signal
 import sys
 sys.path.insert(0, {tests!r})
 import jobs
-from multiprocessing import forkserver
 from jobpool import Pool
+from jobpool._process import _fork_requests
 
 if __name__ == "__main__":
     with Pool(1, backend="process", start_method="forkserver") as pool, jobs.StartGate() as gate:
@@ -182,7 +182,7 @@ if __name__ == "__main__":
         worker = gate.wait_for("held")
         print("worker", worker, flush=True)  # now the test's to reap, once its fork server died
         print("WAITING", flush=True)
-        os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+        os.kill(_fork_requests.server_pid(), signal.SIGKILL)
         gate.release("held")
         print("result", future.result(60), flush=True)
         print("same worker", pool.submit(os.getpid).result(60) == worker, flush=True)

@@ -4,7 +4,7 @@
 a worker starts when a job waits that no idle or starting worker will take (``_workers.grow``),
 so three jobs start three workers and ``stats().workers`` says so. Under fork every worker starts
 with the first job, while the submitter waits (a fork must not copy the caller mid-operation).
-The fork server imports what a worker needs once (``_context.WORKER_PRELOAD``), and each worker
+The fork server imports what a worker needs once (``_fork_server``'s preload), and each worker
 forked from it starts from that clean state, whatever an earlier worker's jobs changed.
 """
 

@@ -1,9 +1,10 @@
 """The worker side imports only what a worker needs.
 
-The fork server imports ``WORKER_PRELOAD`` once per script, and a spawned worker imports it at
-every start: each module it pulls in is paid there. These tests name the modules a worker must
-not import, checked in a fresh interpreter (never by timing): a new top-level import that
-brings one back fails here, and should be deferred to the function that needs it.
+The fork server imports its module (``_fork_requests.SERVER_MODULE``) once per script, and a
+spawned worker imports the same worker side at every start: each module it pulls in is paid
+there. These tests name the modules a worker must not import, checked in a fresh interpreter
+(never by timing): a new top-level import that brings one back fails here, and should be
+deferred to the function that needs it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import pytest
 
 import jobpool
 from conftest import WAIT
-from jobpool._process._context import WORKER_PRELOAD
+from jobpool._process._fork_requests import SERVER_MODULE
+
+WORKER_PRELOAD = (SERVER_MODULE,)
 
 # Modules jobpool's worker side once imported and no longer does, each for a path only some
 # processes take. secrets (with hmac, hashlib): the portable mode's directory names. The
@@ -79,7 +82,7 @@ def test_interpreter_itself_does_not_import_them() -> None:
 
 SERVER_MODULES = """
 import importlib, json, sys
-import multiprocessing.forkserver  # what the stdlib's fork server runs
+import multiprocessing.forkserver  # (the fork server imports it too)
 for name in {names!r}:
     importlib.import_module(name)
 print(json.dumps(sorted(sys.modules)))

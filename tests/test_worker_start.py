@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import io
+import multiprocessing
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +108,66 @@ def test_a_worker_starts_with_its_namespace_adopted_as_it_would_adopt_it(
     same), and no longer says so: a process it forks adopts its own namespace."""
     pool = make_pool(backend, workers=1)
     assert pool.submit(jobs.adopted_state).result(timeout=WAIT) == (True, False)
+
+
+SHARED_OBJECTS = """
+import multiprocessing, sys
+sys.path.insert(0, {tests!r})
+import jobpool, jobs
+
+SHARED = {{}}
+
+
+def keep(lock, queue, value):  # from the script: it travels by value
+    SHARED.update(lock=lock, queue=queue, value=value)
+
+
+def add(x):
+    with SHARED["lock"]:
+        SHARED["value"].value += x
+    SHARED["queue"].put(x)
+    return x
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context({method!r})
+    for initializer, job in ((keep, add), (jobs.keep_shared, jobs.add_to_shared)):
+        lock, queue, value = context.Lock(), context.Queue(), context.Value("i", 0)
+        with jobpool.Pool(2, backend="process", start_method={method!r},
+                          initializer=initializer, initargs=(lock, queue, value)) as pool:
+            total = sum(pool.map(job, range(10)))
+        items = sorted(queue.get(timeout=60) for _ in range(10))
+        print(total, value.value, items == list(range(10)))
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_an_initializer_receives_locks_queues_and_values(tmp_path: Path, method: str) -> None:
+    """Objects multiprocessing lets travel only at process creation reach the initializer, from
+    the script (by value) and from a module, as with the standard library's pools."""
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED_OBJECTS.format(tests=str(Path(__file__).parent), method=method))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["45 45 True", "45 45 True"], done.stderr
+
+
+@pytest.mark.parametrize("backend", PROCESS_BACKENDS)
+def test_what_a_job_put_on_a_queue_arrives_though_its_worker_stopped_at_once(
+    make_pool: Callable[..., Pool], backend: str
+) -> None:
+    """A ``multiprocessing.Queue`` sends from a thread of the worker: a worker stopped right
+    after the job waits for it (as a multiprocessing process does at its exit) instead of
+    ending with the item unsent."""
+    queue = multiprocessing.get_context(backend.split("-", 1)[1]).Queue()
+    pool = make_pool(backend, workers=1, initializer=jobs.keep_queue, initargs=(queue,))
+    assert pool.submit(jobs.put_slowly, 7).result(timeout=WAIT) == 7
+    pool.shutdown(wait=True)
+    assert queue.get(timeout=WAIT) == 7
+    queue.close()
+    queue.join_thread()
 
 
 def test_startup_stderr_keeps_a_stream_that_writes_each_line_to_fd_2(tmp_path: Path) -> None:

@@ -193,9 +193,10 @@ def _own_pickle(pickler: Any, value: Any) -> Optional[bytes]:
     try:
         import cloudpickle
 
-        nested = cloudpickle.Pickler(buffer, PROTOCOL)
-        if dispatch is not None:
-            nested.dispatch_table = dispatch
+        # The sender's own class: cloudpickle's picklers take their reducers from their class
+        # (one set on an instance is never consulted, see _start._setup_pickler).
+        kind = type(pickler) if isinstance(pickler, cloudpickle.Pickler) else cloudpickle.Pickler
+        nested = kind(buffer, PROTOCOL)
         share_main_globals(nested)
         nested.dump(value)
     except Exception:

@@ -75,6 +75,9 @@ EXIT_PARENT_DIED = 70
 EXIT_RECALL_LOST = 71
 # Where the platform has no pidfd: how often the watch thread compares os.getppid().
 PPID_POLL_SECONDS = 1.0
+# How long a worker that ends as asked gives multiprocessing's clean-up (a Queue's feeder thread
+# sending what a job put on it) before it exits regardless.
+FINALIZE_SECONDS = 5.0
 # How often, at most, the worker reaps the zombies it adopted (between jobs).
 ZOMBIE_SECONDS = 1.0
 
@@ -243,6 +246,7 @@ def worker_main(
     code = 0
     try:
         _work(conn, recall, setup, log_level, startup_stderr, large)
+        _run_multiprocessing_finalizers()
     except BaseException:  # a bug here: say so, as multiprocessing would have
         code = 1
         try:
@@ -251,6 +255,28 @@ def worker_main(
             pass
     _flush_output()
     os._exit(code)  # exit_writer, still referenced here, is closed by the exit
+
+
+def _run_multiprocessing_finalizers() -> None:
+    """Run what multiprocessing runs when one of its processes ends: above all, a ``Queue``'s
+    feeder thread sends what the jobs put on it.
+
+    ``os._exit`` runs none of it, and a job's last items on a queue were lost when its worker
+    was stopped right after (one run in ten of a pool whose initializer took a queue). A worker
+    that holds none (most) starts no thread; the wait is bounded, so that a feeder blocked on a
+    full pipe nobody reads keeps neither the worker nor ``shutdown()`` waiting for ever.
+    """
+    from multiprocessing import util
+
+    if not util._finalizer_registry:  # type: ignore[attr-defined]
+        return
+    runner = threading.Thread(
+        target=util._run_finalizers,  # type: ignore[attr-defined]
+        name="jobpool-finalizers",
+        daemon=True,
+    )
+    runner.start()
+    runner.join(FINALIZE_SECONDS)
 
 
 def _work(

@@ -32,7 +32,7 @@ import io
 import os
 import sys
 import threading
-from collections import deque
+from collections import ChainMap, deque
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
@@ -140,10 +140,15 @@ def dumps_setup(value: object) -> bytes:
     objects multiprocessing shares only at process creation (locks, queues) pickle as they do
     for the stdlib pools."""
     import io
+    from multiprocessing.context import get_spawning_popen
     from multiprocessing.reduction import ForkingPickler
 
     from .._picklers import PROTOCOL, is_plain_pickle_refusal, load_cloudpickle
 
+    # The descriptors each attempt hands the new process (``DupFd``): those of an attempt whose
+    # pickle is thrown away are taken back (spawn refuses a descriptor listed twice).
+    handed: Optional[list[int]] = getattr(get_spawning_popen(), "_fds", None)
+    before = None if handed is None else len(handed)
     try:
         data = bytes(ForkingPickler.dumps(value, PROTOCOL))
     except Exception as exc:
@@ -152,15 +157,32 @@ def dumps_setup(value: object) -> bytes:
     else:
         if b"__main__" not in data:
             return data
-    cloudpickle = load_cloudpickle()
+    if handed is not None:
+        del handed[before:]
     buffer = io.BytesIO()
-    pickler = cloudpickle.Pickler(buffer, PROTOCOL)
-    # multiprocessing's own reducers (connections, sockets) take precedence, as in its pickler.
-    extra = ForkingPickler._extra_reducers  # type: ignore[attr-defined]
-    pickler.dispatch_table = {**pickler.dispatch_table, **extra}
+    pickler = _setup_pickler(load_cloudpickle(), ForkingPickler)(buffer, PROTOCOL)
     share_main_globals(pickler)
     pickler.dump(value)
     return buffer.getvalue()
+
+
+_SETUP_PICKLER: Optional[type] = None
+
+
+def _setup_pickler(cloudpickle: Any, forking_pickler: Any) -> Any:
+    """cloudpickle's pickler with multiprocessing's own reducers first (connections, sockets,
+    the shared memory of a ``Value``), as in multiprocessing's pickler.
+
+    A class of its own: cloudpickle's ``Pickler`` keeps its ``dispatch_table`` as a class
+    attribute, which hides the C pickler's own, so one set on an instance is never consulted
+    (a ``multiprocessing.Value`` among the arguments of an initializer from the script failed
+    with "cannot pickle 'mmap.mmap' object")."""
+    global _SETUP_PICKLER
+    if _SETUP_PICKLER is None:
+        base = cloudpickle.Pickler
+        table = ChainMap(forking_pickler._extra_reducers, base.dispatch_table)
+        _SETUP_PICKLER = type("SetupPickler", (base,), {"dispatch_table": table})
+    return _SETUP_PICKLER
 
 
 def _forget_workers_in_child() -> None:
