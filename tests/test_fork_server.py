@@ -73,6 +73,49 @@ def test_a_fork_server_that_died_is_replaced_and_its_workers_serve_on(
     assert not os.path.exists(f"/proc/{server}"), "the dead server was left a zombie"
 
 
+MOVING_CALLER = """
+import multiprocessing, os, sys
+sys.path.insert(0, {tests!r})
+from jobpool import Pool
+
+if __name__ == "__main__":
+    with Pool(1, backend="process") as pool:  # the fork server starts here
+        assert pool.submit(abs, -1).result(60) == 1
+    os.chdir({elsewhere!r})
+    sys.path.append({modules!r})
+    sys.argv[1:] = ["--moved"]
+    multiprocessing.set_start_method("spawn")
+    import placed  # found on the new path only
+    with Pool(1, backend="process", start_method="forkserver") as pool:
+        print(pool.submit(placed.where).result(60) == placed.where())
+"""
+
+PLACED = """
+import multiprocessing, os, sys
+
+
+def where():
+    return os.getcwd(), sys.argv[1:], multiprocessing.get_start_method(allow_none=True)
+"""
+
+
+def test_a_worker_takes_the_path_directory_and_argv_its_caller_has_now(tmp_path: Path) -> None:
+    """As the standard library's fork server gives each worker the caller's state at the
+    worker's start (its preparation data), not at the server's: a module found on a path added
+    since, the working directory, ``sys.argv``, the start method set."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "placed.py").write_text(PLACED)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = MOVING_CALLER.format(tests=TESTS, elsewhere=str(elsewhere), modules=str(modules))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True", done.stderr
+
+
 FORKING_CALLER = """
 import os, sys, time
 sys.path.insert(0, {tests!r})

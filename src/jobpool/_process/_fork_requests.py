@@ -180,6 +180,7 @@ class ServedPopen(_ForkServerPopen):  # type: ignore[misc]
 
     def _launch(self, process_obj: Any) -> None:
         buffer = io.BytesIO()
+        reduction.dump(_environment(), buffer)
         set_spawning_popen(self)
         try:
             reduction.dump(
@@ -214,6 +215,28 @@ class ServedPopen(_ForkServerPopen):  # type: ignore[misc]
             os.close(alive_r)
         self.sentinel = status_r
         self.finalizer = _util.Finalize(self, _util.close_fds, (alive_w, status_r))
+
+
+def _environment() -> tuple[Any, ...]:
+    """What a worker takes from this process as it starts, as multiprocessing's preparation data
+    gives it to a child of the standard library's fork server: this process's ``sys.path`` (its
+    ``''`` made absolute), ``sys.argv``, working directory, original directory, multiprocessing's
+    logging, and its start method if one was set. The server applies what differs from its own.
+    """
+    from multiprocessing import process, util
+
+    original = process.ORIGINAL_DIR  # type: ignore[attr-defined]
+    path = [original if entry == "" else entry for entry in sys.path]
+    logger = util._logger  # type: ignore[attr-defined]
+    return (
+        path,
+        sys.argv,
+        os.getcwd(),
+        original,
+        bool(util._log_to_stderr),  # type: ignore[attr-defined]
+        None if logger is None else logger.getEffectiveLevel(),
+        multiprocessing.get_start_method(allow_none=True),
+    )
 
 
 class ServedProcess(multiprocessing.process.BaseProcess):

@@ -44,14 +44,15 @@ _collecting = gc.isenabled()
 gc.disable()
 try:
     import errno
+    import io
     import itertools
     import os
+    import pickle
     import select
     import signal
     import socket
     import sys
     from multiprocessing import process, util
-    from multiprocessing.reduction import ForkingPickler
     from typing import Any, NoReturn, Optional
 
     try:  # every worker's arguments name it: its pipes travel as ``popen_forkserver._DupFd``
@@ -72,8 +73,13 @@ finally:
         gc.enable()
 
 
+_START_DIR = ""  # the server's working directory, which it never changes (see serve)
+
+
 def serve(control_fd: int, preload: list[str]) -> NoReturn:
     """The server's loop: fork a worker for each request, report each worker's exit."""
+    global _START_DIR
+    _START_DIR = os.getcwd()
     for name in preload:
         try:
             __import__(name)
@@ -227,10 +233,12 @@ def _become_worker(payload: bytes, parent_sentinel: int, tracker: int, inherited
     as long as the caller, not as long as the worker."""
     resource_tracker._resource_tracker._fd = tracker  # type: ignore[attr-defined]
     forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
+    stream = io.BytesIO(payload)
+    _take_environment(*pickle.load(stream))  # before the rest: it may need the caller's path
     current: Any = process.current_process()
     current._inheriting = True
     try:
-        target, args, kwargs, name, authkey, parent_pid, parent_name = ForkingPickler.loads(payload)
+        target, args, kwargs, name, authkey, parent_pid, parent_name = pickle.load(stream)
     finally:
         del current._inheriting
     authenticated: Any = process.AuthenticationString  # type: ignore[attr-defined]
@@ -247,3 +255,31 @@ def _become_worker(payload: bytes, parent_sentinel: int, tracker: int, inherited
     util._run_after_forkers()  # type: ignore[attr-defined]
     target(*args, **kwargs)
     return 0
+
+
+def _take_environment(
+    path: list[str],
+    argv: list[str],
+    cwd: str,
+    original_dir: str,
+    log_to_stderr: bool,
+    log_level: Optional[int],
+    start_method: Optional[str],
+) -> None:
+    """Take what the caller has now (``_fork_requests._environment``) where it differs from
+    what the server took at its start: the caller may have changed its path or directory since.
+    """
+    if sys.path != path:
+        sys.path[:] = path
+    sys.argv = argv
+    if cwd != _START_DIR:
+        os.chdir(cwd)
+    process.ORIGINAL_DIR = original_dir  # type: ignore[attr-defined]
+    if log_to_stderr:
+        util.log_to_stderr()
+    if log_level is not None:
+        util.get_logger().setLevel(log_level)
+    if start_method is not None:
+        import multiprocessing
+
+        multiprocessing.set_start_method(start_method, force=True)
