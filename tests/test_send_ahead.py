@@ -635,3 +635,53 @@ def test_give_back_with_a_definition_still_arriving() -> None:
         assert inbox.give_back() == []  # its function bytes are not here yet
         write_frame(parent.fileno(), b"raw function bytes")
         assert inbox.next() == ((DEFINE_FN, 7), b"raw function bytes")
+
+
+class _Failed:
+    """The ``Outcomes`` a ``Workers`` fails jobs through, recording what it was told."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[Any, BaseException]] = []
+
+    def fail(self, job: Any, error: BaseException) -> None:
+        self.failed.append((job, error))
+
+
+class _Requeued:
+    def __init__(self) -> None:
+        self.first: list[Any] = []
+
+    def put_first(self, jobs: list[Any]) -> None:
+        self.first.extend(jobs)
+
+
+@pytest.mark.parametrize("terminating", [True, False], ids=["terminate", "kill"])
+def test_the_job_a_killed_worker_had_started_fails_for_what_it_was_killed_for(
+    terminating: bool,
+) -> None:
+    """A worker killed for one job may reply to it before it dies: it had started the job sent
+    behind it. Under ``terminate()`` that job fails as terminated, like every other (the fault
+    campaign saw it fail as ``WorkerCrashedError``, outside what a terminated job may end as);
+    otherwise it fails saying why its worker died, and the jobs it had not started run again.
+    The moment cannot be made to happen on demand in a real pool (the reply must come between
+    the kill and the exit), so the worker's bookkeeping is driven directly."""
+    from types import SimpleNamespace
+
+    from jobpool._process import _workers
+
+    workers = _workers.Workers.__new__(_workers.Workers)
+    outcomes, line = _Failed(), _Requeued()
+    workers._outcomes = outcomes  # type: ignore[assignment]
+    workers._line = line  # type: ignore[assignment]
+    workers.terminating, workers.broken = terminating, None
+    handle = SimpleNamespace(pid=4321, replied_after_kill=True)
+    started, unstarted = (SimpleNamespace(future=SimpleNamespace(resolved=False)) for _ in "ab")
+    workers._requeue_unstarted(handle, -9, [started, unstarted])  # type: ignore[arg-type]
+    if terminating:
+        assert [job for job, _ in outcomes.failed] == [started, unstarted] and not line.first
+        for _, error in outcomes.failed:
+            assert isinstance(error, JobKilledError) and "terminated" in str(error)
+    else:
+        ((job, error),) = outcomes.failed
+        assert job is started and line.first == [unstarted]
+        assert isinstance(error, WorkerCrashedError) and error.detail == _workers.STARTED_AFTER

@@ -54,6 +54,11 @@ START_RETRY_SECONDS = 30.0
 # descriptors (EMFILE, ENFILE), processes (EAGAIN), memory (ENOMEM).
 _SHORT_OF = (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM)
 TERMINATED = "the pool was terminated"
+# Why the job a worker had started after the one it was killed for fails with it.
+STARTED_AFTER = (
+    "the pool had killed it for the job before this one (its time limit, memory limit or "
+    "Pool.kill()), which ended as the kill was under way, and this one had started"
+)
 # At most this many workers are starting (not READY yet) at once while the pool grows: starting
 # more would share the same cores and delay the first of them, which the waiting jobs need now.
 STARTING_AT_ONCE = max(2, os.cpu_count() or 1)
@@ -461,18 +466,24 @@ class Workers:
     def _requeue_unstarted(
         self, handle: WorkerHandle, exitcode: Optional[int], jobs: list[Job]
     ) -> None:
-        """The jobs a gone worker held but had not started run elsewhere, first in line."""
-        if jobs and handle.replied_after_kill:
-            # It replied to the job we killed it for, so it had started the next one.
-            self._outcomes.fail(jobs.pop(0), WorkerCrashedError(handle.pid, exitcode))
-        jobs = [job for job in jobs if not job.future.resolved]  # not those Pool.kill() failed
-        if not jobs:
-            return
+        """The jobs a gone worker held but had not started run elsewhere, first in line.
+
+        The pool terminating (or broken) fails them all alike, the one the worker had started
+        after the job it was killed for included: that one was a termination's, not a crash's
+        (the fault campaign saw a ``terminate()`` fail it as ``WorkerCrashedError``)."""
         if self.terminating or self.broken is not None:
             for job in jobs:
-                self._outcomes.fail(job, self.broken or JobKilledError(TERMINATED))
+                if not job.future.resolved:
+                    self._outcomes.fail(job, self.broken or JobKilledError(TERMINATED))
             return
-        self._line.put_first(jobs)
+        if jobs and handle.replied_after_kill:
+            # It replied to the job we killed it for, so it had started the next one.
+            self._outcomes.fail(
+                jobs.pop(0), WorkerCrashedError(handle.pid, exitcode, STARTED_AFTER)
+            )
+        jobs = [job for job in jobs if not job.future.resolved]  # not those Pool.kill() failed
+        if jobs:
+            self._line.put_first(jobs)
 
     # --- recycling, stopping, breaking ------------------------------------------------------------
 
