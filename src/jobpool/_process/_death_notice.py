@@ -23,8 +23,9 @@ thread's ``os.getppid()`` comparison, once a second where there is no pidfd, rem
 worker exited from a pipe whose write end only that worker holds (``worker_exit_pipe``), not
 from multiprocessing's sentinel: under the ``forkserver`` start method that sentinel is a pipe
 from the fork server, which reports every worker as exited (code 255) when the fork server
-itself dies, as it does when this process had no descriptor free while starting a worker; and
-under ``fork`` a process forked by another thread at the wrong moment can keep it open. The
+itself dies (killed; the standard library's also died when it had no descriptor free for a
+request); and under ``fork`` a process forked by another thread at the wrong moment can keep it
+open. The
 worker closes its write end in every child it forks, as the parent does with the other pipe.
 """
 
