@@ -202,8 +202,13 @@ class ServedPopen(_ForkServerPopen):  # type: ignore[misc]
         tracker = resource_tracker.getfd()  # the worker's too (see _fork_server._become_worker)
         assert tracker is not None  # (getfd starts the tracker)
         status_r, status_w = os.pipe()
-        # The worker's parent sentinel: at end of file when this process is gone.
-        alive_r, alive_w = os.pipe()
+        try:
+            # The worker's parent sentinel: at end of file when this process is gone.
+            alive_r, alive_w = os.pipe()
+        except BaseException:  # out of descriptors, say: the start fails leaving none behind
+            os.close(status_r)
+            os.close(status_w)
+            raise
         try:
             self.pid = _SERVER.fork(buffer.getvalue(), [status_w, alive_r, tracker, *self._fds])
         except BaseException:
@@ -228,10 +233,14 @@ def _environment() -> tuple[Any, ...]:
     original = process.ORIGINAL_DIR  # type: ignore[attr-defined]
     path = [original if entry == "" else entry for entry in sys.path]
     logger = util._logger  # type: ignore[attr-defined]
+    try:
+        cwd: Optional[str] = os.getcwd()
+    except OSError:  # its directory was removed: the worker keeps the server's
+        cwd = None
     return (
         path,
         sys.argv,
-        os.getcwd(),
+        cwd,
         original,
         bool(util._log_to_stderr),  # type: ignore[attr-defined]
         None if logger is None else logger.getEffectiveLevel(),

@@ -260,7 +260,7 @@ def _become_worker(payload: bytes, parent_sentinel: int, tracker: int, inherited
 def _take_environment(
     path: list[str],
     argv: list[str],
-    cwd: str,
+    cwd: Optional[str],
     original_dir: str,
     log_to_stderr: bool,
     log_level: Optional[int],
@@ -272,7 +272,7 @@ def _take_environment(
     if sys.path != path:
         sys.path[:] = path
     sys.argv = argv
-    if cwd != _START_DIR:
+    if cwd is not None and cwd != _START_DIR:
         os.chdir(cwd)
     process.ORIGINAL_DIR = original_dir  # type: ignore[attr-defined]
     if log_to_stderr:
