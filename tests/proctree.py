@@ -103,6 +103,17 @@ def reap(pids: set[int], timeout: float = WAIT) -> set[int]:
     return left
 
 
+def kill_and_reap(pids: set[int]) -> set[int]:
+    """SIGKILL every one of ``pids`` still there and reap those re-parented to us; returns
+    those that still exist at the end (see reap)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return reap(pids)
+
+
 def assert_no_zombies() -> None:
     zombies = [pid for pid in descendants(os.getpid()) if (_stat(pid) or ("",))[0] == "Z"]
     assert not zombies, f"zombie processes under the test run: {zombies}"

@@ -15,7 +15,15 @@ import sys
 import pytest
 
 from conftest import WAIT
-from proctree import Child, assert_no_zombies, descendants, reap, subreaper, wait_exited
+from proctree import (
+    Child,
+    assert_no_zombies,
+    descendants,
+    kill_and_reap,
+    reap,
+    subreaper,
+    wait_exited,
+)
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="uses /proc and prctl(PR_SET_CHILD_SUBREAPER)"
@@ -157,12 +165,7 @@ def test_workers_notice_a_killed_parent_without_pidfd_while_a_fork_of_it_lives()
         finally:
             family |= descendants(child.proc.pid)
             child.kill()
-            for pid in family:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            leftovers = reap(family)
+            leftovers = kill_and_reap(family)
         assert not leftovers, f"processes still there: {leftovers}"
         assert_no_zombies()
 

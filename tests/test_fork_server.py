@@ -18,7 +18,7 @@ import pytest
 
 from conftest import START_METHODS, WAIT, MakePool
 from jobpool._process import _fork_requests
-from proctree import descendants, reap, subreaper, wait_exited
+from proctree import descendants, kill_and_reap, subreaper, wait_exited
 
 pytestmark = pytest.mark.skipif("forkserver" not in START_METHODS, reason="no fork server here")
 TESTS = str(Path(__file__).resolve().parent)
@@ -158,10 +158,5 @@ def test_the_fork_server_ends_with_its_caller_though_a_fork_of_the_caller_lives(
             if caller.poll() is None:
                 caller.kill()
                 caller.wait(WAIT)
-            for pid in family:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            leftovers = reap(family)
+            leftovers = kill_and_reap(family)
         assert not leftovers, f"processes still there: {leftovers}"

@@ -31,7 +31,7 @@ from multiprocessing.context import set_spawning_popen
 from typing import Any, Optional
 
 from .._platform import after_fork_in_child
-from ._fork_server_protocol import HEADER, MAX_FDS, REPLY
+from ._fork_server_protocol import HEADER, MAX_FDS, REPLY, receive_exactly
 
 _util: Any = multiprocessing.util  # its private helpers are untyped
 try:
@@ -109,7 +109,7 @@ class _Server:
                 sent = socket.send_fds(self.socket, [data], fds)
                 if sent < len(data):
                     self.socket.sendall(data[sent:])
-                reply = _exactly(self.socket, REPLY.size)
+                reply = receive_exactly(self.socket, REPLY.size)
             except OSError:
                 self.forget()  # the server is gone, or half a request is in its socket
                 raise
@@ -126,17 +126,6 @@ def _reaped(pid: int) -> bool:
         return os.waitpid(pid, os.WNOHANG)[0] != 0
     except ChildProcessError:  # reaped by someone else
         return True
-
-
-def _exactly(sock: socket.socket, size: int) -> bytes:
-    parts = []
-    while size > 0:
-        part = sock.recv(size)
-        if not part:
-            raise ConnectionResetError("jobpool's fork server ended")
-        parts.append(part)
-        size -= len(part)
-    return b"".join(parts)
 
 
 _SERVER = _Server()

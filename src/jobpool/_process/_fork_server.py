@@ -65,7 +65,7 @@ try:
 
     from .. import _main_globals
     from . import _in_worker  # noqa: F401
-    from ._fork_server_protocol import HEADER, MAX_FDS, REPLY
+    from ._fork_server_protocol import HEADER, MAX_FDS, REPLY, receive_exactly
 
 finally:
     gc.freeze()
@@ -187,26 +187,15 @@ def _receive(control: socket.socket) -> Optional[tuple[bytes, list[int]]]:
     if not first and not fds:
         return None
     try:
-        header = first + _exactly(control, HEADER.size - len(first))
+        header = first + receive_exactly(control, HEADER.size - len(first))
         (size,) = HEADER.unpack(header)
-        payload = _exactly(control, size)
+        payload = receive_exactly(control, size)
         if flags & socket.MSG_CTRUNC:
             raise OSError(errno.EMFILE, "the fork server had no descriptor free for a request")
         return payload, fds
     except BaseException:
         _close_all(fds)
         raise
-
-
-def _exactly(control: socket.socket, size: int) -> bytes:
-    parts = []
-    while size > 0:
-        part = control.recv(min(size, 1 << 20))
-        if not part:
-            raise OSError(errno.EPIPE, "the request broke off")
-        parts.append(part)
-        size -= len(part)
-    return b"".join(parts)
 
 
 def _reply(control: socket.socket, value: int) -> None:
